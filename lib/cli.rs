@@ -1,0 +1,283 @@
+//! Command-line definitions of the six programs, in one place so that the
+//! man pages and shell completions are generated from exactly what the
+//! programs parse (`bk-gen-docs`).
+//!
+//! Every option can also come from the environment (`BK_…`) or the config
+//! file (see [`crate::config`]); the command line wins.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Text shown under every program's `--help`: exit statuses.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0   success
+  1   faults found (bk-verify problems, entries bk-open could not restore)
+  2   bad command line or configuration
+  3   malformed input record
+  4   key problem (unreadable key, wrong secret key, wrong passphrase)
+  5   repository problem (missing/unknown repository, missing or corrupt object or snapshot)
+  6   local I/O error (disk full, permission denied on output)
+  24  partial: some files vanished, changed or were unreadable; the rest was stored";
+
+/// `--config FILE`: where options not given on the command line or in the
+/// environment are read from.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]
+    #[arg(long, env = "BK_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `--repo DIR`: the repository.
+#[derive(Debug, Clone, Args)]
+pub struct RepoArg {
+    /// Repository directory
+    #[arg(long, env = "BK_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+}
+
+/// Public keys to encrypt to.
+#[derive(Debug, Clone, Args)]
+pub struct RecipientArgs {
+    /// Recipient public key file (armored or binary OpenPGP); repeat for
+    /// several recipients (BK_RECIPIENT takes a comma-separated list)
+    #[arg(
+        long = "recipient",
+        short = 'r',
+        env = "BK_RECIPIENT",
+        value_name = "KEY",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub recipients: Vec<PathBuf>,
+}
+
+/// A secret key and where its passphrase comes from.
+#[derive(Debug, Clone, Args)]
+pub struct SecretKeyArgs {
+    /// Secret key file (armored or binary OpenPGP)
+    #[arg(long, short = 'k', env = "BK_KEY", value_name = "SECRET")]
+    pub key: Option<PathBuf>,
+    /// File whose first line is the key's passphrase (else $BK_PASSPHRASE,
+    /// else the terminal is asked)
+    #[arg(long, env = "BK_PASSPHRASE_FILE", value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `-j N`: worker threads.
+#[derive(Debug, Clone, Args)]
+pub struct JobsArg {
+    /// Worker threads [default: number of cores]
+    #[arg(long, short = 'j', env = "BK_JOBS", value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+impl JobsArg {
+    /// The number of workers to run.
+    pub fn count(&self) -> usize {
+        self.jobs
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+/// bk-scan: walk trees and emit one record per entry.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bk-scan",
+    version,
+    about = "Walk directory trees and print one metadata record per entry",
+    long_about = "Walk directory trees and print one schema-1 record (NDJSON) per entry: \
+files, directories, symlinks and special files with mode, owner, times, inode, \
+device, link count and extended attributes. Symlinks are never followed. \
+.bkignore files (gitignore syntax) and --exclude globs leave entries out.",
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-scan -x --exclude '*.tmp' / > root.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  6   local I/O error writing the output\n  24  partial: some entries could not be read (each named on stderr)")
+)]
+pub struct ScanCli {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Trees (or single files) to scan
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Leave out entries matching this glob (gitignore syntax); repeatable
+    #[arg(long, short = 'e', env = "BK_EXCLUDE", value_name = "GLOB", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Do not cross file-system boundaries
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Also honour .gitignore files (and .git/info/exclude)
+    #[arg(long)]
+    pub gitignore: bool,
+}
+
+/// bk-hash: add the SHA-256 of every regular file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bk-hash",
+    version,
+    about = "Add the SHA-256 of each regular file's content to its record",
+    long_about = "Read records on stdin and add \"sha256\" to every file record, hashing \
+files in parallel. Output order need not match input order. A file that vanished, \
+changed size or could not be read is reported on stderr and left out.",
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash -j 4 | bk-seal\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  6   local I/O error writing the output\n  24  partial: some files vanished, changed or were unreadable")
+)]
+pub struct HashCli {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub jobs: JobsArg,
+}
+
+/// bk-seal: encrypt new contents into the repository.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bk-seal",
+    version,
+    about = "Encrypt each new content into the repository and add its object ids",
+    long_about = "Read hashed records on stdin. For each file whose content is not yet in \
+the repository, encrypt it (streaming, OpenPGP, AES-256) to every recipient and store it \
+atomically as an object; add \"objects\" to the record and print it. Only public keys are \
+needed. The object id is HMAC-SHA256(id key, sha256), so the repository cannot be probed \
+for known files.",
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal --init --repo /mnt/backup -r me.asc | bk-index write --repo /mnt/backup -r me.asc\n  BK_REPO=/mnt/backup BK_RECIPIENT=me.asc bk-seal < hashed.ndjson > sealed.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem\n  6   local I/O error (disk full)\n  24  partial: some files changed or vanished before they were sealed")
+)]
+pub struct SealCli {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Create the repository if it does not exist yet
+    #[arg(long)]
+    pub init: bool,
+    /// Local file holding the repository's id key [default: $XDG_DATA_HOME/bk/<repo id>.idkey]
+    #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
+    pub id_key: Option<PathBuf>,
+    /// Secret key used only to recover a lost local id key from the repository
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    #[command(flatten)]
+    pub jobs: JobsArg,
+}
+
+/// bk-index: the catalogue of snapshots.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bk-index",
+    version,
+    about = "Write, list and show encrypted snapshots (the catalogue)",
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing object, unknown snapshot)\n  6   local I/O error")
+)]
+pub struct IndexCli {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(subcommand)]
+    pub command: IndexCommand,
+}
+
+/// What bk-index does.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Collect sealed records from stdin into one encrypted snapshot; print its name
+    Write(IndexWriteArgs),
+    /// List snapshots: time, host, files and bytes
+    List(IndexListArgs),
+    /// Decrypt a snapshot back to records (NDJSON) or CSV
+    Show(IndexShowArgs),
+}
+
+/// `bk-index write`.
+#[derive(Debug, Args)]
+pub struct IndexWriteArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Host name recorded in the snapshot name [default: this machine's]
+    #[arg(long, env = "BK_HOST", value_name = "NAME")]
+    pub host: Option<String>,
+}
+
+/// `bk-index list`.
+#[derive(Debug, Args)]
+pub struct IndexListArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Secret key: count files and bytes of snapshots not in the local cache
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// Print one JSON object per snapshot instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bk-index show`.
+#[derive(Debug, Args)]
+pub struct IndexShowArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// Snapshot name (as printed by `list`), a unique prefix of it, or "latest"
+    #[arg(value_name = "SNAPSHOT", default_value = "latest")]
+    pub snapshot: String,
+    /// Print CSV (path, kind, size, mtime, mode, sha256, objects…) instead of records
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// bk-verify: check records against the repository.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bk-verify",
+    version,
+    about = "Check that every object a record stream needs is present and sound",
+    long_about = "Read records on stdin (typically from `bk-index show`) and check that every \
+object exists with the expected size. With --read-data, also decrypt every object and check \
+the file's SHA-256. Prints one JSON result record per problem on stdout and a summary on stderr.",
+    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n\n", "Exit status:\n  0   every record checked out\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem")
+)]
+pub struct VerifyCli {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Decrypt every object and re-hash the content (needs --key)
+    #[arg(long)]
+    pub read_data: bool,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    #[command(flatten)]
+    pub jobs: JobsArg,
+}
+
+/// bk-open: decrypt objects and restore trees.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bk-open",
+    version,
+    about = "Decrypt one object, or restore a record stream into a directory",
+    long_about = "With --object, decrypt one object to stdout. With --to, read records on \
+stdin and restore them under DIR: files (every byte checked against the record's SHA-256 \
+before it gets its real name), directories, symlinks, hard links, special files, modes, \
+times, extended attributes, and owners when run as root. Paths that would leave DIR \
+(absolute, '..', through a symlink) are refused.",
+    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore\n  bk-index show latest | jq -c 'select(.path==\"docs/tax.pdf\")' | bk-open --to .\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
+)]
+pub struct OpenCli {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// Decrypt this object (hex id) to stdout
+    #[arg(long, value_name = "ID", conflicts_with = "to", required_unless_present = "to")]
+    pub object: Option<String>,
+    /// Restore the records read on stdin under this directory
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+}

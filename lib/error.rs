@@ -1,0 +1,209 @@
+//! Errors shared by every program, each mapped to a documented exit status.
+//!
+//! Every message names the thing that failed (a path, an object, a record
+//! line, a key) and the cause, on one line, so scripts and people can act on
+//! it without guessing.
+
+use std::path::Path;
+
+/// Exit statuses, documented in the README and the man pages.
+pub mod exit {
+    /// Everything worked.
+    pub const OK: i32 = 0;
+    /// The run finished but found faults (bk-verify problems, entries that
+    /// bk-open could not restore).
+    pub const FAULTS: i32 = 1;
+    /// Bad command line or configuration.
+    pub const USAGE: i32 = 2;
+    /// A malformed input record.
+    pub const BAD_INPUT: i32 = 3;
+    /// A key problem: unreadable key, wrong secret key, wrong passphrase,
+    /// no usable encryption subkey.
+    pub const KEY: i32 = 4;
+    /// A repository problem: missing or unknown repository, missing or
+    /// corrupt object or snapshot.
+    pub const REPO: i32 = 5;
+    /// A local I/O failure: disk full, permission denied on the output.
+    pub const IO: i32 = 6;
+    /// Partial: some source files vanished, changed or could not be read
+    /// while everything else was stored (like rsync's 24).
+    pub const PARTIAL: i32 = 24;
+    /// The reader of our output went away, as if killed by SIGPIPE.
+    pub const BROKEN_PIPE: i32 = 141;
+}
+
+/// What went wrong, grouped by the exit status it earns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad command line or configuration.
+    Usage,
+    /// Malformed input record.
+    BadInput,
+    /// Key or passphrase problem.
+    Key,
+    /// Repository problem (missing, corrupt, unknown format).
+    Repo,
+    /// Local I/O problem.
+    Io,
+    /// A source file vanished, changed or was unreadable.
+    Partial,
+    /// A fault found while checking or restoring.
+    Fault,
+    /// The reader of our output went away (`| head`): stop quietly.
+    BrokenPipe,
+}
+
+impl Kind {
+    /// The documented exit status for this kind of error.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Kind::Usage => exit::USAGE,
+            Kind::BadInput => exit::BAD_INPUT,
+            Kind::Key => exit::KEY,
+            Kind::Repo => exit::REPO,
+            Kind::Io => exit::IO,
+            Kind::Partial => exit::PARTIAL,
+            Kind::Fault => exit::FAULTS,
+            Kind::BrokenPipe => exit::BROKEN_PIPE,
+        }
+    }
+
+    /// Severity used to pick one exit status when several errors happened:
+    /// a partial backup is less severe than a broken repository.
+    fn severity(self) -> u8 {
+        match self {
+            Kind::Partial => 1,
+            Kind::Fault => 2,
+            Kind::BadInput => 3,
+            Kind::Io => 4,
+            Kind::Repo => 5,
+            Kind::Key => 6,
+            Kind::Usage => 7,
+            Kind::BrokenPipe => 8,
+        }
+    }
+}
+
+/// One error: its kind and a one-line message naming the thing and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct Error {
+    kind: Kind,
+    msg: String,
+}
+
+/// Result with bk's error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of the given kind with a message.
+    pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
+        Error {
+            kind,
+            msg: msg.into(),
+        }
+    }
+
+    /// Bad command line or configuration.
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Usage, msg)
+    }
+
+    /// Malformed input record.
+    pub fn bad_input(msg: impl Into<String>) -> Self {
+        Self::new(Kind::BadInput, msg)
+    }
+
+    /// Key problem.
+    pub fn key(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Key, msg)
+    }
+
+    /// Repository problem.
+    pub fn repo(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Repo, msg)
+    }
+
+    /// A fault found while checking or restoring.
+    pub fn fault(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Fault, msg)
+    }
+
+    /// A source file that vanished, changed or could not be read.
+    pub fn partial(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Partial, msg)
+    }
+
+    /// A local I/O error on `path`; a full disk or a permission problem on
+    /// the output is reported as such.
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            return Self::new(Kind::BrokenPipe, "broken pipe");
+        }
+        Self::new(Kind::Io, format!("{}: {}", path.display(), io_cause(&err)))
+    }
+
+    /// The kind of this error.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The documented exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        self.kind.exit_code()
+    }
+
+    /// The same error with more context in front ("while doing X: ...").
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        Error {
+            kind: self.kind,
+            msg: format!("{what}: {}", self.msg),
+        }
+    }
+}
+
+/// A short, human cause for an I/O error (without the "(os error 2)" noise
+/// for the common cases).
+pub fn io_cause(err: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match err.kind() {
+        K::NotFound => "no such file or directory".into(),
+        K::PermissionDenied => "permission denied".into(),
+        K::StorageFull => "no space left on device".into(),
+        K::AlreadyExists => "already exists".into(),
+        K::UnexpectedEof => "unexpected end of file (truncated)".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// Collects the outcome of a run that goes on after per-entry errors, and
+/// picks the exit status of the most severe one.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    worst: Option<Kind>,
+    /// How many errors were reported.
+    pub errors: u64,
+}
+
+impl Outcome {
+    /// Reports `err` on stderr (prefixed with the program name) and
+    /// remembers its severity.
+    pub fn report(&mut self, program: &str, err: &Error) {
+        eprintln!("{program}: {err}");
+        self.note(err.kind());
+    }
+
+    /// Remembers an error kind without printing anything.
+    pub fn note(&mut self, kind: Kind) {
+        self.errors += 1;
+        match self.worst {
+            Some(w) if w.severity() >= kind.severity() => {}
+            _ => self.worst = Some(kind),
+        }
+    }
+
+    /// The exit status for the run so far.
+    pub fn exit_code(&self) -> i32 {
+        self.worst.map_or(exit::OK, Kind::exit_code)
+    }
+}

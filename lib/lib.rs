@@ -1,0 +1,13 @@
+//! bk: encrypted, deduplicated, incremental backups as small programs that
+//! stream newline-delimited JSON records to each other.
+//!
+//! Each program in `bin/` is a thin wrapper around one module here:
+//! `bk-scan` → [`scan`], `bk-hash` → [`hash`], `bk-seal` → [`seal`],
+//! `bk-index` → [`index`], `bk-verify` → [`verify`], `bk-open` → [`open`].
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod program;
+pub mod paths;
+pub mod record;
