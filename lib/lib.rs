@@ -7,7 +7,17 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
-pub mod program;
+pub mod idkey;
+pub mod index;
+pub mod open;
 pub mod paths;
+pub mod pipeline;
+pub mod program;
 pub mod record;
+pub mod repo;
+pub mod restore;
+pub mod seal;
+pub mod source;
+pub mod verify;
