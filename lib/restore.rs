@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -78,26 +78,29 @@ struct Restorer<'a> {
 /// Checks a record path: relative, no `..`, no empty or `.` components
 /// (except the root itself, "."). Returns `None` for the root.
 pub fn safe_relative(path: &OsString) -> std::result::Result<Option<PathBuf>, String> {
-    if path.is_empty() {
-        return Err("empty path".into());
-    }
-    if path == "." {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_bytes();
+    if bytes == b"." {
         return Ok(None);
     }
-    let p = Path::new(path);
-    let mut out = PathBuf::new();
-    for comp in p.components() {
-        match comp {
-            Component::Normal(c) => out.push(c),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path".into()),
-            Component::ParentDir => return Err("path contains '..'".into()),
-            Component::CurDir => return Err("path contains '.'".into()),
-        }
-    }
-    if out.as_os_str().is_empty() {
+    if bytes.is_empty() {
         return Err("empty path".into());
     }
-    Ok(Some(out))
+    if bytes[0] == b'/' {
+        return Err("absolute path".into());
+    }
+    if bytes.contains(&0) {
+        return Err("path contains a NUL byte".into());
+    }
+    for comp in bytes.split(|&b| b == b'/') {
+        match comp {
+            b"" => return Err("path has an empty component".into()),
+            b"." => return Err("path contains '.'".into()),
+            b".." => return Err("path contains '..'".into()),
+            _ => {}
+        }
+    }
+    Ok(Some(PathBuf::from(path)))
 }
 
 impl Restorer<'_> {
@@ -386,7 +389,7 @@ mod tests {
 
     #[test]
     fn hostile_paths_are_refused() {
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a/./b", ""] {
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a/./b", "", "a//b", "a/"] {
             assert!(safe_relative(&OsString::from(bad)).is_err(), "{bad}");
         }
         assert_eq!(safe_relative(&OsString::from(".")).unwrap(), None);
