@@ -10,7 +10,7 @@ pub mod config;
 pub mod error;
 pub mod hash;
 pub mod meta;
-pub mod paths;
 pub mod program;
+pub mod paths;
 pub mod record;
 pub mod scan;
