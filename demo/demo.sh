@@ -13,7 +13,8 @@
 #   BK_BIN            directory with the bk binaries [default: target/release]
 #   BK_DEMO_MIB       MiB of random data in the sample tree [default: 4]
 #   BK_DEMO_KEY_ALGO  gpg --quick-gen-key algorithm [default: future-default,
-#                     i.e. ed25519/cv25519; e.g. rsa3072]
+#                     i.e. ed25519/cv25519; e.g. rsa3072, which gets an
+#                     encryption subkey of its own]
 #   BK_DEMO_KEEP=1    keep the temporary directory and print its name
 set -Eeuo pipefail
 
@@ -70,13 +71,25 @@ echo "bk demo in $tmp, binaries from $bin"
 step "Making a throwaway OpenPGP key ($algo) with gpg"
 printf 'correct horse battery staple\n' > "$pass"
 chmod 600 "$pass"
-gpg_pass=(gpg --batch --quiet --pinentry-mode loopback --passphrase-file "$pass")
-"${gpg_pass[@]}" --quick-gen-key 'bk demo <demo@example.invalid>' "$algo" default never 2>"$tmp/gpg.log" ||
-    { cat "$tmp/gpg.log" >&2; die "gpg could not make a key"; }
-gpg --batch --armor --export demo@example.invalid > "$pub"
+gpg_quiet=(gpg --batch --quiet --no-auto-check-trustdb)
+gpg_pass=("${gpg_quiet[@]}" --pinentry-mode loopback --passphrase-file "$pass")
+if [[ $algo == future-default ]]; then
+    # Ed25519 primary key with a Curve25519 encryption subkey.
+    "${gpg_pass[@]}" --quick-gen-key 'bk demo <demo@example.invalid>' "$algo" default never 2>"$tmp/gpg.log" ||
+        { cat "$tmp/gpg.log" >&2; die "gpg could not make a key"; }
+else
+    # With an explicit algorithm gpg makes only a primary key: add an
+    # encryption subkey of the same algorithm.
+    "${gpg_pass[@]}" --quick-gen-key 'bk demo <demo@example.invalid>' "$algo" sign,cert never 2>"$tmp/gpg.log" ||
+        { cat "$tmp/gpg.log" >&2; die "gpg could not make a key"; }
+    fpr=$("${gpg_quiet[@]}" --with-colons --fingerprint demo@example.invalid | awk -F: '$1=="fpr"{print $10; exit}')
+    "${gpg_pass[@]}" --quick-add-key "$fpr" "$algo" encr never 2>"$tmp/gpg.log" ||
+        { cat "$tmp/gpg.log" >&2; die "gpg could not add an encryption subkey"; }
+fi
+"${gpg_quiet[@]}" --armor --export demo@example.invalid > "$pub"
 "${gpg_pass[@]}" --armor --export-secret-keys demo@example.invalid > "$sec"
 chmod 600 "$sec"
-gpg --batch --with-colons --fingerprint demo@example.invalid | awk -F: '$1=="fpr"{print "    key " $10; exit}'
+"${gpg_quiet[@]}" --with-colons --fingerprint demo@example.invalid | awk -F: '$1=="fpr"{print "    key " $10; exit}'
 
 step "Making a sample tree ($mib MiB of random data, duplicates, an empty file, symlinks, odd names)"
 "$here/make-tree.sh" "$tree" "$mib"
@@ -84,9 +97,14 @@ nfiles=$(find "$tree" -type f | wc -l)
 ncontents=$(find "$tree" -type f -size +0 -exec sha256sum {} + | cut -d' ' -f1 | sort -u | wc -l)
 echo "    $(find "$tree" | wc -l) entries, $nfiles regular files, $ncontents distinct non-empty contents, $(du -sh "$tree" | cut -f1)"
 
-step "Backing up: bk-scan TREE | bk-hash | bk-seal --init | bk-index write"
+step "Creating the repository: bk-seal --init < /dev/null"
+# A separate step: the programs of a pipeline start together, and bk-index
+# write opens the repository before bk-seal --init has created it.
+bk-seal --init --repo "$repo" -r "$pub" < /dev/null
+
+step "Backing up: bk-scan TREE | bk-hash | bk-seal | bk-index write"
 SECONDS=0
-snap=$(bk-scan "$tree" | bk-hash | bk-seal --init --repo "$repo" -r "$pub" | bk-index write --repo "$repo" -r "$pub")
+snap=$(bk-scan "$tree" | bk-hash | bk-seal --repo "$repo" -r "$pub" | bk-index write --repo "$repo" -r "$pub")
 echo "    snapshot $snap (${SECONDS}s)"
 nobj=$(find "$repo/objects" -type f | wc -l)
 echo "    $nobj objects in the repository for $nfiles files"
