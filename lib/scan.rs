@@ -447,7 +447,8 @@ mod tests {
         fs::write(dir.path().join("f"), b"").unwrap();
         let plain = dir.path().to_owned();
         for spelling in [plain.join(""), plain.join("."), plain.join("./")] {
-            let (recs, code) = scan_to_vec(&[spelling.clone()], ScanOptions::default()).unwrap();
+            let (recs, code) =
+                scan_to_vec(std::slice::from_ref(&spelling), ScanOptions::default()).unwrap();
             assert_eq!(code, 0);
             assert_eq!(paths(&recs), [".", "f"], "{spelling:?}");
             for rec in &recs {
