@@ -97,14 +97,9 @@ nfiles=$(find "$tree" -type f | wc -l)
 ncontents=$(find "$tree" -type f -size +0 -exec sha256sum {} + | cut -d' ' -f1 | sort -u | wc -l)
 echo "    $(find "$tree" | wc -l) entries, $nfiles regular files, $ncontents distinct non-empty contents, $(du -sh "$tree" | cut -f1)"
 
-step "Creating the repository: bk-seal --init < /dev/null"
-# A separate step: the programs of a pipeline start together, and bk-index
-# write opens the repository before bk-seal --init has created it.
-bk-seal --init --repo "$repo" -r "$pub" < /dev/null
-
-step "Backing up: bk-scan TREE | bk-hash | bk-seal | bk-index write"
+step "Backing up: bk-scan TREE | bk-hash | bk-seal --init | bk-index write"
 SECONDS=0
-snap=$(bk-scan "$tree" | bk-hash | bk-seal --repo "$repo" -r "$pub" | bk-index write --repo "$repo" -r "$pub")
+snap=$(bk-scan "$tree" | bk-hash | bk-seal --init --repo "$repo" -r "$pub" | bk-index write --repo "$repo" -r "$pub")
 echo "    snapshot $snap (${SECONDS}s)"
 nobj=$(find "$repo/objects" -type f | wc -l)
 echo "    $nobj objects in the repository for $nfiles files"
