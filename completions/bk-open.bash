@@ -23,7 +23,7 @@ _bk__open() {
 
     case "${cmd}" in
         bk__open)
-            opts="-k -h -V --config --repo --key --passphrase-file --object --to --help --version"
+            opts="-k -h -V --config --repo --key --passphrase-file --object --to --progress --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -5,6 +5,9 @@ complete -c bk-seal -l id-key -d 'Local file holding the repository\'s id key [d
 complete -c bk-seal -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
 complete -c bk-seal -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-seal -s j -l jobs -d 'Worker threads [default: number of cores]' -r
+complete -c bk-seal -l chunk-threshold -d 'Files larger than this are split into content-defined chunks, each its own object (suffixes K, M, G: powers of 1024)' -r
 complete -c bk-seal -l init -d 'Create the repository if it does not exist yet'
+complete -c bk-seal -l progress -d 'Show progress on stderr (default: only when stderr is a terminal)'
+complete -c bk-seal -l no-progress -d 'Never show progress, even on a terminal'
 complete -c bk-seal -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bk-seal -s V -l version -d 'Print version'

@@ -83,6 +83,17 @@ impl JobsArg {
     }
 }
 
+/// `--progress`: show progress on stderr.
+#[derive(Debug, Clone, Args)]
+pub struct ProgressArg {
+    /// Show progress on stderr (default: only when stderr is a terminal)
+    #[arg(long, env = "BK_PROGRESS")]
+    pub progress: bool,
+    /// Never show progress, even on a terminal
+    #[arg(long, conflicts_with = "progress")]
+    pub no_progress: bool,
+}
+
 /// bk-scan: walk trees and emit one record per entry.
 #[derive(Debug, Parser)]
 #[command(
@@ -135,6 +146,17 @@ pub struct HashCli {
     pub config: ConfigArg,
     #[command(flatten)]
     pub jobs: JobsArg,
+    /// Take sha256 and objects from an earlier snapshot for files whose size,
+    /// mtime, ctime, inode and device are unchanged, without reading them:
+    /// a plaintext record file (e.g. saved `bk-index show` output), or
+    /// "auto" for the local copy of the latest snapshot of each root in --repo
+    #[arg(long, env = "BK_REUSE", value_name = "INDEX|auto")]
+    pub reuse: Option<String>,
+    /// Repository whose cached latest snapshot `--reuse auto` uses
+    #[arg(long, env = "BK_REPO", value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 /// bk-seal: encrypt new contents into the repository.
@@ -168,6 +190,36 @@ pub struct SealCli {
     pub secret: SecretKeyArgs,
     #[command(flatten)]
     pub jobs: JobsArg,
+    /// Files larger than this are split into content-defined chunks, each
+    /// its own object (suffixes K, M, G: powers of 1024)
+    #[arg(long, env = "BK_CHUNK_THRESHOLD", value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    pub chunk_threshold: u64,
+    #[command(flatten)]
+    pub progress: ProgressArg,
+}
+
+/// Parses a byte size such as `8M`, `512K`, `1G` or `4096`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], mult)
+        }
+        _ => (t, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 8M, 512K, 4096)"))
 }
 
 /// bk-index: the catalogue of snapshots.
@@ -292,4 +344,6 @@ pub struct OpenCli {
     /// Restore the records read on stdin under this directory
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
