@@ -8,6 +8,9 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod hash;
+pub mod meta;
 pub mod program;
 pub mod paths;
 pub mod record;
+pub mod scan;

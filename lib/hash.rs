@@ -1,0 +1,435 @@
+//! bk-hash: add the SHA-256 of each regular file's content to its record.
+//!
+//! Three stages joined by bounded channels, so memory stays flat however
+//! long the stream: one thread parses stdin, `-j N` workers hash files, and
+//! the main thread writes records as they come back (in completion order,
+//! not input order). Records that need no hashing (not a file, or already
+//! hashed and sealed) pass through the workers untouched.
+//!
+//! A file is checked against its record before and after it is read, and
+//! any sign that it changed since the scan (gone, replaced by a symlink or
+//! another kind of entry, different size, modified during the read) leaves
+//! the record out with a message on stderr: a hash that does not belong to
+//! the recorded file must never reach the snapshot. Such a run exits 24.
+//!
+//! A malformed input line, or a file record without a root to find the
+//! file under, stops the run with exit status 3; nothing after that line is
+//! emitted.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use sha2::{Digest, Sha256};
+
+use crate::cli::HashCli;
+use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
+use crate::meta::shown;
+use crate::record::{
+    stdin_records, stdout_error, stdout_records, Kind, Record, RecordReader, RecordWriter,
+};
+
+/// The program name in messages.
+const PROGRAM: &str = "bk-hash";
+
+/// Read buffer per worker: large enough that system calls are not the
+/// cost, small enough to stay in cache.
+const BUF_SIZE: usize = 128 << 10;
+
+/// Records queued per worker between stages: enough to keep workers busy,
+/// few enough that memory does not depend on the input.
+const QUEUE_PER_WORKER: usize = 4;
+
+/// Runs bk-hash on stdin and stdout and returns the exit status.
+pub fn run(cli: HashCli) -> Result<i32> {
+    hash_stream(cli.jobs.count(), stdin_records, stdout_records())
+}
+
+/// One unit of work: a record, and the file to hash for it if it needs
+/// hashing.
+struct Job {
+    rec: Record,
+    file: Option<PathBuf>,
+}
+
+/// Hashes the records `open_input` yields with `jobs` workers and writes
+/// them to `out`; returns the exit status. `open_input` runs on the reader
+/// thread (stdin's lock cannot move between threads).
+pub fn hash_stream<R, F, W>(jobs: usize, open_input: F, mut out: RecordWriter<W>) -> Result<i32>
+where
+    R: BufRead,
+    F: FnOnce() -> RecordReader<R> + Send + 'static,
+    W: Write,
+{
+    let jobs = jobs.max(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (job_tx, job_rx) = bounded::<Job>(jobs * QUEUE_PER_WORKER);
+    let (done_tx, done_rx) = bounded::<Result<Record>>(jobs * QUEUE_PER_WORKER);
+
+    let reader = spawn("bk-hash-reader", move || read_jobs(open_input(), &job_tx))?;
+    let mut workers = Vec::with_capacity(jobs);
+    for _ in 0..jobs {
+        let (rx, tx, stop) = (job_rx.clone(), done_tx.clone(), Arc::clone(&stop));
+        workers.push(spawn("bk-hash-worker", move || work(&rx, &tx, &stop))?);
+    }
+    // Only the workers may keep the channels open, so that the loops below
+    // end when the work does.
+    drop((job_rx, done_tx));
+
+    let mut outcome = Outcome::default();
+    if let Err(err) = write_results(&done_rx, &mut out, &mut outcome) {
+        // The reader of our output is gone: stop the workers (they notice
+        // between reads and on their next send) and leave the reader
+        // thread, which may be blocked on stdin, to the process exit.
+        stop.store(true, Ordering::Relaxed);
+        drop(done_rx);
+        join_workers(workers, &mut outcome);
+        return Err(err);
+    }
+    join_workers(workers, &mut outcome);
+    match reader.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => outcome.report(PROGRAM, &err),
+        Err(_) => outcome.report(PROGRAM, &panicked("reader")),
+    }
+    out.flush().map_err(stdout_error)?;
+    Ok(outcome.exit_code())
+}
+
+/// Starts a named thread; failing to start one is a local resource problem.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("starting a thread: {}", io_cause(&e)),
+            )
+        })
+}
+
+/// The error for a thread that panicked (a bug, but not one to hang on).
+fn panicked(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("internal error: the {what} thread panicked"),
+    )
+}
+
+/// Waits for every worker; a panicked one is reported.
+fn join_workers(workers: Vec<JoinHandle<()>>, outcome: &mut Outcome) {
+    for w in workers {
+        if w.join().is_err() {
+            outcome.report(PROGRAM, &panicked("worker"));
+        }
+    }
+}
+
+/// The reader stage: parses records, works out which file each needs
+/// hashed, and queues them. Stops at the first bad line (returning its
+/// error) or when the workers are gone.
+fn read_jobs<R: BufRead>(mut input: RecordReader<R>, jobs: &Sender<Job>) -> Result<()> {
+    while let Some(item) = input.next() {
+        let rec = item?;
+        let file =
+            file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
+        if jobs.send(Job { rec, file }).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a record needs its content hashed: every file, except one that
+/// already has both a hash and objects (sealed; reuse comes later).
+pub fn needs_hash(rec: &Record) -> bool {
+    rec.kind == Kind::File && !(rec.sha256.is_some() && rec.objects.is_some())
+}
+
+/// Where the file of a record that needs hashing is: its root joined with
+/// its path (`"."` is the root itself). A file record without a root, or
+/// with an absolute path, cannot be located and is bad input.
+pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
+    if !needs_hash(rec) {
+        return Ok(None);
+    }
+    let Some(root) = rec.root_os()? else {
+        return Err(Error::bad_input(format!(
+            "file record {} has no root",
+            rec.display_path()
+        )));
+    };
+    let path = PathBuf::from(rec.path_os()?);
+    if path.is_absolute() {
+        return Err(Error::bad_input(format!(
+            "file record {} has an absolute path",
+            rec.display_path()
+        )));
+    }
+    let root = PathBuf::from(root);
+    Ok(Some(if path == Path::new(".") {
+        root
+    } else {
+        root.join(path)
+    }))
+}
+
+/// A worker: hashes queued files until the queue closes, the output side
+/// goes away, or `stop` is set.
+fn work(jobs: &Receiver<Job>, done: &Sender<Result<Record>>, stop: &AtomicBool) {
+    let mut buf = vec![0u8; BUF_SIZE];
+    for Job { mut rec, file } in jobs {
+        let result = match file {
+            None => Ok(rec),
+            Some(file) => hash_file(&file, rec.size, &mut buf, stop).map(|sha| {
+                rec.sha256 = Some(sha);
+                rec
+            }),
+        };
+        if stop.load(Ordering::Relaxed) || done.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer stage: writes hashed records and reports skipped ones, until
+/// every worker is done. Fails only when the output cannot be written.
+fn write_results<W: Write>(
+    done: &Receiver<Result<Record>>,
+    out: &mut RecordWriter<W>,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    for result in done {
+        match result {
+            Ok(rec) => out.write(&rec).map_err(stdout_error)?,
+            Err(err) => outcome.report(PROGRAM, &err),
+        }
+    }
+    Ok(())
+}
+
+/// The lowercase hex SHA-256 of the regular file at `path`, which the
+/// record says has `size` bytes. Any sign that the file is not the one
+/// scanned, or changed while being read, is a partial error naming it.
+pub fn hash_file(path: &Path, size: u64, buf: &mut [u8], stop: &AtomicBool) -> Result<String> {
+    let file = open_nofollow(path).map_err(|e| open_error(path, &e))?;
+    let before = file.metadata().map_err(|e| read_error(path, &e))?;
+    if !before.is_file() {
+        return Err(changed(path, "no longer a regular file"));
+    }
+    if before.len() != size {
+        return Err(changed(path, &format!("size {size} → {}", before.len())));
+    }
+    let (digest, read) = digest(&file, size, buf, stop).map_err(|e| read_error(path, &e))?;
+    if read != size {
+        return Err(changed(
+            path,
+            &format!(
+                "size {size}, but {read}{} bytes could be read",
+                if read > size { "+" } else { "" }
+            ),
+        ));
+    }
+    let after = file.metadata().map_err(|e| read_error(path, &e))?;
+    if modified(&before, &after) {
+        return Err(changed(path, "modified while being read"));
+    }
+    Ok(digest)
+}
+
+/// Opens `path` for reading without following a final symlink, and without
+/// blocking if it has become a FIFO or a device since the scan (the fstat
+/// that follows finds that out).
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    use nix::libc::{O_NOCTTY, O_NOFOLLOW, O_NONBLOCK};
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK | O_NOCTTY)
+        .open(path)
+}
+
+/// Hashes at most `size + 1` bytes of `file` (enough to notice it grew
+/// without following a file that keeps growing), returning the hex digest
+/// and the bytes read. Stops early, with an error, when `stop` is set.
+fn digest(file: &File, size: u64, buf: &mut [u8], stop: &AtomicBool) -> io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut input = file.take(size.saturating_add(1));
+    let mut read = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        match input.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                read += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), read))
+}
+
+/// Whether the file's size or modification time moved between two fstats.
+fn modified(before: &Metadata, after: &Metadata) -> bool {
+    before.len() != after.len()
+        || before.mtime() != after.mtime()
+        || before.mtime_nsec() != after.mtime_nsec()
+}
+
+/// A file that is no longer what the scan recorded.
+fn changed(path: &Path, how: &str) -> Error {
+    Error::partial(format!("{}: changed since scan ({how})", shown(path)))
+}
+
+/// The error for a failed open: gone, now a symlink, or unreadable.
+fn open_error(path: &Path, err: &io::Error) -> Error {
+    match err.raw_os_error() {
+        Some(nix::libc::ENOENT) | Some(nix::libc::ENOTDIR) => {
+            Error::partial(format!("{}: vanished since scan", shown(path)))
+        }
+        Some(nix::libc::ELOOP) => changed(path, "now a symlink"),
+        Some(nix::libc::ENXIO) => changed(path, "no longer a regular file"),
+        _ => read_error(path, err),
+    }
+}
+
+/// The error for a file that could not be read.
+fn read_error(path: &Path, err: &io::Error) -> Error {
+    Error::partial(format!("{}: {}", shown(path), io_cause(err)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::exit;
+    use std::fs;
+
+    fn no_stop() -> AtomicBool {
+        AtomicBool::new(false)
+    }
+
+    fn sha_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    #[test]
+    fn hashes_content_larger_than_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..BUF_SIZE * 2 + 17).map(|i| (i % 251) as u8).collect();
+        fs::write(&p, &data).unwrap();
+        let mut buf = vec![0; BUF_SIZE];
+        let got = hash_file(&p, data.len() as u64, &mut buf, &no_stop()).unwrap();
+        assert_eq!(got, sha_hex(&data));
+    }
+
+    #[test]
+    fn wrong_size_is_changed_and_missing_is_vanished() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        let mut buf = vec![0; 16];
+        let err = hash_file(&p, 2, &mut buf, &no_stop()).unwrap_err();
+        assert_eq!(err.exit_code(), exit::PARTIAL);
+        assert!(
+            err.to_string().contains("changed since scan (size 2 → 3)"),
+            "{err}"
+        );
+        let err = hash_file(&dir.path().join("gone"), 2, &mut buf, &no_stop()).unwrap_err();
+        assert!(
+            err.to_string().ends_with("gone: vanished since scan"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn symlink_and_fifo_are_not_followed_or_blocked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("t"), b"abc").unwrap();
+        std::os::unix::fs::symlink("t", dir.path().join("l")).unwrap();
+        let fifo = dir.path().join("p");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let mut buf = vec![0; 16];
+        let err = hash_file(&dir.path().join("l"), 3, &mut buf, &no_stop()).unwrap_err();
+        assert!(err.to_string().contains("now a symlink"), "{err}");
+        let err = hash_file(&fifo, 0, &mut buf, &no_stop()).unwrap_err();
+        assert!(
+            err.to_string().contains("no longer a regular file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn location_needs_a_root_and_a_relative_path() {
+        let mut rec = Record::new(Kind::File, Path::new("a/b"));
+        assert_eq!(file_to_hash(&rec).unwrap_err().exit_code(), exit::BAD_INPUT);
+        rec.set_root(Path::new("/r"));
+        assert_eq!(file_to_hash(&rec).unwrap(), Some(PathBuf::from("/r/a/b")));
+        rec.set_path(Path::new("."));
+        assert_eq!(file_to_hash(&rec).unwrap(), Some(PathBuf::from("/r")));
+        rec.set_path(Path::new("/etc/passwd"));
+        assert_eq!(file_to_hash(&rec).unwrap_err().exit_code(), exit::BAD_INPUT);
+        // Directories and sealed files need no location at all.
+        let dir = Record::new(Kind::Dir, Path::new("d"));
+        assert_eq!(file_to_hash(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn stream_stops_at_bad_line_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"x").unwrap();
+        let root = dir.path().to_str().unwrap();
+        let good = format!(r#"{{"v":1,"kind":"file","root":"{root}","path":"a","size":1}}"#);
+        let input = format!("{good}\n{{oops\n{good}\n");
+        let mut out = Vec::new();
+        let code = hash_stream(
+            3,
+            move || RecordReader::new(io::Cursor::new(input.into_bytes())),
+            RecordWriter::new(&mut out),
+        )
+        .unwrap();
+        assert_eq!(code, exit::BAD_INPUT);
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1);
+    }
+
+    /// A writer whose reader has gone away, like stdout into `| head`.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn closed_output_stops_quietly() {
+        let line = r#"{"v":1,"kind":"dir","path":"d"}"#;
+        let input = format!("{line}\n").repeat(100_000);
+        let err = hash_stream(
+            2,
+            move || RecordReader::new(io::Cursor::new(input.into_bytes())),
+            RecordWriter::new(ClosedPipe),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+    }
+}
