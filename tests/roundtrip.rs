@@ -45,11 +45,11 @@ fn roundtrip_rich_tree_restores_every_entry() {
     make_rich_tree(&src);
     let expected = read_tree(&src);
 
-    let b = sb.backup(&src);
+    let (scan, hashed) = sb.scan_hash(&src);
 
     // bk-scan: the root as ".", one record per entry, non-UTF-8 names
     // carried losslessly.
-    let scanned = parse_records(&b.scan);
+    let scanned = parse_records(&scan);
     let root = find_record(&scanned, b".");
     assert_eq!(root["kind"], "dir", "root record: {root}");
     let scanned_paths: BTreeSet<Vec<u8>> = scanned.iter().map(rec_path).collect();
@@ -73,10 +73,10 @@ fn roundtrip_rich_tree_restores_every_entry() {
     assert_eq!(scanned_paths, tree_paths, "raw (non-UTF-8) paths differ");
 
     // bk-hash: the SHA-256 of every regular file's content.
-    let hashed = parse_records(&b.hashed);
+    let hashed_recs = parse_records(&hashed);
     for (p, e) in &expected {
         if let Some(content) = &e.content {
-            let rec = find_record(&hashed, p);
+            let rec = find_record(&hashed_recs, p);
             assert_eq!(
                 rec["sha256"].as_str(),
                 Some(sha256_hex(content).as_str()),
@@ -86,9 +86,19 @@ fn roundtrip_rich_tree_restores_every_entry() {
         }
     }
 
+    let sealed = sb.seal(&hashed);
+    assert_ok(&sealed, "bk-seal --init");
+    let sealed = parse_records(&sealed.stdout);
+    assert_eq!(
+        sealed.len(),
+        hashed_recs.len(),
+        "bk-seal printed every record"
+    );
+    sb.index_write(&to_ndjson(&sealed));
+
     // The snapshot holds exactly the sealed records.
     let shown = sb.show_latest();
-    assert_show_matches_sealed(&shown, &b.records());
+    assert_show_matches_sealed(&shown, &sealed);
 
     // Restore everything and compare.
     let dest = sb.fresh_dir("restore");
