@@ -102,7 +102,13 @@ pub struct ScanCli {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Leave out entries matching this glob (gitignore syntax); repeatable
-    #[arg(long, short = 'e', env = "BK_EXCLUDE", value_name = "GLOB", value_delimiter = ',')]
+    #[arg(
+        long,
+        short = 'e',
+        env = "BK_EXCLUDE",
+        value_name = "GLOB",
+        value_delimiter = ','
+    )]
     pub exclude: Vec<String>,
     /// Do not cross file-system boundaries
     #[arg(long, short = 'x')]
@@ -275,7 +281,12 @@ pub struct OpenCli {
     #[command(flatten)]
     pub secret: SecretKeyArgs,
     /// Decrypt this object (hex id) to stdout
-    #[arg(long, value_name = "ID", conflicts_with = "to", required_unless_present = "to")]
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with = "to",
+        required_unless_present = "to"
+    )]
     pub object: Option<String>,
     /// Restore the records read on stdin under this directory
     #[arg(long, value_name = "DIR")]

@@ -76,7 +76,9 @@ pub fn load_into_env(program: &str) -> Result<()> {
 /// The (variable, value) pairs a config text stands for, program table last
 /// so it wins.
 pub fn env_pairs(text: &str, program: &str) -> Result<Vec<(String, String)>, String> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_owned())?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
     let mut pairs = Vec::new();
     let mut program_pairs = Vec::new();
     for (key, value) in &table {
@@ -124,7 +126,8 @@ mod tests {
 
     #[test]
     fn program_table_wins_and_arrays_join() {
-        let text = "repo = \"/a\"\nrecipient = [\"x.asc\", \"y.asc\"]\njobs = 2\n[bk-hash]\njobs = 4\n";
+        let text =
+            "repo = \"/a\"\nrecipient = [\"x.asc\", \"y.asc\"]\njobs = 2\n[bk-hash]\njobs = 4\n";
         let pairs = env_pairs(text, "bk-hash").unwrap();
         let first_jobs = pairs.iter().find(|(k, _)| k == "BK_JOBS").unwrap();
         assert_eq!(first_jobs.1, "4");

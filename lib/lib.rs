@@ -7,10 +7,20 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod hash;
+pub mod idkey;
+pub mod index;
 pub mod meta;
-pub mod program;
+pub mod open;
 pub mod paths;
+pub mod pipeline;
+pub mod program;
 pub mod record;
+pub mod repo;
+pub mod restore;
 pub mod scan;
+pub mod seal;
+pub mod source;
+pub mod verify;

@@ -213,9 +213,7 @@ impl Record {
     pub fn target_os(&self) -> Result<Option<OsString>> {
         match (&self.target, &self.target_b64) {
             (None, None) => Ok(None),
-            (t, b) => {
-                decode_name(t.as_deref().unwrap_or(""), b.as_deref(), "target_b64").map(Some)
-            }
+            (t, b) => decode_name(t.as_deref().unwrap_or(""), b.as_deref(), "target_b64").map(Some),
         }
     }
 
@@ -224,6 +222,20 @@ impl Record {
         let (s, b) = encode_name(t);
         self.target = Some(s);
         self.target_b64 = b;
+    }
+
+    /// Where this entry lives on the scanned machine: the root joined with
+    /// the path (path "." is the root itself).
+    pub fn source_path(&self) -> Result<PathBuf> {
+        let root = self.root_os()?.ok_or_else(|| {
+            Error::bad_input(format!("{}: record has no root", self.display_path()))
+        })?;
+        let rel = self.path_os()?;
+        let mut full = PathBuf::from(root);
+        if rel != "." {
+            full.push(rel);
+        }
+        Ok(full)
     }
 
     /// The path for messages: the display form, quoted when odd.
@@ -406,7 +418,9 @@ mod tests {
     #[test]
     fn malformed_line_names_line() {
         let err = Record::from_line(b"{not json", 7).unwrap_err();
-        assert!(err.to_string().starts_with("stdin line 7: malformed record"));
+        assert!(err
+            .to_string()
+            .starts_with("stdin line 7: malformed record"));
         assert_eq!(err.exit_code(), crate::error::exit::BAD_INPUT);
     }
 }

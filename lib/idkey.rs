@@ -1,0 +1,189 @@
+//! The repository id key: object ids are HMAC-SHA256(id key, sha256), so
+//! they are deterministic (dedup and resume need no state) while the
+//! storage operator cannot test whether you hold a known file.
+//!
+//! The backing-up machine keeps the key in a local file (0600, hex); the
+//! repository keeps it only encrypted to the recipients
+//! (`keys/id-key.pgp`), from which a machine with the secret key recovers it.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::crypto::{Recipients, SecretKeys};
+use crate::error::{io_cause, Error, Result};
+use crate::repo::Repo;
+
+/// The 32-byte secret that keys object ids.
+#[derive(Clone)]
+pub struct IdKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKey(..)")
+    }
+}
+
+impl IdKey {
+    /// A fresh random key.
+    pub fn generate() -> IdKey {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(k.as_mut());
+        IdKey(k)
+    }
+
+    fn mac(&self, data: &[u8]) -> String {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The object id of a content with this hex SHA-256.
+    pub fn object_id(&self, sha256_hex: &str) -> Result<String> {
+        let digest = hex::decode(sha256_hex)
+            .ok()
+            .filter(|d| d.len() == 32)
+            .ok_or_else(|| {
+                Error::bad_input(format!("sha256 {sha256_hex:?} is not 64 hex digits"))
+            })?;
+        Ok(self.mac(&digest))
+    }
+
+    /// The public check value stored in bk-repo.json.
+    pub fn check_value(&self) -> String {
+        self.mac(b"bk id key check")
+    }
+
+    fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0.as_ref()))
+    }
+
+    fn from_hex(text: &str) -> Option<IdKey> {
+        let bytes = Zeroizing::new(hex::decode(text.trim()).ok()?);
+        let arr: [u8; 32] = bytes.as_slice().try_into().ok()?;
+        Some(IdKey(Zeroizing::new(arr)))
+    }
+}
+
+/// Default local key file for a repository id.
+pub fn default_path(repo_id: &str) -> PathBuf {
+    crate::paths::data_home()
+        .join("bk")
+        .join(format!("{repo_id}.idkey"))
+}
+
+/// Saves the key to `path` with mode 0600, creating parent directories
+/// (0700). Refuses to overwrite an existing file.
+pub fn save_local(key: &IdKey, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.write_all(key.to_hex().as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Loads the local key file, or `None` if it does not exist.
+pub fn load_local(path: &Path) -> Result<Option<IdKey>> {
+    let mut text = Zeroizing::new(String::new());
+    match fs::File::open(path) {
+        Ok(mut f) => f
+            .read_to_string(&mut text)
+            .map_err(|e| Error::key(format!("id key file {}: {}", path.display(), io_cause(&e))))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::key(format!(
+                "id key file {}: {}",
+                path.display(),
+                io_cause(&e)
+            )))
+        }
+    };
+    IdKey::from_hex(&text)
+        .map(Some)
+        .ok_or_else(|| Error::key(format!("id key file {}: not 64 hex digits", path.display())))
+}
+
+/// Encrypts the key for `keys/id-key.pgp`.
+pub fn encrypt(key: &IdKey, recipients: &Recipients) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    recipients
+        .encrypt(&key.0[..], &mut out, false)
+        .map_err(|e| Error::key(format!("encrypting the id key: {e}")))?;
+    Ok(out)
+}
+
+/// Decrypts `keys/id-key.pgp` from the repository.
+pub fn recover(repo: &Repo, secret: &SecretKeys) -> Result<IdKey> {
+    let path = repo.root().join("keys/id-key.pgp");
+    let mut msg = secret.decrypt_file(&path, "keys/id-key.pgp")?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    msg.read_to_end(&mut bytes).map_err(|e| {
+        Error::repo(format!(
+            "keys/id-key.pgp: {}",
+            crate::crypto::read_error_cause(&e)
+        ))
+    })?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::repo("keys/id-key.pgp: does not hold a 32-byte key"))?;
+    Ok(IdKey(Zeroizing::new(arr)))
+}
+
+/// Finds the id key for `repo`: the local file (`explicit` or the default
+/// path), else recovered with `secret` and saved locally. Checks it against
+/// the repository's check value.
+pub fn for_repo(
+    repo: &Repo,
+    explicit: Option<&Path>,
+    secret: Option<&SecretKeys>,
+) -> Result<IdKey> {
+    let path = explicit.map_or_else(|| default_path(repo.id()), Path::to_path_buf);
+    let key = match load_local(&path)? {
+        Some(k) => k,
+        None => match secret {
+            Some(s) => {
+                let k = recover(repo, s)?;
+                save_local(&k, &path)?;
+                eprintln!("bk: recovered the repository id key into {}", path.display());
+                k
+            }
+            None => {
+                return Err(Error::key(format!(
+                    "no id key for repository {} at {}: give --key SECRET once to recover it from the repository, or --id-key FILE",
+                    repo.id(),
+                    path.display()
+                )))
+            }
+        },
+    };
+    if key.check_value() != repo.config().id_key_check {
+        return Err(Error::key(format!(
+            "id key file {} does not belong to repository {} (check value differs)",
+            path.display(),
+            repo.id()
+        )));
+    }
+    Ok(key)
+}

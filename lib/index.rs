@@ -1,0 +1,476 @@
+//! bk-index: the catalogue. `write` turns a sealed record stream into one
+//! compressed, encrypted snapshot; `list` shows the snapshots; `show`
+//! decrypts one back to records or CSV.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{
+    IndexCli, IndexCommand, IndexListArgs, IndexShowArgs, IndexWriteArgs, SecretKeyArgs,
+};
+use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
+use crate::error::{Error, Result};
+use crate::record::{self, Kind, Record};
+use crate::repo::{check_object_id, Repo};
+
+/// Runs bk-index; returns the exit status.
+pub fn run(cli: IndexCli) -> Result<i32> {
+    match cli.command {
+        IndexCommand::Write(args) => write(args),
+        IndexCommand::List(args) => list(args),
+        IndexCommand::Show(args) => show(args),
+    }
+}
+
+/// What `list` shows without decrypting a snapshot; kept in the local
+/// cache by `write`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// Snapshot file name.
+    pub name: String,
+    /// Creation time (RFC 3339), from the name.
+    pub time: String,
+    /// Host that made it, from the name.
+    pub host: String,
+    /// File records.
+    pub files: u64,
+    /// All records.
+    pub entries: u64,
+    /// Sum of file sizes.
+    pub bytes: u64,
+}
+
+impl Summary {
+    fn add(&mut self, rec: &Record) {
+        self.entries += 1;
+        if rec.kind == Kind::File {
+            self.files += 1;
+            self.bytes += rec.size;
+        }
+    }
+}
+
+/// Loads the secret key named by the arguments, if any.
+pub fn load_secret(args: &SecretKeyArgs) -> Result<Option<SecretKeys>> {
+    args.key
+        .as_ref()
+        .map(|k| {
+            SecretKeys::load(
+                k,
+                &PassphraseSource {
+                    file: args.passphrase_file.clone(),
+                },
+            )
+        })
+        .transpose()
+}
+
+/// Loads the secret key, which this command cannot do without.
+pub fn require_secret(args: &SecretKeyArgs, why: &str) -> Result<SecretKeys> {
+    load_secret(args)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{why} needs a secret key: give --key SECRET (or BK_KEY)"
+        ))
+    })
+}
+
+fn write(args: IndexWriteArgs) -> Result<i32> {
+    let recipients = Recipients::load(&args.recipients.recipients)?;
+    let repo = Repo::open(&args.repo.repo)?;
+    crate::seal::check_recipients(&repo, &recipients)?;
+    let mut records = Vec::new();
+    for rec in record::stdin_records() {
+        let rec = rec?;
+        check_sealed(&repo, &rec)?;
+        records.push(rec);
+    }
+    records.sort_by_cached_key(sort_key);
+    let host = sanitize_host(&args.host.unwrap_or_else(this_host));
+    let now = SystemTime::now();
+    let mut rnd = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut rnd);
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':'], "");
+    let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
+    let mut summary = Summary {
+        name: name.clone(),
+        time: humantime::format_rfc3339_seconds(now).to_string(),
+        host,
+        ..Summary::default()
+    };
+    for rec in &records {
+        summary.add(rec);
+    }
+    let lines = RecordLines::new(records.iter());
+    repo.write_atomic(&repo.snapshot_path(&name), |w| {
+        recipients.encrypt(lines, w, true)
+    })
+    .map_err(|e| e.context(format!("writing snapshot {name}")))?;
+    save_summary(&repo, &summary);
+    let mut out = io::stdout().lock();
+    writeln!(out, "{name}")
+        .and_then(|_| out.flush())
+        .map_err(record::stdout_error)?;
+    eprintln!(
+        "bk-index: wrote snapshot {name}: {} entries, {} files, {} bytes",
+        summary.entries, summary.files, summary.bytes
+    );
+    Ok(0)
+}
+
+/// Sort order of a snapshot: by root, then path, bytewise.
+fn sort_key(rec: &Record) -> (Vec<u8>, Vec<u8>) {
+    let root = rec
+        .root_os()
+        .ok()
+        .flatten()
+        .map(|r| r.as_bytes().to_vec())
+        .unwrap_or_default();
+    let path = rec
+        .path_os()
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default();
+    (root, path)
+}
+
+/// A snapshot may only name objects that are already in the repository.
+fn check_sealed(repo: &Repo, rec: &Record) -> Result<()> {
+    if rec.kind != Kind::File {
+        return Ok(());
+    }
+    let shown = rec.display_path();
+    let objects = rec.objects.as_ref().ok_or_else(|| {
+        Error::bad_input(format!(
+            "{shown}: file record has no objects; pipe it through bk-seal first (no snapshot written)"
+        ))
+    })?;
+    for obj in objects {
+        check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
+        if repo.object_size(&obj.id)?.is_none() {
+            return Err(Error::repo(format!(
+                "{shown}: object {} is not in the repository (no snapshot written)",
+                obj.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Feeds records as NDJSON lines to a reader-based encoder without holding
+/// the serialised snapshot in memory.
+struct RecordLines<'a, I: Iterator<Item = &'a Record>> {
+    iter: I,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<'a, I: Iterator<Item = &'a Record>> RecordLines<'a, I> {
+    fn new(iter: I) -> Self {
+        RecordLines {
+            iter,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a Record>> Read for RecordLines<'a, I> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(rec) = self.iter.next() else {
+                return Ok(0);
+            };
+            self.buf = rec.to_line();
+            self.buf.push(b'\n');
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// This machine's host name.
+fn this_host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Keeps a host name safe inside a file name.
+fn sanitize_host(host: &str) -> String {
+    let clean: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "host".into()
+    } else {
+        clean
+    }
+}
+
+/// Local cache directory of snapshot summaries for a repository.
+fn summary_dir(repo: &Repo) -> PathBuf {
+    crate::paths::cache_home()
+        .join("bk")
+        .join(repo.id())
+        .join("summaries")
+}
+
+/// Saves a summary in the local cache; a cache that cannot be written only
+/// costs a decryption later, so failures are ignored.
+fn save_summary(repo: &Repo, summary: &Summary) {
+    let dir = summary_dir(repo);
+    if fs::create_dir_all(&dir).is_ok() {
+        if let Ok(json) = serde_json::to_vec(summary) {
+            let _ = fs::write(dir.join(format!("{}.json", summary.name)), json);
+        }
+    }
+}
+
+fn load_summary(repo: &Repo, name: &str) -> Option<Summary> {
+    let data = fs::read(summary_dir(repo).join(format!("{name}.json"))).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Time and host parsed from a snapshot name
+/// (`20261124T031500Z-host-0a1b2c3d.pgp`).
+fn name_parts(name: &str) -> (String, String) {
+    let stem = name.strip_suffix(".pgp").unwrap_or(name);
+    let time = stem.get(..16).map_or_else(String::new, |t| {
+        format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &t[0..4],
+            &t[4..6],
+            &t[6..8],
+            &t[9..11],
+            &t[11..13],
+            &t[13..15]
+        )
+    });
+    let host = stem
+        .get(17..)
+        .and_then(|rest| rest.rsplit_once('-'))
+        .map_or_else(String::new, |(h, _)| h.to_owned());
+    (time, host)
+}
+
+fn list(args: IndexListArgs) -> Result<i32> {
+    let repo = Repo::open(&args.repo.repo)?;
+    let secret = load_secret(&args.secret)?;
+    let mut out = io::stdout().lock();
+    if !args.json {
+        writeln!(
+            out,
+            "{:<44} {:<20} {:<16} {:>9} {:>15}",
+            "SNAPSHOT", "TIME", "HOST", "FILES", "BYTES"
+        )
+        .map_err(record::stdout_error)?;
+    }
+    for name in repo.snapshots()? {
+        let (time, host) = name_parts(&name);
+        let summary = match (load_summary(&repo, &name), &secret) {
+            (Some(s), _) => Some(s),
+            (None, Some(key)) => {
+                let mut s = summarize(&repo, key, &name)?;
+                s.time = time.clone();
+                s.host = host.clone();
+                save_summary(&repo, &s);
+                Some(s)
+            }
+            (None, None) => None,
+        };
+        let line = if args.json {
+            let mut v = serde_json::json!({"name": name, "time": time, "host": host});
+            if let Some(s) = &summary {
+                v["files"] = s.files.into();
+                v["entries"] = s.entries.into();
+                v["bytes"] = s.bytes.into();
+            }
+            v.to_string()
+        } else {
+            let (files, bytes) = summary.as_ref().map_or(("-".into(), "-".into()), |s| {
+                (s.files.to_string(), s.bytes.to_string())
+            });
+            format!("{name:<44} {time:<20} {host:<16} {files:>9} {bytes:>15}")
+        };
+        writeln!(out, "{line}").map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    Ok(0)
+}
+
+/// Counts a snapshot's files and bytes by decrypting it.
+fn summarize(repo: &Repo, key: &SecretKeys, name: &str) -> Result<Summary> {
+    let spool = decrypt_snapshot(repo, key, name)?;
+    let mut summary = Summary {
+        name: name.to_owned(),
+        ..Summary::default()
+    };
+    for rec in record::RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        summary.add(&rec);
+    }
+    Ok(summary)
+}
+
+/// Decrypts a snapshot fully into an anonymous temporary file, so nothing
+/// is trusted before the message's integrity check has passed at its end.
+pub fn decrypt_snapshot(repo: &Repo, key: &SecretKeys, name: &str) -> Result<fs::File> {
+    let what = format!("snapshot {name}");
+    let mut msg = key.decrypt_file(&repo.snapshot_path(name), &what)?;
+    let mut spool = tempfile::tempfile().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match msg.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::repo(format!(
+                    "{what}: {}",
+                    crate::crypto::read_error_cause(&e)
+                )))
+            }
+        };
+        spool
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    }
+    spool
+        .rewind()
+        .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    Ok(spool)
+}
+
+fn show(args: IndexShowArgs) -> Result<i32> {
+    let repo = Repo::open(&args.repo.repo)?;
+    let key = require_secret(&args.secret, "bk-index show")?;
+    let name = repo.find_snapshot(&args.snapshot)?;
+    let spool = decrypt_snapshot(&repo, &key, &name)?;
+    if args.csv {
+        return write_csv(&name, spool);
+    }
+    let mut input = BufReader::with_capacity(256 << 10, spool);
+    let mut out = io::BufWriter::with_capacity(256 << 10, io::stdout().lock());
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        // Refuse a snapshot that is not a record stream rather than pass
+        // garbage on to bk-open.
+        Record::from_line(line.trim_ascii(), line_no)
+            .map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        out.write_all(&line).map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    Ok(0)
+}
+
+/// Header of `show --csv`.
+const CSV_HEADER: [&str; 13] = [
+    "path", "kind", "size", "mtime", "mode", "user", "group", "uid", "gid", "target", "sha256",
+    "objects", "root",
+];
+
+fn write_csv(name: &str, spool: fs::File) -> Result<i32> {
+    let mut csv = csv::Writer::from_writer(io::stdout().lock());
+    let csv_err = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(io) => record::stdout_error(io),
+        other => Error::io(
+            &PathBuf::from("stdout"),
+            io::Error::other(format!("{other:?}")),
+        ),
+    };
+    csv.write_record(CSV_HEADER).map_err(csv_err)?;
+    for rec in record::RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        let objects = rec
+            .objects
+            .as_ref()
+            .map(|o| {
+                o.iter()
+                    .map(|o| o.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let row = [
+            rec.path.clone(),
+            rec.kind.as_str().to_owned(),
+            rec.size.to_string(),
+            iso_time(rec.mtime_ns),
+            format!("{:04o}", rec.mode & 0o7777),
+            rec.user.clone().unwrap_or_default(),
+            rec.group.clone().unwrap_or_default(),
+            rec.uid.to_string(),
+            rec.gid.to_string(),
+            rec.target.clone().unwrap_or_default(),
+            rec.sha256.clone().unwrap_or_default(),
+            objects,
+            rec.root.clone().unwrap_or_default(),
+        ];
+        csv.write_record(&row).map_err(csv_err)?;
+    }
+    csv.flush().map_err(record::stdout_error)?;
+    Ok(0)
+}
+
+/// ISO-8601 UTC time with nanoseconds from nanoseconds since the epoch.
+pub fn iso_time(ns: i64) -> String {
+    let t = if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    };
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_parts_parse_time_and_host() {
+        let (t, h) = name_parts("20261124T031500Z-my-host.lan-0a1b2c3d.pgp");
+        assert_eq!(t, "2026-11-24T03:15:00Z");
+        assert_eq!(h, "my-host.lan");
+    }
+
+    #[test]
+    fn host_is_sanitized() {
+        assert_eq!(sanitize_host("a b/c"), "a_b_c");
+    }
+
+    #[test]
+    fn iso_time_has_nanoseconds() {
+        assert_eq!(
+            iso_time(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+    }
+}

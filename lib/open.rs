@@ -1,0 +1,56 @@
+//! bk-open: decrypt one object to stdout, or restore a record stream.
+
+use std::io::{self, Read, Write};
+
+use crate::cli::OpenCli;
+use crate::crypto::{read_error_cause, SecretKeys};
+use crate::error::{Error, Result};
+use crate::index::require_secret;
+use crate::record;
+use crate::repo::{check_object_id, Repo};
+
+/// Runs bk-open; returns the exit status.
+pub fn run(cli: OpenCli) -> Result<i32> {
+    let repo = Repo::open(&cli.repo.repo)?;
+    let key = require_secret(&cli.secret, "bk-open")?;
+    if let Some(id) = &cli.object {
+        let mut out = io::stdout().lock();
+        decrypt_object(&repo, &key, id, &mut out)?;
+        out.flush().map_err(record::stdout_error)?;
+        return Ok(0);
+    }
+    let to = cli
+        .to
+        .as_ref()
+        .ok_or_else(|| Error::usage("give --object ID or --to DIR"))?;
+    let outcome = crate::restore::restore(&repo, &key, to, record::stdin_records())?;
+    Ok(outcome.exit_code())
+}
+
+/// Decrypts object `id` into `out` and returns the plaintext byte count.
+/// A missing, truncated or tampered object is a repository error naming the
+/// object; an error writing `out` is an I/O error. `out` may have received
+/// plaintext before a failure at the end of the message is detected, so
+/// callers must not trust it unless this returns `Ok`.
+pub fn decrypt_object(repo: &Repo, key: &SecretKeys, id: &str, out: &mut dyn Write) -> Result<u64> {
+    check_object_id(id)?;
+    let path = repo.object_path(id);
+    let what = format!("object {id}");
+    if !path.exists() {
+        return Err(Error::repo(format!("{what}: missing from the repository")));
+    }
+    let mut msg = key.decrypt_file(&path, &what)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match msg.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::repo(format!("{what}: {}", read_error_cause(&e)))),
+        };
+        out.write_all(&buf[..n]).map_err(record::stdout_error)?;
+        total += n as u64;
+    }
+    Ok(total)
+}
