@@ -169,8 +169,37 @@ fn new_content_adds_exactly_one_object_and_old_snapshot_is_kept() {
     let first = parse_records(&first.stdout);
     assert_eq!(first.len(), b1.records().len());
     assert!(!first.iter().any(|r| rec_path(r) == b"a/new-file.txt"));
-    let latest = parse_records(&sb.show_latest());
-    assert!(latest.iter().any(|r| rec_path(r) == b"a/new-file.txt"));
+    let second = sb.show(b2.snapshot.trim_end_matches(".pgp"), &[]);
+    assert_ok(&second, "bk-index show <second snapshot>");
+    let second = parse_records(&second.stdout);
+    assert!(second.iter().any(|r| rec_path(r) == b"a/new-file.txt"));
+}
+
+/// "latest" must be the snapshot written last, also when several runs
+/// happen within one second (scripts, retries).
+#[test]
+fn latest_is_the_snapshot_written_last() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    write_file(&src.join("f.txt"), b"one\n", 0o644);
+    let b = sb.backup(&src);
+    let mut wrong = Vec::new();
+    for run in 0..6 {
+        // Each snapshot gets a distinguishable record stream: an extra
+        // field that every stage passes through.
+        let mut recs = b.records();
+        recs[0]["test_run"] = Value::from(run);
+        let name = sb.index_write(&to_ndjson(&recs));
+        let latest = parse_records(&sb.show_latest());
+        let got = latest.iter().find_map(|r| r.get("test_run").cloned());
+        if got != Some(Value::from(run)) {
+            wrong.push(format!(
+                "after writing run {run} ({name}), latest showed run {got:?}; snapshots: {:?}",
+                sb.snapshot_names()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
