@@ -294,3 +294,83 @@ fn two_recipients_can_each_restore() {
         );
     }
 }
+
+/// A key whose first encryption subkey expired and whose newest one is
+/// revoked: bk must encrypt to the one valid subkey only.
+#[test]
+fn encryption_uses_the_valid_subkey_not_expired_or_revoked_ones() {
+    let sb = Sandbox::with_key(KeyKind::MixedSubkeys);
+    let src = sb.path("src");
+    interop_tree(&src);
+    let expected = read_tree(&src);
+    let b = sb.backup(&src);
+    let valid = &sb.key.encryption_key_ids[0];
+    let mut files: Vec<std::path::PathBuf> =
+        object_ids(find_record(&b.records(), b"notes/key.bin"))
+            .iter()
+            .map(|id| sb.object_path(id))
+            .collect();
+    files.push(sb.repo.join("snapshots").join(&b.snapshot));
+    for file in &files {
+        let out = sb.gpg(&args!["--list-packets", file], b"");
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            listing.contains(&format!("keyid {valid}")),
+            "{} should be encrypted to the valid subkey {valid}:\n{listing}",
+            file.display()
+        );
+        for bad in &sb.key.unusable_key_ids {
+            assert!(
+                !listing.contains(&format!("keyid {bad}")),
+                "{} is encrypted to the expired or revoked subkey {bad}:\n{listing}",
+                file.display()
+            );
+        }
+    }
+    let dest = sb.fresh_dir("restore");
+    let out = sb.restore(&sb.show_latest(), &dest);
+    assert_ok(&out, "bk-open --to");
+    let diffs = diff_trees(
+        &expected,
+        &read_tree(&dest),
+        Compare {
+            perm: true,
+            file_mtime: true,
+            dir_mtime: false,
+        },
+    );
+    assert!(
+        diffs.is_empty(),
+        "restored tree differs:\n{}",
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn key_without_a_usable_encryption_subkey_is_refused() {
+    let sb = Sandbox::new();
+    let (bad_pub, _) = sb.add_key(KeyKind::NoUsableSubkey, "unusable");
+    let src = sb.path("src");
+    interop_tree(&src);
+    let (_, hashed) = sb.scan_hash(&src);
+    let out = sb.run(
+        "bk-seal",
+        &args!["--repo", &sb.repo, "-r", &bad_pub, "--init"],
+        &hashed,
+    );
+    assert_code(
+        &out,
+        4,
+        "bk-seal to a key whose encryption subkeys are expired or revoked",
+    );
+    let err = stderr(&out);
+    let fpr = &key(KeyKind::NoUsableSubkey).fingerprint;
+    assert!(
+        err.contains(bad_pub.to_str().unwrap()) || err.to_uppercase().contains(&fpr[24..]),
+        "stderr should name the key: {err}"
+    );
+    assert!(
+        sb.object_files().is_empty(),
+        "objects were written for an unusable key"
+    );
+}

@@ -50,6 +50,11 @@ pub enum KeyKind {
     Protected,
     /// A second, unrelated Curve25519 key (the "wrong key").
     Other,
+    /// Ed25519 primary made in 2020 with three Curve25519 encryption
+    /// subkeys: the first expired, the second valid, the newest revoked.
+    MixedSubkeys,
+    /// Like [`KeyKind::MixedSubkeys`] without the valid subkey.
+    NoUsableSubkey,
 }
 
 /// The passphrase of the [`KeyKind::Protected`] key (spaces on purpose).
@@ -68,17 +73,21 @@ pub struct KeyPair {
     pub fingerprint: String,
     /// Key ids (upper-case hex) of the subkeys usable for encryption.
     pub encryption_key_ids: Vec<String>,
+    /// Key ids of encryption subkeys that are expired or revoked.
+    pub unusable_key_ids: Vec<String>,
 }
 
 fn gpg_in(home: &Path, args: &[&str]) -> Output {
-    let out = Command::new("gpg")
-        .env("GNUPGHOME", home)
+    gpg_in_with_input(home, args, b"")
+}
+
+fn gpg_in_with_input(home: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = Command::new("gpg");
+    cmd.env("GNUPGHOME", home)
         .env("HOME", home)
         .args(["--batch", "--no-tty", "--quiet"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running gpg (is GnuPG installed?)");
+        .args(args);
+    let out = run_command(cmd, input, DEFAULT_TIMEOUT);
     assert!(
         out.status.success(),
         "gpg {args:?} failed: {}",
@@ -96,6 +105,9 @@ fn kill_agent(home: &Path) {
         .status();
 }
 
+/// gpg's clock for keys that must look old: their 1-day subkeys expired.
+const PAST: [&str; 2] = ["--faked-system-time", "20200101T000000!"];
+
 fn generate_key(kind: KeyKind) -> KeyPair {
     let dir = tempfile::Builder::new()
         .prefix("bk-keygen-")
@@ -108,55 +120,102 @@ fn generate_key(kind: KeyKind) -> KeyPair {
         KeyKind::Protected => PASSPHRASE,
         _ => "",
     };
+    let fd = "future-default";
     let (uid, algo, usage) = match kind {
-        KeyKind::Cv25519 => (
-            "bk test cv25519 <cv@example.invalid>",
-            "future-default",
-            "default",
-        ),
+        KeyKind::Cv25519 => ("bk test cv25519 <cv@example.invalid>", fd, "default"),
         KeyKind::Rsa3072 => ("bk test rsa <rsa@example.invalid>", "rsa3072", "sign,cert"),
-        KeyKind::Protected => (
-            "bk test protected <p@example.invalid>",
-            "future-default",
-            "default",
+        KeyKind::Protected => ("bk test protected <p@example.invalid>", fd, "default"),
+        KeyKind::Other => ("bk test other <other@example.invalid>", fd, "default"),
+        KeyKind::MixedSubkeys => (
+            "bk test mixed <mixed@example.invalid>",
+            "ed25519",
+            "sign,cert",
         ),
-        KeyKind::Other => (
-            "bk test other <other@example.invalid>",
-            "future-default",
-            "default",
+        KeyKind::NoUsableSubkey => (
+            "bk test unusable <nu@example.invalid>",
+            "ed25519",
+            "sign,cert",
         ),
     };
-    let lb = ["--pinentry-mode", "loopback", "--passphrase", pass];
-    let mut a: Vec<&str> = lb.to_vec();
-    a.extend(["--quick-gen-key", uid, algo, usage, "never"]);
-    gpg_in(&home, &a);
-    let colons = |home: &Path| {
-        String::from_utf8(gpg_in(home, &["--with-colons", "--list-keys"]).stdout).unwrap()
+    let old = matches!(kind, KeyKind::MixedSubkeys | KeyKind::NoUsableSubkey);
+    let gpg = |args: &[&str], past: bool| {
+        let mut a: Vec<&str> = Vec::new();
+        if past {
+            a.extend(PAST);
+        }
+        a.extend(["--pinentry-mode", "loopback", "--passphrase", pass]);
+        a.extend(args);
+        gpg_in(&home, &a)
     };
-    let listing = colons(&home);
+    gpg(&["--quick-gen-key", uid, algo, usage, "never"], old);
+    let colons =
+        || String::from_utf8(gpg(&["--with-colons", "--list-keys"], false).stdout).unwrap();
+    let listing = colons();
     let fingerprint = listing
         .lines()
         .find(|l| l.starts_with("fpr:"))
         .and_then(|l| l.split(':').nth(9))
         .expect("fingerprint in gpg listing")
         .to_owned();
-    if kind == KeyKind::Rsa3072 {
-        let mut a: Vec<&str> = lb.to_vec();
-        a.extend(["--quick-add-key", &fingerprint, "rsa3072", "encr", "never"]);
-        gpg_in(&home, &a);
+    let fpr = fingerprint.as_str();
+    match kind {
+        KeyKind::Rsa3072 => {
+            gpg(&["--quick-add-key", fpr, "rsa3072", "encr", "never"], false);
+        }
+        KeyKind::MixedSubkeys | KeyKind::NoUsableSubkey => {
+            // Subkey 1: expired long ago. Then (mixed only) subkey 2:
+            // valid. Last: the newest subkey, revoked.
+            gpg(&["--quick-add-key", fpr, "cv25519", "encr", "1d"], true);
+            if kind == KeyKind::MixedSubkeys {
+                gpg(&["--quick-add-key", fpr, "cv25519", "encr", "never"], false);
+            }
+            gpg(&["--quick-add-key", fpr, "cv25519", "encr", "never"], false);
+            let last = if kind == KeyKind::MixedSubkeys { 3 } else { 2 };
+            let script = format!("key {last}\nrevkey\ny\n0\n\ny\nsave\n");
+            gpg_in_with_input(
+                &home,
+                &[
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    pass,
+                    "--command-fd",
+                    "0",
+                    "--edit-key",
+                    fpr,
+                ],
+                script.as_bytes(),
+            );
+        }
+        _ => {}
     }
-    let listing = colons(&home);
-    let encryption_key_ids = listing
-        .lines()
-        .filter(|l| l.starts_with("sub:"))
-        .filter(|l| l.split(':').nth(11).is_some_and(|caps| caps.contains('e')))
-        .map(|l| l.split(':').nth(4).unwrap().to_owned())
-        .collect::<Vec<_>>();
-    assert_eq!(encryption_key_ids.len(), 1, "gpg listing: {listing}");
-    let public = gpg_in(&home, &["--armor", "--export", &fingerprint]).stdout;
-    let mut a: Vec<&str> = lb.to_vec();
-    a.extend(["--armor", "--export-secret-keys", &fingerprint]);
-    let secret = gpg_in(&home, &a).stdout;
+    let listing = colons();
+    let subkeys = |valid: bool| {
+        listing
+            .lines()
+            .filter(|l| l.starts_with("sub:"))
+            .filter(|l| l.split(':').nth(11).is_some_and(|caps| caps.contains('e')))
+            .filter(|l| {
+                let validity = l.split(':').nth(1).unwrap_or("");
+                valid != (validity == "e" || validity == "r")
+            })
+            .map(|l| l.split(':').nth(4).unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let encryption_key_ids = subkeys(true);
+    let unusable_key_ids = subkeys(false);
+    let (want_valid, want_unusable) = match kind {
+        KeyKind::MixedSubkeys => (1, 2),
+        KeyKind::NoUsableSubkey => (0, 2),
+        _ => (1, 0),
+    };
+    assert_eq!(
+        (encryption_key_ids.len(), unusable_key_ids.len()),
+        (want_valid, want_unusable),
+        "gpg listing: {listing}"
+    );
+    let public = gpg(&["--armor", "--export", fpr], false).stdout;
+    let secret = gpg(&["--armor", "--export-secret-keys", fpr], false).stdout;
     assert!(public.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"));
     assert!(secret.starts_with(b"-----BEGIN PGP PRIVATE KEY BLOCK-----"));
     kill_agent(&home);
@@ -167,6 +226,7 @@ fn generate_key(kind: KeyKind) -> KeyPair {
         passphrase: (kind == KeyKind::Protected).then_some(PASSPHRASE),
         fingerprint,
         encryption_key_ids,
+        unusable_key_ids,
     }
 }
 
@@ -176,11 +236,15 @@ pub fn key(kind: KeyKind) -> &'static KeyPair {
     static RSA: OnceLock<KeyPair> = OnceLock::new();
     static PROT: OnceLock<KeyPair> = OnceLock::new();
     static OTHER: OnceLock<KeyPair> = OnceLock::new();
+    static MIXED: OnceLock<KeyPair> = OnceLock::new();
+    static UNUSABLE: OnceLock<KeyPair> = OnceLock::new();
     let cell = match kind {
         KeyKind::Cv25519 => &CV,
         KeyKind::Rsa3072 => &RSA,
         KeyKind::Protected => &PROT,
         KeyKind::Other => &OTHER,
+        KeyKind::MixedSubkeys => &MIXED,
+        KeyKind::NoUsableSubkey => &UNUSABLE,
     };
     cell.get_or_init(|| generate_key(kind))
 }
