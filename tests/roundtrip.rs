@@ -381,3 +381,117 @@ fn verify_clean_backup_reports_nothing() {
         describe(&out)
     );
 }
+
+fn restore_and_compare(sb: &Sandbox, env: &[(&str, &std::ffi::OsStr)], src: &Path, shown: &[u8]) {
+    let expected = read_tree(src);
+    let dest = sb.fresh_dir("restore");
+    let out = sb.run_env("bk-open", &args!["--to", &dest], shown, env);
+    assert_ok(&out, "bk-open --to");
+    let diffs = diff_trees(
+        &expected,
+        &read_tree(&dest),
+        Compare {
+            perm: true,
+            file_mtime: true,
+            dir_mtime: false,
+        },
+    );
+    assert!(
+        diffs.is_empty(),
+        "restored tree differs:\n{}",
+        diffs.join("\n")
+    );
+}
+
+/// `BK_REPO`, `BK_RECIPIENT` and `BK_KEY` stand for the options.
+#[test]
+fn pipeline_configured_by_environment_variables() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    small_tree(&src);
+    let (_, hashed) = sb.scan_hash(&src);
+    let env = [
+        ("BK_REPO", sb.repo.as_os_str()),
+        ("BK_RECIPIENT", sb.pub_key.as_os_str()),
+        ("BK_KEY", sb.sec_key.as_os_str()),
+    ];
+    let sealed = sb.run_env("bk-seal", &args!["--init"], &hashed, &env);
+    assert_ok(&sealed, "bk-seal configured by environment");
+    let out = sb.run_env("bk-index", &args!["write"], &sealed.stdout, &env);
+    assert_ok(&out, "bk-index write configured by environment");
+    let shown = sb.run_env("bk-index", &args!["show"], b"", &env);
+    assert_ok(&shown, "bk-index show configured by environment");
+    assert_eq!(
+        parse_records(&shown.stdout).len(),
+        parse_records(&hashed).len()
+    );
+    restore_and_compare(&sb, &env, &src, &shown.stdout);
+}
+
+/// `$XDG_CONFIG_HOME/bk/config.toml` stands for the options.
+#[test]
+fn pipeline_configured_by_config_file() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    small_tree(&src);
+    let dir = sb.config_home.join("bk");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("config.toml"),
+        format!(
+            "repo = \"{}\"\nrecipient = [\"{}\"]\nkey = \"{}\"\n",
+            sb.repo.display(),
+            sb.pub_key.display(),
+            sb.sec_key.display()
+        ),
+    )
+    .unwrap();
+    let (_, hashed) = sb.scan_hash(&src);
+    let sealed = sb.run("bk-seal", &args!["--init"], &hashed);
+    assert_ok(&sealed, "bk-seal configured by config file");
+    let out = sb.run("bk-index", &args!["write"], &sealed.stdout);
+    assert_ok(&out, "bk-index write configured by config file");
+    let shown = sb.run("bk-index", &args!["show", "latest"], b"");
+    assert_ok(&shown, "bk-index show configured by config file");
+    assert_eq!(
+        parse_records(&shown.stdout).len(),
+        parse_records(&hashed).len()
+    );
+    restore_and_compare(&sb, &[], &src, &shown.stdout);
+}
+
+/// Records sharing dev+ino are restored as hard links.
+#[test]
+fn hard_links_are_restored_as_links() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    write_file(&src.join("orig.txt"), b"linked content\n", 0o640);
+    fs::create_dir(src.join("other dir")).unwrap();
+    fs::hard_link(src.join("orig.txt"), src.join("other dir/alias.txt")).unwrap();
+    write_file(&src.join("single.txt"), b"linked content\n", 0o640);
+    sb.backup(&src);
+
+    let dest = sb.fresh_dir("restore");
+    let out = sb.restore(&sb.show_latest(), &dest);
+    assert_ok(&out, "bk-open --to");
+    let a = fs::metadata(dest.join("orig.txt")).unwrap();
+    let b = fs::metadata(dest.join("other dir/alias.txt")).unwrap();
+    let c = fs::metadata(dest.join("single.txt")).unwrap();
+    assert_eq!(
+        fs::read(dest.join("other dir/alias.txt")).unwrap(),
+        b"linked content\n"
+    );
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "orig.txt and alias.txt should be one inode"
+    );
+    assert_eq!(a.nlink(), 2);
+    assert_ne!(
+        a.ino(),
+        c.ino(),
+        "single.txt has the same content but is not a link"
+    );
+    assert_eq!(c.nlink(), 1);
+}
