@@ -664,3 +664,150 @@ fn restore_refuses_paths_outside_the_target() {
         assert!(err.contains(p), "stderr should name {p}: {err}");
     }
 }
+
+/// Total bytes of all files under `dir` (temporary files included).
+fn bytes_under(dir: &Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| fs::metadata(dir.join(p)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn is_object_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A bk-seal killed in the middle of a big file leaves no half-written
+/// object under a real name, and the next run completes the backup.
+#[test]
+fn interrupted_seal_leaves_no_partial_object_and_the_next_run_completes() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let sb = Sandbox::new();
+    let first = sb.path("first");
+    write_file(&first.join("earlier.txt"), b"an earlier backup\n", 0o644);
+    sb.backup(&first);
+
+    let src = sb.path("src");
+    write_file(&src.join("small.txt"), b"small\n", 0o644);
+    let big = src.join("big.bin");
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&big).unwrap());
+        for i in 0..256u64 {
+            f.write_all(&pseudo_random(1000 + i, 1 << 20)).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    let (_, hashed) = sb.scan_hash(&src);
+    let objects = sb.repo.join("objects");
+    let baseline = bytes_under(&objects);
+
+    let mut cmd = sb.command("bk-seal");
+    cmd.args(sb.seal_args())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&hashed).unwrap();
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("bk-seal finished ({status}) before it could be interrupted");
+        }
+        if bytes_under(&objects) > baseline + (32 << 20) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "bk-seal wrote nothing for 2 minutes"
+        );
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+
+    // Whatever carries an object's name is a complete object.
+    let mut checked = 0;
+    for rel in sb.object_files() {
+        let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        if is_object_id(&name) {
+            let out = sb.open_object(&name);
+            assert_ok(&out, &format!("object {name} after an interrupted bk-seal"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "the earlier backup's object is gone");
+
+    // The next run completes the backup.
+    sb.backup(&src);
+    let shown = sb.show_latest();
+    let mut a = args!["--read-data"];
+    a.extend(sb.key_args());
+    let out = sb.verify(&shown, &a);
+    assert_code(&out, 0, "bk-verify --read-data after the resumed backup");
+    let dest = sb.fresh_dir("restore");
+    assert_ok(
+        &sb.restore(&shown, &dest),
+        "restore after the resumed backup",
+    );
+    assert_eq!(sha256_file(&dest.join("big.bin")), sha256_file(&big));
+    assert_eq!(fs::read(dest.join("small.txt")).unwrap(), b"small\n");
+}
+
+/// Two bk-seal runs at once on one repository either both work or one
+/// is refused because of the lock; the repository stays sound.
+#[test]
+fn concurrent_seals_on_one_repository_do_not_corrupt_it() {
+    let sb = Sandbox::new();
+    let first = sb.path("first");
+    write_file(&first.join("earlier.txt"), b"an earlier backup\n", 0o644);
+    sb.backup(&first);
+
+    let shared = pseudo_random(71, 8 << 20);
+    let mut hashed = Vec::new();
+    for (i, name) in ["tree-a", "tree-b"].iter().enumerate() {
+        let root = sb.path(name);
+        write_file(&root.join("shared.bin"), &shared, 0o644);
+        write_file(
+            &root.join("own.bin"),
+            &pseudo_random(80 + i as u64, 4 << 20),
+            0o644,
+        );
+        hashed.push(sb.scan_hash(&root).1);
+    }
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = hashed
+            .iter()
+            .map(|h| s.spawn(|| sb.run("bk-seal", &sb.seal_args(), h)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut sealed = Vec::new();
+    for (out, h) in outs.iter().zip(&hashed) {
+        if out.status.success() {
+            sealed.push(out.stdout.clone());
+        } else {
+            assert_code(out, 5, "a concurrent bk-seal that failed");
+            assert!(
+                stderr(out).to_lowercase().contains("lock"),
+                "a concurrent bk-seal may only fail because of the lock: {}",
+                describe(out)
+            );
+            let again = sb.run("bk-seal", &sb.seal_args(), h);
+            assert_ok(&again, "bk-seal after the other run finished");
+            sealed.push(again.stdout);
+        }
+    }
+    let mut a = args!["--read-data"];
+    a.extend(sb.key_args());
+    for s in &sealed {
+        sb.index_write(s);
+        let out = sb.verify(s, &a);
+        assert_code(&out, 0, "bk-verify --read-data after concurrent runs");
+    }
+}
