@@ -102,12 +102,13 @@ pub struct ScanCli {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Leave out entries matching this glob (gitignore syntax); repeatable
+    /// (BK_EXCLUDE takes one glob per line)
     #[arg(
         long,
         short = 'e',
         env = "BK_EXCLUDE",
         value_name = "GLOB",
-        value_delimiter = ','
+        value_delimiter = '\n'
     )]
     pub exclude: Vec<String>,
     /// Do not cross file-system boundaries

@@ -103,6 +103,16 @@ fn env_name(key: &str) -> String {
     format!("BK_{}", key.replace('-', "_").to_ascii_uppercase())
 }
 
+/// How a list is joined for its environment variable: globs may contain
+/// commas, so `exclude` takes one per line; other lists are comma-separated.
+fn list_separator(key: &str) -> &'static str {
+    if key == "exclude" {
+        "\n"
+    } else {
+        ","
+    }
+}
+
 /// A TOML value as the string an environment variable would hold; arrays
 /// become comma-separated lists.
 fn scalar(key: &str, value: &toml::Value) -> Result<String, String> {
@@ -115,7 +125,7 @@ fn scalar(key: &str, value: &toml::Value) -> Result<String, String> {
             .iter()
             .map(|v| scalar(key, v))
             .collect::<Result<Vec<_>, _>>()?
-            .join(","),
+            .join(list_separator(key)),
         _ => return Err(format!("key {key:?}: unsupported value type")),
     })
 }

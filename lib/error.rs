@@ -172,6 +172,8 @@ pub fn io_cause(err: &std::io::Error) -> String {
         K::StorageFull => "no space left on device".into(),
         K::AlreadyExists => "already exists".into(),
         K::UnexpectedEof => "unexpected end of file (truncated)".into(),
+        K::NotADirectory => "not a directory".into(),
+        K::IsADirectory => "is a directory".into(),
         _ => err.to_string(),
     }
 }

@@ -82,13 +82,17 @@ pub fn require_secret(args: &SecretKeyArgs, why: &str) -> Result<SecretKeys> {
 
 fn write(args: IndexWriteArgs) -> Result<i32> {
     let recipients = Recipients::load(&args.recipients.recipients)?;
-    let repo = Repo::open(&args.repo.repo)?;
-    crate::seal::check_recipients(&repo, &recipients)?;
+    // Read everything first: in `bk-seal --init … | bk-index write` the
+    // repository only exists once bk-seal is under way, and the snapshot
+    // may only be written once bk-seal has finished (EOF) anyway.
     let mut records = Vec::new();
     for rec in record::stdin_records() {
-        let rec = rec?;
-        check_sealed(&repo, &rec)?;
-        records.push(rec);
+        records.push(rec?);
+    }
+    let repo = Repo::open(&args.repo.repo)?;
+    crate::seal::check_recipients(&repo, &recipients)?;
+    for rec in &records {
+        check_sealed(&repo, rec)?;
     }
     records.sort_by_cached_key(sort_key);
     let host = sanitize_host(&args.host.unwrap_or_else(this_host));

@@ -76,10 +76,12 @@ impl Repo {
             .map_err(|e| Error::repo(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
         match value.get("format").and_then(|f| f.as_u64()) {
             Some(f) if f == u64::from(FORMAT) => {}
-            Some(f) => return Err(Error::repo(format!(
+            Some(f) => {
+                return Err(Error::repo(format!(
                 "{}: repository format {f} is not supported by this bk (it reads format {FORMAT})",
                 root.display()
-            ))),
+            )))
+            }
             None => {
                 return Err(Error::repo(format!(
                     "{}: no repository format version",

@@ -208,8 +208,7 @@ impl Restorer<'_> {
             count: 0,
         };
         for obj in objects {
-            decrypt_object(self.repo, self.key, &obj.id, &mut out)
-                .map_err(|e| e.context(shown))?;
+            decrypt_object(self.repo, self.key, &obj.id, &mut out).map_err(|e| e.context(shown))?;
         }
         out.inner.flush().map_err(|e| Error::io(dest, e))?;
         let count = out.count;
@@ -389,7 +388,15 @@ mod tests {
 
     #[test]
     fn hostile_paths_are_refused() {
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a/./b", "", "a//b", "a/"] {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "",
+            "a//b",
+            "a/",
+        ] {
             assert!(safe_relative(&OsString::from(bad)).is_err(), "{bad}");
         }
         assert_eq!(safe_relative(&OsString::from(".")).unwrap(), None);

@@ -35,7 +35,7 @@
 
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ignore::overrides::{Override, OverrideBuilder};
 use ignore::{DirEntry, WalkBuilder};
@@ -98,11 +98,27 @@ fn overrides(root: &Path, excludes: &[String]) -> Result<Override> {
     for glob in excludes {
         builder
             .add(&format!("!{glob}"))
-            .map_err(|e| Error::usage(format!("--exclude {glob:?}: {e}")))?;
+            .map_err(|e| Error::usage(format!("--exclude {glob:?}: {}", glob_cause(&e))))?;
     }
     builder
         .build()
         .map_err(|e| Error::usage(format!("--exclude: {e}")))
+}
+
+/// `path` with `.` components, repeated and trailing slashes removed
+/// (lexically: `..` and symlinks are kept), so that `docs`, `docs/` and
+/// `./docs/.` give records the same root.
+fn tidy(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+/// The cause of a bad `--exclude` glob, without the `!` this program put
+/// in front of it.
+fn glob_cause(err: &ignore::Error) -> String {
+    match err {
+        ignore::Error::Glob { err, .. } => err.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Walks PATHs and writes their records, remembering the errors met.
@@ -163,24 +179,27 @@ impl<W: Write> Scanner<W> {
 
     /// Records a non-directory PATH under its parent directory as root.
     fn scan_single(&mut self, abs: &Path, meta: &Metadata) -> Result<()> {
+        let abs = tidy(abs);
         let (Some(root), Some(name)) = (abs.parent(), abs.file_name()) else {
-            self.report(abs, "has no parent directory to serve as root");
+            self.report(&abs, "has no parent directory to serve as root");
             return Ok(());
         };
-        self.emit(root, Path::new(name), abs, meta)
+        self.emit(root, Path::new(name), &abs, meta)
     }
 
-    /// Walks the tree under the directory `root`, one record per entry
-    /// that is not excluded.
-    fn scan_tree(&mut self, root: &Path) -> Result<()> {
-        let walker = self.walk_builder(root)?.build();
+    /// Walks the tree under the directory `dir` (as given, so that `link/`
+    /// walks the directory a symlink points to, as in rsync), one record
+    /// per entry that is not excluded.
+    fn scan_tree(&mut self, dir: &Path) -> Result<()> {
+        let root = tidy(dir);
+        let walker = self.walk_builder(dir)?.build();
         for item in walker {
             match item {
                 Ok(ent) => {
                     if let Some(err) = ent.error() {
                         self.report_walk_error(err);
                     }
-                    self.scan_entry(root, &ent)?;
+                    self.scan_entry(dir, &root, &ent)?;
                 }
                 Err(err) => self.report_walk_error(&err),
             }
@@ -207,13 +226,13 @@ impl<W: Write> Scanner<W> {
         Ok(builder)
     }
 
-    /// Records one entry found by the walker.
-    fn scan_entry(&mut self, root: &Path, ent: &DirEntry) -> Result<()> {
+    /// Records one entry found by the walk of `dir`, under `root`.
+    fn scan_entry(&mut self, dir: &Path, root: &Path, ent: &DirEntry) -> Result<()> {
         let full = ent.path();
         let rel = if ent.depth() == 0 {
             Path::new(".")
         } else {
-            match full.strip_prefix(root) {
+            match full.strip_prefix(dir) {
                 Ok(rel) => rel,
                 Err(_) => {
                     self.report(full, "found outside its root by the walker");
@@ -348,7 +367,6 @@ fn walk_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     /// Scans `paths` with `opts` into a vector of records.
     fn scan_to_vec(paths: &[PathBuf], opts: ScanOptions) -> Result<(Vec<Record>, i32)> {
@@ -397,7 +415,8 @@ mod tests {
     fn missing_path_alone_is_usage_and_with_others_partial() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let (recs, code) = scan_to_vec(&[missing.clone()], ScanOptions::default()).unwrap();
+        let (recs, code) =
+            scan_to_vec(std::slice::from_ref(&missing), ScanOptions::default()).unwrap();
         assert!(recs.is_empty());
         assert_eq!(code, exit::USAGE);
         let (recs, code) =
@@ -420,6 +439,22 @@ mod tests {
             Some(dir.path().as_os_str().to_owned())
         );
         assert_eq!(recs[0].size, 3);
+    }
+
+    #[test]
+    fn spellings_of_one_directory_give_one_root() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"").unwrap();
+        let plain = dir.path().to_owned();
+        for spelling in [plain.join(""), plain.join("."), plain.join("./")] {
+            let (recs, code) =
+                scan_to_vec(std::slice::from_ref(&spelling), ScanOptions::default()).unwrap();
+            assert_eq!(code, 0);
+            assert_eq!(paths(&recs), [".", "f"], "{spelling:?}");
+            for rec in &recs {
+                assert_eq!(rec.root.as_deref(), plain.to_str(), "{spelling:?}");
+            }
+        }
     }
 
     #[test]

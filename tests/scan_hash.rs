@@ -251,7 +251,7 @@ fn unreadable_directory_is_reported_and_the_rest_scanned() {
     let locked = dir.path().join("locked");
     fs::create_dir(&locked).unwrap();
     fs::write(dir.path().join("open"), b"").unwrap();
-    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0)).unwrap();
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let out = bin("bk-scan")
         .arg(dir.path())
         .assert()
