@@ -495,3 +495,57 @@ fn hard_links_are_restored_as_links() {
     );
     assert_eq!(c.nlink(), 1);
 }
+
+/// The pipeline as a user types it: real pipes, every stage running at
+/// once, `--init` in the same pipeline as `bk-index write`, then a restore
+/// pipeline.
+#[test]
+fn shell_pipeline_backs_up_and_restores() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    small_tree(&src);
+    make_symlink(Path::new("top.txt"), &src.join("top-link"));
+    let expected = read_tree(&src);
+    let dest = sb.fresh_dir("restore");
+    let bin_dir = assert_cmd::cargo::cargo_bin("bk-scan")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = r#"set -euo pipefail
+bk-scan "$SRC" | bk-hash | bk-seal --init | bk-index write > "$SNAP"
+bk-index show latest | bk-open --to "$DEST"
+"#;
+    let mut cmd = sb.command("bash");
+    cmd.arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .env("SRC", &src)
+        .env("DEST", &dest)
+        .env("SNAP", sb.path("snapshot-name.txt"))
+        .env("BK_REPO", &sb.repo)
+        .env("BK_RECIPIENT", &sb.pub_key)
+        .env("BK_KEY", &sb.sec_key);
+    let out = run_command(cmd, b"", DEFAULT_TIMEOUT);
+    assert_ok(&out, "the shell pipeline");
+    let name = fs::read_to_string(sb.path("snapshot-name.txt")).unwrap();
+    assert_eq!(sb.snapshot_names().len(), 1, "snapshot printed: {name:?}");
+    let diffs = diff_trees(
+        &expected,
+        &read_tree(&dest),
+        Compare {
+            perm: true,
+            file_mtime: true,
+            dir_mtime: false,
+        },
+    );
+    assert!(
+        diffs.is_empty(),
+        "restored tree differs:\n{}",
+        diffs.join("\n")
+    );
+}
