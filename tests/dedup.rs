@@ -184,7 +184,7 @@ fn latest_is_the_snapshot_written_last() {
     write_file(&src.join("f.txt"), b"one\n", 0o644);
     let b = sb.backup(&src);
     let mut wrong = Vec::new();
-    for run in 0..6 {
+    for run in 0..10 {
         // Each snapshot gets a distinguishable record stream: an extra
         // field that every stage passes through.
         let mut recs = b.records();
