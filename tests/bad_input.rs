@@ -811,3 +811,22 @@ fn concurrent_seals_on_one_repository_do_not_corrupt_it() {
         assert_code(&out, 0, "bk-verify --read-data after concurrent runs");
     }
 }
+
+/// A symlink already in the target directory must not carry restored
+/// files outside it.
+#[test]
+fn restore_does_not_follow_symlinks_already_in_the_target() {
+    let s = setup();
+    let sb = &s.sb;
+    let outside = sb.fresh_dir("outside");
+    let dest = sb.fresh_dir("restore");
+    make_symlink(&outside, &dest.join("keep-2"));
+    let out = sb.restore(&s.shown, &dest);
+    let leaked = files_under(&outside);
+    assert!(
+        leaked.is_empty(),
+        "restore wrote through a symlink in the target into {}: {leaked:?}; {}",
+        outside.display(),
+        describe(&out)
+    );
+}

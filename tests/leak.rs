@@ -99,6 +99,29 @@ fn repository_reveals_no_names_contents_or_hashes() {
         needles.push((format!("raw sha256 of {rel}"), hex::decode(hex).unwrap()));
     }
 
+    // The local id key (the secret behind the object ids): neither in the
+    // repository nor in what bk-seal printed.
+    let key_files = files_under(&sb.data_home.join("bk"));
+    assert_eq!(key_files.len(), 1, "local id key files: {key_files:?}");
+    let key_text = fs::read_to_string(sb.data_home.join("bk").join(key_files.first().unwrap()))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(key_text.len() >= 32, "id key file is suspiciously short");
+    for (what, out) in [
+        ("stdout", &b.sealed),
+        ("stderr", &b.seal_stderr.as_bytes().to_vec()),
+    ] {
+        assert!(
+            !contains(out, key_text.as_bytes()),
+            "bk-seal printed the local id key on {what}"
+        );
+    }
+    needles.push(("local id key".into(), key_text.as_bytes().to_vec()));
+    if let Ok(raw) = hex::decode(&key_text) {
+        needles.push(("local id key (raw bytes)".into(), raw));
+    }
+
     let files = repo_files(&sb.repo);
     assert!(files.len() >= 6, "repository files: {:?}", files.len());
     let mut leaks = Vec::new();
