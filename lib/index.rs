@@ -99,7 +99,8 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     let now = SystemTime::now();
     let mut rnd = [0u8; 4];
     rand::thread_rng().fill_bytes(&mut rnd);
-    let stamp = humantime::format_rfc3339_seconds(now)
+    // Microseconds keep two runs in one second in the order they ran.
+    let stamp = humantime::format_rfc3339_micros(now)
         .to_string()
         .replace(['-', ':'], "");
     let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
@@ -255,23 +256,27 @@ fn load_summary(repo: &Repo, name: &str) -> Option<Summary> {
 }
 
 /// Time and host parsed from a snapshot name
-/// (`20261124T031500Z-host-0a1b2c3d.pgp`).
+/// (`20261124T031500.123456Z-host-0a1b2c3d.pgp`).
 fn name_parts(name: &str) -> (String, String) {
     let stem = name.strip_suffix(".pgp").unwrap_or(name);
-    let time = stem.get(..16).map_or_else(String::new, |t| {
-        format!(
-            "{}-{}-{}T{}:{}:{}Z",
-            &t[0..4],
+    let Some((stamp, rest)) = stem.split_once('-') else {
+        return (String::new(), String::new());
+    };
+    let time = match (stamp.get(0..8), stamp.get(9..15), stamp.get(15..)) {
+        (Some(d), Some(t), Some(frac)) if stamp.get(8..9) == Some("T") => format!(
+            "{}-{}-{}T{}:{}:{}{}",
+            &d[0..4],
+            &d[4..6],
+            &d[6..8],
+            &t[0..2],
+            &t[2..4],
             &t[4..6],
-            &t[6..8],
-            &t[9..11],
-            &t[11..13],
-            &t[13..15]
-        )
-    });
-    let host = stem
-        .get(17..)
-        .and_then(|rest| rest.rsplit_once('-'))
+            frac
+        ),
+        _ => String::new(),
+    };
+    let host = rest
+        .rsplit_once('-')
         .map_or_else(String::new, |(h, _)| h.to_owned());
     (time, host)
 }
@@ -313,7 +318,7 @@ fn list(args: IndexListArgs) -> Result<i32> {
             let (files, bytes) = summary.as_ref().map_or(("-".into(), "-".into()), |s| {
                 (s.files.to_string(), s.bytes.to_string())
             });
-            format!("{name:<44} {time:<20} {host:<16} {files:>9} {bytes:>15}")
+            format!("{name:<51} {time:<27} {host:<16} {files:>9} {bytes:>15}")
         };
         writeln!(out, "{line}").map_err(record::stdout_error)?;
     }
@@ -460,8 +465,8 @@ mod tests {
 
     #[test]
     fn name_parts_parse_time_and_host() {
-        let (t, h) = name_parts("20261124T031500Z-my-host.lan-0a1b2c3d.pgp");
-        assert_eq!(t, "2026-11-24T03:15:00Z");
+        let (t, h) = name_parts("20261124T031500.123456Z-my-host.lan-0a1b2c3d.pgp");
+        assert_eq!(t, "2026-11-24T03:15:00.123456Z");
         assert_eq!(h, "my-host.lan");
     }
 

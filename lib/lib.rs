@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod docs;
 pub mod error;
 pub mod hash;
 pub mod idkey;

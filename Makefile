@@ -1,0 +1,51 @@
+# bk: build, test, lint, generate docs and run the demo.
+#
+#   make demo    build release binaries and run demo/demo.sh (backup, verify,
+#                restore and compare a sample tree with a throwaway gpg key)
+#   make test    every test, including the slow ignored ones (what CI runs)
+#   make lint    rustfmt --check and clippy with warnings as errors
+#   make docs    regenerate man/ and completions/ from lib/cli.rs
+
+CARGO ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+RELEASE_BIN := $(TARGET_DIR)/release
+
+.PHONY: all build release test test-fast lint fmt docs demo install help
+
+all: build
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+## Debug build of every program.
+build:
+	$(CARGO) build --bins
+
+## Optimised build of every program (what the demo uses).
+release:
+	$(CARGO) build --release --bins
+
+## All tests, including the slow #[ignore] ones (1 GiB files and the like).
+test:
+	$(CARGO) test --release -- --include-ignored
+
+## The quick tests only (debug build).
+test-fast:
+	$(CARGO) test
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Man pages and shell completions, generated from the clap definitions.
+docs:
+	$(CARGO) run --quiet --bin bk-gen-docs -- .
+
+demo: release
+	BK_BIN=$(abspath $(RELEASE_BIN)) demo/demo.sh
+
+install:
+	$(CARGO) install --path .

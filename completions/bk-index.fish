@@ -1,0 +1,49 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_bk_index_global_optspecs
+    string join \n config= h/help V/version
+end
+
+function __fish_bk_index_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_bk_index_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_bk_index_using_subcommand
+    set -l cmd (__fish_bk_index_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c bk-index -n "__fish_bk_index_needs_command" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
+complete -c bk-index -n "__fish_bk_index_needs_command" -s h -l help -d 'Print help'
+complete -c bk-index -n "__fish_bk_index_needs_command" -s V -l version -d 'Print version'
+complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "write" -d 'Collect sealed records from stdin into one encrypted snapshot; print its name'
+complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "list" -d 'List snapshots: time, host, files and bytes'
+complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "show" -d 'Decrypt a snapshot back to records (NDJSON) or CSV'
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l repo -d 'Repository directory' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s r -l recipient -d 'Recipient public key file (armored or binary OpenPGP); repeat for several recipients (BK_RECIPIENT takes a comma-separated list)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l host -d 'Host name recorded in the snapshot name [default: this machine\'s]' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s h -l help -d 'Print help'
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l repo -d 'Repository directory' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l json -d 'Print one JSON object per snapshot instead of a table'
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -s h -l help -d 'Print help'
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l repo -d 'Repository directory' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l csv -d 'Print CSV (path, kind, size, mtime, mode, sha256, objects…) instead of records'
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -s h -l help -d 'Print help'

@@ -1,0 +1,10 @@
+complete -c bk-seal -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
+complete -c bk-seal -l repo -d 'Repository directory' -r -F
+complete -c bk-seal -s r -l recipient -d 'Recipient public key file (armored or binary OpenPGP); repeat for several recipients (BK_RECIPIENT takes a comma-separated list)' -r -F
+complete -c bk-seal -l id-key -d 'Local file holding the repository\'s id key [default: $XDG_DATA_HOME/bk/<repo id>.idkey]' -r -F
+complete -c bk-seal -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
+complete -c bk-seal -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
+complete -c bk-seal -s j -l jobs -d 'Worker threads [default: number of cores]' -r
+complete -c bk-seal -l init -d 'Create the repository if it does not exist yet'
+complete -c bk-seal -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c bk-seal -s V -l version -d 'Print version'
