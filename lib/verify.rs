@@ -42,7 +42,9 @@ struct Verifier {
 pub fn run(cli: VerifyCli) -> Result<i32> {
     let repo = Repo::open(&cli.repo.repo)?;
     let key = if cli.read_data {
-        Some(require_secret(&cli.secret, "bk-verify --read-data")?)
+        let key = require_secret(&cli.secret, "bk-verify --read-data")?;
+        crate::idkey::check_secret(&repo, &key)?;
+        Some(key)
     } else {
         None
     };
