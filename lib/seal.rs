@@ -56,6 +56,8 @@ struct Sealer {
     files: AtomicU64,
     reused: AtomicU64,
     read_bytes: AtomicU64,
+    committed_objects: AtomicU64,
+    committed_bytes: AtomicU64,
 }
 
 /// A sealed record, and whether some of its objects await a commit.
@@ -80,32 +82,34 @@ pub fn run(cli: SealCli) -> Result<i32> {
         files: AtomicU64::new(0),
         reused: AtomicU64::new(0),
         read_bytes: AtomicU64::new(0),
+        committed_objects: AtomicU64::new(0),
+        committed_bytes: AtomicU64::new(0),
     };
     let mut out = record::stdout_records();
     let mut progress = Progress::new(&cli.progress, "bk-seal");
     let mut held: Vec<Record> = Vec::new();
     let (mut new_objects, mut new_bytes) = (0u64, 0u64);
-    let outcome = crate::pipeline::run(
-        "bk-seal",
-        cli.jobs.count(),
-        record::stdin_records,
-        |rec| sealer.seal(rec).map(Some),
-        |sealed: Sealed| {
-            if sealed.rec.kind == Kind::File {
-                progress.add(1, sealed.rec.size);
-            }
-            if !sealed.waits {
-                return out.write(&sealed.rec).map_err(record::stdout_error);
-            }
-            held.push(sealed.rec);
-            if sealer.batch_full() {
-                let (n, b) = sealer.commit(&mut held, &mut out)?;
-                new_objects += n;
-                new_bytes += b;
-            }
-            Ok(())
-        },
-    )?;
+    let jobs = cli.jobs.count();
+    let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
+    let outcome = std::thread::scope(|scope| {
+        // The chunk pool: encrypts chunks of large files, so that one huge
+        // file keeps every core busy.
+        for _ in 0..jobs {
+            let rx = chunk_rx.clone();
+            let sealer = &sealer;
+            scope.spawn(move || {
+                for job in rx {
+                    let result = sealer.repo.write_object_unsynced(&job.id, |out| {
+                        sealer.recipients.encrypt(&job.data[..], out, false)
+                    });
+                    let _ = job.reply.send(result);
+                }
+            });
+        }
+        drop(chunk_rx);
+        let chunk_tx = chunk_tx;
+        seal_stream(&sealer, jobs, &chunk_tx, &mut out, &mut progress, &mut held)
+    })?;
     let (n, b) = sealer.commit(&mut held, &mut out)?;
     new_objects += n;
     new_bytes += b;
@@ -115,13 +119,57 @@ pub fn run(cli: SealCli) -> Result<i32> {
         "bk-seal: {} files seen, {} reused, {} new objects added ({} bytes stored), {} bytes read, {:.1}s",
         sealer.files.load(Ordering::Relaxed),
         sealer.reused.load(Ordering::Relaxed),
-        new_objects,
-        new_bytes,
+        new_objects + sealer.committed_objects.load(Ordering::Relaxed),
+        new_bytes + sealer.committed_bytes.load(Ordering::Relaxed),
         sealer.read_bytes.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
     Ok(outcome.exit_code())
 }
+
+/// Seals the records on stdin with `jobs` workers, writing records whose
+/// objects are all committed at once and holding the others for the next
+/// batch commit.
+fn seal_stream(
+    sealer: &Sealer,
+    jobs: usize,
+    chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    out: &mut record::RecordWriter<io::Stdout>,
+    progress: &mut Progress,
+    held: &mut Vec<Record>,
+) -> Result<crate::error::Outcome> {
+    crate::pipeline::run(
+        "bk-seal",
+        jobs,
+        record::stdin_records,
+        |rec| sealer.seal(rec, chunk_tx).map(Some),
+        |sealed: Sealed| {
+            if sealed.rec.kind == Kind::File {
+                progress.add(1, sealed.rec.size);
+            }
+            if !sealed.waits {
+                return out.write(&sealed.rec).map_err(record::stdout_error);
+            }
+            held.push(sealed.rec);
+            if sealer.batch_full() {
+                let (n, b) = sealer.commit(held, out)?;
+                sealer.committed_objects.fetch_add(n, Ordering::Relaxed);
+                sealer.committed_bytes.fetch_add(b, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// One chunk of a large file for the chunk pool to encrypt and write.
+struct ChunkJob {
+    id: String,
+    data: Vec<u8>,
+    reply: crossbeam_channel::Sender<Result<PendingObject, StoreError>>,
+}
+
+/// Chunks of one file being encrypted at once (bounds memory per file).
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Opens the repository, creating it first with `--init` when it does not
 /// exist yet (a new id key is made and saved locally).
@@ -188,7 +236,11 @@ fn load_id_key(cli: &SealCli, repo: &Repo) -> Result<IdKey> {
 
 impl Sealer {
     /// Adds `objects` to a file record, storing the content if needed.
-    fn seal(&self, mut rec: Record) -> Result<Sealed> {
+    fn seal(
+        &self,
+        mut rec: Record,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<Sealed> {
         if rec.kind != Kind::File {
             return Ok(Sealed { rec, waits: false });
         }
@@ -204,7 +256,7 @@ impl Sealer {
             return Ok(Sealed { rec, waits: false });
         }
         let (objects, waits) = if rec.size > self.chunk_threshold {
-            self.store_chunked(&rec, &sha, &shown)?
+            self.store_chunked(&rec, &sha, &shown, chunk_tx)?
         } else {
             self.store_whole(&rec, &sha, &shown)?
         };
@@ -260,10 +312,12 @@ impl Sealer {
         rec: &Record,
         sha: &str,
         shown: &str,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
     ) -> Result<(Vec<ObjectRef>, bool)> {
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(file);
         let mut objects = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
         let mut waits = false;
         let chunker = fastcdc::v2020::StreamCDC::new(&mut reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
         for chunk in chunker {
@@ -273,25 +327,28 @@ impl Sealer {
             let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&chunk.data));
             let id = self.id_key.object_id(&chunk_sha)?;
             let size = chunk.data.len() as u64;
-            let stored = match self.known(&id)? {
-                Some((stored, w)) => {
-                    waits |= w;
-                    stored
-                }
-                None => {
-                    let pending = self
-                        .repo
-                        .write_object_unsynced(&id, |out| {
-                            self.recipients.encrypt(&chunk.data[..], out, false)
-                        })
-                        .map_err(|e| store_error(e, shown))?;
-                    let stored = pending.size;
-                    self.add_pending(pending);
-                    waits = true;
-                    Some(stored)
-                }
-            };
-            objects.push(obj_ref(id, size, stored));
+            if let Some((stored, w)) = self.known(&id)? {
+                waits |= w;
+                objects.push(obj_ref(id, size, stored));
+                continue;
+            }
+            let (reply, result) = crossbeam_channel::bounded(1);
+            objects.push(obj_ref(id.clone(), size, None));
+            chunk_tx
+                .send(ChunkJob {
+                    id,
+                    data: chunk.data,
+                    reply,
+                })
+                .map_err(|_| Error::io(self.repo.root(), io::Error::other("chunk pool stopped")))?;
+            in_flight.push_back((objects.len() - 1, result));
+            waits = true;
+            while in_flight.len() > CHUNKS_IN_FLIGHT {
+                self.finish_chunk(in_flight.pop_front(), &mut objects, shown)?;
+            }
+        }
+        while !in_flight.is_empty() {
+            self.finish_chunk(in_flight.pop_front(), &mut objects, shown)?;
         }
         let count = reader.count();
         self.read_bytes.fetch_add(count, Ordering::Relaxed);
@@ -301,6 +358,28 @@ impl Sealer {
             )));
         }
         Ok((objects, waits))
+    }
+
+    /// Waits for one chunk from the pool and records its object.
+    fn finish_chunk(
+        &self,
+        job: Option<(
+            usize,
+            crossbeam_channel::Receiver<Result<PendingObject, StoreError>>,
+        )>,
+        objects: &mut [ObjectRef],
+        shown: &str,
+    ) -> Result<()> {
+        let Some((index, result)) = job else {
+            return Ok(());
+        };
+        let pending = result
+            .recv()
+            .map_err(|_| Error::io(self.repo.root(), io::Error::other("chunk pool stopped")))?
+            .map_err(|e| store_error(e, shown))?;
+        objects[index].stored = Some(pending.size);
+        self.add_pending(pending);
+        Ok(())
     }
 
     /// Whether object `id` is stored already or pending in this run:
