@@ -181,7 +181,7 @@ impl Verifier {
                 }),
             }
         };
-        lock(&self.seen_objects).insert(cache_key, problem.clone());
+        remember(&self.seen_objects, cache_key, problem.clone());
         problem
     }
 
@@ -224,9 +224,23 @@ impl Verifier {
                 });
             }
         }
-        lock(&self.seen_contents).insert(cache_key, problem.clone());
+        remember(&self.seen_contents, cache_key, problem.clone());
         problem
     }
+}
+
+/// Entries a result cache may hold before it is emptied: the caches only
+/// save repeated work on duplicate contents, so memory stays bounded however
+/// many objects a stream names.
+const CACHE_LIMIT: usize = 100_000;
+
+/// Remembers a result, emptying the cache first when it is full.
+fn remember(cache: &Mutex<HashMap<String, Option<Problem>>>, key: String, value: Option<Problem>) {
+    let mut map = lock(cache);
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
