@@ -623,7 +623,14 @@ impl<'a> Restorer<'a> {
 
     /// Sets the record's extended attributes (ACLs too when `with_acls`);
     /// with `strip`, removes ACLs the entry inherited but the record lacks.
-    fn apply_xattrs(&mut self, path: &Path, rec: &Record, shown: &str, with_acls: bool, strip: bool) {
+    fn apply_xattrs(
+        &mut self,
+        path: &Path,
+        rec: &Record,
+        shown: &str,
+        with_acls: bool,
+        strip: bool,
+    ) {
         for (name, value) in &rec.xattrs {
             if !with_acls && meta::is_acl(name) {
                 continue;
@@ -647,13 +654,17 @@ impl<'a> Restorer<'a> {
     /// Decodes one xattr value, reporting a bad or oversized one.
     fn decode_xattr(&mut self, shown: &str, name: &str, value: &str) -> Option<Vec<u8>> {
         if value.len() > MAX_XATTR_VALUE * 4 / 3 + 4 {
-            self.fault(format!("{shown}: xattr {name}: value larger than {MAX_XATTR_VALUE} bytes; not set"));
+            self.fault(format!(
+                "{shown}: xattr {name}: value larger than {MAX_XATTR_VALUE} bytes; not set"
+            ));
             return None;
         }
         match B64.decode(value) {
             Ok(v) => Some(v),
             Err(_) => {
-                self.fault(format!("{shown}: xattr {name}: value is not base64; not set"));
+                self.fault(format!(
+                    "{shown}: xattr {name}: value is not base64; not set"
+                ));
                 None
             }
         }
@@ -946,7 +957,10 @@ mod tests {
         assert_eq!(rel(b".").unwrap(), None);
         assert_eq!(rel(b"a/b").unwrap(), Some(PathBuf::from("a/b")));
         assert_eq!(rel(b"...").unwrap(), Some(PathBuf::from("...")));
-        assert_eq!(rel(b"\xff\n").unwrap(), Some(PathBuf::from(OsStr::from_bytes(b"\xff\n"))));
+        assert_eq!(
+            rel(b"\xff\n").unwrap(),
+            Some(PathBuf::from(OsStr::from_bytes(b"\xff\n")))
+        );
     }
 
     #[test]
