@@ -245,8 +245,9 @@ impl<'a> Restorer<'a> {
 
     /// Restores one record.
     fn restore_one(&mut self, rec: &Record) -> Result<()> {
-        let shown = rec.display_path();
         let raw = rec.path_os()?;
+        // The raw bytes, quoted: `path` may say anything when `path_b64` is set.
+        let shown = format!("{raw:?}");
         let Some(rel) = safe_relative(&raw).map_err(|why| refuse(&shown, why))? else {
             return self.restore_root(rec, &shown);
         };
