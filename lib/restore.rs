@@ -347,6 +347,12 @@ impl<'a> Restorer<'a> {
             .filter(|(_, &b)| b == b'/')
             .map(|(i, _)| i)
         {
+            if self.is_open(end) {
+                // Made or checked by this restore, and never replaced since
+                // (a directory is never removed): no need to look again.
+                parent = end;
+                continue;
+            }
             let cur = self.base.join(OsStr::from_bytes(&path[..end]));
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.is_dir() => {}
@@ -644,8 +650,10 @@ impl<'a> Restorer<'a> {
             }
         }
         if strip {
+            // Inherited ACLs: gone unless the record has them (a directory
+            // gets its own ACLs only when it is finished).
             for name in meta::ACL_XATTRS {
-                if !rec.xattrs.contains_key(name) {
+                if !with_acls || !rec.xattrs.contains_key(name) {
                     let _ = xattr::remove(path, name);
                 }
             }

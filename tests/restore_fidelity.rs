@@ -300,3 +300,37 @@ fn non_root_restore_keeps_what_it_can_and_says_what_it_could_not() {
     assert_eq!(fs::read(dest.join("links/b")).unwrap(), noise(2, 5000));
     assert_eq!(fs::metadata(dest.join("links/a")).unwrap().nlink(), 3);
 }
+
+#[test]
+fn default_acls_are_not_inherited_whatever_the_order() {
+    if !have_root("default_acls_are_not_inherited_whatever_the_order") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    let acl = src.join("acl");
+    fs::create_dir(&acl).unwrap();
+    for name in ["early", "late"] {
+        fs::write(acl.join(name), name).unwrap();
+    }
+    fs::create_dir(acl.join("late-dir")).unwrap();
+    fs::write(src.join("zz"), b"after acl/").unwrap();
+    setfacl(&["-d", "-m", "u:1234:rwx"], &acl);
+    chmod(&acl, 0o555);
+    set_mtime(&acl, t(5));
+    let sealed = records(&sb.backup(&src));
+    // `acl/late` and `acl/late-dir` come after the stream has left `acl`.
+    let (late, rest): (Vec<_>, Vec<_>) = sealed
+        .into_iter()
+        .partition(|r| r.path.starts_with("acl/late"));
+    let mut unsorted = rest;
+    unsorted.extend(late);
+    // And the target itself has a default ACL its entries would inherit.
+    let dest = sb.path("restored");
+    fs::create_dir(&dest).unwrap();
+    setfacl(&["-d", "-m", "u:2345:r"], &dest);
+    let out = sb.restore(&ndjson(&unsorted), &dest);
+    assert_eq!(code(&out), OK, "restore: {}", stderr(&out));
+    assert_eq!(rsync_differences(&src, &dest), "", "restored tree differs");
+}
