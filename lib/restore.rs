@@ -763,9 +763,7 @@ impl ParentGuard {
     fn new(path: PathBuf, as_root: bool) -> Option<ParentGuard> {
         let m = fs::symlink_metadata(&path).ok().filter(|m| m.is_dir())?;
         let mut mode = None;
-        if !as_root
-            && m.mode() & 0o300 != 0o300
-            && meta::set_mode(&path, m.mode() | 0o300).is_ok()
+        if !as_root && m.mode() & 0o300 != 0o300 && meta::set_mode(&path, m.mode() | 0o300).is_ok()
         {
             mode = Some(m.mode());
         }
