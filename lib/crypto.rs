@@ -81,6 +81,19 @@ impl Recipients {
     /// returned error; callers that need to tell them apart wrap the two
     /// ends (see [`crate::seal`]).
     pub fn encrypt<R: Read, W: Write>(&self, input: R, out: W, compress: bool) -> io::Result<()> {
+        self.encrypt_signed(input, out, compress, None)
+    }
+
+    /// Like [`Recipients::encrypt`], and with `signer` also signs the
+    /// plaintext inside the encryption (a one-pass signature, SHA-256), so
+    /// that `gpg --decrypt` reports who signed it.
+    pub fn encrypt_signed<R: Read, W: Write>(
+        &self,
+        input: R,
+        out: W,
+        compress: bool,
+        signer: Option<&dyn pgp::types::SigningKey>,
+    ) -> io::Result<()> {
         let mut rng = rand::thread_rng();
         let mut builder = MessageBuilder::from_reader("", input)
             .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
@@ -93,6 +106,9 @@ impl Recipients {
         }
         if compress {
             builder.compression(CompressionAlgorithm::ZLIB);
+        }
+        if let Some(key) = signer {
+            builder.sign(key, Password::empty(), pgp::crypto::hash::HashAlgorithm::Sha256);
         }
         builder
             .partial_chunk_size(PARTIAL_CHUNK)
@@ -142,7 +158,7 @@ fn read_key_file(file: &Path) -> Result<Vec<u8>> {
 }
 
 /// Whether a key's self-signature marks it as expired at `now`.
-fn expired(created: SystemTime, sig: &Signature, now: SystemTime) -> bool {
+pub(crate) fn expired(created: SystemTime, sig: &Signature, now: SystemTime) -> bool {
     match sig.key_expiration_time() {
         Some(d) if d.as_secs() > 0 => {
             created + std::time::Duration::from_secs(u64::from(d.as_secs())) <= now
@@ -152,7 +168,7 @@ fn expired(created: SystemTime, sig: &Signature, now: SystemTime) -> bool {
 }
 
 /// The newest signature of a list, by creation time.
-fn newest(sigs: &[Signature]) -> Option<&Signature> {
+pub(crate) fn newest(sigs: &[Signature]) -> Option<&Signature> {
     sigs.iter()
         .max_by_key(|s| s.created().map_or(0, |t| t.as_secs()))
 }
@@ -304,6 +320,16 @@ impl SecretKeys {
         })
     }
 
+    /// The unlocked key (for signing with it, see [`crate::signature`]).
+    pub fn signed_key(&self) -> &SignedSecretKey {
+        &self.keys[0]
+    }
+
+    /// The key's description for messages: `0xFINGERPRINT (file)`.
+    pub fn describe(&self) -> &str {
+        &self.desc
+    }
+
     /// Decrypts one OpenPGP message read from `input`, returning a reader
     /// of its plaintext. `what` names the message in errors ("object ab12…",
     /// "snapshot X"). The integrity check happens when the reader reaches
@@ -348,11 +374,16 @@ impl SecretKeys {
             )),
             other => Error::repo(format!("{what}: cannot decrypt: {other}")),
         })?;
-        let msg = if msg.is_compressed() {
+        let mut msg = if msg.is_compressed() {
             msg.decompress().map_err(corrupt)?
         } else {
             msg
         };
+        // A signed message may hold compressed data in turn (gpg --sign
+        // --encrypt does that); decompressing a signed literal is a no-op.
+        if msg.is_signed() {
+            msg = msg.decompress().map_err(corrupt)?;
+        }
         Ok(msg)
     }
 

@@ -27,6 +27,7 @@ pub mod restore;
 pub mod reuse;
 pub mod scan;
 pub mod seal;
+pub mod signature;
 pub mod snapcache;
 pub mod source;
 pub mod verify;
