@@ -357,8 +357,9 @@ pub struct VerifyCli {
     /// stdin (needs --key)
     #[arg(long)]
     pub all_snapshots: bool,
-    /// Also list objects that no snapshot references (implies reading every
-    /// snapshot; needs --key). Listed, but not a fault unless --orphans-fail
+    /// Also list objects that no snapshot references, as "orphan" records
+    /// (implies --all-snapshots; needs --key). Orphans waste space but lose
+    /// nothing, so they are not a fault unless --orphans-fail
     #[arg(long)]
     pub orphans: bool,
     /// With --orphans: exit 1 when there are orphans
