@@ -108,7 +108,11 @@ impl Recipients {
             builder.compression(CompressionAlgorithm::ZLIB);
         }
         if let Some(key) = signer {
-            builder.sign(key, Password::empty(), pgp::crypto::hash::HashAlgorithm::Sha256);
+            builder.sign(
+                key,
+                Password::empty(),
+                pgp::crypto::hash::HashAlgorithm::Sha256,
+            );
         }
         builder
             .partial_chunk_size(PARTIAL_CHUNK)

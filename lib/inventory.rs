@@ -120,9 +120,7 @@ fn load(root: &Path) -> Result<Option<BTreeMap<String, Entry>>> {
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |why: &str| {
-                Error::repo(format!("{} line {}: {why}", file.display(), n + 1))
-            };
+            let bad = |why: &str| Error::repo(format!("{} line {}: {why}", file.display(), n + 1));
             let v: Value = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
             let id = v["id"].as_str().ok_or_else(|| bad("no \"id\""))?;
             if v["removed"].as_bool() == Some(true) {
@@ -182,8 +180,7 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
         )));
     };
     let files = object_files(repo.root())?;
-    let on_disk: BTreeMap<&str, &PathBuf> =
-        files.iter().map(|(id, p)| (id.as_str(), p)).collect();
+    let on_disk: BTreeMap<&str, &PathBuf> = files.iter().map(|(id, p)| (id.as_str(), p)).collect();
     let mut results: Vec<Value> = Vec::new();
     for (id, e) in &inventory {
         if !on_disk.contains_key(id.as_str()) {
@@ -234,9 +231,8 @@ fn check_one(id: &str, path: &Path, want: Option<&Entry>, bytes: &AtomicU64) -> 
         return Some(json!({"problem": "uninventoried", "object": id,
             "detail": format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")}));
     };
-    let problem = |kind: &str, detail: String| {
-        Some(json!({"problem": kind, "object": id, "detail": detail}))
-    };
+    let problem =
+        |kind: &str, detail: String| Some(json!({"problem": kind, "object": id, "detail": detail}));
     let mut file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) => return problem("missing", format!("object {id}: {}", io_cause(&e))),
@@ -252,14 +248,22 @@ fn check_one(id: &str, path: &Path, want: Option<&Entry>, bytes: &AtomicU64) -> 
                 n += k as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return problem("bitrot", format!("object {id}: read error: {}", io_cause(&e))),
+            Err(e) => {
+                return problem(
+                    "bitrot",
+                    format!("object {id}: read error: {}", io_cause(&e)),
+                )
+            }
         }
     }
     bytes.fetch_add(n, Ordering::Relaxed);
     if n != want.stored {
         return problem(
             "size",
-            format!("object {id} has {n} bytes, the inventory says {}", want.stored),
+            format!(
+                "object {id} has {n} bytes, the inventory says {}",
+                want.stored
+            ),
         );
     }
     let got = hex::encode(hasher.finalize());

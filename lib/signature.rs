@@ -67,7 +67,12 @@ impl SnapshotSigner {
         if let Some((sub, _)) = best {
             return Ok(SnapshotSigner::Subkey(sub.clone()));
         }
-        let primary_sig = key.details.users.iter().filter_map(|u| newest(&u.signatures)).next();
+        let primary_sig = key
+            .details
+            .users
+            .iter()
+            .filter_map(|u| newest(&u.signatures))
+            .next();
         let can_sign = primary_sig.is_none_or(|s| s.key_flags().sign());
         if can_sign && !key.primary_key.secret_params().is_encrypted() {
             return Ok(SnapshotSigner::Primary(key.primary_key.clone()));
@@ -224,7 +229,10 @@ impl Policy {
             }
             return match msg.verify_nested_explicit(i, cand.verifier()) {
                 Ok(_) => Status::Good(signer.fingerprint.clone()),
-                Err(_) => Status::Bad(format!("signature by {} does not verify", cand.fingerprint())),
+                Err(_) => Status::Bad(format!(
+                    "signature by {} does not verify",
+                    cand.fingerprint()
+                )),
             };
         }
         match unknown {

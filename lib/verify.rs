@@ -124,7 +124,8 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         return crate::inventory::verify(&repo, cli.jobs.count());
     }
     let all_snapshots = cli.all_snapshots || cli.orphans;
-    let policy = crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
+    let policy =
+        crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
     let subset = cli
         .read_data_subset
         .as_deref()
@@ -190,7 +191,9 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
             Ok(())
         },
     )?;
-    let failed = snapshot_failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    let failed = snapshot_failed
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     let mut orphans = 0u64;
     if let Some(referenced) = &v.referenced {
         if failed.errors > 0 {
