@@ -18,7 +18,7 @@
 //! not checked at all. Errors are repository problems (exit status 5): the
 //! snapshot in the repository is not trustworthy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use pgp::composed::{Message, SignedPublicKey};
@@ -138,7 +138,7 @@ struct Signer {
 }
 
 impl Signer {
-    fn load(file: &PathBuf) -> Result<Signer> {
+    fn load(file: &Path) -> Result<Signer> {
         let key = load_public_key(file)?;
         Ok(Signer {
             fingerprint: fingerprint_hex(&key),
@@ -195,7 +195,10 @@ impl Policy {
                 "--require-signature needs at least one --signer PUBLIC.asc (or BK_SIGNER)",
             ));
         }
-        let signers = files.iter().map(Signer::load).collect::<Result<Vec<_>>>()?;
+        let signers = files
+            .iter()
+            .map(|f| Signer::load(f))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Policy { signers, require })
     }
 
@@ -248,11 +251,7 @@ impl Policy {
             .iter()
             .map(|f| format!("{f:X}"))
             .collect();
-        let ids: Vec<String> = sig
-            .issuer_key_id()
-            .iter()
-            .map(|k| hex::encode_upper(k))
-            .collect();
+        let ids: Vec<String> = sig.issuer_key_id().iter().map(hex::encode_upper).collect();
         self.signers.iter().find_map(|s| {
             s.candidates
                 .iter()
