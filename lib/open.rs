@@ -24,7 +24,20 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         .to
         .as_ref()
         .ok_or_else(|| Error::usage("give --object ID or --to DIR"))?;
-    let outcome = crate::restore::restore(&repo, &key, to, record::stdin_records())?;
+    let outcome = match &cli.snapshot {
+        // Straight from the repository: the snapshot is decrypted and its
+        // signature checked in full before the first record is restored.
+        Some(wanted) => {
+            let policy =
+                crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
+            let name = repo.find_snapshot(wanted)?;
+            let spool = crate::index::decrypt_snapshot(&repo, &key, &name, &policy)?;
+            let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
+                .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
+            crate::restore::restore(&repo, &key, to, records)?
+        }
+        None => crate::restore::restore(&repo, &key, to, record::stdin_records())?,
+    };
     Ok(outcome.exit_code())
 }
 
