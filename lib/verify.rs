@@ -393,7 +393,7 @@ impl Verifier {
             hasher: Sha256::new(),
             count: 0,
         };
-        let problem = match decrypt_object(&self.repo, key, id, &mut sink) {
+        let problem = match decrypt_object(&self.repo, key, id, &mut sink, "(hash)") {
             Err(e) => Some(Problem {
                 problem: "decrypt",
                 object: Some(id.to_owned()),
