@@ -93,7 +93,8 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     // beyond a memory limit are sorted in runs on disk.
     // Lock before reading stdin: in `bk-seal | bk-index write` both start
     // together, so the shared lock covers the whole pipeline with no gap.
-    let early_lock = crate::lock::lock_if_repo_exists(&args.repo.repo, "bk-index write", args.wait.wait)?;
+    let early_lock =
+        crate::lock::lock_if_repo_exists(&args.repo.repo, "bk-index write", args.wait.wait)?;
     let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
     let mut sorter = ExternalSorter::default();
     for rec in record::stdin_records() {

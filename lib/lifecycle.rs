@@ -469,10 +469,10 @@ pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
     let (removed, kept) = crate::lock::unlock(repo.root(), args.all)?;
     let mut out = io::stdout().lock();
     for lock in &removed {
-        let why = lock
-            .stale
-            .as_deref()
-            .map_or_else(|| "live, removed with --all".to_owned(), |w| format!("stale: {w}"));
+        let why = lock.stale.as_deref().map_or_else(
+            || "live, removed with --all".to_owned(),
+            |w| format!("stale: {w}"),
+        );
         writeln!(
             out,
             "removed {}: {} ({why})",

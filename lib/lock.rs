@@ -276,6 +276,11 @@ fn refresh_loop(path: &Path, mut info: LockInfo, stop: &(Mutex<bool>, Condvar)) 
     let (flag, cv) = stop;
     let mut stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
     loop {
+        // Checked before every wait: a stop signalled before this thread
+        // first waited must not be missed.
+        if *stopped {
+            return;
+        }
         let (guard, _) = cv
             .wait_timeout(stopped, REFRESH_EVERY)
             .unwrap_or_else(|p| p.into_inner());
@@ -383,9 +388,9 @@ fn judge(
     let age = now.duration_since(taken).unwrap_or_default();
     let silent = now.duration_since(refreshed).unwrap_or_default();
     let stale = match &info {
-        Some(i) if i.host == host && i.pid != std::process::id() && !pid_alive(i.pid) => Some(
-            format!("process {} is not running on this host", i.pid),
-        ),
+        Some(i) if i.host == host && i.pid != std::process::id() && !pid_alive(i.pid) => {
+            Some(format!("process {} is not running on this host", i.pid))
+        }
         _ if silent > STALE_AFTER => Some(format!(
             "not refreshed for {}",
             humantime::format_duration(round_secs(silent))
@@ -553,16 +558,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = RepoLock::acquire(dir.path(), LockKind::Shared, "a", Duration::ZERO).unwrap();
         let b = RepoLock::acquire(dir.path(), LockKind::Shared, "b", Duration::ZERO).unwrap();
-        let err = RepoLock::acquire(dir.path(), LockKind::Exclusive, "c", Duration::ZERO)
-            .unwrap_err();
+        let err =
+            RepoLock::acquire(dir.path(), LockKind::Exclusive, "c", Duration::ZERO).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::exit::LOCKED);
         assert!(err.to_string().contains("is locked by"), "{err}");
         drop(a);
         drop(b);
         assert!(list_locks(dir.path()).unwrap().is_empty());
         let c = RepoLock::acquire(dir.path(), LockKind::Exclusive, "c", Duration::ZERO).unwrap();
-        let err =
-            RepoLock::acquire(dir.path(), LockKind::Shared, "d", Duration::ZERO).unwrap_err();
+        let err = RepoLock::acquire(dir.path(), LockKind::Shared, "d", Duration::ZERO).unwrap_err();
         assert!(err.to_string().contains("c (exclusive lock)"), "{err}");
         drop(c);
     }

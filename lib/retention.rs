@@ -420,7 +420,12 @@ mod tests {
         let r = p.apply(&us);
         assert_eq!(
             r[4],
-            ["last", "daily 2025-01-02", "weekly 2025-W01", "monthly 2025-01"]
+            [
+                "last",
+                "daily 2025-01-02",
+                "weekly 2025-W01",
+                "monthly 2025-01"
+            ]
         );
         assert_eq!(r[0], ["weekly 2024-W51"]);
         assert!(r[1].is_empty() && r[2].is_empty());
