@@ -16,6 +16,9 @@
 
 use std::time::Duration;
 
+/// Names the calendar period (bucket) of a time in µs.
+type Label = fn(i64) -> String;
+
 /// How many snapshots to keep by each rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -58,7 +61,7 @@ impl Policy {
         let Some(&newest) = order.first() else {
             return reasons;
         };
-        let rules: [(u32, &str, fn(i64) -> String); 5] = [
+        let rules: [(u32, &str, Label); 5] = [
             (self.hourly, "hourly", hour_label),
             (self.daily, "daily", day_label),
             (self.weekly, "weekly", week_label),
