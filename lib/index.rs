@@ -112,6 +112,11 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
             })
             .map_err(tmp_err)?;
     }
+    if sorter.is_empty() {
+        return Err(Error::bad_input(
+            "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
+        ));
+    }
     let repo = Repo::open(&args.repo.repo)?;
     let _lock = match early_lock {
         Some(lock) => lock,

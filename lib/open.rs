@@ -16,7 +16,7 @@ pub fn run(cli: OpenCli) -> Result<i32> {
     crate::idkey::check_secret(&repo, &key)?;
     if let Some(id) = &cli.object {
         let mut out = io::stdout().lock();
-        decrypt_object(&repo, &key, id, &mut out)?;
+        decrypt_object(&repo, &key, id, &mut out, "stdout")?;
         out.flush().map_err(record::stdout_error)?;
         return Ok(0);
     }
@@ -33,7 +33,13 @@ pub fn run(cli: OpenCli) -> Result<i32> {
 /// object; an error writing `out` is an I/O error. `out` may have received
 /// plaintext before a failure at the end of the message is detected, so
 /// callers must not trust it unless this returns `Ok`.
-pub fn decrypt_object(repo: &Repo, key: &SecretKeys, id: &str, out: &mut dyn Write) -> Result<u64> {
+pub fn decrypt_object(
+    repo: &Repo,
+    key: &SecretKeys,
+    id: &str,
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<u64> {
     check_object_id(id)?;
     let path = repo.object_path(id);
     let what = format!("object {id}");
@@ -50,7 +56,8 @@ pub fn decrypt_object(repo: &Repo, key: &SecretKeys, id: &str, out: &mut dyn Wri
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::repo(format!("{what}: {}", read_error_cause(&e)))),
         };
-        out.write_all(&buf[..n]).map_err(record::stdout_error)?;
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io(std::path::Path::new(out_name), e))?;
         total += n as u64;
     }
     Ok(total)

@@ -246,8 +246,14 @@ impl Repo {
     ) -> Result<PendingObject, StoreError> {
         let final_path = self.object_path(id);
         let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
-        let mut tmp = TempFile::create(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
+        let mut tmp = match TempFile::create(&dir) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
+                TempFile::create(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?
+            }
+            Err(e) => return Err(StoreError::Write(Error::io(&dir, e))),
+        };
         let size = tmp.fill(fill)?;
         let tmp_path = std::mem::take(&mut tmp.path);
         Ok(PendingObject {
@@ -267,12 +273,7 @@ impl Repo {
         if batch.is_empty() {
             return Ok((0, 0));
         }
-        let synced = File::open(&self.root)
-            .and_then(|d| {
-                use std::os::fd::AsRawFd;
-                nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
-            })
-            .is_ok();
+        let synced = self.syncfs();
         if !synced {
             for p in &batch {
                 File::open(&p.tmp)
@@ -293,10 +294,25 @@ impl Repo {
                 dirs.insert(d.to_path_buf());
             }
         }
-        for d in dirs {
-            sync_dir(&d).map_err(|e| Error::io(&d, e))?;
+        // The renames must be durable too: one more syncfs covers every
+        // directory at once; where that is not available, fsync each.
+        if !(synced && self.syncfs()) {
+            for d in dirs {
+                sync_dir(&d).map_err(|e| Error::io(&d, e))?;
+            }
         }
         Ok((new, bytes))
+    }
+
+    /// Flushes the repository's whole file system; false where `syncfs`
+    /// is not available.
+    fn syncfs(&self) -> bool {
+        File::open(&self.root)
+            .and_then(|d| {
+                use std::os::fd::AsRawFd;
+                nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
+            })
+            .is_ok()
     }
 
     /// Writes a file atomically (temp name, fsync, rename over).

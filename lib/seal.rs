@@ -108,7 +108,12 @@ pub fn run(cli: SealCli) -> Result<i32> {
             scope.spawn(move || {
                 for job in rx {
                     let result = sealer.repo.write_object_unsynced(&job.id, |out| {
-                        sealer.recipients.encrypt(&job.data[..], out, false)
+                        sealer.recipients.encrypt_sized(
+                            &job.data[..],
+                            out,
+                            false,
+                            Some(job.data.len() as u64),
+                        )
                     });
                     let _ = job.reply.send(result);
                 }
@@ -299,7 +304,8 @@ impl Sealer {
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
         let result = self.repo.write_object_unsynced(&id, |out| {
-            self.recipients.encrypt(&mut reader, out, false)?;
+            self.recipients
+                .encrypt_sized(&mut reader, out, false, Some(rec.size))?;
             if reader.count() != rec.size || reader.hex_digest() != sha {
                 return Err(io::Error::other(CHANGED));
             }

@@ -199,7 +199,7 @@ impl Verifier {
         };
         let mut problem = None;
         for id in &ids {
-            if let Err(e) = decrypt_object(&self.repo, key, id, &mut sink) {
+            if let Err(e) = decrypt_object(&self.repo, key, id, &mut sink, "(hash)") {
                 problem = Some(Problem {
                     problem: "decrypt",
                     object: Some((*id).to_owned()),
