@@ -1215,3 +1215,75 @@ impl Sandbox {
         out
     }
 }
+
+// Lifecycle: locks, forget, prune.
+
+/// Writes a lock file into `repo/locks/` as another bk process would:
+/// `kind` is "shared" or "exclusive"; `time` is both the lock's `time` and
+/// `refreshed` and the file's mtime. Returns its path.
+pub fn write_lock(
+    repo: &Path,
+    kind: &str,
+    program: &str,
+    host: &str,
+    pid: u32,
+    time: std::time::SystemTime,
+) -> PathBuf {
+    let dir = repo.join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let stamp = humantime::format_rfc3339_seconds(time).to_string();
+    let path = dir.join(format!("{kind}-{host}-{pid}-{}.json", rand_suffix()));
+    let json = serde_json::json!({
+        "kind": kind, "host": host, "pid": pid, "program": program,
+        "time": stamp, "refreshed": stamp,
+    });
+    fs::write(&path, json.to_string()).unwrap();
+    let ns = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    set_mtime_ns(&path, ns);
+    path
+}
+
+/// The lock files now in `repo/locks/` (temporary files left out).
+pub fn lock_files(repo: &Path) -> BTreeSet<PathBuf> {
+    files_under(&repo.join("locks"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+/// The pid of a process that has just exited (for stale-lock tests).
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("run true");
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Renames snapshot `name` to carry the UTC time `stamp`
+/// (`YYYYMMDDTHHMMSS`) and `host`, keeping its random suffix; returns the
+/// new name. Snapshot names are the only source of a snapshot's time.
+pub fn retime_snapshot(repo: &Path, name: &str, stamp: &str, host: &str) -> String {
+    let rand = name
+        .trim_end_matches(".pgp")
+        .rsplit('-')
+        .next()
+        .expect("random suffix");
+    let new = format!("{stamp}.000000Z-{host}-{rand}.pgp");
+    let dir = repo.join("snapshots");
+    fs::rename(dir.join(name), dir.join(&new)).unwrap();
+    new
+}
+
+/// Apparent size of a directory tree in bytes (`du -sb`).
+pub fn du_bytes(dir: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(dir).output().expect("du");
+    assert!(out.status.success(), "du -sb {}", dir.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du output")
+}
