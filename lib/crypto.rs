@@ -19,7 +19,7 @@ use pgp::composed::{
     SignedSecretKey, TheRing,
 };
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
-use pgp::packet::{PublicKey, PublicSubkey, Signature};
+use pgp::packet::{PublicKey, PublicKeyEncryptedSessionKey, PublicSubkey, Signature};
 use pgp::types::{CompressionAlgorithm, KeyDetails, Password, Seipdv1ReadMode};
 
 use crate::error::{Error, Result};
@@ -39,7 +39,22 @@ enum EncryptionTarget {
 pub struct Recipients {
     targets: Vec<EncryptionTarget>,
     fingerprints: Vec<String>,
+    /// The session key shared by a run of objects (see
+    /// [`Recipients::encrypt_object`]).
+    session: std::sync::Arc<std::sync::Mutex<Option<SharedSession>>>,
 }
+
+/// A session key with its public-key-encrypted copies already serialised
+/// (the PKESK packets), reused for up to [`SESSION_USES`] objects.
+#[derive(Debug)]
+struct SharedSession {
+    key: pgp::composed::RawSessionKey,
+    esk_packets: std::sync::Arc<Vec<u8>>,
+    uses_left: u32,
+}
+
+/// How many objects share one session key before a fresh one is made.
+const SESSION_USES: u32 = 4096;
 
 impl Recipients {
     /// Loads every key file and picks each key's valid encryption subkeys.
@@ -67,6 +82,7 @@ impl Recipients {
         Ok(Recipients {
             targets,
             fingerprints,
+            session: Default::default(),
         })
     }
 
@@ -110,6 +126,73 @@ impl Recipients {
         self.encrypt_full(input, out, compress, None, signer)
     }
 
+    /// Encrypts one object like [`Recipients::encrypt_sized`], but with a
+    /// session key shared by up to [`SESSION_USES`] objects of this run, so
+    /// the public-key step (an X25519 or RSA operation per recipient, the
+    /// main cost of a small file) is done once per batch instead of once
+    /// per object. Each object is still a complete, standard OpenPGP
+    /// message (its own PKESK packets, then SEIPD v1 with a fresh random
+    /// prefix, which is what makes CFB safe under one key); gpg reads it
+    /// alone. The storage operator can see which objects share a key, i.e.
+    /// were written by the same run, which object times already show.
+    pub fn encrypt_object<R: Read, W: Write>(
+        &self,
+        input: R,
+        mut out: W,
+        size_hint: Option<u64>,
+    ) -> io::Result<()> {
+        let mut rng = rand::thread_rng();
+        let (key, esk_packets) = {
+            let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = guard.as_ref().is_none_or(|s| s.uses_left == 0);
+            if fresh {
+                *guard = Some(self.new_session(&mut rng)?);
+            }
+            let Some(session) = guard.as_mut() else {
+                return Err(io::Error::other("no session key"));
+            };
+            session.uses_left -= 1;
+            (
+                session.key.clone(),
+                std::sync::Arc::clone(&session.esk_packets),
+            )
+        };
+        out.write_all(&esk_packets)?;
+        let chunk = partial_chunk(size_hint);
+        let mut builder = MessageBuilder::from_reader("", input)
+            .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+        builder.set_session_key(key).map_err(pgp_to_io)?;
+        builder.partial_chunk_size(chunk).map_err(pgp_to_io)?;
+        builder.to_writer(&mut rng, out).map_err(pgp_to_io)
+    }
+
+    /// A new random session key and its PKESK packet for every target.
+    fn new_session(&self, rng: &mut rand::rngs::ThreadRng) -> io::Result<SharedSession> {
+        use pgp::ser::Serialize;
+        let alg = SymmetricKeyAlgorithm::AES256;
+        let key = alg.new_session_key(&mut *rng);
+        let mut packets = Vec::new();
+        for target in &self.targets {
+            let pkesk = match target {
+                EncryptionTarget::Subkey(k) => {
+                    PublicKeyEncryptedSessionKey::from_session_key_v3(&mut *rng, &key, alg, k)
+                }
+                EncryptionTarget::Primary(k) => {
+                    PublicKeyEncryptedSessionKey::from_session_key_v3(&mut *rng, &key, alg, k)
+                }
+            }
+            .map_err(pgp_to_io)?;
+            Esk::PublicKeyEncryptedSessionKey(pkesk)
+                .to_writer(&mut packets)
+                .map_err(pgp_to_io)?;
+        }
+        Ok(SharedSession {
+            key,
+            esk_packets: std::sync::Arc::new(packets),
+            uses_left: SESSION_USES,
+        })
+    }
+
     fn encrypt_full<R: Read, W: Write>(
         &self,
         input: R,
@@ -118,9 +201,7 @@ impl Recipients {
         size_hint: Option<u64>,
         signer: Option<&dyn pgp::types::SigningKey>,
     ) -> io::Result<()> {
-        let chunk = size_hint.map_or(PARTIAL_CHUNK, |n| {
-            (n.saturating_add(64).next_power_of_two()).clamp(512, u64::from(PARTIAL_CHUNK)) as u32
-        });
+        let chunk = partial_chunk(size_hint);
         let mut rng = rand::thread_rng();
         let mut builder = MessageBuilder::from_reader("", input)
             .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
@@ -144,6 +225,14 @@ impl Recipients {
         builder.partial_chunk_size(chunk).map_err(pgp_to_io)?;
         builder.to_writer(&mut rng, out).map_err(pgp_to_io)
     }
+}
+
+/// Partial-packet size for an input of about `size_hint` bytes: small
+/// inputs get small buffers (the encoder zeroes a whole buffer per message).
+fn partial_chunk(size_hint: Option<u64>) -> u32 {
+    size_hint.map_or(PARTIAL_CHUNK, |n| {
+        (n.saturating_add(64).next_power_of_two()).clamp(512, u64::from(PARTIAL_CHUNK)) as u32
+    })
 }
 
 /// Turns a pgp error into an io::Error, keeping a wrapped io::Error intact

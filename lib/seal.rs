@@ -110,10 +110,9 @@ pub fn run(cli: SealCli) -> Result<i32> {
             scope.spawn(move || {
                 for job in rx {
                     let result = sealer.repo.write_object_unsynced(&job.id, |out| {
-                        sealer.recipients.encrypt_sized(
+                        sealer.recipients.encrypt_object(
                             &job.data[..],
                             out,
-                            false,
                             Some(job.data.len() as u64),
                         )
                     });
@@ -310,7 +309,7 @@ impl Sealer {
         let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
         let result = self.repo.write_object_unsynced(&id, |out| {
             self.recipients
-                .encrypt_sized(&mut reader, out, false, Some(rec.size))?;
+                .encrypt_object(&mut reader, out, Some(rec.size))?;
             if reader.count() != rec.size || reader.hex_digest() != sha {
                 return Err(io::Error::other(CHANGED));
             }
