@@ -79,9 +79,10 @@ def load(results):
     for line in open(results):
         if not line.strip():
             continue
-        case, tool, rep, wall, rss, added, detail = (line.rstrip("\n").split("\t") + [""] * 7)[:7]
+        case, tool, rep, wall, rss, added, detail, cpu = (line.rstrip("\n").split("\t") + [""] * 8)[:8]
         runs.setdefault((case, tool), []).append(
-            {"wall": float(wall), "rss": int(rss), "added": int(added) if added else None, "detail": detail}
+            {"wall": float(wall), "rss": int(rss), "added": int(added) if added else None, "detail": detail,
+             "cpu": float(cpu) if cpu else None}
         )
     return runs
 
@@ -148,22 +149,29 @@ def table(results, meta_path, out_path):
             f"| {mib(rss['bk'])} / {mib(rss['restic'])} / {mib(rss['borg'])} "
             f"| {fmt(rss_ratio)}{verdict(rss_ratio, RSS_TARGET)} | {added_col} |"
         )
-        stage_peaks = {}
+        stage_peaks, stage_cpu = {}, {}
         for r in runs.get((case, "bk"), []):
             for part in r["detail"].split(","):
                 if ":" in part:
-                    name, kib = part.split(":")
+                    name, kib, cpu = (part.split(":") + [""])[:3]
                     stage_peaks[name] = max(stage_peaks.get(name, 0), int(kib))
+                    stage_cpu.setdefault(name, []).append(float(cpu) if cpu else None)
+        cpu = {t: median([r["cpu"] for r in runs.get((case, t), [])]) for t in tools}
         if stage_peaks:
-            details.append(f"| {title} | " + ", ".join(f"{n} {mib(k)}" for n, k in stage_peaks.items()) + " |")
+            details.append(
+                f"| {title} | " + ", ".join(f"{n} {mib(k)}" for n, k in stage_peaks.items())
+                + " | " + ", ".join(f"{n} {fmt(median(c))}" for n, c in stage_cpu.items())
+                + " | " + " / ".join(fmt(cpu[t]) for t in tools) + " |"
+            )
         all_walls = {t: [round(r["wall"], 2) for r in runs.get((case, t), [])] for t in tools}
         details_walls.append(f"| {title} | " + " | ".join(str(all_walls[t]) for t in tools) + " |")
     add("")
     add("Ratios are bk's time (or RSS) divided by the other tool's; targets from issue 3 next to them. "
-        "bk's RSS is the largest of any one program in its pipeline; per program (largest over the runs):")
+        "bk's RSS is the largest of any one program in its pipeline; per program (largest over the runs), "
+        "with the CPU time each used:")
     add("")
-    add("| case | peak RSS MiB per bk program |")
-    add("|---|---|")
+    add("| case | peak RSS MiB per bk program | CPU s (user+sys, median) per bk program | CPU s bk / restic / borg |")
+    add("|---|---|---|---|")
     lines.extend(details)
     add("")
     add("Every run's wall time (s):")
