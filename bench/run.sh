@@ -324,11 +324,11 @@ check_same() {
 }
 
 # discard DIR...: remove, except that a directory of many files is moved to
-# the trash, emptied after the last timed run. On ext4 (at least without a
-# journal) creating files within a minute of deleting many others costs the
-# kernel time quadratic in their number (find_inode_bit skips every
-# recently_deleted inode), which would charge bk, with one file per object,
-# for the benchmark's own clean-up rather than for its work.
+# the trash, emptied after the last timed run. On ext4 (this machine's has no
+# journal) creating files soon after deleting many others can cost the kernel
+# much time (find_inode_bit skips every recently_deleted inode: 27% of
+# bk-seal's CPU in one profile), which would charge bk, with one file per
+# object, for the benchmark's own clean-up rather than for its work.
 trash=$run/trash
 discard() {
     local d
