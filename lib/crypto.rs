@@ -81,6 +81,22 @@ impl Recipients {
     /// returned error; callers that need to tell them apart wrap the two
     /// ends (see [`crate::seal`]).
     pub fn encrypt<R: Read, W: Write>(&self, input: R, out: W, compress: bool) -> io::Result<()> {
+        self.encrypt_sized(input, out, compress, None)
+    }
+
+    /// [`Recipients::encrypt`] for an input of about `size_hint` bytes:
+    /// small inputs get small packet buffers (the encoder zeroes a whole
+    /// partial-packet buffer per message, which dominates for small files).
+    pub fn encrypt_sized<R: Read, W: Write>(
+        &self,
+        input: R,
+        out: W,
+        compress: bool,
+        size_hint: Option<u64>,
+    ) -> io::Result<()> {
+        let chunk = size_hint.map_or(PARTIAL_CHUNK, |n| {
+            (n.saturating_add(64).next_power_of_two()).clamp(512, u64::from(PARTIAL_CHUNK)) as u32
+        });
         let mut rng = rand::thread_rng();
         let mut builder = MessageBuilder::from_reader("", input)
             .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
@@ -94,9 +110,7 @@ impl Recipients {
         if compress {
             builder.compression(CompressionAlgorithm::ZLIB);
         }
-        builder
-            .partial_chunk_size(PARTIAL_CHUNK)
-            .map_err(pgp_to_io)?;
+        builder.partial_chunk_size(chunk).map_err(pgp_to_io)?;
         builder.to_writer(&mut rng, out).map_err(pgp_to_io)
     }
 }

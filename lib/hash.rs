@@ -20,7 +20,7 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -30,9 +30,11 @@ use sha2::{Digest, Sha256};
 use crate::cli::HashCli;
 use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
+use crate::progress::Progress;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, Kind, Record, RecordReader, RecordWriter,
 };
+use crate::reuse::{ReuseSource, Reuser};
 
 /// The program name in messages.
 const PROGRAM: &str = "bk-hash";
@@ -47,7 +49,46 @@ const QUEUE_PER_WORKER: usize = 4;
 
 /// Runs bk-hash on stdin and stdout and returns the exit status.
 pub fn run(cli: HashCli) -> Result<i32> {
-    hash_stream(cli.jobs.count(), stdin_records, stdout_records())
+    let started = std::time::Instant::now();
+    let reuse = cli
+        .reuse
+        .as_deref()
+        .map(|arg| ReuseSource::from_arg(arg, cli.repo.as_deref()))
+        .transpose()?
+        .map(Reuser::new);
+    let stats = Arc::new(Stats::default());
+    let mut progress = Progress::new(&cli.progress, PROGRAM);
+    let code = hash_stream(
+        cli.jobs.count(),
+        stdin_records,
+        stdout_records(),
+        reuse,
+        Arc::clone(&stats),
+        &mut progress,
+    )?;
+    progress.finish();
+    eprintln!(
+        "{PROGRAM}: {} files seen, {} reused unread, {} hashed ({} bytes read), {:.1}s",
+        stats.files.load(Ordering::Relaxed),
+        stats.reused.load(Ordering::Relaxed),
+        stats.hashed.load(Ordering::Relaxed),
+        stats.bytes_read.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(code)
+}
+
+/// Counters for the final summary line.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// File records seen.
+    pub files: AtomicU64,
+    /// Files whose hash and objects were reused without reading them.
+    pub reused: AtomicU64,
+    /// Files hashed.
+    pub hashed: AtomicU64,
+    /// Content bytes read.
+    pub bytes_read: AtomicU64,
 }
 
 /// One unit of work: a record, and the file to hash for it if it needs
@@ -60,7 +101,14 @@ struct Job {
 /// Hashes the records `open_input` yields with `jobs` workers and writes
 /// them to `out`; returns the exit status. `open_input` runs on the reader
 /// thread (stdin's lock cannot move between threads).
-pub fn hash_stream<R, F, W>(jobs: usize, open_input: F, mut out: RecordWriter<W>) -> Result<i32>
+pub fn hash_stream<R, F, W>(
+    jobs: usize,
+    open_input: F,
+    mut out: RecordWriter<W>,
+    reuse: Option<Reuser>,
+    stats: Arc<Stats>,
+    progress: &mut Progress,
+) -> Result<i32>
 where
     R: BufRead,
     F: FnOnce() -> RecordReader<R> + Send + 'static,
@@ -71,18 +119,24 @@ where
     let (job_tx, job_rx) = bounded::<Job>(jobs * QUEUE_PER_WORKER);
     let (done_tx, done_rx) = bounded::<Result<Record>>(jobs * QUEUE_PER_WORKER);
 
-    let reader = spawn("bk-hash-reader", move || read_jobs(open_input(), &job_tx))?;
+    let reader_stats = Arc::clone(&stats);
+    let reader = spawn("bk-hash-reader", move || {
+        read_jobs(open_input(), &job_tx, reuse, &reader_stats)
+    })?;
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
         let (rx, tx, stop) = (job_rx.clone(), done_tx.clone(), Arc::clone(&stop));
-        workers.push(spawn("bk-hash-worker", move || work(&rx, &tx, &stop))?);
+        let stats = Arc::clone(&stats);
+        workers.push(spawn("bk-hash-worker", move || {
+            work(&rx, &tx, &stop, &stats)
+        })?);
     }
     // Only the workers may keep the channels open, so that the loops below
     // end when the work does.
     drop((job_rx, done_tx));
 
     let mut outcome = Outcome::default();
-    if let Err(err) = write_results(&done_rx, &mut out, &mut outcome) {
+    if let Err(err) = write_results(&done_rx, &mut out, &mut outcome, progress) {
         // The reader of our output is gone: stop the workers (they notice
         // between reads and on their next send) and leave the reader
         // thread, which may be blocked on stdin, to the process exit.
@@ -137,9 +191,20 @@ fn join_workers(workers: Vec<JoinHandle<()>>, outcome: &mut Outcome) {
 /// The reader stage: parses records, works out which file each needs
 /// hashed, and queues them. Stops at the first bad line (returning its
 /// error) or when the workers are gone.
-fn read_jobs<R: BufRead>(mut input: RecordReader<R>, jobs: &Sender<Job>) -> Result<()> {
+fn read_jobs<R: BufRead>(
+    mut input: RecordReader<R>,
+    jobs: &Sender<Job>,
+    mut reuse: Option<Reuser>,
+    stats: &Stats,
+) -> Result<()> {
     while let Some(item) = input.next() {
-        let rec = item?;
+        let mut rec = item?;
+        if rec.kind == Kind::File {
+            stats.files.fetch_add(1, Ordering::Relaxed);
+            if reuse.as_mut().is_some_and(|r| r.apply(&mut rec)) {
+                stats.reused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let file =
             file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
         if jobs.send(Job { rec, file }).is_err() {
@@ -185,12 +250,14 @@ pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
 
 /// A worker: hashes queued files until the queue closes, the output side
 /// goes away, or `stop` is set.
-fn work(jobs: &Receiver<Job>, done: &Sender<Result<Record>>, stop: &AtomicBool) {
+fn work(jobs: &Receiver<Job>, done: &Sender<Result<Record>>, stop: &AtomicBool, stats: &Stats) {
     let mut buf = vec![0u8; BUF_SIZE];
     for Job { mut rec, file } in jobs {
         let result = match file {
             None => Ok(rec),
             Some(file) => hash_file(&file, rec.size, &mut buf, stop).map(|sha| {
+                stats.hashed.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
                 rec.sha256 = Some(sha);
                 rec
             }),
@@ -207,10 +274,16 @@ fn write_results<W: Write>(
     done: &Receiver<Result<Record>>,
     out: &mut RecordWriter<W>,
     outcome: &mut Outcome,
+    progress: &mut Progress,
 ) -> Result<()> {
     for result in done {
         match result {
-            Ok(rec) => out.write(&rec).map_err(stdout_error)?,
+            Ok(rec) => {
+                if rec.kind == Kind::File {
+                    progress.add(1, rec.size);
+                }
+                out.write(&rec).map_err(stdout_error)?
+            }
             Err(err) => outcome.report(PROGRAM, &err),
         }
     }
@@ -398,6 +471,9 @@ mod tests {
             3,
             move || RecordReader::new(io::Cursor::new(input.into_bytes())),
             RecordWriter::new(&mut out),
+            None,
+            Arc::new(Stats::default()),
+            &mut quiet(),
         )
         .unwrap();
         assert_eq!(code, exit::BAD_INPUT);
@@ -406,6 +482,16 @@ mod tests {
             .filter(|l| !l.is_empty())
             .collect();
         assert_eq!(lines.len(), 1);
+    }
+
+    fn quiet() -> Progress {
+        Progress::new(
+            &crate::cli::ProgressArg {
+                progress: false,
+                no_progress: true,
+            },
+            PROGRAM,
+        )
     }
 
     /// A writer whose reader has gone away, like stdout into `| head`.
@@ -428,6 +514,9 @@ mod tests {
             2,
             move || RecordReader::new(io::Cursor::new(input.into_bytes())),
             RecordWriter::new(ClosedPipe),
+            None,
+            Arc::new(Stats::default()),
+            &mut quiet(),
         )
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);

@@ -151,6 +151,13 @@ pub fn recover(repo: &Repo, secret: &SecretKeys) -> Result<IdKey> {
     Ok(IdKey(Zeroizing::new(arr)))
 }
 
+/// Checks, before any real work, that `secret` can read this repository
+/// (it decrypts the id key, which is encrypted to every recipient), so a
+/// wrong key is one clear key error rather than a fault on every object.
+pub fn check_secret(repo: &Repo, secret: &SecretKeys) -> Result<()> {
+    recover(repo, secret).map(|_| ())
+}
+
 /// Finds the id key for `repo`: the local file (`explicit` or the default
 /// path), else recovered with `secret` and saved locally. Checks it against
 /// the repository's check value.

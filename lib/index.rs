@@ -16,8 +16,10 @@ use crate::cli::{
 };
 use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Result};
+use crate::extsort::{ExternalSorter, SortItem, Sorted};
 use crate::record::{self, Kind, Record};
 use crate::repo::{check_object_id, Repo};
+use crate::snapcache::CacheWriter;
 
 /// Runs bk-index; returns the exit status.
 pub fn run(cli: IndexCli) -> Result<i32> {
@@ -84,17 +86,29 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     let recipients = Recipients::load(&args.recipients.recipients)?;
     // Read everything first: in `bk-seal --init … | bk-index write` the
     // repository only exists once bk-seal is under way, and the snapshot
-    // may only be written once bk-seal has finished (EOF) anyway.
-    let mut records = Vec::new();
+    // may only be written once bk-seal has finished (EOF) anyway. Records
+    // beyond a memory limit are sorted in runs on disk.
+    let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
+    let mut sorter = ExternalSorter::default();
     for rec in record::stdin_records() {
-        records.push(rec?);
+        let rec = rec?;
+        let root = rec
+            .root_os()?
+            .map(|r| r.as_bytes().to_vec())
+            .unwrap_or_default();
+        let path = rec.path_os()?.as_bytes().to_vec();
+        sorter
+            .push(SortItem {
+                root,
+                path,
+                line: rec.to_line(),
+            })
+            .map_err(tmp_err)?;
     }
     let repo = Repo::open(&args.repo.repo)?;
     crate::seal::check_recipients(&repo, &recipients)?;
-    for rec in &records {
-        check_sealed(&repo, rec)?;
-    }
-    records.sort_by_cached_key(sort_key);
+    let sorted = sorter.finish().map_err(tmp_err)?;
+
     let host = sanitize_host(&args.host.unwrap_or_else(this_host));
     let now = SystemTime::now();
     let mut rnd = [0u8; 4];
@@ -104,20 +118,38 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         .to_string()
         .replace(['-', ':'], "");
     let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
-    let mut summary = Summary {
-        name: name.clone(),
-        time: humantime::format_rfc3339_seconds(now).to_string(),
-        host,
-        ..Summary::default()
+    let mut lines = SnapshotLines {
+        sorted,
+        repo: &repo,
+        summary: Summary {
+            name: name.clone(),
+            time: humantime::format_rfc3339_micros(now).to_string(),
+            host,
+            ..Summary::default()
+        },
+        cache: CacheWriter::new(repo.id()),
+        failure: None,
+        buf: Vec::new(),
+        pos: 0,
     };
-    for rec in &records {
-        summary.add(rec);
+    let written = repo.write_atomic(&repo.snapshot_path(&name), |w| {
+        recipients.encrypt(&mut lines, w, true)
+    });
+    let SnapshotLines {
+        summary,
+        cache,
+        failure,
+        ..
+    } = lines;
+    if let Some(e) = failure {
+        cache.abort();
+        return Err(e);
     }
-    let lines = RecordLines::new(records.iter());
-    repo.write_atomic(&repo.snapshot_path(&name), |w| {
-        recipients.encrypt(lines, w, true)
-    })
-    .map_err(|e| e.context(format!("writing snapshot {name}")))?;
+    if let Err(e) = written {
+        cache.abort();
+        return Err(e.context(format!("writing snapshot {name}")));
+    }
+    cache.commit();
     save_summary(&repo, &summary);
     let mut out = io::stdout().lock();
     writeln!(out, "{name}")
@@ -128,21 +160,6 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         summary.entries, summary.files, summary.bytes
     );
     Ok(0)
-}
-
-/// Sort order of a snapshot: by root, then path, bytewise.
-fn sort_key(rec: &Record) -> (Vec<u8>, Vec<u8>) {
-    let root = rec
-        .root_os()
-        .ok()
-        .flatten()
-        .map(|r| r.as_bytes().to_vec())
-        .unwrap_or_default();
-    let path = rec
-        .path_os()
-        .map(|p| p.as_bytes().to_vec())
-        .unwrap_or_default();
-    (root, path)
 }
 
 /// A snapshot may only name objects that are already in the repository.
@@ -168,33 +185,48 @@ fn check_sealed(repo: &Repo, rec: &Record) -> Result<()> {
     Ok(())
 }
 
-/// Feeds records as NDJSON lines to a reader-based encoder without holding
-/// the serialised snapshot in memory.
-struct RecordLines<'a, I: Iterator<Item = &'a Record>> {
-    iter: I,
+/// The sorted records as NDJSON bytes for the encoder: each record is
+/// checked (its objects must exist), counted, and copied to the local
+/// snapshot cache on the way. A failure is kept in `failure` and ends the
+/// stream with an error, so no snapshot is committed.
+struct SnapshotLines<'a> {
+    sorted: Sorted,
+    repo: &'a Repo,
+    summary: Summary,
+    cache: CacheWriter,
+    failure: Option<Error>,
     buf: Vec<u8>,
     pos: usize,
 }
 
-impl<'a, I: Iterator<Item = &'a Record>> RecordLines<'a, I> {
-    fn new(iter: I) -> Self {
-        RecordLines {
-            iter,
-            buf: Vec::new(),
-            pos: 0,
-        }
+impl SnapshotLines<'_> {
+    fn next_line(&mut self) -> Result<Option<()>> {
+        let Some(item) = self.sorted.next() else {
+            return Ok(None);
+        };
+        let item = item.map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+        let rec = Record::from_line(&item.line, 0)?;
+        check_sealed(self.repo, &rec)?;
+        self.summary.add(&rec);
+        self.cache.add(&item.root, &item.line);
+        self.buf = item.line;
+        self.buf.push(b'\n');
+        self.pos = 0;
+        Ok(Some(()))
     }
 }
 
-impl<'a, I: Iterator<Item = &'a Record>> Read for RecordLines<'a, I> {
+impl Read for SnapshotLines<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.buf.len() {
-            let Some(rec) = self.iter.next() else {
-                return Ok(0);
-            };
-            self.buf = rec.to_line();
-            self.buf.push(b'\n');
-            self.pos = 0;
+            match self.next_line() {
+                Ok(Some(())) => {}
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    self.failure = Some(e);
+                    return Err(io::Error::other("snapshot input failed"));
+                }
+            }
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -3,17 +3,22 @@
 //!
 //! Kept apart from the walk in [`crate::scan`] so the conversion from a
 //! `stat` to a record can be tested on its own and reused (bk-open compares
-//! against it, a later `--reuse` in bk-hash compares stat fields).
+//! against it, a later `--reuse` in bk-hash compares stat fields), and the
+//! way back: the few system calls bk-open uses to put a record's owner,
+//! mode and times on a restored entry without following symlinks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{FileType, Metadata};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchownat, Gid, Group, Uid, User};
 
 use crate::record::{Kind, Record};
 
@@ -155,6 +160,48 @@ fn xattrs_unsupported(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Unsupported
         || err.raw_os_error() == Some(nix::libc::ENOTSUP)
         || err.raw_os_error() == Some(nix::libc::EOPNOTSUPP)
+}
+
+/// The extended attributes that hold POSIX ACLs. They travel like any
+/// other attribute, but a restore applies them to a directory only after
+/// the directory's entries exist (a default ACL would otherwise be inherited
+/// by every entry created in it).
+pub const ACL_XATTRS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// Whether `name` is one of the POSIX ACL attributes.
+pub fn is_acl(name: &str) -> bool {
+    ACL_XATTRS.contains(&name)
+}
+
+/// A record's `mtime_ns` as a `TimeSpec` (negative times included).
+pub fn timespec(ns: i64) -> TimeSpec {
+    TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// Sets the access and modification times of `path` to `mtime_ns`, never
+/// following a final symlink (so a symlink gets its own times).
+pub fn set_times(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let t = timespec(mtime_ns);
+    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}
+
+/// Sets the owner and group of `path` by number, never following a final
+/// symlink.
+pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    fchownat(
+        None,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sets the permission bits (setuid, setgid and sticky included) of
+/// `path`, which must not be a symlink (chmod would follow it).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
 }
 
 /// A path for one-line messages: as is when it is printable UTF-8, else

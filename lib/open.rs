@@ -13,6 +13,7 @@ use crate::repo::{check_object_id, Repo};
 pub fn run(cli: OpenCli) -> Result<i32> {
     let repo = Repo::open(&cli.repo.repo)?;
     let key = require_secret(&cli.secret, "bk-open")?;
+    crate::idkey::check_secret(&repo, &key)?;
     if let Some(id) = &cli.object {
         let mut out = io::stdout().lock();
         decrypt_object(&repo, &key, id, &mut out)?;

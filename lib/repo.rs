@@ -207,6 +207,87 @@ impl Repo {
         Ok((size, created))
     }
 
+    /// Writes an object through `fill` under a temporary name in its final
+    /// directory, without syncing: it gets its real name only in
+    /// [`Repo::commit_objects`], after one `syncfs` made a whole batch
+    /// durable. A crash before that leaves only temporary files, never a
+    /// half-written object under a real name.
+    pub fn write_object_unsynced(
+        &self,
+        id: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<PendingObject, StoreError> {
+        let final_path = self.object_path(id);
+        let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
+        let mut tmp = match TempFile::create(&dir) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
+                TempFile::create(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?
+            }
+            Err(e) => return Err(StoreError::Write(Error::io(&dir, e))),
+        };
+        let size = tmp.fill(fill)?;
+        let tmp_path = std::mem::take(&mut tmp.path);
+        Ok(PendingObject {
+            id: id.to_owned(),
+            tmp: tmp_path,
+            final_path,
+            size,
+        })
+    }
+
+    /// Makes a batch of written objects durable (one `syncfs` of the
+    /// repository's file system, or an fsync per file where that fails),
+    /// gives each its real name (keeping an existing object of the same id),
+    /// and syncs their directories. Returns how many were new and their
+    /// stored bytes.
+    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64)> {
+        if batch.is_empty() {
+            return Ok((0, 0));
+        }
+        let synced = self.syncfs();
+        if !synced {
+            for p in &batch {
+                File::open(&p.tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&p.tmp, e))?;
+            }
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        let (mut new, mut bytes) = (0, 0);
+        for p in batch {
+            let created =
+                rename_noreplace(&p.tmp, &p.final_path).map_err(|e| Error::io(&p.final_path, e))?;
+            if created {
+                new += 1;
+                bytes += p.size;
+            }
+            if let Some(d) = p.final_path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        // The renames must be durable too: one more syncfs covers every
+        // directory at once; where that is not available, fsync each.
+        if !(synced && self.syncfs()) {
+            for d in dirs {
+                sync_dir(&d).map_err(|e| Error::io(&d, e))?;
+            }
+        }
+        Ok((new, bytes))
+    }
+
+    /// Flushes the repository's whole file system; false where `syncfs`
+    /// is not available.
+    fn syncfs(&self) -> bool {
+        File::open(&self.root)
+            .and_then(|d| {
+                use std::os::fd::AsRawFd;
+                nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
+            })
+            .is_ok()
+    }
+
     /// Writes a file atomically (temp name, fsync, rename over).
     pub fn write_atomic(
         &self,
@@ -303,6 +384,26 @@ impl StoreError {
     }
 }
 
+/// An object written under a temporary name, waiting for
+/// [`Repo::commit_objects`]. Dropping it removes the temporary file.
+#[derive(Debug)]
+pub struct PendingObject {
+    /// Object id.
+    pub id: String,
+    tmp: PathBuf,
+    final_path: PathBuf,
+    /// Bytes written.
+    pub size: u64,
+}
+
+impl Drop for PendingObject {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() && self.tmp.exists() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// A temporary file in the destination directory, removed unless committed.
 struct TempFile {
     path: PathBuf,
@@ -333,15 +434,13 @@ impl TempFile {
         }
     }
 
-    /// Fills, fsyncs and renames the file to `dest`. With `replace` false,
-    /// an existing `dest` is kept and the temporary file dropped. Returns
-    /// whether `dest` is now this file.
-    fn fill_and_commit(
-        mut self,
+    /// Writes the content through `fill` and flushes it; returns its size.
+    /// Failures of the output are told apart from failures of `fill`'s
+    /// input.
+    fn fill(
+        &mut self,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-        dest: &Path,
-        replace: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<u64, StoreError> {
         let Some(file) = self.file.take() else {
             return Err(StoreError::Write(Error::io(
                 &self.path,
@@ -351,6 +450,7 @@ impl TempFile {
         let mut out = TrackedWriter {
             inner: BufWriter::with_capacity(256 << 10, file),
             error: None,
+            written: 0,
         };
         if let Err(e) = fill(&mut out) {
             return Err(match out.error.take() {
@@ -358,10 +458,31 @@ impl TempFile {
                 None => StoreError::Fill(e),
             });
         }
+        let written = out.written;
         let file = out
             .inner
             .into_inner()
             .map_err(|e| StoreError::Write(Error::io(&self.path, e.into_error())))?;
+        self.file = Some(file);
+        Ok(written)
+    }
+
+    /// Fills, fsyncs and renames the file to `dest`. With `replace` false,
+    /// an existing `dest` is kept and the temporary file dropped. Returns
+    /// whether `dest` is now this file.
+    fn fill_and_commit(
+        mut self,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+        dest: &Path,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        self.fill(fill)?;
+        let Some(file) = self.file.take() else {
+            return Err(StoreError::Write(Error::io(
+                &self.path,
+                io::Error::other("temporary file already used"),
+            )));
+        };
         file.sync_all()
             .map_err(|e| StoreError::Write(Error::io(&self.path, e)))?;
         drop(file);
@@ -391,13 +512,16 @@ impl Drop for TempFile {
 struct TrackedWriter<W: Write> {
     inner: W,
     error: Option<io::Error>,
+    written: u64,
 }
 
 impl<W: Write> Write for TrackedWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| {
+        let n = self.inner.write(buf).inspect_err(|e| {
             self.error = Some(io::Error::new(e.kind(), e.to_string()));
-        })
+        })?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {

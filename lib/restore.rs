@@ -1,33 +1,90 @@
 //! Restoring a record stream into a directory, refusing anything that would
 //! write outside it, and checking every byte against the record's SHA-256
 //! before a file gets its real name.
+//!
+//! # Safety against hostile records
+//!
+//! A snapshot may have been written by anyone holding the public key, so
+//! every record is treated as hostile:
+//!
+//! - paths are checked bytewise ([`safe_relative`]): no absolute paths, no
+//!   `..`, `.` or empty components, no NUL, no over-long names;
+//! - parent directories are created one component at a time, refusing any
+//!   component that is a symlink or not a directory, so an earlier record
+//!   cannot plant a symlink that a later one writes through;
+//! - an existing directory is never replaced (a symlink record for the path
+//!   of a directory is refused), and an adjacent duplicate path is refused;
+//! - metadata is set with calls that never follow a final symlink;
+//! - a file is written under a temporary name in its directory and renamed
+//!   only after its size and SHA-256 match the record, so a swapped,
+//!   truncated or corrupt object never leaves content under the real name.
+//!
+//! # Directory metadata and bounded memory
+//!
+//! A directory's mode, ACLs and times are applied once nothing more can be
+//! created in it, so that creating its entries does not change its mtime,
+//! a read-only mode does not block them and its default ACL is not
+//! inherited by them. Snapshots are sorted bytewise by path, where the
+//! entries of `dir` come after `dir.txt` (`.` < `/`), and bk-scan's own
+//! output is in tree order; in both orders a directory can only receive
+//! more entries while the current path starts with the directory's path
+//! followed by a byte `<= b'/'`. Open directories are therefore always
+//! prefixes of the current path: a short stack, whatever the number of
+//! records. Input in any other order (bk-hash emits records as they finish)
+//! is still restored correctly: an entry created in a directory that was
+//! already finished keeps that directory's times and mode (and strips an
+//! inherited ACL the record does not have), at the cost of a few system
+//! calls. Hard links remember the first path of each inode until all its
+//! links are restored, up to [`MAX_PENDING_LINKS`] inodes.
+//!
+//! # Exit status
+//!
+//! Refused entries and metadata that could not be set are faults (1); a
+//! missing, swapped or corrupt object is a repository error (5); a full
+//! disk (6) stops the restore. As a non-root user, owners and devices are
+//! left out with a note and do not fail the run.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchownat, Gid, Uid};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::SecretKeys;
 use crate::error::{io_cause, Error, Outcome, Result};
+use crate::meta;
 use crate::open::decrypt_object;
 use crate::record::{Kind, Record};
 use crate::repo::Repo;
 
 const PROGRAM: &str = "bk-open";
 
+/// Longest relative path accepted (PATH_MAX less the terminating NUL).
+pub const MAX_PATH: usize = 4095;
+
+/// Longest single name accepted (NAME_MAX).
+pub const MAX_NAME: usize = 255;
+
+/// How many hard-linked inodes may wait for their other links at once;
+/// beyond that further links are restored as separate copies (with a
+/// note), so that hostile `nlink` values cannot grow memory without bound.
+pub const MAX_PENDING_LINKS: usize = 100_000;
+
+/// Largest value the kernel accepts for one extended attribute.
+const MAX_XATTR_VALUE: usize = 64 << 10;
+
 /// Restores every record from `records` under `to` (created if needed).
 /// Per-entry failures are reported and counted; the returned outcome gives
-/// the exit status.
+/// the exit status. A full disk stops the restore early.
 pub fn restore(
     repo: &Repo,
     key: &SecretKeys,
@@ -36,16 +93,7 @@ pub fn restore(
 ) -> Result<Outcome> {
     fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     let base = fs::canonicalize(to).map_err(|e| Error::io(to, e))?;
-    let mut r = Restorer {
-        repo,
-        key,
-        base,
-        as_root: nix::unistd::geteuid().is_root(),
-        links: HashMap::new(),
-        dirs: Vec::new(),
-        outcome: Outcome::default(),
-        warned_owner: false,
-    };
+    let mut r = Restorer::new(repo, key, base);
     for rec in records {
         let rec = match rec {
             Ok(rec) => rec,
@@ -57,28 +105,19 @@ pub fn restore(
         if let Err(e) = r.restore_one(&rec) {
             r.outcome.report(PROGRAM, &e);
         }
+        if r.disk_full {
+            eprintln!("{PROGRAM}: stopping: the target file system is full; later records were not restored");
+            break;
+        }
     }
-    r.finish_dirs();
+    r.finish();
     Ok(r.outcome)
 }
 
-struct Restorer<'a> {
-    repo: &'a Repo,
-    key: &'a SecretKeys,
-    base: PathBuf,
-    as_root: bool,
-    /// First restored path of each (dev, ino) with several links.
-    links: HashMap<(u64, u64), PathBuf>,
-    /// Directories whose metadata is applied last, after their children.
-    dirs: Vec<(PathBuf, Record)>,
-    outcome: Outcome,
-    warned_owner: bool,
-}
-
 /// Checks a record path: relative, no `..`, no empty or `.` components
-/// (except the root itself, "."). Returns `None` for the root.
-pub fn safe_relative(path: &OsString) -> std::result::Result<Option<PathBuf>, String> {
-    use std::os::unix::ffi::OsStrExt;
+/// (except the root itself, "."), no NUL, at most [`MAX_PATH`] bytes and
+/// [`MAX_NAME`] bytes per name. Returns `None` for the root.
+pub fn safe_relative(path: &OsStr) -> std::result::Result<Option<PathBuf>, String> {
     let bytes = path.as_bytes();
     if bytes == b"." {
         return Ok(None);
@@ -92,236 +131,670 @@ pub fn safe_relative(path: &OsString) -> std::result::Result<Option<PathBuf>, St
     if bytes.contains(&0) {
         return Err("path contains a NUL byte".into());
     }
+    if bytes.len() > MAX_PATH {
+        return Err(format!("path longer than {MAX_PATH} bytes"));
+    }
     for comp in bytes.split(|&b| b == b'/') {
         match comp {
             b"" => return Err("path has an empty component".into()),
             b"." => return Err("path contains '.'".into()),
             b".." => return Err("path contains '..'".into()),
+            c if c.len() > MAX_NAME => return Err(format!("name longer than {MAX_NAME} bytes")),
             _ => {}
         }
     }
     Ok(Some(PathBuf::from(path)))
 }
 
-impl Restorer<'_> {
-    fn restore_one(&mut self, rec: &Record) -> Result<()> {
-        let shown = rec.display_path();
-        let raw = rec.path_os()?;
-        let rel =
-            safe_relative(&raw).map_err(|why| Error::fault(format!("refusing {shown}: {why}")))?;
-        let Some(rel) = rel else {
-            // The scanned root: its metadata goes on the target directory.
-            if rec.kind == Kind::Dir {
-                self.dirs.push((self.base.clone(), rec.clone()));
-            }
-            return Ok(());
-        };
-        self.make_parents(&rel, &shown)?;
-        let dest = self.base.join(&rel);
-        match rec.kind {
-            Kind::Dir => self.restore_dir(&dest, rec, &shown),
-            Kind::File => self.restore_file(&dest, rec, &shown),
-            Kind::Symlink => self.restore_symlink(&dest, rec, &shown),
-            Kind::Fifo | Kind::Char | Kind::Block => self.restore_special(&dest, rec, &shown),
-            Kind::Socket => Ok(()),
+/// Whether a directory at `dir` can still receive entries when the stream
+/// has reached `path` (sorted bytewise or in tree order): `path` is `dir`
+/// itself, inside it, or a name that sorts between `dir` and `dir/…`
+/// (`dir.txt`, `dir b/…`).
+pub fn still_open(dir: &[u8], path: &[u8]) -> bool {
+    path.starts_with(dir) && path.get(dir.len()).is_none_or(|&b| b <= b'/')
+}
+
+/// What is applied to a directory once its entries are all restored.
+#[derive(Debug)]
+struct DirMeta {
+    mode: u32,
+    mtime_ns: i64,
+    /// POSIX ACL attributes (name, raw value): they must not be inherited
+    /// by the directory's entries, so they wait too.
+    acls: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// A directory that may still receive entries: its path is the first `len`
+/// bytes of the current path; `meta` is `None` for a directory created only
+/// as a parent (no record for it yet).
+#[derive(Debug)]
+struct OpenDir {
+    len: usize,
+    meta: Option<DirMeta>,
+}
+
+/// The first restored path of an inode with several links.
+#[derive(Debug)]
+struct FirstLink {
+    path: PathBuf,
+    /// The restored file's own device and inode, to check it is still the
+    /// file at `path` before linking to it.
+    dev: u64,
+    ino: u64,
+    /// Links still expected.
+    left: u64,
+}
+
+/// What a non-root restore had to leave out, summarised at the end.
+#[derive(Debug, Default)]
+struct Notes {
+    owners: u64,
+    devices: u64,
+    xattrs: u64,
+    links_copied: u64,
+}
+
+struct Restorer<'a> {
+    repo: &'a Repo,
+    key: &'a SecretKeys,
+    base: PathBuf,
+    as_root: bool,
+    euid: u32,
+    egid: u32,
+    /// The base directory has a default ACL, which every created entry
+    /// inherits: strip ACLs that records do not have.
+    base_default_acl: bool,
+    /// Path (bytes) of the last record that passed the path checks; every
+    /// open directory is a prefix of it.
+    prev: Vec<u8>,
+    /// Open directories, shortest first.
+    open: Vec<OpenDir>,
+    /// The root record ("."), applied to the base directory at the end.
+    root: Option<DirMeta>,
+    links: HashMap<(u64, u64), FirstLink>,
+    notes: Notes,
+    outcome: Outcome,
+    disk_full: bool,
+}
+
+/// The refusal error for a record.
+fn refuse(shown: &str, why: impl std::fmt::Display) -> Error {
+    Error::fault(format!("refusing {shown}: {why}"))
+}
+
+impl<'a> Restorer<'a> {
+    fn new(repo: &'a Repo, key: &'a SecretKeys, base: PathBuf) -> Self {
+        let base_default_acl = matches!(xattr::get(&base, meta::ACL_XATTRS[1]), Ok(Some(_)));
+        Restorer {
+            repo,
+            key,
+            base,
+            as_root: nix::unistd::geteuid().is_root(),
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+            base_default_acl,
+            prev: Vec::new(),
+            open: Vec::new(),
+            root: None,
+            links: HashMap::new(),
+            notes: Notes::default(),
+            outcome: Outcome::default(),
+            disk_full: false,
         }
     }
 
-    /// Creates missing parent directories of `rel`, refusing to go through
-    /// anything that is not a real directory (a symlink planted by an
-    /// earlier record, for instance).
-    fn make_parents(&self, rel: &Path, shown: &str) -> Result<()> {
-        let Some(parent) = rel.parent() else {
-            return Ok(());
+    /// Restores one record.
+    fn restore_one(&mut self, rec: &Record) -> Result<()> {
+        let raw = rec.path_os()?;
+        // The raw bytes, quoted: `path` may say anything when `path_b64` is set.
+        let shown = format!("{raw:?}");
+        let Some(rel) = safe_relative(&raw).map_err(|why| refuse(&shown, why))? else {
+            return self.restore_root(rec, &shown);
         };
-        let mut cur = self.base.clone();
-        for comp in parent.components() {
-            cur.push(comp);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(Error::fault(format!(
-                        "refusing {shown}: {} is a symlink",
-                        cur.display()
-                    )))
-                }
-                Ok(_) => {
-                    return Err(Error::fault(format!(
-                        "refusing {shown}: {} is not a directory",
-                        cur.display()
-                    )))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&cur).map_err(|e| Error::io(&cur, e))?;
-                }
-                Err(e) => return Err(Error::io(&cur, e)),
-            }
+        let bytes = rel.as_os_str().as_bytes();
+        if bytes == self.prev.as_slice() {
+            return Err(refuse(&shown, "duplicate path (restored just before)"));
         }
+        self.close_dirs(bytes);
+        self.prev = bytes.to_vec();
+        let guard = self.make_parents(&shown)?;
+        let strip_acls = guard.is_some() || self.base_default_acl;
+        let dest = self.base.join(&rel);
+        let result = match rec.kind {
+            Kind::Dir => self.restore_dir(&dest, rec, &shown, strip_acls),
+            Kind::File => self.restore_file(&dest, rec, &shown, strip_acls),
+            Kind::Symlink => self.restore_symlink(&dest, rec, &shown),
+            Kind::Fifo | Kind::Char | Kind::Block => {
+                self.restore_special(&dest, rec, &shown, strip_acls)
+            }
+            Kind::Socket => Ok(()),
+        };
+        drop(guard);
+        result
+    }
+
+    /// The root record: its metadata goes on the target directory itself,
+    /// the mode, ACLs and times at the very end.
+    fn restore_root(&mut self, rec: &Record, shown: &str) -> Result<()> {
+        if rec.kind != Kind::Dir {
+            return Err(refuse(
+                shown,
+                format!("the root entry is a {}, not a directory", rec.kind.as_str()),
+            ));
+        }
+        if self.root.is_some() {
+            return Err(refuse(shown, "duplicate root entry"));
+        }
+        let base = self.base.clone();
+        self.apply_owner(&base, rec, shown);
+        self.apply_xattrs(&base, rec, shown, false, self.base_default_acl);
+        self.root = Some(self.dir_meta(rec, shown));
         Ok(())
     }
 
-    fn restore_dir(&mut self, dest: &Path, rec: &Record, shown: &str) -> Result<()> {
+    /// Finishes every open directory that `path` shows to be complete,
+    /// deepest first.
+    fn close_dirs(&mut self, path: &[u8]) {
+        while let Some(top) = self.open.last() {
+            if still_open(&self.prev[..top.len], path) {
+                break;
+            }
+            if let Some(dir) = self.open.pop() {
+                self.finish_dir(dir);
+            }
+        }
+    }
+
+    /// Applies a finished directory's ACLs, mode and times.
+    fn finish_dir(&mut self, dir: OpenDir) {
+        let Some(meta) = dir.meta else {
+            return;
+        };
+        let rel = OsStr::from_bytes(&self.prev[..dir.len]).to_owned();
+        let path = self.base.join(&rel);
+        self.apply_dir_meta(&path, &meta, &format!("{rel:?}"));
+    }
+
+    /// Whether the directory whose path is the first `len` bytes of the
+    /// current path is open (the root always is).
+    fn is_open(&self, len: usize) -> bool {
+        len == 0 || self.open.iter().any(|d| d.len == len)
+    }
+
+    /// The directory at the first `len` bytes of the current path.
+    fn prefix_path(&self, len: usize) -> PathBuf {
+        if len == 0 {
+            self.base.clone()
+        } else {
+            self.base.join(OsStr::from_bytes(&self.prev[..len]))
+        }
+    }
+
+    /// Creates missing parent directories of the current path, refusing to
+    /// go through anything that is not a real directory (a symlink planted
+    /// by an earlier record, for instance). Returns a guard for the
+    /// directory that gets a new entry when that directory was already
+    /// finished (input out of order), to keep its times and mode.
+    fn make_parents(&mut self, shown: &str) -> Result<Option<ParentGuard>> {
+        let path = self.prev.clone();
+        let mut guard = None;
+        // `parent` is the length of the directory being entered (0: root);
+        // each '/' ends the path of the next directory on the way.
+        let mut parent = 0;
+        for end in path
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+        {
+            if self.is_open(end) {
+                // Made or checked by this restore, and never replaced since
+                // (a directory is never removed): no need to look again.
+                parent = end;
+                continue;
+            }
+            let cur = self.base.join(OsStr::from_bytes(&path[..end]));
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(refuse(shown, format!("{} is a symlink", cur.display())))
+                }
+                Ok(_) => {
+                    return Err(refuse(
+                        shown,
+                        format!("{} is not a directory", cur.display()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if guard.is_none() && !self.is_open(parent) {
+                        guard = ParentGuard::new(self.prefix_path(parent), self.as_root);
+                    }
+                    fs::create_dir(&cur).map_err(|e| self.io_error(&cur, e))?;
+                    self.open.push(OpenDir {
+                        len: end,
+                        meta: None,
+                    });
+                }
+                Err(e) => return Err(self.io_error(&cur, e)),
+            }
+            parent = end;
+        }
+        let parent_len = parent;
+        if guard.is_none() && !self.is_open(parent_len) {
+            guard = ParentGuard::new(self.prefix_path(parent_len), self.as_root);
+        }
+        Ok(guard)
+    }
+
+    fn restore_dir(&mut self, dest: &Path, rec: &Record, shown: &str, strip: bool) -> Result<()> {
+        let len = self.prev.len();
+        if let Some(top) = self.open.last() {
+            if top.len == len {
+                if top.meta.is_some() {
+                    return Err(refuse(shown, "duplicate path (directory already restored)"));
+                }
+                // Created earlier as a parent; now its record has come.
+                let meta = self.dir_meta(rec, shown);
+                self.apply_owner(dest, rec, shown);
+                self.apply_xattrs(dest, rec, shown, false, strip);
+                if let Some(top) = self.open.last_mut() {
+                    top.meta = Some(meta);
+                }
+                return Ok(());
+            }
+        }
         match fs::symlink_metadata(dest) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 remove_non_dir(dest, shown)?;
-                fs::create_dir(dest).map_err(|e| Error::io(dest, e))?;
+                fs::create_dir(dest).map_err(|e| self.io_error(dest, e))?;
             }
-            Err(_) => fs::create_dir(dest).map_err(|e| Error::io(dest, e))?,
+            Err(_) => fs::create_dir(dest).map_err(|e| self.io_error(dest, e))?,
         }
-        self.dirs.push((dest.to_path_buf(), rec.clone()));
+        self.apply_owner(dest, rec, shown);
+        self.apply_xattrs(dest, rec, shown, false, strip);
+        let meta = self.dir_meta(rec, shown);
+        self.open.push(OpenDir {
+            len,
+            meta: Some(meta),
+        });
         Ok(())
     }
 
-    fn restore_file(&mut self, dest: &Path, rec: &Record, shown: &str) -> Result<()> {
+    fn restore_file(&mut self, dest: &Path, rec: &Record, shown: &str, strip: bool) -> Result<()> {
         if rec.nlink > 1 {
-            if let Some(first) = self.links.get(&(rec.dev, rec.ino)) {
-                remove_non_dir(dest, shown)?;
-                return fs::hard_link(first, dest).map_err(|e| Error::io(dest, e));
+            if let Some(done) = self.link_to_first(dest, rec, shown) {
+                return done;
             }
         }
-        let sha = rec.sha256.as_deref().ok_or_else(|| {
-            Error::fault(format!(
-                "refusing {shown}: file record has no sha256 to check against"
-            ))
-        })?;
+        let sha = rec
+            .sha256
+            .as_deref()
+            .ok_or_else(|| refuse(shown, "file record has no sha256 to check against"))?;
         let objects = rec
             .objects
             .as_deref()
-            .ok_or_else(|| Error::fault(format!("refusing {shown}: file record has no objects")))?;
-        if let Ok(m) = fs::symlink_metadata(dest) {
-            if m.is_dir() {
-                return Err(Error::fault(format!(
-                    "refusing {shown}: a directory is in the way"
+            .ok_or_else(|| refuse(shown, "file record has no objects"))?;
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            return Err(refuse(shown, "a directory is in the way"));
+        }
+        let dir = dest.parent().unwrap_or(&self.base).to_path_buf();
+        let (tmp, file) = TempPath::create(&dir).map_err(|e| self.io_error(&dir, e))?;
+        let mut out = SparseWriter::new(file);
+        for obj in objects {
+            let before = out.count;
+            if let Err(e) = decrypt_object(self.repo, self.key, &obj.id, &mut out) {
+                return Err(match out.error.take() {
+                    Some(we) => self.io_error(dest, we).context(shown),
+                    None => e.context(shown),
+                });
+            }
+            let got = out.count - before;
+            if got != obj.size {
+                return Err(Error::repo(format!(
+                    "{shown}: object {} holds {got} bytes, the record says {}: swapped, truncated or corrupt object; not restored",
+                    obj.id, obj.size
                 )));
             }
         }
-        let dir = dest.parent().unwrap_or(&self.base);
-        let tmp = TempPath::create(dir)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&tmp.0)
-            .map_err(|e| Error::io(&tmp.0, e))?;
-        let mut out = HashingWriter {
-            inner: BufWriter::with_capacity(256 << 10, file),
-            hasher: Sha256::new(),
-            count: 0,
-        };
-        for obj in objects {
-            decrypt_object(self.repo, self.key, &obj.id, &mut out).map_err(|e| e.context(shown))?;
-        }
-        out.inner.flush().map_err(|e| Error::io(dest, e))?;
-        let count = out.count;
-        let digest = hex::encode(out.hasher.finalize());
+        let (count, digest) = out.finish().map_err(|e| self.io_error(dest, e))?;
         if count != rec.size || digest != sha {
             let ids: Vec<&str> = objects.iter().map(|o| o.id.as_str()).collect();
             return Err(Error::repo(format!(
-                "{shown}: content of object {} does not match the record's sha256 (swapped or corrupt object); not restored",
-                ids.join(", ")
+                "{shown}: content of object {} ({count} bytes) does not match the record's sha256 and size ({} bytes): swapped or corrupt object; not restored",
+                ids.join(", "),
+                rec.size
             )));
         }
-        self.apply_meta(&tmp.0, rec, shown);
-        fs::rename(&tmp.0, dest).map_err(|e| Error::io(dest, e))?;
+        self.apply_meta(&tmp.0, rec, shown, strip);
+        fs::rename(&tmp.0, dest).map_err(|e| self.io_error(dest, e))?;
         tmp.keep();
         if rec.nlink > 1 {
-            self.links.insert((rec.dev, rec.ino), dest.to_path_buf());
+            self.remember_link(dest, rec);
         }
         Ok(())
+    }
+
+    /// Links `dest` to the first restored path of its inode, if there is
+    /// one and it is still the file restored there. `None` means: restore
+    /// the content instead.
+    fn link_to_first(&mut self, dest: &Path, rec: &Record, shown: &str) -> Option<Result<()>> {
+        let id = (rec.dev, rec.ino);
+        let first = self.links.get(&id)?;
+        let same = fs::symlink_metadata(&first.path)
+            .is_ok_and(|m| m.is_file() && m.dev() == first.dev && m.ino() == first.ino);
+        if !same || first.path == dest {
+            self.links.remove(&id);
+            return None;
+        }
+        let from = first.path.clone();
+        if let Err(e) = remove_non_dir(dest, shown) {
+            return Some(Err(e));
+        }
+        if let Err(e) = fs::hard_link(&from, dest) {
+            return Some(Err(self.io_error(dest, e).context(shown)));
+        }
+        if let Some(first) = self.links.get_mut(&id) {
+            first.left = first.left.saturating_sub(1);
+            if first.left == 0 {
+                self.links.remove(&id);
+            }
+        }
+        Some(Ok(()))
+    }
+
+    /// Remembers a restored file whose inode has more links to come.
+    fn remember_link(&mut self, dest: &Path, rec: &Record) {
+        if self.links.len() >= MAX_PENDING_LINKS {
+            self.notes.links_copied += 1;
+            if self.notes.links_copied == 1 {
+                eprintln!("{PROGRAM}: more than {MAX_PENDING_LINKS} hard-linked files wait for their other links; further links are restored as separate copies");
+            }
+            return;
+        }
+        let Ok(m) = fs::symlink_metadata(dest) else {
+            return;
+        };
+        self.links.insert(
+            (rec.dev, rec.ino),
+            FirstLink {
+                path: dest.to_path_buf(),
+                dev: m.dev(),
+                ino: m.ino(),
+                left: rec.nlink - 1,
+            },
+        );
     }
 
     fn restore_symlink(&mut self, dest: &Path, rec: &Record, shown: &str) -> Result<()> {
-        let target = rec.target_os()?.ok_or_else(|| {
-            Error::fault(format!("refusing {shown}: symlink record has no target"))
-        })?;
+        let target = rec
+            .target_os()?
+            .ok_or_else(|| refuse(shown, "symlink record has no target"))?;
+        if target.is_empty() || target.as_bytes().contains(&0) {
+            return Err(refuse(shown, "symlink target is empty or contains NUL"));
+        }
         remove_non_dir(dest, shown)?;
-        std::os::unix::fs::symlink(&target, dest).map_err(|e| Error::io(dest, e))?;
-        self.apply_meta(dest, rec, shown);
+        std::os::unix::fs::symlink(&target, dest).map_err(|e| self.io_error(dest, e))?;
+        self.apply_meta(dest, rec, shown, false);
         Ok(())
     }
 
-    fn restore_special(&mut self, dest: &Path, rec: &Record, shown: &str) -> Result<()> {
+    fn restore_special(
+        &mut self,
+        dest: &Path,
+        rec: &Record,
+        shown: &str,
+        strip: bool,
+    ) -> Result<()> {
         let kind = match rec.kind {
             Kind::Fifo => SFlag::S_IFIFO,
             Kind::Char => SFlag::S_IFCHR,
             _ => SFlag::S_IFBLK,
         };
         if kind != SFlag::S_IFIFO && !self.as_root {
-            eprintln!("{PROGRAM}: {shown}: device not restored (needs root)");
+            self.notes.devices += 1;
+            if self.notes.devices == 1 {
+                eprintln!("{PROGRAM}: {shown}: device not restored (making devices needs root); further devices are counted at the end");
+            }
             return Ok(());
         }
         remove_non_dir(dest, shown)?;
-        let perm = Mode::from_bits_truncate(rec.mode & 0o7777);
+        let perm = Mode::from_bits_truncate(rec.mode & 0o777);
         nix::sys::stat::mknod(dest, kind, perm, rec.rdev.unwrap_or(0))
-            .map_err(|e| Error::io(dest, io::Error::from(e)))?;
-        self.apply_meta(dest, rec, shown);
+            .map_err(|e| self.io_error(dest, io::Error::from(e)))?;
+        self.apply_meta(dest, rec, shown, strip);
         Ok(())
     }
 
-    /// Owner (as root), xattrs, mode and times. What cannot be set is said
-    /// on stderr without failing the entry.
-    fn apply_meta(&mut self, path: &Path, rec: &Record, shown: &str) {
+    /// Owner, xattrs, mode and times of a non-directory.
+    fn apply_meta(&mut self, path: &Path, rec: &Record, shown: &str, strip: bool) {
         let is_link = rec.kind == Kind::Symlink;
-        if self.as_root {
-            if let Err(e) = fchownat(
-                None,
-                path,
-                Some(Uid::from_raw(rec.uid)),
-                Some(Gid::from_raw(rec.gid)),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
-                eprintln!("{PROGRAM}: {shown}: cannot set owner: {e}");
-            }
-        } else if !self.warned_owner && (rec.uid != nix::unistd::getuid().as_raw()) {
-            self.warned_owner = true;
-            eprintln!("{PROGRAM}: not running as root: files get your own user and group, not the recorded owners");
-        }
-        for (name, value) in &rec.xattrs {
-            let Ok(value) = B64.decode(value) else {
-                eprintln!("{PROGRAM}: {shown}: xattr {name}: value is not base64; skipped");
-                continue;
-            };
-            if let Err(e) = xattr::set(path, name, &value) {
-                if !is_link {
-                    eprintln!(
-                        "{PROGRAM}: {shown}: cannot set xattr {name}: {}",
-                        io_cause(&e)
-                    );
-                }
-            }
-        }
+        self.apply_owner(path, rec, shown);
+        self.apply_xattrs(path, rec, shown, true, strip && !is_link);
         if !is_link {
-            let perm = fs::Permissions::from_mode(rec.mode & 0o7777);
-            if let Err(e) = fs::set_permissions(path, perm) {
-                eprintln!("{PROGRAM}: {shown}: cannot set mode: {}", io_cause(&e));
+            if let Err(e) = meta::set_mode(path, rec.mode) {
+                self.meta_fault(shown, "mode", &e);
             }
         }
-        let mtime = TimeSpec::new(
-            rec.mtime_ns.div_euclid(1_000_000_000),
-            rec.mtime_ns.rem_euclid(1_000_000_000),
-        );
-        if let Err(e) = utimensat(None, path, &mtime, &mtime, UtimensatFlags::NoFollowSymlink) {
-            eprintln!("{PROGRAM}: {shown}: cannot set times: {e}");
+        if let Err(e) = meta::set_times(path, rec.mtime_ns) {
+            self.meta_fault(shown, "times", &e);
         }
     }
 
-    /// Applies directory metadata deepest first, so that setting a child's
-    /// times does not disturb its parent's.
-    fn finish_dirs(&mut self) {
-        let mut dirs = std::mem::take(&mut self.dirs);
-        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-        for (path, rec) in dirs {
-            let shown = rec.display_path();
-            self.apply_meta(&path, &rec, &shown);
+    /// The part of a directory's metadata applied when it is finished.
+    fn apply_dir_meta(&mut self, path: &Path, dm: &DirMeta, shown: &str) {
+        for (name, value) in &dm.acls {
+            if let Err(e) = xattr::set(path, name, value) {
+                self.xattr_failed(shown, name, &e);
+            }
         }
+        if let Err(e) = meta::set_mode(path, dm.mode) {
+            self.meta_fault(shown, "mode", &e);
+        }
+        if let Err(e) = meta::set_times(path, dm.mtime_ns) {
+            self.meta_fault(shown, "times", &e);
+        }
+    }
+
+    /// What a directory record leaves for later, with its ACLs decoded.
+    fn dir_meta(&mut self, rec: &Record, shown: &str) -> DirMeta {
+        let mut acls = Vec::new();
+        for name in meta::ACL_XATTRS {
+            if let Some(value) = rec.xattrs.get(name) {
+                if let Some(value) = self.decode_xattr(shown, name, value) {
+                    acls.push((name, value));
+                }
+            }
+        }
+        DirMeta {
+            mode: rec.mode,
+            mtime_ns: rec.mtime_ns,
+            acls,
+        }
+    }
+
+    /// Sets the recorded owner as root; as anyone else counts the entries
+    /// that keep the restoring user's own ids.
+    fn apply_owner(&mut self, path: &Path, rec: &Record, shown: &str) {
+        if self.as_root {
+            if let Err(e) = meta::set_owner(path, rec.uid, rec.gid) {
+                self.meta_fault(shown, "owner", &e);
+            }
+        } else if rec.uid != self.euid || rec.gid != self.egid {
+            self.notes.owners += 1;
+            if self.notes.owners == 1 {
+                eprintln!("{PROGRAM}: not running as root: entries get your own user and group, not the recorded owners (first: {shown}, owner {}:{})", rec.uid, rec.gid);
+            }
+        }
+    }
+
+    /// Sets the record's extended attributes (ACLs too when `with_acls`);
+    /// with `strip`, removes ACLs the entry inherited but the record lacks.
+    fn apply_xattrs(
+        &mut self,
+        path: &Path,
+        rec: &Record,
+        shown: &str,
+        with_acls: bool,
+        strip: bool,
+    ) {
+        for (name, value) in &rec.xattrs {
+            if !with_acls && meta::is_acl(name) {
+                continue;
+            }
+            let Some(value) = self.decode_xattr(shown, name, value) else {
+                continue;
+            };
+            if let Err(e) = xattr::set(path, name, &value) {
+                self.xattr_failed(shown, name, &e);
+            }
+        }
+        if strip {
+            // Inherited ACLs: gone unless the record has them (a directory
+            // gets its own ACLs only when it is finished).
+            for name in meta::ACL_XATTRS {
+                if !with_acls || !rec.xattrs.contains_key(name) {
+                    let _ = xattr::remove(path, name);
+                }
+            }
+        }
+    }
+
+    /// Decodes one xattr value, reporting a bad or oversized one.
+    fn decode_xattr(&mut self, shown: &str, name: &str, value: &str) -> Option<Vec<u8>> {
+        if value.len() > MAX_XATTR_VALUE * 4 / 3 + 4 {
+            self.fault(format!(
+                "{shown}: xattr {name}: value larger than {MAX_XATTR_VALUE} bytes; not set"
+            ));
+            return None;
+        }
+        match B64.decode(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.fault(format!(
+                    "{shown}: xattr {name}: value is not base64; not set"
+                ));
+                None
+            }
+        }
+    }
+
+    /// An xattr that could not be set: expected for a non-root user outside
+    /// the `user.` namespace (counted), a fault otherwise.
+    fn xattr_failed(&mut self, shown: &str, name: &str, e: &io::Error) {
+        let denied = e.kind() == io::ErrorKind::PermissionDenied;
+        if !self.as_root && denied && !name.starts_with("user.") && !meta::is_acl(name) {
+            self.notes.xattrs += 1;
+            if self.notes.xattrs == 1 {
+                eprintln!("{PROGRAM}: {shown}: xattr {name} not set (needs root); further ones are counted at the end");
+            }
+            return;
+        }
+        self.fault(format!("{shown}: cannot set xattr {name}: {}", io_cause(e)));
+    }
+
+    /// Metadata that could not be set: a fault.
+    fn meta_fault(&mut self, shown: &str, what: &str, e: &io::Error) {
+        self.fault(format!("{shown}: cannot set {what}: {}", io_cause(e)));
+    }
+
+    fn fault(&mut self, msg: String) {
+        self.outcome.report(PROGRAM, &Error::fault(msg));
+    }
+
+    /// An I/O error on `path`; a full disk stops the restore.
+    fn io_error(&mut self, path: &Path, e: io::Error) -> Error {
+        if matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+        ) {
+            self.disk_full = true;
+        }
+        Error::io(path, e)
+    }
+
+    /// Finishes every open directory, then the root, and prints what a
+    /// non-root restore left out.
+    fn finish(&mut self) {
+        while let Some(dir) = self.open.pop() {
+            self.finish_dir(dir);
+        }
+        if let Some(root) = self.root.take() {
+            let base = self.base.clone();
+            self.apply_dir_meta(&base, &root, "\".\"");
+        }
+        let n = &self.notes;
+        if n.owners > 0 {
+            eprintln!("{PROGRAM}: note: {} entries keep your user and group instead of the recorded owners (restore as root to set them)", n.owners);
+        }
+        if n.devices > 0 {
+            eprintln!(
+                "{PROGRAM}: note: {} devices not restored (restore as root to make them)",
+                n.devices
+            );
+        }
+        if n.xattrs > 0 {
+            eprintln!("{PROGRAM}: note: {} extended attributes outside the user namespace not set (restore as root to set them)", n.xattrs);
+        }
+        if n.links_copied > 0 {
+            eprintln!(
+                "{PROGRAM}: note: {} hard links restored as separate copies",
+                n.links_copied
+            );
+        }
+        if self.outcome.exit_code() != 0 && self.outcome.errors > 0 {
+            eprintln!("{PROGRAM}: {} problems", self.outcome.errors);
+        }
+    }
+}
+
+/// Keeps the times (and, for a non-root user, the mode) of a directory that
+/// was already finished while an entry is created in it: taken when an
+/// out-of-order record lands in it, put back on drop.
+struct ParentGuard {
+    path: PathBuf,
+    atime: TimeSpec,
+    mtime: TimeSpec,
+    /// The mode to put back when write access had to be added.
+    mode: Option<u32>,
+}
+
+impl ParentGuard {
+    fn new(path: PathBuf, as_root: bool) -> Option<ParentGuard> {
+        let m = fs::symlink_metadata(&path).ok().filter(|m| m.is_dir())?;
+        let mut mode = None;
+        if !as_root && m.mode() & 0o300 != 0o300 && meta::set_mode(&path, m.mode() | 0o300).is_ok()
+        {
+            mode = Some(m.mode());
+        }
+        Some(ParentGuard {
+            atime: TimeSpec::new(m.atime(), m.atime_nsec()),
+            mtime: TimeSpec::new(m.mtime(), m.mtime_nsec()),
+            path,
+            mode,
+        })
+    }
+}
+
+impl Drop for ParentGuard {
+    fn drop(&mut self) {
+        if let Some(mode) = self.mode {
+            let _ = meta::set_mode(&self.path, mode);
+        }
+        let _ = utimensat(
+            None,
+            &self.path,
+            &self.atime,
+            &self.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        );
     }
 }
 
 /// Removes whatever non-directory is at `dest` (never following it).
 fn remove_non_dir(dest: &Path, shown: &str) -> Result<()> {
     match fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => Err(Error::fault(format!(
-            "refusing {shown}: a directory is in the way"
-        ))),
+        Ok(m) if m.is_dir() => Err(refuse(shown, "a directory is in the way")),
         Ok(_) => fs::remove_file(dest).map_err(|e| Error::io(dest, e)),
         Err(_) => Ok(()),
     }
@@ -331,7 +804,8 @@ fn remove_non_dir(dest: &Path, shown: &str) -> Result<()> {
 struct TempPath(PathBuf);
 
 impl TempPath {
-    fn create(dir: &Path) -> Result<TempPath> {
+    /// Creates a new, private, empty file in `dir` with a random name.
+    fn create(dir: &Path) -> io::Result<(TempPath, File)> {
         loop {
             let mut rnd = [0u8; 8];
             rand::thread_rng().fill_bytes(&mut rnd);
@@ -340,11 +814,12 @@ impl TempPath {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&path)
             {
-                Ok(_) => return Ok(TempPath(path)),
+                Ok(file) => return Ok((TempPath(path), file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(&path, e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -362,23 +837,100 @@ impl Drop for TempPath {
     }
 }
 
-/// Hashes and counts what passes through to the file.
-struct HashingWriter<W: Write> {
-    inner: W,
+/// Block size for hole detection: an all-zero block of this size is
+/// skipped (left as a hole) instead of written.
+const SPARSE_BLOCK: usize = 4096;
+
+/// Bytes gathered before writing; a multiple of [`SPARSE_BLOCK`].
+const SPARSE_BUF: usize = 256 << 10;
+
+/// Writes a restored file, hashing and counting everything, and leaving
+/// all-zero blocks as holes where the file system allows. Its own write
+/// errors are remembered, to be reported as errors on the target (a full
+/// disk) rather than on the object being read.
+struct SparseWriter {
+    file: File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    pos: u64,
     hasher: Sha256,
     count: u64,
+    error: Option<io::Error>,
 }
 
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+impl SparseWriter {
+    fn new(file: File) -> Self {
+        SparseWriter {
+            file,
+            buf: Vec::with_capacity(SPARSE_BUF),
+            pos: 0,
+            hasher: Sha256::new(),
+            count: 0,
+            error: None,
+        }
+    }
+
+    /// Writes the buffer at its offset, skipping all-zero blocks.
+    fn write_buf(&mut self) -> io::Result<()> {
+        let mut run: Option<usize> = None;
+        let blocks = self.buf.len().div_ceil(SPARSE_BLOCK);
+        for i in 0..=blocks {
+            let start = i * SPARSE_BLOCK;
+            let data = (i < blocks).then(|| {
+                let end = (start + SPARSE_BLOCK).min(self.buf.len());
+                &self.buf[start..end]
+            });
+            let zero = data.is_none_or(|b| b.iter().all(|&x| x == 0));
+            match (zero, run) {
+                (false, None) => run = Some(start),
+                (true, Some(from)) => {
+                    let to = start.min(self.buf.len());
+                    self.file
+                        .write_all_at(&self.buf[from..to], self.pos + from as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        self.pos += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is left, sets the final length (a trailing hole
+    /// included) and returns the byte count and hex SHA-256.
+    fn finish(mut self) -> io::Result<(u64, String)> {
+        self.write_buf()?;
+        self.file.set_len(self.count)?;
+        Ok((self.count, hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl Write for SparseWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(SPARSE_BUF - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.hasher.update(&data[..n]);
         self.count += n as u64;
+        if self.buf.len() == SPARSE_BUF {
+            if let Err(e) = self.write_buf() {
+                self.error = Some(copy_error(&e));
+                return Err(e);
+            }
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
+    }
+}
+
+/// A copy of an I/O error (they are not `Clone`), keeping the OS code.
+fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -386,23 +938,88 @@ impl<W: Write> Write for HashingWriter<W> {
 mod tests {
     use super::*;
 
+    fn rel(s: &[u8]) -> std::result::Result<Option<PathBuf>, String> {
+        safe_relative(OsStr::from_bytes(s))
+    }
+
     #[test]
     fn hostile_paths_are_refused() {
         for bad in [
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a/./b",
-            "",
-            "a//b",
-            "a/",
+            &b"/etc/passwd"[..],
+            b"../x",
+            b"a/../../x",
+            b"a/./b",
+            b"",
+            b"a//b",
+            b"a/",
+            b"..",
+            b"a/..",
+            b"./a",
+            b"a\0b",
         ] {
-            assert!(safe_relative(&OsString::from(bad)).is_err(), "{bad}");
+            assert!(rel(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(safe_relative(&OsString::from(".")).unwrap(), None);
+        assert!(rel(&[b'a'; MAX_NAME + 1]).is_err());
+        let long: Vec<u8> = b"a/".repeat(MAX_PATH / 2 + 2);
+        assert!(rel(&long[..long.len() - 1]).is_err());
+        assert_eq!(rel(b".").unwrap(), None);
+        assert_eq!(rel(b"a/b").unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(rel(b"...").unwrap(), Some(PathBuf::from("...")));
         assert_eq!(
-            safe_relative(&OsString::from("a/b")).unwrap(),
-            Some(PathBuf::from("a/b"))
+            rel(b"\xff\n").unwrap(),
+            Some(PathBuf::from(OsStr::from_bytes(b"\xff\n")))
         );
+    }
+
+    #[test]
+    fn directories_stay_open_in_both_orders() {
+        // Bytewise order: dir, dir.txt, dir/x; tree order: dir, dir/x, dir.txt.
+        assert!(still_open(b"dir", b"dir.txt"));
+        assert!(still_open(b"dir", b"dir/x"));
+        assert!(still_open(b"dir", b"dir b/x"));
+        assert!(still_open(b"dir", b"dir"));
+        assert!(!still_open(b"dir", b"dir2"));
+        assert!(!still_open(b"dir", b"dis"));
+        assert!(!still_open(b"dir/sub", b"dir.txt"));
+        assert!(!still_open(b"dir", b"di"));
+    }
+
+    fn write_sparse(chunks: &[&[u8]]) -> (tempfile::TempDir, PathBuf, u64, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let file = File::create(&p).unwrap();
+        let mut w = SparseWriter::new(file);
+        for c in chunks {
+            w.write_all(c).unwrap();
+        }
+        let (n, sha) = w.finish().unwrap();
+        (dir, p, n, sha)
+    }
+
+    #[test]
+    fn sparse_writer_keeps_content_and_leaves_holes() {
+        let mut data = vec![0u8; 3 << 20];
+        data[1 << 20] = 7;
+        data[(3 << 20) - 1] = 9;
+        let zeros_tail = vec![0u8; 100_000];
+        let (_d, p, n, sha) = write_sparse(&[&data[..1000], &data[1000..], &zeros_tail]);
+        let mut all = data.clone();
+        all.extend_from_slice(&zeros_tail);
+        assert_eq!(n, all.len() as u64);
+        assert_eq!(sha, hex::encode(Sha256::digest(&all)));
+        assert_eq!(fs::read(&p).unwrap(), all);
+        // Two data blocks, the rest holes (if the file system does holes).
+        let blocks = fs::metadata(&p).unwrap().blocks();
+        assert!(blocks * 512 < 64 << 10, "{blocks} blocks allocated");
+    }
+
+    #[test]
+    fn sparse_writer_writes_odd_sizes_exactly() {
+        for size in [0usize, 1, 4095, 4096, 4097, SPARSE_BUF + 3] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 7) as u8).collect();
+            let (_d, p, n, _) = write_sparse(&[&data]);
+            assert_eq!(n, size as u64);
+            assert_eq!(fs::read(&p).unwrap(), data, "size {size}");
+        }
     }
 }

@@ -1,9 +1,20 @@
 //! bk-seal: store every content not yet in the repository as an encrypted
 //! object and add the object ids to the records.
+//!
+//! Small files become one object each; files above `--chunk-threshold` are
+//! cut into content-defined chunks (FastCDC), each its own object, so an
+//! edit in a large file stores only the chunks around it. A record that
+//! already carries objects (reused by `bk-hash --reuse`) passes through
+//! unread when all of them are present.
+//!
+//! Durability is batched: new objects are written under temporary names,
+//! a whole batch is made durable with one `syncfs`, and only then do the
+//! objects get their real names and their records go out. So a crash never
+//! leaves a half-written object under a real name, and a snapshot (written
+//! after bk-seal's output ends) never names an object that is not durable.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -11,20 +22,48 @@ use crate::cli::SealCli;
 use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Result};
 use crate::idkey::{self, IdKey};
+use crate::progress::Progress;
 use crate::record::{self, Kind, ObjectRef, Record};
-use crate::repo::{self, Repo, StoreError};
+use crate::repo::{PendingObject, Repo, StoreError};
 use crate::source::{open_source, HashingReader};
+
+/// Smallest, average and largest chunk of a chunked file.
+pub const CHUNK_MIN: u32 = 512 << 10;
+/// Average chunk size.
+pub const CHUNK_AVG: u32 = 1 << 20;
+/// Largest chunk size (bounds memory per chunk in flight).
+pub const CHUNK_MAX: u32 = 4 << 20;
+
+/// A batch is committed when this many objects or bytes are pending.
+const BATCH_OBJECTS: usize = 2000;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Objects written but not yet committed, shared by the workers.
+#[derive(Default)]
+struct Pending {
+    objects: Vec<PendingObject>,
+    ids: HashSet<String>,
+    bytes: u64,
+}
 
 /// Everything the sealing workers share.
 struct Sealer {
     repo: Repo,
     recipients: Recipients,
     id_key: IdKey,
-    touched_dirs: Mutex<BTreeSet<PathBuf>>,
+    chunk_threshold: u64,
+    pending: Mutex<Pending>,
     files: AtomicU64,
-    new_objects: AtomicU64,
-    new_bytes: AtomicU64,
+    reused: AtomicU64,
     read_bytes: AtomicU64,
+    committed_objects: AtomicU64,
+    committed_bytes: AtomicU64,
+}
+
+/// A sealed record, and whether some of its objects await a commit.
+struct Sealed {
+    rec: Record,
+    waits: bool,
 }
 
 /// Runs bk-seal; returns the exit status.
@@ -38,42 +77,104 @@ pub fn run(cli: SealCli) -> Result<i32> {
         repo,
         recipients,
         id_key,
-        touched_dirs: Mutex::new(BTreeSet::new()),
+        chunk_threshold: cli.chunk_threshold,
+        pending: Mutex::new(Pending::default()),
         files: AtomicU64::new(0),
-        new_objects: AtomicU64::new(0),
-        new_bytes: AtomicU64::new(0),
+        reused: AtomicU64::new(0),
         read_bytes: AtomicU64::new(0),
+        committed_objects: AtomicU64::new(0),
+        committed_bytes: AtomicU64::new(0),
     };
     let mut out = record::stdout_records();
-    let outcome = crate::pipeline::run(
-        "bk-seal",
-        cli.jobs.count(),
-        record::stdin_records,
-        |rec| sealer.seal(rec).map(Some),
-        |rec| out.write(&rec).map_err(record::stdout_error),
-    )?;
-    // Make the directory entries of new objects durable before the records
-    // naming them reach a snapshot.
-    let dirs = std::mem::take(
-        &mut *sealer
-            .touched_dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-    );
-    for dir in dirs {
-        repo::sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
+    let mut progress = Progress::new(&cli.progress, "bk-seal");
+    let mut held: Vec<Record> = Vec::new();
+    let (mut new_objects, mut new_bytes) = (0u64, 0u64);
+    let jobs = cli.jobs.count();
+    let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
+    let outcome = std::thread::scope(|scope| {
+        // The chunk pool: encrypts chunks of large files, so that one huge
+        // file keeps every core busy.
+        for _ in 0..jobs {
+            let rx = chunk_rx.clone();
+            let sealer = &sealer;
+            scope.spawn(move || {
+                for job in rx {
+                    let result = sealer.repo.write_object_unsynced(&job.id, |out| {
+                        sealer.recipients.encrypt_sized(
+                            &job.data[..],
+                            out,
+                            false,
+                            Some(job.data.len() as u64),
+                        )
+                    });
+                    let _ = job.reply.send(result);
+                }
+            });
+        }
+        drop(chunk_rx);
+        let chunk_tx = chunk_tx;
+        seal_stream(&sealer, jobs, &chunk_tx, &mut out, &mut progress, &mut held)
+    })?;
+    let (n, b) = sealer.commit(&mut held, &mut out)?;
+    new_objects += n;
+    new_bytes += b;
     out.flush().map_err(record::stdout_error)?;
+    progress.finish();
     eprintln!(
-        "bk-seal: {} files, {} new objects ({} bytes read, {} bytes stored), {:.1}s",
+        "bk-seal: {} files seen, {} reused, {} new objects added ({} bytes stored), {} bytes read, {:.1}s",
         sealer.files.load(Ordering::Relaxed),
-        sealer.new_objects.load(Ordering::Relaxed),
+        sealer.reused.load(Ordering::Relaxed),
+        new_objects + sealer.committed_objects.load(Ordering::Relaxed),
+        new_bytes + sealer.committed_bytes.load(Ordering::Relaxed),
         sealer.read_bytes.load(Ordering::Relaxed),
-        sealer.new_bytes.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
     Ok(outcome.exit_code())
 }
+
+/// Seals the records on stdin with `jobs` workers, writing records whose
+/// objects are all committed at once and holding the others for the next
+/// batch commit.
+fn seal_stream(
+    sealer: &Sealer,
+    jobs: usize,
+    chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    out: &mut record::RecordWriter<io::Stdout>,
+    progress: &mut Progress,
+    held: &mut Vec<Record>,
+) -> Result<crate::error::Outcome> {
+    crate::pipeline::run(
+        "bk-seal",
+        jobs,
+        record::stdin_records,
+        |rec| sealer.seal(rec, chunk_tx).map(Some),
+        |sealed: Sealed| {
+            if sealed.rec.kind == Kind::File {
+                progress.add(1, sealed.rec.size);
+            }
+            if !sealed.waits {
+                return out.write(&sealed.rec).map_err(record::stdout_error);
+            }
+            held.push(sealed.rec);
+            if sealer.batch_full() {
+                let (n, b) = sealer.commit(held, out)?;
+                sealer.committed_objects.fetch_add(n, Ordering::Relaxed);
+                sealer.committed_bytes.fetch_add(b, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// One chunk of a large file for the chunk pool to encrypt and write.
+struct ChunkJob {
+    id: String,
+    data: Vec<u8>,
+    reply: crossbeam_channel::Sender<Result<PendingObject, StoreError>>,
+}
+
+/// Chunks of one file being encrypted at once (bounds memory per file).
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Opens the repository, creating it first with `--init` when it does not
 /// exist yet (a new id key is made and saved locally).
@@ -140,9 +241,13 @@ fn load_id_key(cli: &SealCli, repo: &Repo) -> Result<IdKey> {
 
 impl Sealer {
     /// Adds `objects` to a file record, storing the content if needed.
-    fn seal(&self, mut rec: Record) -> Result<Record> {
+    fn seal(
+        &self,
+        mut rec: Record,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<Sealed> {
         if rec.kind != Kind::File {
-            return Ok(rec);
+            return Ok(Sealed { rec, waits: false });
         }
         self.files.fetch_add(1, Ordering::Relaxed);
         let shown = rec.display_path();
@@ -151,58 +256,208 @@ impl Sealer {
                 "{shown}: file record has no sha256; pipe it through bk-hash first"
             ))
         })?;
-        let id = self.id_key.object_id(&sha).map_err(|e| e.context(&shown))?;
-        let stored = match self.repo.object_size(&id)? {
-            Some(size) => size,
-            None => self.store(&rec, &id, &sha, &shown)?,
+        if self.objects_present(&rec)? {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(Sealed { rec, waits: false });
+        }
+        let (objects, waits) = if rec.size > self.chunk_threshold {
+            self.store_chunked(&rec, &sha, &shown, chunk_tx)?
+        } else {
+            self.store_whole(&rec, &sha, &shown)?
         };
-        rec.objects = Some(vec![ObjectRef {
-            id,
-            size: rec.size,
-            stored: Some(stored),
-        }]);
-        Ok(rec)
+        rec.objects = Some(objects);
+        Ok(Sealed { rec, waits })
     }
 
-    /// Encrypts the file into a new object, checking while reading that the
-    /// content still has the hash the record claims.
-    fn store(&self, rec: &Record, id: &str, sha: &str, shown: &str) -> Result<u64> {
-        let path = rec.source_path()?;
-        let file = open_source(&path, shown)?;
+    /// Whether the record already names objects that are all in the
+    /// repository with the sizes it says (a file reused by bk-hash).
+    fn objects_present(&self, rec: &Record) -> Result<bool> {
+        let Some(objects) = rec.objects.as_ref().filter(|o| !o.is_empty()) else {
+            return Ok(false);
+        };
+        for obj in objects {
+            if crate::repo::check_object_id(&obj.id).is_err() {
+                return Ok(false);
+            }
+            match self.repo.object_size(&obj.id)? {
+                Some(size) if obj.stored.is_none_or(|s| s == size) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One object for the whole file, encrypted while it is re-hashed.
+    fn store_whole(&self, rec: &Record, sha: &str, shown: &str) -> Result<(Vec<ObjectRef>, bool)> {
+        let id = self.id_key.object_id(sha).map_err(|e| e.context(shown))?;
+        if let Some((stored, waits)) = self.known(&id)? {
+            return Ok((vec![obj_ref(id, rec.size, stored)], waits));
+        }
+        let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
-        let result = self.repo.store_object(id, |out| {
-            self.recipients.encrypt(&mut reader, out, false)?;
+        let result = self.repo.write_object_unsynced(&id, |out| {
+            self.recipients
+                .encrypt_sized(&mut reader, out, false, Some(rec.size))?;
             if reader.count() != rec.size || reader.hex_digest() != sha {
                 return Err(io::Error::other(CHANGED));
             }
             Ok(())
         });
         self.read_bytes.fetch_add(reader.count(), Ordering::Relaxed);
-        match result {
-            Ok((stored, created)) => {
-                if created {
-                    self.new_objects.fetch_add(1, Ordering::Relaxed);
-                    self.new_bytes.fetch_add(stored, Ordering::Relaxed);
-                }
-                let dir = self.repo.object_path(id);
-                if let Some(parent) = dir.parent() {
-                    self.touched_dirs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(parent.to_path_buf());
-                }
-                Ok(stored)
+        let pending = result.map_err(|e| store_error(e, shown))?;
+        let stored = pending.size;
+        self.add_pending(pending);
+        Ok((vec![obj_ref(id, rec.size, Some(stored))], true))
+    }
+
+    /// Content-defined chunks, each its own object; the whole-file hash is
+    /// checked at the end (chunks stored before a mismatch are sound
+    /// objects of the content read, only the record is refused).
+    fn store_chunked(
+        &self,
+        rec: &Record,
+        sha: &str,
+        shown: &str,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<(Vec<ObjectRef>, bool)> {
+        let file = open_source(&rec.source_path()?, shown)?;
+        let mut reader = HashingReader::new(file);
+        let mut objects = Vec::new();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut waits = false;
+        let chunker = fastcdc::v2020::StreamCDC::new(&mut reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+        for chunk in chunker {
+            let chunk = chunk.map_err(|e| {
+                Error::partial(format!("{shown}: {}; not stored", chunk_error_cause(e)))
+            })?;
+            let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&chunk.data));
+            let id = self.id_key.object_id(&chunk_sha)?;
+            let size = chunk.data.len() as u64;
+            if let Some((stored, w)) = self.known(&id)? {
+                waits |= w;
+                objects.push(obj_ref(id, size, stored));
+                continue;
             }
-            Err(StoreError::Fill(e)) if e.to_string() == CHANGED => Err(Error::partial(format!(
-                "{shown}: changed since it was hashed (size or sha256 differs); not stored"
-            ))),
-            Err(StoreError::Fill(e)) => Err(Error::partial(format!(
-                "{shown}: {}; not stored",
-                crate::error::io_cause(&e)
-            ))),
-            Err(StoreError::Write(e)) => Err(e.context(format!("storing {shown}"))),
+            let (reply, result) = crossbeam_channel::bounded(1);
+            objects.push(obj_ref(id.clone(), size, None));
+            chunk_tx
+                .send(ChunkJob {
+                    id,
+                    data: chunk.data,
+                    reply,
+                })
+                .map_err(|_| Error::io(self.repo.root(), io::Error::other("chunk pool stopped")))?;
+            in_flight.push_back((objects.len() - 1, result));
+            waits = true;
+            while in_flight.len() > CHUNKS_IN_FLIGHT {
+                self.finish_chunk(in_flight.pop_front(), &mut objects, shown)?;
+            }
         }
+        while !in_flight.is_empty() {
+            self.finish_chunk(in_flight.pop_front(), &mut objects, shown)?;
+        }
+        let count = reader.count();
+        self.read_bytes.fetch_add(count, Ordering::Relaxed);
+        if count != rec.size || reader.hex_digest() != sha {
+            return Err(Error::partial(format!(
+                "{shown}: changed since it was hashed (size or sha256 differs); not stored"
+            )));
+        }
+        Ok((objects, waits))
+    }
+
+    /// Waits for one chunk from the pool and records its object.
+    fn finish_chunk(
+        &self,
+        job: Option<(
+            usize,
+            crossbeam_channel::Receiver<Result<PendingObject, StoreError>>,
+        )>,
+        objects: &mut [ObjectRef],
+        shown: &str,
+    ) -> Result<()> {
+        let Some((index, result)) = job else {
+            return Ok(());
+        };
+        let pending = result
+            .recv()
+            .map_err(|_| Error::io(self.repo.root(), io::Error::other("chunk pool stopped")))?
+            .map_err(|e| store_error(e, shown))?;
+        objects[index].stored = Some(pending.size);
+        self.add_pending(pending);
+        Ok(())
+    }
+
+    /// Whether object `id` is stored already or pending in this run:
+    /// `Some((stored size if known, waits for commit))`.
+    fn known(&self, id: &str) -> Result<Option<(Option<u64>, bool)>> {
+        if lock(&self.pending).ids.contains(id) {
+            return Ok(Some((None, true)));
+        }
+        Ok(self.repo.object_size(id)?.map(|s| (Some(s), false)))
+    }
+
+    fn add_pending(&self, obj: PendingObject) {
+        let mut p = lock(&self.pending);
+        p.bytes += obj.size;
+        p.ids.insert(obj.id.clone());
+        p.objects.push(obj);
+    }
+
+    fn batch_full(&self) -> bool {
+        let p = lock(&self.pending);
+        p.objects.len() >= BATCH_OBJECTS || p.bytes >= BATCH_BYTES
+    }
+
+    /// Commits the pending objects and writes the records that waited for
+    /// them, with the stored size of each object as it now is.
+    fn commit(
+        &self,
+        held: &mut Vec<Record>,
+        out: &mut record::RecordWriter<io::Stdout>,
+    ) -> Result<(u64, u64)> {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        let counts = self.repo.commit_objects(batch.objects)?;
+        for mut rec in held.drain(..) {
+            if let Some(objects) = rec.objects.as_mut() {
+                for obj in objects.iter_mut() {
+                    obj.stored = self.repo.object_size(&obj.id)?;
+                }
+            }
+            out.write(&rec).map_err(record::stdout_error)?;
+        }
+        Ok(counts)
     }
 }
 
+fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {
+    ObjectRef { id, size, stored }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 const CHANGED: &str = "content changed while reading";
+
+/// The error for a failed object write: a changed or unreadable source is
+/// "partial", a failing repository is reported as such.
+fn store_error(err: StoreError, shown: &str) -> Error {
+    match err {
+        StoreError::Fill(e) if e.to_string() == CHANGED => Error::partial(format!(
+            "{shown}: changed since it was hashed (size or sha256 differs); not stored"
+        )),
+        StoreError::Fill(e) => Error::partial(format!(
+            "{shown}: {}; not stored",
+            crate::error::io_cause(&e)
+        )),
+        StoreError::Write(e) => e.context(format!("storing {shown}")),
+    }
+}
+
+fn chunk_error_cause(err: fastcdc::v2020::Error) -> String {
+    match err {
+        fastcdc::v2020::Error::IoError(e) => crate::error::io_cause(&e),
+        other => other.to_string(),
+    }
+}

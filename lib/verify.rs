@@ -42,7 +42,9 @@ struct Verifier {
 pub fn run(cli: VerifyCli) -> Result<i32> {
     let repo = Repo::open(&cli.repo.repo)?;
     let key = if cli.read_data {
-        Some(require_secret(&cli.secret, "bk-verify --read-data")?)
+        let key = require_secret(&cli.secret, "bk-verify --read-data")?;
+        crate::idkey::check_secret(&repo, &key)?;
+        Some(key)
     } else {
         None
     };
@@ -179,7 +181,7 @@ impl Verifier {
                 }),
             }
         };
-        lock(&self.seen_objects).insert(cache_key, problem.clone());
+        remember(&self.seen_objects, cache_key, problem.clone());
         problem
     }
 
@@ -222,9 +224,23 @@ impl Verifier {
                 });
             }
         }
-        lock(&self.seen_contents).insert(cache_key, problem.clone());
+        remember(&self.seen_contents, cache_key, problem.clone());
         problem
     }
+}
+
+/// Entries a result cache may hold before it is emptied: the caches only
+/// save repeated work on duplicate contents, so memory stays bounded however
+/// many objects a stream names.
+const CACHE_LIMIT: usize = 100_000;
+
+/// Remembers a result, emptying the cache first when it is full.
+fn remember(cache: &Mutex<HashMap<String, Option<Problem>>>, key: String, value: Option<Problem>) {
+    let mut map = lock(cache);
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

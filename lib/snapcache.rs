@@ -1,0 +1,126 @@
+//! The local plaintext copy of the latest snapshot of each source root in a
+//! repository, so that a re-run can reuse hashes and objects of unchanged
+//! files without reading them and without the secret key.
+//!
+//! Files live under `$XDG_CACHE_HOME/bk/<repo id>/latest/<root hash>.ndjson`
+//! (mode 0600, directory 0700): they hold file names and hashes, which are
+//! private, so they never leave this machine.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Directory of the cached snapshots of one repository.
+pub fn dir(repo_id: &str) -> PathBuf {
+    crate::paths::cache_home()
+        .join("bk")
+        .join(repo_id)
+        .join("latest")
+}
+
+/// The cache file for one root.
+pub fn path_for_root(repo_id: &str, root: &[u8]) -> PathBuf {
+    let digest = hex::encode(Sha256::digest(root));
+    dir(repo_id).join(format!("{}.ndjson", &digest[..32]))
+}
+
+/// Opens the cached snapshot for `root`, if there is one.
+pub fn open(repo_id: &str, root: &[u8]) -> Option<BufReader<File>> {
+    File::open(path_for_root(repo_id, root))
+        .ok()
+        .map(|f| BufReader::with_capacity(256 << 10, f))
+}
+
+/// Writes the cache files of one snapshot, one root at a time (records
+/// arrive sorted by root), each under a temporary name until `commit`.
+pub struct CacheWriter {
+    repo_id: String,
+    current: Option<(Vec<u8>, PathBuf, BufWriter<File>)>,
+    done: Vec<(PathBuf, PathBuf)>,
+    failed: bool,
+}
+
+impl CacheWriter {
+    /// A writer for the repository's cache; failures only disable caching.
+    pub fn new(repo_id: &str) -> Self {
+        CacheWriter {
+            repo_id: repo_id.to_owned(),
+            current: None,
+            done: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Appends one record line (no newline) for `root`.
+    pub fn add(&mut self, root: &[u8], line: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if self.current.as_ref().map(|c| c.0.as_slice()) != Some(root) {
+            if let Err(()) = self.close_current().and_then(|_| self.start(root)) {
+                self.failed = true;
+                return;
+            }
+        }
+        if let Some((_, _, w)) = &mut self.current {
+            if w.write_all(line).and_then(|_| w.write_all(b"\n")).is_err() {
+                self.failed = true;
+            }
+        }
+    }
+
+    fn start(&mut self, root: &[u8]) -> Result<(), ()> {
+        let final_path = path_for_root(&self.repo_id, root);
+        let dir = final_path.parent().map(Path::to_path_buf).ok_or(())?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|_| ())?;
+        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), self.done.len()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|_| ())?;
+        self.current = Some((root.to_vec(), tmp, BufWriter::new(file)));
+        self.done.push((PathBuf::new(), final_path));
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<(), ()> {
+        if let Some((_, tmp, mut w)) = self.current.take() {
+            w.flush().map_err(|_| ())?;
+            if let Some(last) = self.done.last_mut() {
+                last.0 = tmp;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every written cache file its real name (after the snapshot
+    /// itself was committed).
+    pub fn commit(mut self) {
+        if self.close_current().is_err() {
+            self.failed = true;
+        }
+        for (tmp, final_path) in std::mem::take(&mut self.done) {
+            if self.failed {
+                let _ = fs::remove_file(&tmp);
+            } else {
+                let _ = fs::rename(&tmp, &final_path);
+            }
+        }
+    }
+
+    /// Drops every temporary file (the snapshot was not written).
+    pub fn abort(mut self) {
+        self.failed = true;
+        self.commit();
+    }
+}

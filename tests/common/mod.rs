@@ -1,0 +1,1157 @@
+//! Shared helpers for the end-to-end tests: an isolated sandbox per test,
+//! OpenPGP keys made by the real `gpg`, a runner for the six programs, the
+//! backup pipeline, tree generators and tree comparison.
+//!
+//! Every test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+/// Builds a `Vec<OsString>` from a mix of `&str`, `String`, `&Path`,
+/// `PathBuf`…
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {
+        ::std::vec::Vec::<::std::ffi::OsString>::from([$(::std::ffi::OsString::from($a)),*])
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use args;
+
+/// How long one program may run before the test kills it and fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+// ---------------------------------------------------------------------------
+// Keys, made by the real gpg.
+
+/// The kinds of test keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Ed25519 primary + Curve25519 encryption subkey (gpg `future-default`).
+    Cv25519,
+    /// RSA-3072 sign/certify primary + RSA-3072 encryption subkey.
+    Rsa3072,
+    /// Curve25519 like [`KeyKind::Cv25519`], protected by [`PASSPHRASE`].
+    Protected,
+    /// A second, unrelated Curve25519 key (the "wrong key").
+    Other,
+    /// Ed25519 primary made in 2020 with three Curve25519 encryption
+    /// subkeys: the first expired, the second valid, the newest revoked.
+    MixedSubkeys,
+    /// Like [`KeyKind::MixedSubkeys`] without the valid subkey.
+    NoUsableSubkey,
+}
+
+/// The passphrase of the [`KeyKind::Protected`] key (spaces on purpose).
+pub const PASSPHRASE: &str = "correct horse battery staple 42";
+
+/// One key pair, exported by gpg.
+#[derive(Debug)]
+pub struct KeyPair {
+    pub kind: KeyKind,
+    /// Armored public key.
+    pub public: Vec<u8>,
+    /// Armored secret key (protected with `passphrase` if any).
+    pub secret: Vec<u8>,
+    pub passphrase: Option<&'static str>,
+    /// Fingerprint of the primary key (upper-case hex).
+    pub fingerprint: String,
+    /// Key ids (upper-case hex) of the subkeys usable for encryption.
+    pub encryption_key_ids: Vec<String>,
+    /// Key ids of encryption subkeys that are expired or revoked.
+    pub unusable_key_ids: Vec<String>,
+}
+
+fn gpg_in(home: &Path, args: &[&str]) -> Output {
+    gpg_in_with_input(home, args, b"")
+}
+
+fn gpg_in_with_input(home: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = Command::new("gpg");
+    cmd.env("GNUPGHOME", home)
+        .env("HOME", home)
+        .args(["--batch", "--no-tty", "--quiet"])
+        .args(args);
+    let out = run_command(cmd, input, DEFAULT_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "gpg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn kill_agent(home: &Path) {
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", home)
+        .args(["--kill", "gpg-agent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// gpg's clock for keys that must look old: their 1-day subkeys expired.
+const PAST: [&str; 2] = ["--faked-system-time", "20200101T000000!"];
+
+fn generate_key(kind: KeyKind) -> KeyPair {
+    let dir = tempfile::Builder::new()
+        .prefix("bk-keygen-")
+        .tempdir()
+        .expect("tempdir");
+    let home = dir.path().join("g");
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+    let pass = match kind {
+        KeyKind::Protected => PASSPHRASE,
+        _ => "",
+    };
+    let fd = "future-default";
+    let (uid, algo, usage) = match kind {
+        KeyKind::Cv25519 => ("bk test cv25519 <cv@example.invalid>", fd, "default"),
+        KeyKind::Rsa3072 => ("bk test rsa <rsa@example.invalid>", "rsa3072", "sign,cert"),
+        KeyKind::Protected => ("bk test protected <p@example.invalid>", fd, "default"),
+        KeyKind::Other => ("bk test other <other@example.invalid>", fd, "default"),
+        KeyKind::MixedSubkeys => (
+            "bk test mixed <mixed@example.invalid>",
+            "ed25519",
+            "sign,cert",
+        ),
+        KeyKind::NoUsableSubkey => (
+            "bk test unusable <nu@example.invalid>",
+            "ed25519",
+            "sign,cert",
+        ),
+    };
+    let old = matches!(kind, KeyKind::MixedSubkeys | KeyKind::NoUsableSubkey);
+    let gpg = |args: &[&str], past: bool| {
+        let mut a: Vec<&str> = Vec::new();
+        if past {
+            a.extend(PAST);
+        }
+        a.extend(["--pinentry-mode", "loopback", "--passphrase", pass]);
+        a.extend(args);
+        gpg_in(&home, &a)
+    };
+    gpg(&["--quick-gen-key", uid, algo, usage, "never"], old);
+    let colons =
+        || String::from_utf8(gpg(&["--with-colons", "--list-keys"], false).stdout).unwrap();
+    let listing = colons();
+    let fingerprint = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .expect("fingerprint in gpg listing")
+        .to_owned();
+    let fpr = fingerprint.as_str();
+    match kind {
+        KeyKind::Rsa3072 => {
+            gpg(&["--quick-add-key", fpr, "rsa3072", "encr", "never"], false);
+        }
+        KeyKind::MixedSubkeys | KeyKind::NoUsableSubkey => {
+            // Subkey 1: expired long ago. Then (mixed only) subkey 2:
+            // valid. Last: the newest subkey, revoked.
+            gpg(&["--quick-add-key", fpr, "cv25519", "encr", "1d"], true);
+            if kind == KeyKind::MixedSubkeys {
+                gpg(&["--quick-add-key", fpr, "cv25519", "encr", "never"], false);
+            }
+            gpg(&["--quick-add-key", fpr, "cv25519", "encr", "never"], false);
+            let last = if kind == KeyKind::MixedSubkeys { 3 } else { 2 };
+            let script = format!("key {last}\nrevkey\ny\n0\n\ny\nsave\n");
+            gpg_in_with_input(
+                &home,
+                &[
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    pass,
+                    "--command-fd",
+                    "0",
+                    "--edit-key",
+                    fpr,
+                ],
+                script.as_bytes(),
+            );
+        }
+        _ => {}
+    }
+    let listing = colons();
+    let subkeys = |valid: bool| {
+        listing
+            .lines()
+            .filter(|l| l.starts_with("sub:"))
+            .filter(|l| l.split(':').nth(11).is_some_and(|caps| caps.contains('e')))
+            .filter(|l| {
+                let validity = l.split(':').nth(1).unwrap_or("");
+                valid != (validity == "e" || validity == "r")
+            })
+            .map(|l| l.split(':').nth(4).unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let encryption_key_ids = subkeys(true);
+    let unusable_key_ids = subkeys(false);
+    let (want_valid, want_unusable) = match kind {
+        KeyKind::MixedSubkeys => (1, 2),
+        KeyKind::NoUsableSubkey => (0, 2),
+        _ => (1, 0),
+    };
+    assert_eq!(
+        (encryption_key_ids.len(), unusable_key_ids.len()),
+        (want_valid, want_unusable),
+        "gpg listing: {listing}"
+    );
+    let public = gpg(&["--armor", "--export", fpr], false).stdout;
+    let secret = gpg(&["--armor", "--export-secret-keys", fpr], false).stdout;
+    assert!(public.starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert!(secret.starts_with(b"-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    kill_agent(&home);
+    KeyPair {
+        kind,
+        public,
+        secret,
+        passphrase: (kind == KeyKind::Protected).then_some(PASSPHRASE),
+        fingerprint,
+        encryption_key_ids,
+        unusable_key_ids,
+    }
+}
+
+/// The test key of `kind`, generated once per test binary.
+pub fn key(kind: KeyKind) -> &'static KeyPair {
+    static CV: OnceLock<KeyPair> = OnceLock::new();
+    static RSA: OnceLock<KeyPair> = OnceLock::new();
+    static PROT: OnceLock<KeyPair> = OnceLock::new();
+    static OTHER: OnceLock<KeyPair> = OnceLock::new();
+    static MIXED: OnceLock<KeyPair> = OnceLock::new();
+    static UNUSABLE: OnceLock<KeyPair> = OnceLock::new();
+    let cell = match kind {
+        KeyKind::Cv25519 => &CV,
+        KeyKind::Rsa3072 => &RSA,
+        KeyKind::Protected => &PROT,
+        KeyKind::Other => &OTHER,
+        KeyKind::MixedSubkeys => &MIXED,
+        KeyKind::NoUsableSubkey => &UNUSABLE,
+    };
+    cell.get_or_init(|| generate_key(kind))
+}
+
+// ---------------------------------------------------------------------------
+// Running programs.
+
+/// Runs `cmd` with `stdin` fed from a thread, collecting stdout and stderr;
+/// kills it (by its pid) and panics if it runs longer than `timeout`.
+pub fn run_command(mut cmd: Command, stdin: &[u8], timeout: Duration) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
+    let pid = child.id();
+    let mut input = child.stdin.take().unwrap();
+    let timed_out = AtomicBool::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let out = std::thread::scope(|s| {
+        s.spawn(move || {
+            // A program may legitimately stop reading early (an error on
+            // line 2): a broken pipe here is not the test's business.
+            let _ = input.write_all(stdin);
+        });
+        let timed_out = &timed_out;
+        s.spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
+                timed_out.store(true, Ordering::SeqCst);
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let out = child.wait_with_output().expect("waiting for child");
+        let _ = done_tx.send(());
+        out
+    });
+    assert!(
+        !timed_out.load(Ordering::SeqCst),
+        "{described} did not finish within {timeout:?} and was killed; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `status 3; stderr: …` for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}; stderr: {}; stdout: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        truncate_for_display(&out.stdout)
+    )
+}
+
+fn truncate_for_display(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(2000)]).into_owned();
+    if bytes.len() > 2000 {
+        format!("{s}… ({} bytes)", bytes.len())
+    } else {
+        s
+    }
+}
+
+/// Panics unless `out` succeeded.
+#[track_caller]
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed: {}", describe(out));
+}
+
+/// Panics unless `out` exited with `code`.
+#[track_caller]
+pub fn assert_code(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit status {code}, got {}",
+        describe(out)
+    );
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Records.
+
+/// Parses NDJSON, panicking on a bad line.
+pub fn parse_records(ndjson: &[u8]) -> Vec<Value> {
+    ndjson
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|l| {
+            serde_json::from_slice(l)
+                .unwrap_or_else(|e| panic!("bad JSON line {:?}: {e}", String::from_utf8_lossy(l)))
+        })
+        .collect()
+}
+
+/// Serialises records back to NDJSON.
+pub fn to_ndjson<'a>(records: impl IntoIterator<Item = &'a Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).unwrap();
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The raw path bytes of a record (`path_b64` wins over `path`).
+pub fn rec_path(rec: &Value) -> Vec<u8> {
+    match rec.get("path_b64").and_then(Value::as_str) {
+        Some(b) => B64.decode(b).expect("path_b64 is base64"),
+        None => rec["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("record without path: {rec}"))
+            .as_bytes()
+            .to_vec(),
+    }
+}
+
+/// Records keyed by raw path; panics on duplicates.
+pub fn by_path(records: &[Value]) -> BTreeMap<Vec<u8>, Value> {
+    let mut map = BTreeMap::new();
+    for r in records {
+        let p = rec_path(r);
+        if let Some(old) = map.insert(p.clone(), r.clone()) {
+            panic!(
+                "two records for path {:?}: {old} and {r}",
+                String::from_utf8_lossy(&p)
+            );
+        }
+    }
+    map
+}
+
+/// The record for `path` (raw bytes), panicking if absent.
+pub fn find_record<'a>(records: &'a [Value], path: &[u8]) -> &'a Value {
+    records
+        .iter()
+        .find(|r| rec_path(r) == path)
+        .unwrap_or_else(|| {
+            panic!(
+                "no record for {:?} among {} records",
+                String::from_utf8_lossy(path),
+                records.len()
+            )
+        })
+}
+
+/// The object ids of a record, in order.
+pub fn object_ids(rec: &Value) -> Vec<String> {
+    rec.get("objects")
+        .and_then(Value::as_array)
+        .map(|objs| {
+            objs.iter()
+                .map(|o| {
+                    o["id"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("object without id in {rec}"))
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+// ---------------------------------------------------------------------------
+// The sandbox.
+
+/// What one run of the backup pipeline printed.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub scan: Vec<u8>,
+    pub hashed: Vec<u8>,
+    pub sealed: Vec<u8>,
+    /// stderr of bk-seal (the id-key path on `--init`).
+    pub seal_stderr: String,
+    /// The snapshot's file name under `repo/snapshots/`.
+    pub snapshot: String,
+}
+
+impl Backup {
+    /// The sealed records, parsed.
+    pub fn records(&self) -> Vec<Value> {
+        parse_records(&self.sealed)
+    }
+}
+
+/// One test's private world: a temporary directory holding HOME, the XDG
+/// directories, GNUPGHOME, the key files and the repository.
+pub struct Sandbox {
+    dir: TempDir,
+    pub base: PathBuf,
+    pub home: PathBuf,
+    pub data_home: PathBuf,
+    pub cache_home: PathBuf,
+    pub config_home: PathBuf,
+    pub gnupghome: PathBuf,
+    pub repo: PathBuf,
+    pub key: &'static KeyPair,
+    pub pub_key: PathBuf,
+    pub sec_key: PathBuf,
+    /// File holding the passphrase of a protected key.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox using the Curve25519 test key.
+    pub fn new() -> Self {
+        Self::with_key(KeyKind::Cv25519)
+    }
+
+    /// A sandbox using the test key of `kind`.
+    pub fn with_key(kind: KeyKind) -> Self {
+        let key = key(kind);
+        let dir = tempfile::Builder::new()
+            .prefix("bk-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let base = dir.path().to_path_buf();
+        let home = base.join("home");
+        let gnupghome = base.join("gnupg");
+        for d in [&home, &gnupghome] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::set_permissions(&gnupghome, fs::Permissions::from_mode(0o700)).unwrap();
+        let keys = base.join("keys");
+        fs::create_dir(&keys).unwrap();
+        let (pub_key, sec_key) = write_key_files(key, &keys, "me");
+        let passphrase_file = key.passphrase.map(|p| {
+            let f = keys.join("passphrase.txt");
+            fs::write(&f, format!("{p}\n")).unwrap();
+            f
+        });
+        Sandbox {
+            data_home: home.join(".local/share"),
+            cache_home: home.join(".cache"),
+            config_home: home.join(".config"),
+            repo: base.join("repo"),
+            dir,
+            base,
+            home,
+            gnupghome,
+            key,
+            pub_key,
+            sec_key,
+            passphrase_file,
+        }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.base.join(rel)
+    }
+
+    /// Writes another key pair's files into the sandbox: (public, secret).
+    pub fn add_key(&self, kind: KeyKind, name: &str) -> (PathBuf, PathBuf) {
+        write_key_files(key(kind), &self.path("keys"), name)
+    }
+
+    /// A command for `program` (a bk program, or `gpg`/`/usr/bin/time`)
+    /// with the sandbox's environment and no inherited `BK_*` variables.
+    pub fn command(&self, program: &str) -> Command {
+        let exe: PathBuf = if program.starts_with("bk-") {
+            assert_cmd::cargo::cargo_bin(program)
+        } else {
+            PathBuf::from(program)
+        };
+        let mut cmd = Command::new(exe);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    fn apply_env(&self, cmd: &mut Command) {
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"BK_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("HOME", &self.home)
+            .env("XDG_DATA_HOME", &self.data_home)
+            .env("XDG_CACHE_HOME", &self.cache_home)
+            .env("XDG_CONFIG_HOME", &self.config_home)
+            .env("GNUPGHOME", &self.gnupghome)
+            .env("LC_ALL", "C")
+            .current_dir(&self.base);
+    }
+
+    /// Runs a bk program with `args` and `stdin`.
+    pub fn run(&self, program: &str, args: &[OsString], stdin: &[u8]) -> Output {
+        self.run_env(program, args, stdin, &[])
+    }
+
+    /// Runs a bk program with extra environment variables.
+    pub fn run_env(
+        &self,
+        program: &str,
+        args: &[OsString],
+        stdin: &[u8],
+        env: &[(&str, &OsStr)],
+    ) -> Output {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_command(cmd, stdin, DEFAULT_TIMEOUT)
+    }
+
+    /// Runs a program under `/usr/bin/time -f %M` and returns its output
+    /// and peak RSS in KiB. stdout goes to `stdout_file` when given.
+    pub fn run_measured(
+        &self,
+        program: &str,
+        args: &[OsString],
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> (Output, u64) {
+        let time = Path::new("/usr/bin/time");
+        assert!(
+            time.exists(),
+            "/usr/bin/time is missing: install the `time` package (the memory tests need it)"
+        );
+        let report = self.path(format!("rss-{program}-{}.txt", rand_suffix()));
+        let mut cmd = self.command("/usr/bin/time");
+        cmd.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&report)
+            .arg(assert_cmd::cargo::cargo_bin(program))
+            .args(args);
+        let out = run_command(cmd, stdin, timeout);
+        let text = fs::read_to_string(&report).expect("time report");
+        let kib = text
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no RSS figure in /usr/bin/time output {text:?}"));
+        (out, kib)
+    }
+
+    /// Runs `gpg --batch` in the sandbox's GNUPGHOME.
+    pub fn gpg(&self, args: &[OsString], stdin: &[u8]) -> Output {
+        let mut cmd = self.command("gpg");
+        cmd.args(["--batch", "--no-tty"]).args(args);
+        run_command(cmd, stdin, DEFAULT_TIMEOUT)
+    }
+
+    /// Imports a secret key into the sandbox's gpg keyring.
+    pub fn gpg_import_secret(&self, key: &KeyPair) {
+        let pass = key.passphrase.unwrap_or("");
+        let out = self.gpg(
+            &args![
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                pass,
+                "--import"
+            ],
+            &key.secret,
+        );
+        assert_ok(&out, "gpg --import");
+    }
+
+    /// `gpg --decrypt FILE` with the sandbox key (imported first).
+    pub fn gpg_decrypt(&self, file: &Path, extra: &[&str]) -> Output {
+        let pass = self.key.passphrase.unwrap_or("");
+        let mut a = args!["--pinentry-mode", "loopback", "--passphrase", pass];
+        a.extend(extra.iter().map(OsString::from));
+        a.extend(args!["--decrypt", file]);
+        self.gpg(&a, b"")
+    }
+
+    /// `--key SEC [--passphrase-file F]` for this sandbox's key.
+    pub fn key_args(&self) -> Vec<OsString> {
+        let mut a = args!["--key", &self.sec_key];
+        if let Some(f) = &self.passphrase_file {
+            a.extend(args!["--passphrase-file", f]);
+        }
+        a
+    }
+
+    /// `--repo R`.
+    pub fn repo_args(&self) -> Vec<OsString> {
+        args!["--repo", &self.repo]
+    }
+
+    /// `--repo R -r PUB`.
+    pub fn seal_args(&self) -> Vec<OsString> {
+        args!["--repo", &self.repo, "-r", &self.pub_key]
+    }
+
+    /// bk-scan | bk-hash of `tree`: the hashed records.
+    pub fn scan_hash(&self, tree: &Path) -> (Vec<u8>, Vec<u8>) {
+        let scan = self.run("bk-scan", &args![tree], b"");
+        assert_ok(&scan, "bk-scan");
+        let hashed = self.run("bk-hash", &[], &scan.stdout);
+        assert_ok(&hashed, "bk-hash");
+        (scan.stdout, hashed.stdout)
+    }
+
+    /// bk-seal of hashed records (with `--init` when the repository does
+    /// not exist yet).
+    pub fn seal(&self, hashed: &[u8]) -> Output {
+        let mut a = self.seal_args();
+        if !self.repo.exists() {
+            a.push("--init".into());
+        }
+        self.run("bk-seal", &a, hashed)
+    }
+
+    /// bk-index write of sealed records; returns the snapshot's file name.
+    pub fn index_write(&self, sealed: &[u8]) -> String {
+        let mut a = args!["write"];
+        a.extend(self.seal_args());
+        let out = self.run("bk-index", &a, sealed);
+        assert_ok(&out, "bk-index write");
+        let printed = String::from_utf8(out.stdout).expect("snapshot name is UTF-8");
+        let printed = printed.trim();
+        assert_eq!(
+            printed.lines().count(),
+            1,
+            "bk-index write should print one snapshot name, printed {printed:?}"
+        );
+        let name = Path::new(printed)
+            .file_name()
+            .unwrap_or_else(|| panic!("bk-index write printed {printed:?}"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            name.ends_with(".pgp"),
+            "snapshot name {name:?} should end in .pgp"
+        );
+        assert!(
+            self.repo.join("snapshots").join(&name).is_file(),
+            "bk-index write printed {printed:?} but {} does not exist",
+            self.repo.join("snapshots").join(&name).display()
+        );
+        name
+    }
+
+    /// bk-scan | bk-hash | bk-seal | bk-index write of `tree`, every stage
+    /// checked for success.
+    pub fn backup(&self, tree: &Path) -> Backup {
+        let (scan, hashed) = self.scan_hash(tree);
+        let sealed = self.seal(&hashed);
+        assert_ok(&sealed, "bk-seal");
+        let snapshot = self.index_write(&sealed.stdout);
+        let seal_stderr = stderr(&sealed);
+        Backup {
+            scan,
+            hashed,
+            sealed: sealed.stdout,
+            seal_stderr,
+            snapshot,
+        }
+    }
+
+    /// `bk-index show SNAPSHOT --repo R --key …`.
+    pub fn show(&self, snapshot: &str, extra: &[&str]) -> Output {
+        let mut a = args!["show", snapshot];
+        a.extend(self.repo_args());
+        a.extend(self.key_args());
+        a.extend(extra.iter().map(OsString::from));
+        self.run("bk-index", &a, b"")
+    }
+
+    /// The NDJSON of `bk-index show latest`, checked for success.
+    pub fn show_latest(&self) -> Vec<u8> {
+        let out = self.show("latest", &[]);
+        assert_ok(&out, "bk-index show latest");
+        out.stdout
+    }
+
+    /// `bk-open --repo R --key … --to DIR` with `records` on stdin.
+    pub fn restore(&self, records: &[u8], to: &Path) -> Output {
+        let mut a = self.repo_args();
+        a.extend(self.key_args());
+        a.extend(args!["--to", to]);
+        self.run("bk-open", &a, records)
+    }
+
+    /// `bk-open --repo R --key … --object ID`.
+    pub fn open_object(&self, id: &str) -> Output {
+        let mut a = self.repo_args();
+        a.extend(self.key_args());
+        a.extend(args!["--object", id]);
+        self.run("bk-open", &a, b"")
+    }
+
+    /// `bk-verify --repo R [extra]` with `records` on stdin.
+    pub fn verify(&self, records: &[u8], extra: &[OsString]) -> Output {
+        let mut a = self.repo_args();
+        a.extend(extra.iter().cloned());
+        self.run("bk-verify", &a, records)
+    }
+
+    /// Where the object `id` lives: `repo/objects/<first two hex>/<id>`.
+    pub fn object_path(&self, id: &str) -> PathBuf {
+        self.repo.join("objects").join(&id[..2]).join(id)
+    }
+
+    /// Every regular file under `repo/objects`, relative to it.
+    pub fn object_files(&self) -> BTreeSet<PathBuf> {
+        files_under(&self.repo.join("objects"))
+    }
+
+    /// Snapshot file names under `repo/snapshots`.
+    pub fn snapshot_names(&self) -> BTreeSet<String> {
+        files_under(&self.repo.join("snapshots"))
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A fresh empty directory inside the sandbox.
+    pub fn fresh_dir(&self, name: &str) -> PathBuf {
+        let d = self.path(name);
+        fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        d
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Stop a gpg-agent started for this GNUPGHOME, and make read-only
+        // directories removable.
+        if fs::read_dir(&self.gnupghome).is_ok_and(|mut d| d.next().is_some()) {
+            kill_agent(&self.gnupghome);
+        }
+        make_writable(self.dir.path());
+    }
+}
+
+fn make_writable(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(ft) = e.file_type() {
+                if ft.is_dir() {
+                    let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
+
+fn write_key_files(key: &KeyPair, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let p = dir.join(format!("{name}.pub.asc"));
+    let s = dir.join(format!("{name}.sec.asc"));
+    fs::write(&p, &key.public).unwrap();
+    fs::write(&s, &key.secret).unwrap();
+    fs::set_permissions(&s, fs::Permissions::from_mode(0o600)).unwrap();
+    (p, s)
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+/// Every regular file under `dir` (recursively), relative to it.
+pub fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                walk(root, &e.path(), out);
+            } else if ft.is_file() {
+                out.insert(e.path().strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Every entry (files, dirs, links…) under `dir`, relative to it.
+pub fn entries_under(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            out.insert(e.path().strip_prefix(root).unwrap().to_path_buf());
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &e.path(), out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Tree generation.
+
+/// Deterministic pseudo-random bytes (SplitMix64).
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut state = seed;
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// `Path` from raw bytes (names that are not UTF-8).
+pub fn raw(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// Writes `data` to `path` (creating parents) with permission `mode`.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Creates a symlink `path` → `target`.
+pub fn make_symlink(target: &Path, path: &Path) {
+    symlink(target, path).unwrap_or_else(|e| panic!("symlink {}: {e}", path.display()));
+}
+
+/// Sets the mtime (and atime) of `path` to `ns` nanoseconds since the
+/// epoch, without following a symlink.
+pub fn set_mtime_ns(path: &Path, ns: i64) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let ts = TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink)
+        .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
+}
+
+/// mtime in nanoseconds since the epoch, without following a symlink.
+pub fn mtime_ns(path: &Path) -> i64 {
+    let m = fs::symlink_metadata(path).unwrap();
+    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+}
+
+/// A distinctive base time for test mtimes (with a nanosecond part).
+pub const T0: i64 = 1_600_000_000_123_456_789;
+
+/// Non-UTF-8 names used by the rich tree.
+pub const LATIN1_FILE: &[u8] = b"caf\xe9-latin1.txt";
+pub const BAD_DIR: &[u8] = b"dir-\xff\xfe";
+
+/// Size of the big file of the rich tree.
+pub const BIG: usize = 50 << 20;
+
+/// Builds the tree the round-trip test backs up: nested directories, empty
+/// files, a 50 MiB file, duplicates, symlinks (relative, dangling, to a
+/// directory, with a non-UTF-8 target), names with spaces, a newline and
+/// non-UTF-8 bytes, assorted modes and nanosecond mtimes.
+pub fn make_rich_tree(root: &Path) {
+    fs::create_dir_all(root).unwrap();
+    let dup = pseudo_random(7, 200_000);
+    let p = |s: &str| PathBuf::from(s);
+    let files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
+        (p("a.txt"), b"alpha\n".to_vec(), 0o644),
+        (p("empty-1"), Vec::new(), 0o600),
+        (p("sub/empty-2"), Vec::new(), 0o644),
+        (
+            p("sub/deeper/deepest/leaf.bin"),
+            pseudo_random(1, 12_345),
+            0o640,
+        ),
+        (p("big.bin"), pseudo_random(2, BIG), 0o644),
+        (p("dup-1.dat"), dup.clone(), 0o644),
+        (p("sub/dup-2.dat"), dup.clone(), 0o600),
+        (p("sub/deeper/dup-3.dat"), dup, 0o644),
+        (p("name with  spaces .txt"), b"spaces\n".to_vec(), 0o644),
+        (p("line\nbreak.txt"), b"newline in name\n".to_vec(), 0o644),
+        (
+            raw(LATIN1_FILE).to_owned(),
+            b"latin-1 name\n".to_vec(),
+            0o644,
+        ),
+        (
+            raw(BAD_DIR).join("inner.txt"),
+            b"inside a non-UTF-8 dir\n".to_vec(),
+            0o644,
+        ),
+        (p("exec.sh"), b"#!/bin/sh\necho hi\n".to_vec(), 0o755),
+        (p("readonly.txt"), b"read only\n".to_vec(), 0o444),
+        (p("sub/x y/z.txt"), pseudo_random(3, 4096), 0o664),
+    ];
+    for (i, (rel, data, mode)) in files.iter().enumerate() {
+        let p = root.join(rel);
+        write_file(&p, data, 0o644);
+        set_mtime_ns(&p, T0 + (i as i64) * 1_000_003_001);
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    make_symlink(
+        Path::new("sub/deeper/deepest/leaf.bin"),
+        &root.join("link-rel"),
+    );
+    make_symlink(Path::new("../a.txt"), &root.join("sub/link-up"));
+    make_symlink(Path::new("does/not/exist"), &root.join("dangling"));
+    make_symlink(Path::new("sub"), &root.join("link-dir"));
+    make_symlink(raw(LATIN1_FILE), &root.join("link-latin1"));
+    fs::create_dir(root.join("empty-dir")).unwrap();
+    for (rel, mode) in [
+        ("sub/deeper/deepest", 0o755),
+        ("sub/deeper", 0o700),
+        ("sub/x y", 0o775),
+        ("sub", 0o755),
+        ("empty-dir", 0o711),
+    ] {
+        fs::set_permissions(root.join(rel), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(0o750)).unwrap();
+}
+
+/// What a tree entry is, for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One entry of a tree, for comparison.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: EntryKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub perm: u32,
+    pub mtime_ns: i64,
+    pub target: Option<OsString>,
+    pub content: Option<Vec<u8>>,
+}
+
+/// Reads a whole tree (root included as "."), keyed by raw relative path.
+pub fn read_tree(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
+    let mut out = BTreeMap::new();
+    out.insert(b".".to_vec(), read_entry(root));
+    for rel in entries_under(root) {
+        let entry = read_entry(&root.join(&rel));
+        out.insert(rel.into_os_string().into_vec(), entry);
+    }
+    out
+}
+
+fn read_entry(p: &Path) -> Entry {
+    let m = fs::symlink_metadata(p).unwrap();
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    };
+    Entry {
+        perm: m.mode() & 0o7777,
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        target: ft
+            .is_symlink()
+            .then(|| fs::read_link(p).unwrap().into_os_string()),
+        content: ft.is_file().then(|| fs::read(p).unwrap()),
+        kind,
+    }
+}
+
+/// What to compare besides kind, content and symlink targets.
+#[derive(Debug, Clone, Copy)]
+pub struct Compare {
+    /// Permission bits of files and directories.
+    pub perm: bool,
+    /// mtimes (ns) of regular files.
+    pub file_mtime: bool,
+    /// mtimes (ns) of directories.
+    pub dir_mtime: bool,
+}
+
+/// Every difference between two trees, one line each.
+pub fn diff_trees(
+    expected: &BTreeMap<Vec<u8>, Entry>,
+    actual: &BTreeMap<Vec<u8>, Entry>,
+    what: Compare,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let show = |p: &[u8]| format!("{:?}", String::from_utf8_lossy(p));
+    for (p, e) in expected {
+        let Some(a) = actual.get(p) else {
+            diffs.push(format!("{}: missing from the restored tree", show(p)));
+            continue;
+        };
+        if e.kind != a.kind {
+            diffs.push(format!(
+                "{}: kind {:?}, expected {:?}",
+                show(p),
+                a.kind,
+                e.kind
+            ));
+            continue;
+        }
+        if what.perm && e.kind != EntryKind::Symlink && e.perm != a.perm {
+            diffs.push(format!(
+                "{}: mode {:o}, expected {:o}",
+                show(p),
+                a.perm,
+                e.perm
+            ));
+        }
+        if e.target != a.target {
+            diffs.push(format!(
+                "{}: symlink target {:?}, expected {:?}",
+                show(p),
+                a.target,
+                e.target
+            ));
+        }
+        if let (Some(ec), Some(ac)) = (&e.content, &a.content) {
+            if ec != ac {
+                let at = ec.iter().zip(ac.iter()).position(|(x, y)| x != y);
+                diffs.push(format!(
+                    "{}: content differs ({} bytes restored, {} expected, first difference at {:?})",
+                    show(p),
+                    ac.len(),
+                    ec.len(),
+                    at
+                ));
+            }
+        }
+        let check_mtime = match e.kind {
+            EntryKind::File => what.file_mtime,
+            EntryKind::Dir => what.dir_mtime,
+            _ => false,
+        };
+        if check_mtime && e.mtime_ns != a.mtime_ns {
+            diffs.push(format!(
+                "{}: mtime {} ns, expected {} ns",
+                show(p),
+                a.mtime_ns,
+                e.mtime_ns
+            ));
+        }
+    }
+    for p in actual.keys() {
+        if !expected.contains_key(p) {
+            diffs.push(format!("{}: restored but not in the source tree", show(p)));
+        }
+    }
+    diffs
+}
+
+/// Edits `repo/bk-repo.json`, setting `format` to `version`.
+pub fn set_repo_format(repo: &Path, version: u64) {
+    let path = repo.join("bk-repo.json");
+    let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(v["format"], 1, "bk-repo.json before editing: {v}");
+    v["format"] = Value::from(version);
+    fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// Does `hay` contain `needle`?
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,226 @@
+//! Deduplication: one object per unique content, nothing new for an
+//! unchanged tree, and the snapshots of every run listed.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+const COPIES: usize = 30;
+
+/// 30 paths with one content (in assorted directories) and 3 others.
+fn dup_tree(root: &Path) -> Vec<String> {
+    let same = pseudo_random(21, 100_000);
+    let mut dup_paths = Vec::new();
+    for i in 0..COPIES {
+        let rel = match i % 3 {
+            0 => format!("copy-{i}.bin"),
+            1 => format!("a/copy {i}.bin"),
+            _ => format!("a/b/c/copy-{i}"),
+        };
+        write_file(&root.join(&rel), &same, 0o644);
+        dup_paths.push(rel);
+    }
+    for (i, name) in ["unique-1", "a/unique-2", "a/b/unique-3"]
+        .iter()
+        .enumerate()
+    {
+        write_file(
+            &root.join(name),
+            &pseudo_random(100 + i as u64, 50_000),
+            0o644,
+        );
+    }
+    dup_paths
+}
+
+/// Every object file's bytes, by relative path.
+fn object_bytes(sb: &Sandbox) -> BTreeMap<PathBuf, Vec<u8>> {
+    sb.object_files()
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(sb.repo.join("objects").join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn all_ids(records: &[Value]) -> BTreeSet<String> {
+    records.iter().flat_map(object_ids).collect()
+}
+
+fn ids_as_paths(ids: &BTreeSet<String>) -> BTreeSet<PathBuf> {
+    ids.iter().map(|id| Path::new(&id[..2]).join(id)).collect()
+}
+
+#[test]
+fn identical_contents_are_stored_once() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    let dups = dup_tree(&src);
+    let b = sb.backup(&src);
+    let records = b.records();
+
+    let first = object_ids(find_record(&records, dups[0].as_bytes()));
+    assert!(!first.is_empty(), "{} has no objects", dups[0]);
+    for p in &dups {
+        assert_eq!(
+            object_ids(find_record(&records, p.as_bytes())),
+            first,
+            "{p} should share the objects of {}",
+            dups[0]
+        );
+    }
+    let mut unique_objects = BTreeSet::new();
+    for name in ["unique-1", "a/unique-2", "a/b/unique-3"] {
+        let ids = object_ids(find_record(&records, name.as_bytes()));
+        unique_objects.extend(ids.iter().cloned());
+        assert!(!ids.is_empty(), "{name} has no objects");
+        assert!(
+            ids.iter().all(|id| !first.contains(id)),
+            "{name} shares an object with the duplicates"
+        );
+    }
+    // The repository holds exactly the referenced objects: the 30 copies
+    // cost one content's worth.
+    let ids = all_ids(&records);
+    assert_eq!(
+        sb.object_files(),
+        ids_as_paths(&ids),
+        "object files should be exactly the objects the records name"
+    );
+    let dup_objects = first.iter().collect::<BTreeSet<_>>().len();
+    assert_eq!(
+        sb.object_files().len(),
+        dup_objects + unique_objects.len(),
+        "{COPIES} identical files should cost one content's objects"
+    );
+}
+
+#[test]
+fn second_backup_of_unchanged_tree_adds_no_object() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    dup_tree(&src);
+    let b1 = sb.backup(&src);
+    let before = object_bytes(&sb);
+    assert!(!before.is_empty());
+
+    let b2 = sb.backup(&src);
+    let after = object_bytes(&sb);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the second backup changed the set of object files"
+    );
+    for (p, bytes) in &before {
+        assert!(after[p] == *bytes, "object {p:?} was rewritten");
+    }
+    assert_eq!(all_ids(&b1.records()), all_ids(&b2.records()));
+
+    // Two snapshots, both listed.
+    assert_ne!(b1.snapshot, b2.snapshot, "each run writes its own snapshot");
+    assert_eq!(
+        sb.snapshot_names(),
+        BTreeSet::from([b1.snapshot.clone(), b2.snapshot.clone()])
+    );
+    let mut a = args!["list"];
+    a.extend(sb.repo_args());
+    let out = sb.run("bk-index", &a, b"");
+    assert_ok(&out, "bk-index list");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for name in [&b1.snapshot, &b2.snapshot] {
+        let stem = name.trim_end_matches(".pgp");
+        assert!(
+            listing.contains(stem),
+            "bk-index list lacks {stem}:\n{listing}"
+        );
+    }
+    a.push("--json".into());
+    let out = sb.run("bk-index", &a, b"");
+    assert_ok(&out, "bk-index list --json");
+    assert_eq!(parse_records(&out.stdout).len(), 2, "{}", describe(&out));
+}
+
+#[test]
+fn new_content_adds_exactly_one_object_and_old_snapshot_is_kept() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    dup_tree(&src);
+    let b1 = sb.backup(&src);
+    let before = sb.object_files();
+
+    write_file(&src.join("a/new-file.txt"), b"brand new content\n", 0o644);
+    let b2 = sb.backup(&src);
+    let after = sb.object_files();
+    let added: Vec<&PathBuf> = after.difference(&before).collect();
+    let new_ids = object_ids(find_record(&b2.records(), b"a/new-file.txt"));
+    assert_eq!(new_ids.len(), 1, "a small file is one object");
+    assert_eq!(added, vec![&Path::new(&new_ids[0][..2]).join(&new_ids[0])]);
+    assert!(before.is_subset(&after), "an object disappeared");
+
+    // The first snapshot still reads back without the new file.
+    let first = sb.show(b1.snapshot.trim_end_matches(".pgp"), &[]);
+    assert_ok(&first, "bk-index show <first snapshot>");
+    let first = parse_records(&first.stdout);
+    assert_eq!(first.len(), b1.records().len());
+    assert!(!first.iter().any(|r| rec_path(r) == b"a/new-file.txt"));
+    let second = sb.show(b2.snapshot.trim_end_matches(".pgp"), &[]);
+    assert_ok(&second, "bk-index show <second snapshot>");
+    let second = parse_records(&second.stdout);
+    assert!(second.iter().any(|r| rec_path(r) == b"a/new-file.txt"));
+}
+
+/// "latest" must be the snapshot written last, also when several runs
+/// happen within one second (scripts, retries).
+#[test]
+fn latest_is_the_snapshot_written_last() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    write_file(&src.join("f.txt"), b"one\n", 0o644);
+    let b = sb.backup(&src);
+    let mut wrong = Vec::new();
+    for run in 0..10 {
+        // Each snapshot gets a distinguishable record stream: an extra
+        // field that every stage passes through.
+        let mut recs = b.records();
+        recs[0]["test_run"] = Value::from(run);
+        let name = sb.index_write(&to_ndjson(&recs));
+        let latest = parse_records(&sb.show_latest());
+        let got = latest.iter().find_map(|r| r.get("test_run").cloned());
+        if got != Some(Value::from(run)) {
+            wrong.push(format!(
+                "after writing run {run} ({name}), latest showed run {got:?}; snapshots: {:?}",
+                sb.snapshot_names()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn lost_local_id_key_is_recovered_with_the_secret_key() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    dup_tree(&src);
+    let b1 = sb.backup(&src);
+    let before = sb.object_files();
+
+    // A new machine: no local id key.
+    fs::remove_dir_all(sb.data_home.join("bk")).unwrap();
+    let (_, hashed) = sb.scan_hash(&src);
+    let mut a = sb.seal_args();
+    a.extend(sb.key_args());
+    let out = sb.run("bk-seal", &a, &hashed);
+    assert_ok(&out, "bk-seal --key after losing the local id key");
+    assert_eq!(
+        all_ids(&parse_records(&out.stdout)),
+        all_ids(&b1.records()),
+        "the recovered id key must give the same object ids"
+    );
+    assert_eq!(sb.object_files(), before, "no object may be duplicated");
+}

@@ -1,0 +1,447 @@
+//! Crashes and faults: bk-seal killed with SIGKILL mid-run, a full disk
+//! under the repository and under a restore, files that vanish, change or
+//! cannot be read during a backup.
+//!
+//! The full-disk tests mount a small tmpfs and the unreadable-file test
+//! drops to nobody with setpriv: they need root (CI runs as root).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bk::record::Kind;
+use support::*;
+
+/// Object ids and inode numbers of every object under its real name.
+fn object_inodes(sb: &Sandbox) -> BTreeMap<String, u64> {
+    sb.objects()
+        .into_iter()
+        .map(|(id, p)| (id, fs::metadata(p).unwrap().ino()))
+        .collect()
+}
+
+/// Every object id the records name.
+fn named_objects(recs: &[u8]) -> BTreeSet<String> {
+    records(recs)
+        .iter()
+        .flat_map(|r| r.objects.iter().flatten().map(|o| o.id.clone()))
+        .collect()
+}
+
+/// Every snapshot in the repository verifies with `--read-data`.
+fn every_snapshot_verifies(sb: &Sandbox) {
+    let names: Vec<String> = fs::read_dir(sb.repo.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    for name in names {
+        let shown = run(
+            sb.cmd("bk-index")
+                .args(["show", &name, "--repo"])
+                .arg(&sb.repo)
+                .arg("--key")
+                .arg(&keys().secret),
+            b"",
+        );
+        ok(&shown, &format!("bk-index show {name}"));
+        let v = sb.verify(&shown.stdout);
+        assert_eq!(
+            code(&v),
+            OK,
+            "snapshot {name} does not verify: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            stderr(&v)
+        );
+    }
+}
+
+/// Restores the latest snapshot and checks every file of `src` that the
+/// snapshot lists has its exact content.
+fn restore_matches(sb: &Sandbox, src: &Path, dest: &Path) -> usize {
+    let shown = sb.show_latest();
+    let out = sb.restore(&shown, dest);
+    assert_eq!(code(&out), OK, "restore: {}", stderr(&out));
+    let mut n = 0;
+    for rec in records(&shown).iter().filter(|r| r.kind == Kind::File) {
+        let rel = rec.path_os().unwrap();
+        assert_eq!(
+            fs::read(dest.join(&rel)).unwrap(),
+            fs::read(src.join(&rel)).unwrap(),
+            "{rel:?}"
+        );
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    // Enough small files for several durability batches.
+    for i in 0..6000u64 {
+        let d = src.join(format!("d{:02}", i % 50));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("f{i:05}")), noise(i, 1500)).unwrap();
+    }
+    // An earlier, complete snapshot of part of the tree.
+    let first = src.join("d00");
+    sb.backup(&first);
+
+    let scanned = sb.scan(&src);
+    ok(&scanned, "bk-scan");
+    let hashed = sb.hash(&scanned.stdout);
+    ok(&hashed, "bk-hash");
+    let input = sb.path("hashed.ndjson");
+    fs::write(&input, &hashed.stdout).unwrap();
+    let before = object_inodes(&sb);
+
+    // bk-seal | bk-index write, and SIGKILL for bk-seal once it has
+    // committed objects of this run.
+    let mut seal = sb
+        .seal_cmd()
+        .args(["-j", "2"])
+        .stdin(fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seal_out = seal.stdout.take().unwrap();
+    let index = sb
+        .cmd("bk-index")
+        .args(["write", "--repo"])
+        .arg(&sb.repo)
+        .arg("-r")
+        .arg(&keys().public)
+        .stdin(seal_out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sb.objects().len() <= before.len() {
+        assert!(
+            seal.try_wait().unwrap().is_none(),
+            "bk-seal finished before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no object committed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seal.kill().unwrap();
+    let status = seal.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let index = index.wait_with_output().unwrap();
+    let after_crash = object_inodes(&sb);
+    let total = records(&hashed.stdout)
+        .iter()
+        .filter(|r| r.kind == Kind::File)
+        .count();
+    assert!(
+        after_crash.len() < total,
+        "killed too late: {} of {total} objects",
+        after_crash.len()
+    );
+    eprintln!(
+        "killed bk-seal with {} of {total} objects stored; bk-index write exited {:?}: {}",
+        after_crash.len(),
+        index.status.code(),
+        stderr(&index).trim()
+    );
+
+    // Whatever was indexed (the earlier snapshot, and the interrupted one
+    // if bk-index wrote it) verifies, every object byte included.
+    every_snapshot_verifies(&sb);
+
+    // A rerun stores only what is missing: objects already there are kept
+    // (same inode), and every object now is one the records name.
+    let resumed = sb.seal(&hashed.stdout);
+    ok(&resumed, "bk-seal rerun");
+    ok(&sb.index_write(&resumed.stdout), "bk-index write");
+    let after = object_inodes(&sb);
+    for (id, ino) in &after_crash {
+        assert_eq!(after.get(id), Some(ino), "object {id} was rewritten");
+    }
+    let named = named_objects(&resumed.stdout);
+    let stored: BTreeSet<String> = after.keys().cloned().collect();
+    assert_eq!(stored, named, "objects under real names = objects named");
+    let summary = stderr(&resumed);
+    assert!(
+        summary.contains(&format!("{} new objects", total - after_crash.len())),
+        "rerun must add exactly the {} missing objects: {summary}",
+        total - after_crash.len()
+    );
+    every_snapshot_verifies(&sb);
+    let leftovers = sb.repo_temp_files();
+    eprintln!(
+        "temporary files left by the killed run: {}",
+        leftovers.len()
+    );
+    let dest = sb.path("restored");
+    assert_eq!(restore_matches(&sb, &src, &dest), total);
+}
+
+#[test]
+fn full_disk_under_the_repository_is_a_clear_error_and_nothing_corrupt() {
+    if !have_root("full_disk_under_the_repository_is_a_clear_error_and_nothing_corrupt") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..24u64 {
+        fs::write(src.join(format!("big{i:02}")), noise(100 + i, 512 << 10)).unwrap();
+    }
+    for i in 0..20u64 {
+        fs::write(src.join(format!("small{i:02}")), noise(200 + i, 3000)).unwrap();
+    }
+    let _mount = Mount::tmpfs(&sb.repo, "8m");
+    let scanned = sb.scan(&src);
+    let hashed = sb.hash(&scanned.stdout);
+    ok(&hashed, "bk-hash");
+    let sealed = sb.seal(&hashed.stdout);
+    let err = stderr(&sealed);
+    assert_eq!(code(&sealed), IO, "bk-seal on a full disk: {err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    let index = sb.index_write(&sealed.stdout);
+    eprintln!(
+        "bk-index write after the full disk: exit {:?} {}",
+        index.status.code(),
+        stderr(&index).trim()
+    );
+    // No temporary file is left to fill the disk, every object under a
+    // real name is complete, and any snapshot verifies.
+    assert_eq!(sb.repo_temp_files(), Vec::<std::path::PathBuf>::new());
+    for (id, _) in sb.objects() {
+        let out = sb.open_object(&id);
+        assert_eq!(code(&out), OK, "object {id}: {}", stderr(&out));
+    }
+    every_snapshot_verifies(&sb);
+
+    // With room again, the same run completes.
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&sb.repo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sealed = sb.seal(&hashed.stdout);
+    ok(&sealed, "bk-seal with room");
+    ok(&sb.index_write(&sealed.stdout), "bk-index write");
+    assert_eq!(restore_matches(&sb, &src, &sb.path("restored")), 44);
+}
+
+#[test]
+fn full_disk_under_a_restore_stops_with_a_clear_error() {
+    if !have_root("full_disk_under_a_restore_stops_with_a_clear_error") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..12u64 {
+        fs::write(src.join(format!("f{i:02}")), noise(300 + i, 1 << 20)).unwrap();
+    }
+    sb.backup(&src);
+    let dest = sb.path("dest");
+    let _mount = Mount::tmpfs(&dest, "4m");
+    let out = sb.restore(&sb.show_latest(), &dest);
+    let err = stderr(&out);
+    assert_eq!(code(&out), IO, "{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    assert!(err.contains("stopping"), "{err}");
+    let mut complete = 0;
+    walk(&dest, &mut |p| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.starts_with(".bk-restore"),
+            "temporary file left: {name}"
+        );
+        if p.is_file() {
+            assert_eq!(
+                fs::read(p).unwrap(),
+                fs::read(src.join(&name)).unwrap(),
+                "{name}"
+            );
+            complete += 1;
+        }
+    });
+    assert!(complete < 12, "the disk was not full after all");
+}
+
+#[test]
+fn vanished_and_changed_files_are_reported_and_the_rest_is_good() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    for name in [
+        "keep1",
+        "keep2",
+        "gone",
+        "grows",
+        "relinked",
+        "late-change",
+        "late-gone",
+    ] {
+        fs::write(src.join(name), noise(name.len() as u64, 20_000)).unwrap();
+    }
+    fs::create_dir(src.join("sub")).unwrap();
+    fs::write(src.join("sub/keep3"), b"three").unwrap();
+    let scanned = sb.scan(&src);
+    ok(&scanned, "bk-scan");
+
+    // Between scan and hash: one vanishes, one grows, one becomes a symlink.
+    fs::remove_file(src.join("gone")).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("grows"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"more").unwrap();
+    fs::remove_file(src.join("relinked")).unwrap();
+    std::os::unix::fs::symlink("keep1", src.join("relinked")).unwrap();
+    let hashed = sb.hash(&scanned.stdout);
+    let err = stderr(&hashed);
+    assert_eq!(code(&hashed), PARTIAL, "{err}");
+    assert!(err.contains("gone: vanished"), "{err}");
+    assert!(err.contains("grows: changed since scan"), "{err}");
+    assert!(
+        err.contains("relinked: changed since scan (now a symlink)"),
+        "{err}"
+    );
+
+    // Between hash and seal: same size, other bytes; and one vanishes.
+    let lc = src.join("late-change");
+    fs::write(&lc, noise(999, 20_000)).unwrap();
+    fs::remove_file(src.join("late-gone")).unwrap();
+    let sealed = sb.seal(&hashed.stdout);
+    let err = stderr(&sealed);
+    assert_eq!(code(&sealed), PARTIAL, "{err}");
+    assert!(err.contains("late-change"), "{err}");
+    assert!(err.contains("changed since it was hashed"), "{err}");
+    assert!(err.contains("late-gone"), "{err}");
+    ok(&sb.index_write(&sealed.stdout), "bk-index write");
+
+    let shown = sb.show_latest();
+    let files: BTreeSet<String> = records(&shown)
+        .into_iter()
+        .filter(|r| r.kind == Kind::File)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        files,
+        ["keep1", "keep2", "sub/keep3"].map(String::from).into(),
+        "only what was read intact is in the snapshot"
+    );
+    assert_eq!(restore_matches(&sb, &src, &sb.path("restored")), 3);
+    assert_eq!(code(&sb.verify(&shown)), OK);
+}
+
+#[test]
+fn file_written_while_being_read_is_not_stored() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("steady"), b"steady").unwrap();
+    let busy = src.join("busy.log");
+    fs::write(&busy, noise(7, 64 << 20)).unwrap();
+    let scanned = sb.scan(&src);
+    ok(&scanned, "bk-scan");
+    // A writer rewriting bytes in place (same size) the whole time bk-hash
+    // reads the file.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, busy) = (Arc::clone(&stop), busy.clone());
+        std::thread::spawn(move || {
+            let f = fs::OpenOptions::new().write(true).open(&busy).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all_at(&i.to_le_bytes(), (i * 4096) % (64 << 20))
+                    .unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let hashed = sb.hash(&scanned.stdout);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = stderr(&hashed);
+    assert_eq!(code(&hashed), PARTIAL, "{err}");
+    assert!(err.contains("busy.log: changed since scan"), "{err}");
+    let recs = records(&hashed.stdout);
+    assert!(
+        recs.iter().all(|r| r.path != "busy.log"),
+        "busy.log was hashed"
+    );
+    assert!(recs
+        .iter()
+        .any(|r| r.path == "steady" && r.sha256.is_some()));
+}
+
+#[test]
+fn unreadable_files_are_reported_and_the_run_is_partial() {
+    if !have_root("unreadable_files_are_reported_and_the_run_is_partial") {
+        return;
+    }
+    // Root reads everything, so the backup runs as nobody.
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("readable"), b"fine").unwrap();
+    fs::write(src.join("private"), b"secret").unwrap();
+    fs::create_dir(src.join("closed")).unwrap();
+    fs::write(src.join("closed/inside"), b"hidden").unwrap();
+    fs::create_dir(src.join("open")).unwrap();
+    fs::write(src.join("open/also-readable"), b"also fine").unwrap();
+    chown_nobody(&src);
+    chown_nobody(&sb.home);
+    fs::create_dir(&sb.repo).unwrap();
+    chown_nobody(&sb.repo);
+    for (p, mode) in [("private", 0o600), ("closed", 0o700)] {
+        lchown(&src.join(p), 0, 0);
+        fs::set_permissions(src.join(p), fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    let scanned = run(sb.cmd_as_nobody("bk-scan").arg(&src), b"");
+    let err = stderr(&scanned);
+    assert_eq!(code(&scanned), PARTIAL, "{err}");
+    assert!(err.contains("closed: permission denied"), "{err}");
+    let hashed = run(&mut sb.cmd_as_nobody("bk-hash"), &scanned.stdout);
+    let err = stderr(&hashed);
+    assert_eq!(code(&hashed), PARTIAL, "{err}");
+    assert!(err.contains("private: permission denied"), "{err}");
+    let mut seal = sb.cmd_as_nobody("bk-seal");
+    seal.arg("--init")
+        .arg("--repo")
+        .arg(&sb.repo)
+        .arg("-r")
+        .arg(&keys().public);
+    let sealed = run(&mut seal, &hashed.stdout);
+    ok(&sealed, "bk-seal as nobody");
+    let mut index = sb.cmd_as_nobody("bk-index");
+    index
+        .args(["write", "--repo"])
+        .arg(&sb.repo)
+        .arg("-r")
+        .arg(&keys().public);
+    ok(&run(&mut index, &sealed.stdout), "bk-index write as nobody");
+    let restored = sb.path("restored");
+    assert_eq!(restore_matches(&sb, &src, &restored), 2);
+    assert!(!restored.join("private").exists());
+}

@@ -1,0 +1,103 @@
+//! Memory stays bounded on big files: a 1 GiB file is hashed, sealed and
+//! restored with a peak RSS under 64 MiB per program (slow: `--ignored`).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+const GIB: u64 = 1 << 30;
+const LIMIT_KIB: u64 = 64 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Writes a 1 GiB file: a 1 MiB pseudo-random block repeated with the
+/// block number mixed into every word, so no two blocks are equal and the
+/// content does not compress. Returns its SHA-256.
+fn write_big_file(path: &Path) -> String {
+    let block = pseudo_random(61, 1 << 20);
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; block.len()];
+    for i in 0..(GIB >> 20) {
+        let mix = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for (dst, src) in buf.chunks_exact_mut(8).zip(block.chunks_exact(8)) {
+            let w = u64::from_le_bytes(src.try_into().unwrap()) ^ mix;
+            dst.copy_from_slice(&w.to_le_bytes());
+        }
+        h.update(&buf);
+        f.write_all(&buf).unwrap();
+    }
+    f.flush().unwrap();
+    hex::encode(h.finalize())
+}
+
+#[test]
+#[ignore = "slow: backs up and restores a 1 GiB file"]
+fn one_gib_file_is_sealed_and_restored_in_bounded_memory() {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    let big = src.join("big.bin");
+    let want = write_big_file(&big);
+    assert_eq!(fs::metadata(&big).unwrap().len(), GIB);
+
+    let scan = sb.run("bk-scan", &args![&src], b"");
+    assert_ok(&scan, "bk-scan");
+
+    let (hashed, hash_kib) = sb.run_measured("bk-hash", &[], &scan.stdout, TIMEOUT);
+    assert_ok(&hashed, "bk-hash");
+    let records = parse_records(&hashed.stdout);
+    assert_eq!(
+        find_record(&records, b"big.bin")["sha256"].as_str(),
+        Some(want.as_str()),
+        "bk-hash of the 1 GiB file"
+    );
+
+    let mut a = sb.seal_args();
+    a.push("--init".into());
+    let started = Instant::now();
+    let (sealed, seal_kib) = sb.run_measured("bk-seal", &a, &hashed.stdout, TIMEOUT);
+    let seal_secs = started.elapsed().as_secs_f64();
+    assert_ok(&sealed, "bk-seal");
+    eprintln!(
+        "bk-seal: 1 GiB in {seal_secs:.1} s = {:.0} MB/s, peak RSS {} KiB; bk-hash peak RSS {} KiB",
+        GIB as f64 / 1e6 / seal_secs,
+        seal_kib,
+        hash_kib
+    );
+    sb.index_write(&sealed.stdout);
+    // The file is on disk once as plaintext; don't keep a second copy of
+    // the tree around while restoring.
+    fs::remove_file(&big).unwrap();
+
+    let dest = sb.fresh_dir("restore");
+    let mut a = sb.repo_args();
+    a.extend(sb.key_args());
+    a.extend(args!["--to", &dest]);
+    let started = Instant::now();
+    let (restored, open_kib) = sb.run_measured("bk-open", &a, &sb.show_latest(), TIMEOUT);
+    let open_secs = started.elapsed().as_secs_f64();
+    assert_ok(&restored, "bk-open --to");
+    eprintln!(
+        "bk-open: 1 GiB in {open_secs:.1} s = {:.0} MB/s, peak RSS {open_kib} KiB",
+        GIB as f64 / 1e6 / open_secs
+    );
+    assert_eq!(sha256_file(&dest.join("big.bin")), want, "restored content");
+
+    let mut over = Vec::new();
+    for (program, kib) in [
+        ("bk-hash", hash_kib),
+        ("bk-seal", seal_kib),
+        ("bk-open", open_kib),
+    ] {
+        if kib >= LIMIT_KIB {
+            over.push(format!("{program}: peak RSS {kib} KiB >= {LIMIT_KIB} KiB"));
+        }
+    }
+    assert!(over.is_empty(), "{}", over.join("\n"));
+}
