@@ -126,6 +126,8 @@ def table(results, meta_path, out_path):
     add(f"- encryption: bk OpenPGP SEIPDv1 AES-256 (CFB + SHA-1 MDC), no compression; "
         f"restic {meta.get('RESTIC_REPO', '?')} (AES-256-CTR + Poly1305-AES; compression auto, the default); "
         f"borg `{meta.get('BORG_ENC', '?')}` (compression lz4, the default)")
+    if meta.get("BK_NOTE"):
+        add(f"- note: {meta['BK_NOTE']}")
     add("")
     add("| case | bk s | restic s | borg s | bk/restic | bk/borg | peak RSS MiB bk / restic / borg | bk/restic RSS | bytes added bk / restic / borg |")
     add("|---|---:|---:|---:|---|---|---|---|---|")
