@@ -143,7 +143,7 @@ def table(results, meta_path, out_path):
         t_restic, t_borg = TARGETS.get(case, (None, None))
         rss_ratio = rss["bk"] / rss["restic"] if rss["bk"] and rss["restic"] else None
         added_col = ""
-        if case == "edit":
+        if case in ("edit", "rerun"):
             added_col = " / ".join("–" if added[t] is None else f"{added[t]:,.0f}" for t in tools)
         add(
             f"| {title} | {fmt(wall['bk'])} | {fmt(wall['restic'])} | {fmt(wall['borg'])} "

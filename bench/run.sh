@@ -428,8 +428,10 @@ for ((rep = 1; rep <= reps; rep++)); do
     for tool in "${tools[@]}"; do
         repo=$run/repo2-$tool
         prep big small
+        before=$(du -sb "$repo" | cut -f1)
         backup "$tool" "$repo" 0 "$big" "$small"
-        record rerun "$tool" "$rep"
+        after=$(du -sb "$repo" | cut -f1)
+        record rerun "$tool" "$rep" $((after - before))
     done
 done
 
@@ -470,7 +472,7 @@ for tool in "${tools[@]}"; do
     check_same "$big" "$(restored "$out" big-0.bin)"
     check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
     echo "    $tool: ok"
-    discard "$out" "$repo"
+    rm -rf "$out" "$repo" # nothing is timed after this
 done
 restore_edit
 
