@@ -50,7 +50,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__list)
-            opts="-k -h --repo --key --passphrase-file --json --config --help"
+            opts="-k -h --repo --key --passphrase-file --json --signer --require-signature --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -69,6 +69,10 @@ _bk__index() {
                     return 0
                     ;;
                 --passphrase-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -84,7 +88,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__show)
-            opts="-k -h --repo --key --passphrase-file --csv --config --help"
+            opts="-k -h --repo --key --passphrase-file --csv --signer --require-signature --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -106,6 +110,10 @@ _bk__index() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --signer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -118,7 +126,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__write)
-            opts="-r -h --repo --recipient --host --config --help"
+            opts="-r -h --repo --recipient --host --sign-key --passphrase-file --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,6 +145,14 @@ _bk__index() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

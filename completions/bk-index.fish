@@ -33,17 +33,23 @@ complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "show" -d 'Decrypt
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l repo -d 'Repository directory' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s r -l recipient -d 'Recipient public key file (armored or binary OpenPGP); repeat for several recipients (BK_RECIPIENT takes a comma-separated list)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l host -d 'Host name recorded in the snapshot name [default: this machine\'s]' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l sign-key -d 'Sign the snapshot with this secret key (its signing subkey, else its primary key), inside the encryption' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l passphrase-file -d 'File whose first line is the passphrase of --sign-key (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s h -l help -d 'Print help'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l repo -d 'Repository directory' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l json -d 'Print one JSON object per snapshot instead of a table'
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -s h -l help -d 'Print help'
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l repo -d 'Repository directory' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l csv -d 'Print CSV (path, kind, size, mtime, mode, sha256, objects…) instead of records'
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -s h -l help -d 'Print help'

@@ -23,7 +23,7 @@ _bk__open() {
 
     case "${cmd}" in
         bk__open)
-            opts="-k -h -V --config --repo --key --passphrase-file --object --to --progress --no-progress --help --version"
+            opts="-k -h -V --config --repo --key --passphrase-file --object --to --snapshot --signer --require-signature --progress --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -54,6 +54,14 @@ _bk__open() {
                     return 0
                     ;;
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --snapshot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

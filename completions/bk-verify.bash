@@ -23,7 +23,7 @@ _bk__verify() {
 
     case "${cmd}" in
         bk__verify)
-            opts="-k -j -h -V --config --repo --read-data --key --passphrase-file --jobs --help --version"
+            opts="-k -j -h -V --config --repo --read-data --read-data-subset --all-snapshots --orphans --orphans-fail --inventory --key --passphrase-file --signer --require-signature --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -37,6 +37,10 @@ _bk__verify() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --read-data-subset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -46,6 +50,10 @@ _bk__verify() {
                     return 0
                     ;;
                 --passphrase-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -94,6 +94,30 @@ pub struct ProgressArg {
     pub no_progress: bool,
 }
 
+/// Public keys whose snapshot signatures are trusted, and whether a
+/// signature is required.
+#[derive(Debug, Clone, Args)]
+pub struct SignerArgs {
+    /// Check snapshot signatures against this public key; repeatable
+    /// (BK_SIGNER takes a comma-separated list). A signature that does not
+    /// verify is always an error; an unsigned snapshot, or one signed by
+    /// another key, is a warning
+    #[arg(long, env = "BK_SIGNER", value_name = "PUBLIC", value_delimiter = ',')]
+    pub signer: Vec<PathBuf>,
+    /// Refuse (exit status 5) any snapshot not signed by one of the --signer keys
+    #[arg(long, env = "BK_REQUIRE_SIGNATURE")]
+    pub require_signature: bool,
+}
+
+/// `--pause-file PATH`: pause while a file exists.
+#[derive(Debug, Clone, Args)]
+pub struct PauseArg {
+    /// While this file exists, finish the files under way and take no new
+    /// ones (checked about once a second); resume when it is removed
+    #[arg(long, env = "BK_PAUSE_FILE", value_name = "PATH")]
+    pub pause_file: Option<PathBuf>,
+}
+
 /// bk-scan: walk trees and emit one record per entry.
 #[derive(Debug, Parser)]
 #[command(
@@ -157,6 +181,8 @@ pub struct HashCli {
     pub repo: Option<PathBuf>,
     #[command(flatten)]
     pub progress: ProgressArg,
+    #[command(flatten)]
+    pub pause: PauseArg,
 }
 
 /// bk-seal: encrypt new contents into the repository.
@@ -196,6 +222,8 @@ pub struct SealCli {
     pub chunk_threshold: u64,
     #[command(flatten)]
     pub progress: ProgressArg,
+    #[command(flatten)]
+    pub pause: PauseArg,
 }
 
 /// Parses a byte size such as `8M`, `512K`, `1G` or `4096`.
@@ -258,6 +286,14 @@ pub struct IndexWriteArgs {
     /// Host name recorded in the snapshot name [default: this machine's]
     #[arg(long, env = "BK_HOST", value_name = "NAME")]
     pub host: Option<String>,
+    /// Sign the snapshot with this secret key (its signing subkey, else its
+    /// primary key), inside the encryption
+    #[arg(long, env = "BK_SIGN_KEY", value_name = "SECRET")]
+    pub sign_key: Option<PathBuf>,
+    /// File whose first line is the passphrase of --sign-key (else
+    /// $BK_PASSPHRASE, else the terminal is asked)
+    #[arg(long, env = "BK_PASSPHRASE_FILE", value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// `bk-index list`.
@@ -271,6 +307,8 @@ pub struct IndexListArgs {
     /// Print one JSON object per snapshot instead of a table
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub signers: SignerArgs,
 }
 
 /// `bk-index show`.
@@ -286,6 +324,8 @@ pub struct IndexShowArgs {
     /// Print CSV (path, kind, size, mtime, mode, sha256, objects…) instead of records
     #[arg(long)]
     pub csv: bool,
+    #[command(flatten)]
+    pub signers: SignerArgs,
 }
 
 /// bk-verify: check records against the repository.
@@ -297,7 +337,7 @@ pub struct IndexShowArgs {
     long_about = "Read records on stdin (typically from `bk-index show`) and check that every \
 object exists with the expected size. With --read-data, also decrypt every object and check \
 the file's SHA-256. Prints one JSON result record per problem on stdout and a summary on stderr.",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n\n", "Exit status:\n  0   every record checked out\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem")
+    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n  bk-verify --all-snapshots --orphans --read-data-subset today/7 --key secret.asc\n  bk-verify --inventory --repo /srv/backup   (storage side, no key)\n\n", "Exit status:\n  0   every record checked out\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem")
 )]
 pub struct VerifyCli {
     #[command(flatten)]
@@ -307,8 +347,32 @@ pub struct VerifyCli {
     /// Decrypt every object and re-hash the content (needs --key)
     #[arg(long)]
     pub read_data: bool,
+    /// Decrypt and re-hash only part of the objects: "N/M" (part N of M by
+    /// object id, e.g. 3/7), "today/M" (the part for today's day number,
+    /// so "today/7" reads a different seventh each day of the week), or
+    /// "P%" (a fixed pseudo-random P percent of the objects)
+    #[arg(long, value_name = "N/M|today/M|P%", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+    /// Check the records of every snapshot in the repository instead of
+    /// stdin (needs --key)
+    #[arg(long)]
+    pub all_snapshots: bool,
+    /// Also list objects that no snapshot references, as "orphan" records
+    /// (implies --all-snapshots; needs --key). Orphans waste space but lose
+    /// nothing, so they are not a fault unless --orphans-fail
+    #[arg(long)]
+    pub orphans: bool,
+    /// With --orphans: exit 1 when there are orphans
+    #[arg(long, requires = "orphans")]
+    pub orphans_fail: bool,
+    /// Keyless storage-side check: re-hash every object file against the
+    /// repository's object inventory (ciphertext SHA-256s); needs no key
+    #[arg(long, conflicts_with_all = ["read_data", "read_data_subset", "all_snapshots", "orphans"])]
+    pub inventory: bool,
     #[command(flatten)]
     pub secret: SecretKeyArgs,
+    #[command(flatten)]
+    pub signers: SignerArgs,
     #[command(flatten)]
     pub jobs: JobsArg,
 }
@@ -324,7 +388,7 @@ stdin and restore them under DIR: files (every byte checked against the record's
 before it gets its real name), directories, symlinks, hard links, special files, modes, \
 times, extended attributes, and owners when run as root. Paths that would leave DIR \
 (absolute, '..', through a symlink) are refused.",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore\n  bk-index show latest | jq -c 'select(.path==\"docs/tax.pdf\")' | bk-open --to .\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
+    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore\n  bk-index show latest | jq -c 'select(.path==\"docs/tax.pdf\")' | bk-open --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
 )]
 pub struct OpenCli {
     #[command(flatten)]
@@ -344,6 +408,13 @@ pub struct OpenCli {
     /// Restore the records read on stdin under this directory
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
+    /// With --to: restore the records of this snapshot ("latest", a name
+    /// or a unique prefix) straight from the repository, after checking its
+    /// signature, instead of reading records on stdin
+    #[arg(long, value_name = "SNAPSHOT", requires = "to")]
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub signers: SignerArgs,
     #[command(flatten)]
     pub progress: ProgressArg,
 }

@@ -94,6 +94,30 @@ impl Recipients {
         compress: bool,
         size_hint: Option<u64>,
     ) -> io::Result<()> {
+        self.encrypt_full(input, out, compress, size_hint, None)
+    }
+
+    /// Like [`Recipients::encrypt`], and with `signer` also signs the
+    /// plaintext inside the encryption (a one-pass signature, SHA-256), so
+    /// that `gpg --decrypt` reports who signed it.
+    pub fn encrypt_signed<R: Read, W: Write>(
+        &self,
+        input: R,
+        out: W,
+        compress: bool,
+        signer: Option<&dyn pgp::types::SigningKey>,
+    ) -> io::Result<()> {
+        self.encrypt_full(input, out, compress, None, signer)
+    }
+
+    fn encrypt_full<R: Read, W: Write>(
+        &self,
+        input: R,
+        out: W,
+        compress: bool,
+        size_hint: Option<u64>,
+        signer: Option<&dyn pgp::types::SigningKey>,
+    ) -> io::Result<()> {
         let chunk = size_hint.map_or(PARTIAL_CHUNK, |n| {
             (n.saturating_add(64).next_power_of_two()).clamp(512, u64::from(PARTIAL_CHUNK)) as u32
         });
@@ -109,6 +133,13 @@ impl Recipients {
         }
         if compress {
             builder.compression(CompressionAlgorithm::ZLIB);
+        }
+        if let Some(key) = signer {
+            builder.sign(
+                key,
+                Password::empty(),
+                pgp::crypto::hash::HashAlgorithm::Sha256,
+            );
         }
         builder.partial_chunk_size(chunk).map_err(pgp_to_io)?;
         builder.to_writer(&mut rng, out).map_err(pgp_to_io)
@@ -156,7 +187,7 @@ fn read_key_file(file: &Path) -> Result<Vec<u8>> {
 }
 
 /// Whether a key's self-signature marks it as expired at `now`.
-fn expired(created: SystemTime, sig: &Signature, now: SystemTime) -> bool {
+pub(crate) fn expired(created: SystemTime, sig: &Signature, now: SystemTime) -> bool {
     match sig.key_expiration_time() {
         Some(d) if d.as_secs() > 0 => {
             created + std::time::Duration::from_secs(u64::from(d.as_secs())) <= now
@@ -166,7 +197,7 @@ fn expired(created: SystemTime, sig: &Signature, now: SystemTime) -> bool {
 }
 
 /// The newest signature of a list, by creation time.
-fn newest(sigs: &[Signature]) -> Option<&Signature> {
+pub(crate) fn newest(sigs: &[Signature]) -> Option<&Signature> {
     sigs.iter()
         .max_by_key(|s| s.created().map_or(0, |t| t.as_secs()))
 }
@@ -318,6 +349,16 @@ impl SecretKeys {
         })
     }
 
+    /// The unlocked key (for signing with it, see [`crate::signature`]).
+    pub fn signed_key(&self) -> &SignedSecretKey {
+        &self.keys[0]
+    }
+
+    /// The key's description for messages: `0xFINGERPRINT (file)`.
+    pub fn describe(&self) -> &str {
+        &self.desc
+    }
+
     /// Decrypts one OpenPGP message read from `input`, returning a reader
     /// of its plaintext. `what` names the message in errors ("object ab12…",
     /// "snapshot X"). The integrity check happens when the reader reaches
@@ -362,11 +403,16 @@ impl SecretKeys {
             )),
             other => Error::repo(format!("{what}: cannot decrypt: {other}")),
         })?;
-        let msg = if msg.is_compressed() {
+        let mut msg = if msg.is_compressed() {
             msg.decompress().map_err(corrupt)?
         } else {
             msg
         };
+        // A signed message may hold compressed data in turn (gpg --sign
+        // --encrypt does that); decompressing a signed literal is a no-op.
+        if msg.is_signed() {
+            msg = msg.decompress().map_err(corrupt)?;
+        }
         Ok(msg)
     }
 

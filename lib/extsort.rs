@@ -59,6 +59,11 @@ impl ExternalSorter {
         }
     }
 
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.runs.is_empty()
+    }
+
     /// Adds one item.
     pub fn push(&mut self, item: SortItem) -> io::Result<()> {
         self.buf_bytes += item.weight();

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::HashCli;
 use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
+use crate::pause::Pause;
 use crate::progress::Progress;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, Kind, Record, RecordReader, RecordWriter,
@@ -58,6 +59,7 @@ pub fn run(cli: HashCli) -> Result<i32> {
         .map(Reuser::new);
     let stats = Arc::new(Stats::default());
     let mut progress = Progress::new(&cli.progress, PROGRAM);
+    let pause = Arc::new(Pause::new(PROGRAM, cli.pause.pause_file.as_deref()));
     let code = hash_stream(
         cli.jobs.count(),
         stdin_records,
@@ -65,6 +67,7 @@ pub fn run(cli: HashCli) -> Result<i32> {
         reuse,
         Arc::clone(&stats),
         &mut progress,
+        pause,
     )?;
     progress.finish();
     eprintln!(
@@ -100,7 +103,8 @@ struct Job {
 
 /// Hashes the records `open_input` yields with `jobs` workers and writes
 /// them to `out`; returns the exit status. `open_input` runs on the reader
-/// thread (stdin's lock cannot move between threads).
+/// thread (stdin's lock cannot move between threads). Workers wait before
+/// each file while `pause` says so.
 pub fn hash_stream<R, F, W>(
     jobs: usize,
     open_input: F,
@@ -108,6 +112,7 @@ pub fn hash_stream<R, F, W>(
     reuse: Option<Reuser>,
     stats: Arc<Stats>,
     progress: &mut Progress,
+    pause: Arc<Pause>,
 ) -> Result<i32>
 where
     R: BufRead,
@@ -126,9 +131,9 @@ where
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
         let (rx, tx, stop) = (job_rx.clone(), done_tx.clone(), Arc::clone(&stop));
-        let stats = Arc::clone(&stats);
+        let (stats, pause) = (Arc::clone(&stats), Arc::clone(&pause));
         workers.push(spawn("bk-hash-worker", move || {
-            work(&rx, &tx, &stop, &stats)
+            work(&rx, &tx, &stop, &stats, &pause)
         })?);
     }
     // Only the workers may keep the channels open, so that the loops below
@@ -250,9 +255,16 @@ pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
 
 /// A worker: hashes queued files until the queue closes, the output side
 /// goes away, or `stop` is set.
-fn work(jobs: &Receiver<Job>, done: &Sender<Result<Record>>, stop: &AtomicBool, stats: &Stats) {
+fn work(
+    jobs: &Receiver<Job>,
+    done: &Sender<Result<Record>>,
+    stop: &AtomicBool,
+    stats: &Stats,
+    pause: &Pause,
+) {
     let mut buf = vec![0u8; BUF_SIZE];
     for Job { mut rec, file } in jobs {
+        pause.wait();
         let result = match file {
             None => Ok(rec),
             Some(file) => hash_file(&file, rec.size, &mut buf, stop).map(|sha| {
@@ -474,6 +486,7 @@ mod tests {
             None,
             Arc::new(Stats::default()),
             &mut quiet(),
+            Arc::default(),
         )
         .unwrap();
         assert_eq!(code, exit::BAD_INPUT);
@@ -517,6 +530,7 @@ mod tests {
             None,
             Arc::new(Stats::default()),
             &mut quiet(),
+            Arc::default(),
         )
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);

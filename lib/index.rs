@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::extsort::{ExternalSorter, SortItem, Sorted};
 use crate::record::{self, Kind, Record};
 use crate::repo::{check_object_id, Repo};
+use crate::signature::{Policy, SnapshotSigner};
 use crate::snapcache::CacheWriter;
 
 /// Runs bk-index; returns the exit status.
@@ -84,6 +85,21 @@ pub fn require_secret(args: &SecretKeyArgs, why: &str) -> Result<SecretKeys> {
 
 fn write(args: IndexWriteArgs) -> Result<i32> {
     let recipients = Recipients::load(&args.recipients.recipients)?;
+    // Load (and unlock) the signing key before reading any input, so a
+    // wrong passphrase fails early.
+    let sign_key = args
+        .sign_key
+        .as_ref()
+        .map(|k| {
+            let keys = SecretKeys::load(
+                k,
+                &PassphraseSource {
+                    file: args.passphrase_file.clone(),
+                },
+            )?;
+            SnapshotSigner::from_secret(&keys)
+        })
+        .transpose()?;
     // Read everything first: in `bk-seal --init … | bk-index write` the
     // repository only exists once bk-seal is under way, and the snapshot
     // may only be written once bk-seal has finished (EOF) anyway. Records
@@ -104,6 +120,11 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
                 line: rec.to_line(),
             })
             .map_err(tmp_err)?;
+    }
+    if sorter.is_empty() {
+        return Err(Error::bad_input(
+            "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
+        ));
     }
     let repo = Repo::open(&args.repo.repo)?;
     crate::seal::check_recipients(&repo, &recipients)?;
@@ -133,7 +154,12 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         pos: 0,
     };
     let written = repo.write_atomic(&repo.snapshot_path(&name), |w| {
-        recipients.encrypt(&mut lines, w, true)
+        recipients.encrypt_signed(
+            &mut lines,
+            w,
+            true,
+            sign_key.as_ref().map(SnapshotSigner::as_signing_key),
+        )
     });
     let SnapshotLines {
         summary,
@@ -155,8 +181,12 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     writeln!(out, "{name}")
         .and_then(|_| out.flush())
         .map_err(record::stdout_error)?;
+    let signed = sign_key
+        .as_ref()
+        .map(|k| format!(", signed by {}", k.fingerprint()))
+        .unwrap_or_default();
     eprintln!(
-        "bk-index: wrote snapshot {name}: {} entries, {} files, {} bytes",
+        "bk-index: wrote snapshot {name}: {} entries, {} files, {} bytes{signed}",
         summary.entries, summary.files, summary.bytes
     );
     Ok(0)
@@ -233,6 +263,15 @@ impl Read for SnapshotLines<'_> {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// The running program's name for warnings (`bk-index`, `bk-open`…).
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "bk".into())
 }
 
 /// This machine's host name.
@@ -316,6 +355,7 @@ fn name_parts(name: &str) -> (String, String) {
 fn list(args: IndexListArgs) -> Result<i32> {
     let repo = Repo::open(&args.repo.repo)?;
     let secret = load_secret(&args.secret)?;
+    let policy = Policy::load(&args.signers.signer, args.signers.require_signature)?;
     let mut out = io::stdout().lock();
     if !args.json {
         writeln!(
@@ -330,7 +370,7 @@ fn list(args: IndexListArgs) -> Result<i32> {
         let summary = match (load_summary(&repo, &name), &secret) {
             (Some(s), _) => Some(s),
             (None, Some(key)) => {
-                let mut s = summarize(&repo, key, &name)?;
+                let mut s = summarize(&repo, key, &name, &policy)?;
                 s.time = time.clone();
                 s.host = host.clone();
                 save_summary(&repo, &s);
@@ -359,8 +399,8 @@ fn list(args: IndexListArgs) -> Result<i32> {
 }
 
 /// Counts a snapshot's files and bytes by decrypting it.
-fn summarize(repo: &Repo, key: &SecretKeys, name: &str) -> Result<Summary> {
-    let spool = decrypt_snapshot(repo, key, name)?;
+fn summarize(repo: &Repo, key: &SecretKeys, name: &str, policy: &Policy) -> Result<Summary> {
+    let spool = decrypt_snapshot(repo, key, name, policy)?;
     let mut summary = Summary {
         name: name.to_owned(),
         ..Summary::default()
@@ -373,8 +413,15 @@ fn summarize(repo: &Repo, key: &SecretKeys, name: &str) -> Result<Summary> {
 }
 
 /// Decrypts a snapshot fully into an anonymous temporary file, so nothing
-/// is trusted before the message's integrity check has passed at its end.
-pub fn decrypt_snapshot(repo: &Repo, key: &SecretKeys, name: &str) -> Result<fs::File> {
+/// is trusted before the message's integrity check, and its signature
+/// (checked against `policy`, see [`crate::signature`]), have passed at its
+/// end.
+pub fn decrypt_snapshot(
+    repo: &Repo,
+    key: &SecretKeys,
+    name: &str,
+    policy: &Policy,
+) -> Result<fs::File> {
     let what = format!("snapshot {name}");
     let mut msg = key.decrypt_file(&repo.snapshot_path(name), &what)?;
     let mut spool = tempfile::tempfile().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
@@ -395,6 +442,8 @@ pub fn decrypt_snapshot(repo: &Repo, key: &SecretKeys, name: &str) -> Result<fs:
             .write_all(&buf[..n])
             .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
     }
+    let status = policy.status(&msg);
+    policy.enforce(&program_name(), name, &status)?;
     spool
         .rewind()
         .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
@@ -404,8 +453,9 @@ pub fn decrypt_snapshot(repo: &Repo, key: &SecretKeys, name: &str) -> Result<fs:
 fn show(args: IndexShowArgs) -> Result<i32> {
     let repo = Repo::open(&args.repo.repo)?;
     let key = require_secret(&args.secret, "bk-index show")?;
+    let policy = Policy::load(&args.signers.signer, args.signers.require_signature)?;
     let name = repo.find_snapshot(&args.snapshot)?;
-    let spool = decrypt_snapshot(&repo, &key, &name)?;
+    let spool = decrypt_snapshot(&repo, &key, &name, &policy)?;
     if args.csv {
         return write_csv(&name, spool);
     }

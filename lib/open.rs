@@ -16,7 +16,7 @@ pub fn run(cli: OpenCli) -> Result<i32> {
     crate::idkey::check_secret(&repo, &key)?;
     if let Some(id) = &cli.object {
         let mut out = io::stdout().lock();
-        decrypt_object(&repo, &key, id, &mut out)?;
+        decrypt_object(&repo, &key, id, &mut out, "stdout")?;
         out.flush().map_err(record::stdout_error)?;
         return Ok(0);
     }
@@ -24,7 +24,20 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         .to
         .as_ref()
         .ok_or_else(|| Error::usage("give --object ID or --to DIR"))?;
-    let outcome = crate::restore::restore(&repo, &key, to, record::stdin_records())?;
+    let outcome = match &cli.snapshot {
+        // Straight from the repository: the snapshot is decrypted and its
+        // signature checked in full before the first record is restored.
+        Some(wanted) => {
+            let policy =
+                crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
+            let name = repo.find_snapshot(wanted)?;
+            let spool = crate::index::decrypt_snapshot(&repo, &key, &name, &policy)?;
+            let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
+                .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
+            crate::restore::restore(&repo, &key, to, records)?
+        }
+        None => crate::restore::restore(&repo, &key, to, record::stdin_records())?,
+    };
     Ok(outcome.exit_code())
 }
 
@@ -33,7 +46,13 @@ pub fn run(cli: OpenCli) -> Result<i32> {
 /// object; an error writing `out` is an I/O error. `out` may have received
 /// plaintext before a failure at the end of the message is detected, so
 /// callers must not trust it unless this returns `Ok`.
-pub fn decrypt_object(repo: &Repo, key: &SecretKeys, id: &str, out: &mut dyn Write) -> Result<u64> {
+pub fn decrypt_object(
+    repo: &Repo,
+    key: &SecretKeys,
+    id: &str,
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<u64> {
     check_object_id(id)?;
     let path = repo.object_path(id);
     let what = format!("object {id}");
@@ -50,7 +69,8 @@ pub fn decrypt_object(repo: &Repo, key: &SecretKeys, id: &str, out: &mut dyn Wri
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::repo(format!("{what}: {}", read_error_cause(&e)))),
         };
-        out.write_all(&buf[..n]).map_err(record::stdout_error)?;
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io(std::path::Path::new(out_name), e))?;
         total += n as u64;
     }
     Ok(total)

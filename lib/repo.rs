@@ -6,6 +6,8 @@
 //!   keys/id-key.pgp     the id key, encrypted to the recipients
 //!   objects/ab/abcd…    one OpenPGP message per unique content
 //!   snapshots/<UTC time>-<host>-<rand>.pgp
+//!   inventory/<UTC time>-<rand>.ndjson   id, stored size and ciphertext SHA-256
+//!                                        of every object bk-seal added
 //!   locks/
 //! ```
 //!
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{io_cause, Error, Result};
 
@@ -200,10 +203,14 @@ impl Repo {
         let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
         let tmp = TempFile::create(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
-        let created = tmp.fill_and_commit(fill, &final_path, false)?;
+        let (created, written, sha256) = tmp.fill_and_commit(fill, &final_path, false)?;
         let size = fs::metadata(&final_path)
             .map_err(|e| StoreError::Write(Error::io(&final_path, e)))?
             .len();
+        if created {
+            crate::inventory::append(&self.root, &[(id, written, sha256.as_str())])
+                .map_err(StoreError::Write)?;
+        }
         Ok((size, created))
     }
 
@@ -227,21 +234,23 @@ impl Repo {
             }
             Err(e) => return Err(StoreError::Write(Error::io(&dir, e))),
         };
-        let size = tmp.fill(fill)?;
+        let (size, sha256) = tmp.fill(fill)?;
         let tmp_path = std::mem::take(&mut tmp.path);
         Ok(PendingObject {
             id: id.to_owned(),
             tmp: tmp_path,
             final_path,
             size,
+            sha256,
         })
     }
 
     /// Makes a batch of written objects durable (one `syncfs` of the
     /// repository's file system, or an fsync per file where that fails),
     /// gives each its real name (keeping an existing object of the same id),
-    /// and syncs their directories. Returns how many were new and their
-    /// stored bytes.
+    /// syncs their directories, and records the new ones in the object
+    /// inventory (see [`crate::inventory`]). Returns how many were new and
+    /// their stored bytes.
     pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64)> {
         if batch.is_empty() {
             return Ok((0, 0));
@@ -256,12 +265,14 @@ impl Repo {
         }
         let mut dirs = std::collections::BTreeSet::new();
         let (mut new, mut bytes) = (0, 0);
+        let mut inventory = Vec::new();
         for p in batch {
             let created =
                 rename_noreplace(&p.tmp, &p.final_path).map_err(|e| Error::io(&p.final_path, e))?;
             if created {
                 new += 1;
                 bytes += p.size;
+                inventory.push((p.id.clone(), p.size, p.sha256.clone()));
             }
             if let Some(d) = p.final_path.parent() {
                 dirs.insert(d.to_path_buf());
@@ -274,6 +285,11 @@ impl Repo {
                 sync_dir(&d).map_err(|e| Error::io(&d, e))?;
             }
         }
+        let lines: Vec<(&str, u64, &str)> = inventory
+            .iter()
+            .map(|(id, size, sha)| (id.as_str(), *size, sha.as_str()))
+            .collect();
+        crate::inventory::append(&self.root, &lines)?;
         Ok((new, bytes))
     }
 
@@ -394,6 +410,8 @@ pub struct PendingObject {
     final_path: PathBuf,
     /// Bytes written.
     pub size: u64,
+    /// Hex SHA-256 of the bytes written (the ciphertext).
+    pub sha256: String,
 }
 
 impl Drop for PendingObject {
@@ -434,13 +452,13 @@ impl TempFile {
         }
     }
 
-    /// Writes the content through `fill` and flushes it; returns its size.
-    /// Failures of the output are told apart from failures of `fill`'s
-    /// input.
+    /// Writes the content through `fill` and flushes it; returns its size
+    /// and the hex SHA-256 of the bytes written. Failures of the output are
+    /// told apart from failures of `fill`'s input.
     fn fill(
         &mut self,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, String), StoreError> {
         let Some(file) = self.file.take() else {
             return Err(StoreError::Write(Error::io(
                 &self.path,
@@ -451,6 +469,7 @@ impl TempFile {
             inner: BufWriter::with_capacity(256 << 10, file),
             error: None,
             written: 0,
+            hasher: Sha256::new(),
         };
         if let Err(e) = fill(&mut out) {
             return Err(match out.error.take() {
@@ -459,24 +478,25 @@ impl TempFile {
             });
         }
         let written = out.written;
+        let sha256 = hex::encode(out.hasher.finalize_reset());
         let file = out
             .inner
             .into_inner()
             .map_err(|e| StoreError::Write(Error::io(&self.path, e.into_error())))?;
         self.file = Some(file);
-        Ok(written)
+        Ok((written, sha256))
     }
 
     /// Fills, fsyncs and renames the file to `dest`. With `replace` false,
     /// an existing `dest` is kept and the temporary file dropped. Returns
-    /// whether `dest` is now this file.
+    /// whether `dest` is now this file, its size and its hex SHA-256.
     fn fill_and_commit(
         mut self,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
         dest: &Path,
         replace: bool,
-    ) -> Result<bool, StoreError> {
-        self.fill(fill)?;
+    ) -> Result<(bool, u64, String), StoreError> {
+        let (written, sha256) = self.fill(fill)?;
         let Some(file) = self.file.take() else {
             return Err(StoreError::Write(Error::io(
                 &self.path,
@@ -495,7 +515,7 @@ impl TempFile {
         // Committed (or an equal object already existed and rename_noreplace
         // removed the temporary file): nothing left to clean up.
         self.path = PathBuf::new();
-        Ok(created)
+        Ok((created, written, sha256))
     }
 }
 
@@ -508,11 +528,13 @@ impl Drop for TempFile {
 }
 
 /// A writer that remembers its own I/O error, so a failed encryption can be
-/// blamed on the output (disk full) rather than on the input.
+/// blamed on the output (disk full) rather than on the input, and hashes
+/// what it writes (for the object inventory) so nothing is read back.
 struct TrackedWriter<W: Write> {
     inner: W,
     error: Option<io::Error>,
     written: u64,
+    hasher: Sha256,
 }
 
 impl<W: Write> Write for TrackedWriter<W> {
@@ -521,6 +543,7 @@ impl<W: Write> Write for TrackedWriter<W> {
             self.error = Some(io::Error::new(e.kind(), e.to_string()));
         })?;
         self.written += n as u64;
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 

@@ -443,7 +443,7 @@ impl<'a> Restorer<'a> {
         let mut out = SparseWriter::new(file);
         for obj in objects {
             let before = out.count;
-            if let Err(e) = decrypt_object(self.repo, self.key, &obj.id, &mut out) {
+            if let Err(e) = decrypt_object(self.repo, self.key, &obj.id, &mut out, shown) {
                 return Err(match out.error.take() {
                     Some(we) => self.io_error(dest, we).context(shown),
                     None => e.context(shown),

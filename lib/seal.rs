@@ -58,6 +58,7 @@ struct Sealer {
     read_bytes: AtomicU64,
     committed_objects: AtomicU64,
     committed_bytes: AtomicU64,
+    pause: crate::pause::Pause,
 }
 
 /// A sealed record, and whether some of its objects await a commit.
@@ -84,6 +85,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         read_bytes: AtomicU64::new(0),
         committed_objects: AtomicU64::new(0),
         committed_bytes: AtomicU64::new(0),
+        pause: crate::pause::Pause::new("bk-seal", cli.pause.pause_file.as_deref()),
     };
     let mut out = record::stdout_records();
     let mut progress = Progress::new(&cli.progress, "bk-seal");
@@ -147,7 +149,10 @@ fn seal_stream(
         "bk-seal",
         jobs,
         record::stdin_records,
-        |rec| sealer.seal(rec, chunk_tx).map(Some),
+        |rec| {
+            sealer.pause.wait();
+            sealer.seal(rec, chunk_tx).map(Some)
+        },
         |sealed: Sealed| {
             if sealed.rec.kind == Kind::File {
                 progress.add(1, sealed.rec.size);

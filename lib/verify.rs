@@ -1,9 +1,16 @@
 //! bk-verify: check records against the repository. Every object must
 //! exist with the size the record says; with `--read-data` every file is
 //! decrypted and re-hashed. One JSON result per problem goes to stdout.
+//!
+//! Deep verification: `--all-snapshots` checks the records of every
+//! snapshot (each signature checked against `--signer`) instead of stdin;
+//! `--read-data-subset` decrypts only a part of the objects (see
+//! [`Subset`]), each checked against its own id (the id is the HMAC of the
+//! plaintext's SHA-256); `--orphans` lists objects no snapshot references.
+//! `--inventory` is the keyless storage-side check ([`crate::inventory`]).
 
-use std::collections::HashMap;
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -12,8 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::VerifyCli;
 use crate::crypto::SecretKeys;
-use crate::error::{exit, Kind as ErrorKind, Result};
-use crate::index::require_secret;
+use crate::error::{exit, Error, Kind as ErrorKind, Outcome, Result};
+use crate::idkey::IdKey;
+use crate::index::{decrypt_snapshot, require_secret};
 use crate::open::decrypt_object;
 use crate::record::{self, Kind, Record};
 use crate::repo::{check_object_id, Repo};
@@ -26,13 +34,84 @@ struct Problem {
     detail: String,
 }
 
+/// Internal field carrying a record's snapshot name from the reader to
+/// the workers (removed before any output).
+const SNAPSHOT_FIELD: &str = "\u{0}snapshot";
+
+/// Which objects `--read-data-subset` decrypts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// Part `n` (1-based) of `m`: objects whose id's first 8 hex digits,
+    /// as a number, are `n - 1` modulo `m`.
+    Part { n: u64, m: u64 },
+    /// A fixed pseudo-random share: objects whose id's digits 8..16, as a
+    /// number, modulo 10000 fall below `basis_points` (ids are HMAC
+    /// outputs, so this is an even spread that is the same every run).
+    Percent { basis_points: u64 },
+}
+
+impl Subset {
+    /// Parses "N/M", "today/M" (N = days since 1970 modulo M, plus 1: a
+    /// different part each day, every part once in M days) or "P%".
+    pub fn parse(text: &str, days_since_epoch: u64) -> Result<Subset> {
+        let bad = || {
+            Error::usage(format!(
+                "--read-data-subset {text:?}: give N/M (1 <= N <= M), today/M, or P% (0 < P <= 100)"
+            ))
+        };
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent {
+                basis_points: (p * 100.0).round() as u64,
+            });
+        }
+        let (n, m) = text.split_once('/').ok_or_else(bad)?;
+        let m: u64 = m.trim().parse().map_err(|_| bad())?;
+        if m == 0 {
+            return Err(bad());
+        }
+        let n = if n.trim() == "today" {
+            days_since_epoch % m + 1
+        } else {
+            n.trim().parse().map_err(|_| bad())?
+        };
+        if n == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(Subset::Part { n, m })
+    }
+
+    /// Whether object `id` (checked hex) is in the subset.
+    pub fn contains(&self, id: &str) -> bool {
+        let num = |r: std::ops::Range<usize>| {
+            id.get(r)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(0)
+        };
+        match *self {
+            Subset::Part { n, m } => num(0..8) % m == n - 1,
+            Subset::Percent { basis_points } => num(8..16) % 10_000 < basis_points,
+        }
+    }
+}
+
 struct Verifier {
     repo: Repo,
     key: Option<SecretKeys>,
+    /// With `--read-data-subset`: the subset and the id key that checks
+    /// each decrypted object against its id.
+    subset: Option<(Subset, IdKey)>,
+    /// With `--orphans`: every object id the records name.
+    referenced: Option<Mutex<HashSet<[u8; 32]>>>,
     /// Result of checking each object id once (None = fine).
     seen_objects: Mutex<HashMap<String, Option<Problem>>>,
     /// Contents (sha256) already read back in full.
     seen_contents: Mutex<HashMap<String, Option<Problem>>>,
+    /// `--read-data`: decrypt and re-hash every file.
+    read_all: bool,
     records: AtomicU64,
     objects: AtomicU64,
     bytes_read: AtomicU64,
@@ -41,28 +120,68 @@ struct Verifier {
 /// Runs bk-verify; returns the exit status.
 pub fn run(cli: VerifyCli) -> Result<i32> {
     let repo = Repo::open(&cli.repo.repo)?;
-    let key = if cli.read_data {
-        let key = require_secret(&cli.secret, "bk-verify --read-data")?;
+    if cli.inventory {
+        return crate::inventory::verify(&repo, cli.jobs.count());
+    }
+    let all_snapshots = cli.all_snapshots || cli.orphans;
+    let policy =
+        crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
+    let subset = cli
+        .read_data_subset
+        .as_deref()
+        .map(|t| Subset::parse(t, days_since_epoch()))
+        .transpose()?;
+    let needs_key = cli.read_data || subset.is_some() || all_snapshots;
+    let key = if needs_key {
+        let why = if all_snapshots {
+            "bk-verify --all-snapshots/--orphans"
+        } else {
+            "bk-verify --read-data"
+        };
+        let key = require_secret(&cli.secret, why)?;
         crate::idkey::check_secret(&repo, &key)?;
         Some(key)
     } else {
         None
     };
+    let subset = match (subset, &key) {
+        (Some(s), Some(k)) => Some((s, crate::idkey::recover(&repo, k)?)),
+        _ => None,
+    };
+    let snapshots = if all_snapshots {
+        repo.snapshots()?
+    } else {
+        Vec::new()
+    };
+    let snapshot_failed = Mutex::new(Outcome::default());
     let v = Verifier {
         repo,
         key,
+        subset,
+        referenced: cli.orphans.then(|| Mutex::new(HashSet::new())),
         seen_objects: Mutex::new(HashMap::new()),
         seen_contents: Mutex::new(HashMap::new()),
+        read_all: cli.read_data,
         records: AtomicU64::new(0),
         objects: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
     };
     let mut out = record::stdout_records();
     let mut problems = 0u64;
+    let v_ref = &v;
+    let failed_ref = &snapshot_failed;
+    let policy_ref = &policy;
+    let input = move || -> Box<dyn Iterator<Item = Result<Record>>> {
+        if all_snapshots {
+            Box::new(v_ref.all_snapshot_records(snapshots, policy_ref, failed_ref))
+        } else {
+            Box::new(record::stdin_records())
+        }
+    };
     let mut outcome = crate::pipeline::run(
         "bk-verify",
         cli.jobs.count(),
-        record::stdin_records,
+        input,
         |rec| Ok(Some(v.check(&rec))),
         |results: Vec<Value>| {
             for r in &results {
@@ -72,20 +191,60 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
             Ok(())
         },
     )?;
+    let failed = snapshot_failed
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut orphans = 0u64;
+    if let Some(referenced) = &v.referenced {
+        if failed.errors > 0 {
+            eprintln!("bk-verify: orphans not listed: some snapshots could not be read, so objects only they reference would look orphaned");
+        } else {
+            let referenced = lock(referenced);
+            for (id, _) in crate::inventory::object_files(v.repo.root())? {
+                if !referenced.contains(&id_bytes(&id)) {
+                    orphans += 1;
+                    let stored = v.repo.object_size(&id)?.unwrap_or(0);
+                    out.write_value(&json!({
+                        "problem": "orphan",
+                        "object": id,
+                        "stored": stored,
+                        "detail": format!("object {id} ({stored} bytes) is referenced by no snapshot"),
+                    }))
+                    .map_err(record::stdout_error)?;
+                }
+            }
+        }
+    }
     out.flush().map_err(record::stdout_error)?;
+    if failed.errors > 0 {
+        outcome.note(if failed.exit_code() == exit::KEY {
+            ErrorKind::Key
+        } else {
+            ErrorKind::Repo
+        });
+    }
     let mut summary = format!(
         "bk-verify: {} records, {} objects checked",
         v.records.load(Ordering::Relaxed),
         v.objects.load(Ordering::Relaxed)
     );
-    if cli.read_data {
+    if all_snapshots {
+        summary += &format!(" in {} snapshots", snapshot_count(&v.repo));
+    }
+    if cli.read_data || v.subset.is_some() {
         summary += &format!(
             ", {} bytes decrypted and re-hashed",
             v.bytes_read.load(Ordering::Relaxed)
         );
     }
     summary += &format!(": {problems} problems");
+    if cli.orphans {
+        summary += &format!(", {orphans} orphaned objects");
+    }
     eprintln!("{summary}");
+    if cli.orphans_fail && orphans > 0 {
+        problems += orphans;
+    }
     if problems > 0 {
         outcome.note(ErrorKind::Fault);
     }
@@ -97,13 +256,75 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     })
 }
 
+/// Days since 1970-01-01 (UTC), for `today/M`.
+fn days_since_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+fn snapshot_count(repo: &Repo) -> usize {
+    repo.snapshots().map_or(0, |s| s.len())
+}
+
+/// The 32 bytes of a hex object id (zeros for an id that is not hex; such
+/// ids are reported as problems anyway).
+fn id_bytes(id: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let _ = hex::decode_to_slice(id, &mut out);
+    out
+}
+
 impl Verifier {
+    /// The records of every snapshot in turn, each tagged with its
+    /// snapshot's name. A snapshot that cannot be decrypted, is badly
+    /// signed or is not a record stream is reported (and remembered in
+    /// `failed`), and the others are still checked.
+    fn all_snapshot_records<'a>(
+        &'a self,
+        names: Vec<String>,
+        policy: &'a crate::signature::Policy,
+        failed: &'a Mutex<Outcome>,
+    ) -> impl Iterator<Item = Result<Record>> + 'a {
+        names.into_iter().flat_map(move |name| {
+            let Some(key) = &self.key else {
+                return Vec::new().into_iter();
+            };
+            let records = decrypt_snapshot(&self.repo, key, &name, policy).and_then(|spool| {
+                record::RecordReader::new(BufReader::new(spool))
+                    .map(|r| {
+                        r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))
+                            .map(|mut rec| {
+                                rec.extra
+                                    .insert(SNAPSHOT_FIELD.into(), Value::from(name.clone()));
+                                rec
+                            })
+                    })
+                    .collect::<Result<Vec<Record>>>()
+            });
+            match records {
+                Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+                Err(e) => {
+                    lock(failed).report("bk-verify", &e);
+                    Vec::new().into_iter()
+                }
+            }
+        })
+    }
+
     /// Checks one record; returns its result records (empty when fine).
     fn check(&self, rec: &Record) -> Vec<Value> {
         self.records.fetch_add(1, Ordering::Relaxed);
         if rec.kind != Kind::File {
             return Vec::new();
         }
+        if let (Some(set), Some(objects)) = (&self.referenced, &rec.objects) {
+            let mut set = lock(set);
+            for o in objects {
+                set.insert(id_bytes(&o.id));
+            }
+        }
+        let snapshot = rec.extra.get(SNAPSHOT_FIELD).cloned();
         let problems = self.check_file(rec);
         problems
             .into_iter()
@@ -116,6 +337,9 @@ impl Verifier {
                 });
                 if let Some(b) = &rec.path_b64 {
                     v["path_b64"] = b.clone().into();
+                }
+                if let Some(s) = &snapshot {
+                    v["snapshot"] = s.clone();
                 }
                 v
             })
@@ -137,13 +361,61 @@ impl Verifier {
             }
         }
         if problems.is_empty() {
-            if let Some(key) = &self.key {
+            if let (Some(key), Some((subset, id_key))) = (&self.key, &self.subset) {
+                for obj in objects.iter().filter(|o| subset.contains(&o.id)) {
+                    if let Some(p) = self.check_object_content(key, id_key, &obj.id, obj.size) {
+                        problems.push(p);
+                    }
+                }
+            } else if let (Some(key), true) = (&self.key, self.read_all) {
                 if let Some(p) = self.check_content(key, rec) {
                     problems.push(p);
                 }
             }
         }
         problems
+    }
+
+    /// Decrypts one object and checks it against its own id (HMAC of the
+    /// plaintext's SHA-256) and the size the record gives; once per id.
+    fn check_object_content(
+        &self,
+        key: &SecretKeys,
+        id_key: &IdKey,
+        id: &str,
+        size: u64,
+    ) -> Option<Problem> {
+        let cache_key = format!("object:{id}:{size}");
+        if let Some(done) = lock(&self.seen_contents).get(&cache_key) {
+            return done.clone();
+        }
+        let mut sink = HashSink {
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let problem = match decrypt_object(&self.repo, key, id, &mut sink, "(hash)") {
+            Err(e) => Some(Problem {
+                problem: "decrypt",
+                object: Some(id.to_owned()),
+                detail: e.to_string(),
+            }),
+            Ok(_) => {
+                let digest = hex::encode(sink.hasher.finalize());
+                let matches = id_key.object_id(&digest).is_ok_and(|want| want == id);
+                (!matches || sink.count != size).then(|| Problem {
+                    problem: "hash",
+                    object: Some(id.to_owned()),
+                    detail: format!(
+                        "object {id} decrypts to {} bytes (the record says {size}) whose hash does{} match the object id",
+                        sink.count,
+                        if matches { "" } else { " not" }
+                    ),
+                })
+            }
+        };
+        self.bytes_read.fetch_add(sink.count, Ordering::Relaxed);
+        remember(&self.seen_contents, cache_key, problem.clone());
+        problem
     }
 
     /// Presence and stored size of one object, checked once per id.
@@ -199,7 +471,7 @@ impl Verifier {
         };
         let mut problem = None;
         for id in &ids {
-            if let Err(e) = decrypt_object(&self.repo, key, id, &mut sink) {
+            if let Err(e) = decrypt_object(&self.repo, key, id, &mut sink, "(hash)") {
                 problem = Some(Problem {
                     problem: "decrypt",
                     object: Some((*id).to_owned()),

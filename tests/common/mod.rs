@@ -1155,3 +1155,63 @@ pub fn set_repo_format(repo: &Path, version: u64) {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+// ---------------------------------------------------------------------------
+// Signed snapshots, deep verify, pause.
+
+impl Sandbox {
+    /// `bk-index write --repo R -r PUB [extra]` of sealed records, unchecked.
+    pub fn index_write_with(&self, sealed: &[u8], extra: &[OsString]) -> Output {
+        let mut a = args!["write"];
+        a.extend(self.seal_args());
+        a.extend(extra.iter().cloned());
+        self.run("bk-index", &a, sealed)
+    }
+
+    /// A snapshot name newer than any bk writes today (an attacker's).
+    pub fn plant_snapshot(&self, data: &[u8]) -> String {
+        let name = "29991231T235959.999999Z-attacker-00000000.pgp".to_owned();
+        fs::write(self.repo.join("snapshots").join(&name), data).unwrap();
+        name
+    }
+
+    /// `gpg --encrypt` of `plain` to the sandbox's public key, by someone
+    /// who holds only that public key (a fresh keyring). `sign_with`, an
+    /// armored secret key, also signs it.
+    pub fn gpg_encrypt_as_attacker(&self, plain: &[u8], sign_with: Option<&KeyPair>) -> Vec<u8> {
+        let home = self.path(format!("attacker-gnupg-{}", rand_suffix()));
+        fs::create_dir(&home).unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+        let run = |a: &[&str], input: &[u8]| {
+            let mut cmd = Command::new("gpg");
+            cmd.env("GNUPGHOME", &home)
+                .args([
+                    "--batch",
+                    "--no-tty",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    "",
+                ])
+                .args(a);
+            let out = run_command(cmd, input, DEFAULT_TIMEOUT);
+            assert_ok(&out, &format!("attacker gpg {a:?}"));
+            out.stdout
+        };
+        run(&["--import"], &self.key.public);
+        let mut a = vec![
+            "--trust-model",
+            "always",
+            "-r",
+            self.key.fingerprint.as_str(),
+        ];
+        if let Some(k) = sign_with {
+            run(&["--import"], &k.secret);
+            a.extend(["-u", k.fingerprint.as_str(), "--sign"]);
+        }
+        a.push("--encrypt");
+        let out = run(&a, plain);
+        kill_agent(&home);
+        out
+    }
+}

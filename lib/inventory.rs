@@ -1,0 +1,280 @@
+//! The object inventory: a keyless record of what the repository holds.
+//!
+//! Whenever objects are committed, one line per new object is appended to
+//! `inventory/<UTC time>-<rand>.ndjson` (one file per process):
+//!
+//! ```text
+//! {"id":"<object id>","stored":<bytes>,"sha256":"<hex SHA-256 of the object file>"}
+//! ```
+//!
+//! These are public facts: the id is already the file's name, `stored` its
+//! size, and the SHA-256 is over the ciphertext (random session keys make it
+//! unrelated to the plaintext). So `bk-verify --inventory` can re-hash every
+//! object file and detect bit rot, truncation or loss on the storage side
+//! without any key. It detects accidents, not a malicious operator, who
+//! could rewrite the inventory too (the secret-key checks catch that).
+//!
+//! A line `{"id":…,"removed":true}` withdraws an object (for tools that
+//! delete objects); later lines win.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{exit, io_cause, Error, Result};
+use crate::record;
+use crate::repo::{check_object_id, sync_dir, Repo, TMP_PREFIX};
+
+/// The inventory directory of a repository.
+pub fn dir(root: &Path) -> PathBuf {
+    root.join("inventory")
+}
+
+/// This process's inventory file name, chosen once.
+fn file_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut rnd = [0u8; 4];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        let stamp = humantime::format_rfc3339_micros(std::time::SystemTime::now())
+            .to_string()
+            .replace(['-', ':'], "");
+        format!("{stamp}-{}.ndjson", hex::encode(rnd))
+    })
+}
+
+/// Appends `(id, stored bytes, hex sha256)` lines to this process's
+/// inventory file and makes them durable.
+pub fn append(root: &Path, entries: &[(&str, u64, &str)]) -> Result<()> {
+    static WRITING: Mutex<()> = Mutex::new(());
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut text = Vec::new();
+    for (id, stored, sha) in entries {
+        let line = json!({"id": id, "stored": stored, "sha256": sha});
+        text.extend_from_slice(line.to_string().as_bytes());
+        text.push(b'\n');
+    }
+    let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = dir(root);
+    let fresh = !dir.exists();
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(file_name());
+    let new_file = !path.exists();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    file.write_all(&text)
+        .and_then(|_| file.sync_data())
+        .map_err(|e| Error::io(&path, e))?;
+    if new_file {
+        sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    if fresh {
+        sync_dir(root).map_err(|e| Error::io(root, e))?;
+    }
+    Ok(())
+}
+
+/// What the inventory says about one object.
+#[derive(Debug, Clone)]
+struct Entry {
+    stored: u64,
+    sha256: String,
+}
+
+/// Reads every inventory file: `None` if the repository has none at all.
+fn load(root: &Path) -> Result<Option<BTreeMap<String, Entry>>> {
+    let dir = dir(root);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::repo(format!("{}: {}", dir.display(), io_cause(&e)))),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+        .collect();
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files.sort();
+    let mut map = BTreeMap::new();
+    for file in files {
+        let f = fs::File::open(&file)
+            .map_err(|e| Error::repo(format!("{}: {}", file.display(), io_cause(&e))))?;
+        for (n, line) in BufReader::new(f).lines().enumerate() {
+            let line =
+                line.map_err(|e| Error::repo(format!("{}: {}", file.display(), io_cause(&e))))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |why: &str| Error::repo(format!("{} line {}: {why}", file.display(), n + 1));
+            let v: Value = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
+            let id = v["id"].as_str().ok_or_else(|| bad("no \"id\""))?;
+            if v["removed"].as_bool() == Some(true) {
+                map.remove(id);
+                continue;
+            }
+            let stored = v["stored"].as_u64().ok_or_else(|| bad("no \"stored\""))?;
+            let sha256 = v["sha256"].as_str().ok_or_else(|| bad("no \"sha256\""))?;
+            map.insert(
+                id.to_owned(),
+                Entry {
+                    stored,
+                    sha256: sha256.to_owned(),
+                },
+            );
+        }
+    }
+    Ok(Some(map))
+}
+
+/// Every object file under `objects/` (two levels), as (id, path).
+pub fn object_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let objects = root.join("objects");
+    let read = |d: &Path| {
+        fs::read_dir(d).map_err(|e| Error::repo(format!("{}: {}", d.display(), io_cause(&e))))
+    };
+    let mut out = Vec::new();
+    for sub in read(&objects)? {
+        let sub = sub.map_err(|e| Error::repo(format!("{}: {}", objects.display(), e)))?;
+        if !sub.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for f in read(&sub.path())? {
+            let f = f.map_err(|e| Error::repo(format!("{}: {}", sub.path().display(), e)))?;
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) || check_object_id(&name).is_err() {
+                continue;
+            }
+            out.push((name, f.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `bk-verify --inventory`: re-hashes every object file against the
+/// inventory, with `jobs` threads. Problems (`missing`, `size`, `bitrot`)
+/// are printed as records and make the exit status 1; objects the inventory
+/// does not know (`uninventoried`) are printed as warnings only.
+pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
+    let Some(inventory) = load(repo.root())? else {
+        return Err(Error::repo(format!(
+            "{}: no object inventory (inventory/): the repository was written by a bk \
+             older than the inventory, so there is nothing to check objects against; \
+             new objects will be inventoried from the next bk-seal on",
+            repo.root().display()
+        )));
+    };
+    let files = object_files(repo.root())?;
+    let on_disk: BTreeMap<&str, &PathBuf> = files.iter().map(|(id, p)| (id.as_str(), p)).collect();
+    let mut results: Vec<Value> = Vec::new();
+    for (id, e) in &inventory {
+        if !on_disk.contains_key(id.as_str()) {
+            results.push(json!({"problem": "missing", "object": id,
+                "detail": format!("object {id} is in the inventory ({} bytes) but not in the repository", e.stored)}));
+        }
+    }
+    let bytes = AtomicU64::new(0);
+    let queue = Mutex::new(files.iter());
+    let found = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let Some((id, path)) = next else { break };
+                if let Some(v) = check_one(id, path, inventory.get(id), &bytes) {
+                    found.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                }
+            });
+        }
+    });
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    found.sort_by(|a, b| a["object"].as_str().cmp(&b["object"].as_str()));
+    results.extend(found);
+    let mut out = record::stdout_records();
+    let (mut faults, mut warnings) = (0u64, 0u64);
+    for r in &results {
+        if r["problem"] == "uninventoried" {
+            warnings += 1;
+        } else {
+            faults += 1;
+        }
+        out.write_value(r).map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    eprintln!(
+        "bk-verify: inventory: {} objects in the inventory, {} object files re-hashed ({} bytes): {faults} problems, {warnings} objects not in the inventory",
+        inventory.len(),
+        files.len(),
+        bytes.load(Ordering::Relaxed)
+    );
+    Ok(if faults > 0 { exit::FAULTS } else { exit::OK })
+}
+
+/// Checks one object file; returns its problem record, if any.
+fn check_one(id: &str, path: &Path, want: Option<&Entry>, bytes: &AtomicU64) -> Option<Value> {
+    let Some(want) = want else {
+        return Some(json!({"problem": "uninventoried", "object": id,
+            "detail": format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")}));
+    };
+    let problem =
+        |kind: &str, detail: String| Some(json!({"problem": kind, "object": id, "detail": detail}));
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return problem("missing", format!("object {id}: {}", io_cause(&e))),
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                hasher.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return problem(
+                    "bitrot",
+                    format!("object {id}: read error: {}", io_cause(&e)),
+                )
+            }
+        }
+    }
+    bytes.fetch_add(n, Ordering::Relaxed);
+    if n != want.stored {
+        return problem(
+            "size",
+            format!(
+                "object {id} has {n} bytes, the inventory says {}",
+                want.stored
+            ),
+        );
+    }
+    let got = hex::encode(hasher.finalize());
+    if got != want.sha256 {
+        return problem(
+            "bitrot",
+            format!(
+                "object {id}: SHA-256 {got} differs from the inventory's {} (corrupted in storage)",
+                want.sha256
+            ),
+        );
+    }
+    None
+}

@@ -1,0 +1,122 @@
+//! `--pause-file`: while the file exists bk-hash and bk-seal take no new
+//! work (no output, no new objects); they finish once it is removed.
+
+mod common;
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts `program args` with `input` on stdin and stdout into `out_file`.
+fn start(
+    sb: &Sandbox,
+    program: &str,
+    args: &[std::ffi::OsString],
+    input: &[u8],
+    out_file: &std::path::Path,
+) -> Child {
+    let input_file = sb.path(format!("{program}.in"));
+    fs::write(&input_file, input).unwrap();
+    let mut cmd = sb.command(program);
+    cmd.args(args)
+        .stdin(fs::File::open(&input_file).unwrap())
+        .stdout(fs::File::create(out_file).unwrap())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("start program")
+}
+
+/// Waits for `child` at most `limit`; panics (after killing it) if it
+/// does not finish.
+fn finish(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} after the pause file was removed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hash_and_seal_wait_while_the_pause_file_exists() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    for i in 0..5u64 {
+        write_file(&tree.join(format!("f{i}")), &pseudo_random(i, 5000), 0o644);
+    }
+    // A repository to seal into (one earlier run).
+    write_file(&sb.path("first/x"), b"x", 0o644);
+    sb.backup(&sb.path("first"));
+    let objects_before = sb.object_files();
+    let scan = sb.run("bk-scan", &args![&tree], b"");
+    assert_ok(&scan, "bk-scan");
+    let pause = sb.path("PAUSE");
+    fs::write(&pause, b"").unwrap();
+
+    // bk-hash: nothing comes out while paused.
+    let hashed_file = sb.path("hashed.ndjson");
+    let child = start(
+        &sb,
+        "bk-hash",
+        &args!["--pause-file", &pause],
+        &scan.stdout,
+        &hashed_file,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        fs::metadata(&hashed_file).unwrap().len(),
+        0,
+        "bk-hash wrote records while paused"
+    );
+    fs::remove_file(&pause).unwrap();
+    let out = finish(child, Duration::from_secs(30));
+    assert_ok(&out, "bk-hash after resuming");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("paused: {} exists", pause.display())),
+        "{err}"
+    );
+    assert!(err.contains("resumed"), "{err}");
+    let hashed = fs::read(&hashed_file).unwrap();
+    let records = parse_records(&hashed);
+    assert_eq!(
+        records.iter().filter(|r| r["sha256"].is_string()).count(),
+        5
+    );
+
+    // bk-seal, paused through the environment (as the config file does):
+    // no new object while paused.
+    fs::write(&pause, b"").unwrap();
+    let sealed_file = sb.path("sealed.ndjson");
+    let mut cmd_args = sb.seal_args();
+    cmd_args.extend(args!["-j", "1"]);
+    let input_file = sb.path("seal.in");
+    fs::write(&input_file, &hashed).unwrap();
+    let child = sb
+        .command("bk-seal")
+        .args(&cmd_args)
+        .env("BK_PAUSE_FILE", &pause)
+        .stdin(fs::File::open(&input_file).unwrap())
+        .stdout(fs::File::create(&sealed_file).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sb.object_files(),
+        objects_before,
+        "bk-seal stored objects while paused"
+    );
+    assert_eq!(fs::metadata(&sealed_file).unwrap().len(), 0);
+    fs::remove_file(&pause).unwrap();
+    let out = finish(child, Duration::from_secs(30));
+    assert_ok(&out, "bk-seal after resuming");
+    assert!(stderr(&out).contains("paused:"), "{}", describe(&out));
+    assert_eq!(sb.object_files().len(), objects_before.len() + 5);
+    let sealed = fs::read(&sealed_file).unwrap();
+    sb.index_write(&sealed);
+}
