@@ -23,7 +23,7 @@ _bk__seal() {
 
     case "${cmd}" in
         bk__seal)
-            opts="-r -k -j -h -V --config --repo --recipient --init --id-key --key --passphrase-file --jobs --chunk-threshold --progress --no-progress --pause-file --help --version"
+            opts="-r -k -j -h -V --config --repo --recipient --init --id-key --key --passphrase-file --jobs --chunk-threshold --progress --no-progress --pause-file --wait --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -74,6 +74,10 @@ _bk__seal() {
                     return 0
                     ;;
                 --pause-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

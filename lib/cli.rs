@@ -6,6 +6,7 @@
 //! file (see [`crate::config`]); the command line wins.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -19,6 +20,7 @@ Exit status:
   4   key problem (unreadable key, wrong secret key, wrong passphrase)
   5   repository problem (missing/unknown repository, missing or corrupt object or snapshot)
   6   local I/O error (disk full, permission denied on output)
+  11  repository locked by another run (try again later, or give --wait)
   24  partial: some files vanished, changed or were unreadable; the rest was stored";
 
 /// `--config FILE`: where options not given on the command line or in the
@@ -118,6 +120,21 @@ pub struct PauseArg {
     pub pause_file: Option<PathBuf>,
 }
 
+/// `--wait DURATION`: how long to wait for a repository lock.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArg {
+    /// If the repository is locked by a conflicting run, keep trying this
+    /// long before giving up with exit status 11 (e.g. 30s, 10m, 2h)
+    #[arg(long, env = "BK_WAIT", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+/// Parses a duration such as `30s`, `10m`, `24h`, `7days` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration (e.g. 30s, 10m, 24h, 7d): {e}"))
+}
+
 /// bk-scan: walk trees and emit one record per entry.
 #[derive(Debug, Parser)]
 #[command(
@@ -196,7 +213,7 @@ the repository, encrypt it (streaming, OpenPGP, AES-256) to every recipient and 
 atomically as an object; add \"objects\" to the record and print it. Only public keys are \
 needed. The object id is HMAC-SHA256(id key, sha256), so the repository cannot be probed \
 for known files.",
-    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal --init --repo /mnt/backup -r me.asc | bk-index write --repo /mnt/backup -r me.asc\n  BK_REPO=/mnt/backup BK_RECIPIENT=me.asc bk-seal < hashed.ndjson > sealed.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem\n  6   local I/O error (disk full)\n  24  partial: some files changed or vanished before they were sealed")
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal --init --repo /mnt/backup -r me.asc | bk-index write --repo /mnt/backup -r me.asc\n  BK_REPO=/mnt/backup BK_RECIPIENT=me.asc bk-seal < hashed.ndjson > sealed.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem\n  6   local I/O error (disk full)\n  11  repository locked by another run (bk-index forget/prune)\n  24  partial: some files changed or vanished before they were sealed")
 )]
 pub struct SealCli {
     #[command(flatten)]
@@ -224,6 +241,8 @@ pub struct SealCli {
     pub progress: ProgressArg,
     #[command(flatten)]
     pub pause: PauseArg,
+    #[command(flatten)]
+    pub wait: WaitArg,
 }
 
 /// Parses a byte size such as `8M`, `512K`, `1G` or `4096`.
@@ -256,7 +275,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     name = "bk-index",
     version,
     about = "Write, list and show encrypted snapshots (the catalogue)",
-    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing object, unknown snapshot)\n  6   local I/O error")
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n  bk-index forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  bk-index prune --key secret.asc --wait 1h\n  bk-index unlock\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing object, unknown snapshot)\n  6   local I/O error\n  11  repository locked by another run (try again later, or give --wait)")
 )]
 pub struct IndexCli {
     #[command(flatten)]
@@ -274,7 +293,50 @@ pub enum IndexCommand {
     List(IndexListArgs),
     /// Decrypt a snapshot back to records (NDJSON) or CSV
     Show(IndexShowArgs),
+    /// Remove snapshots by a retention policy (keep-last, daily, weekly…)
+    #[command(after_help = FORGET_HELP)]
+    Forget(IndexForgetArgs),
+    /// Delete objects no snapshot references; report the bytes freed
+    #[command(after_help = PRUNE_HELP)]
+    Prune(IndexPruneArgs),
+    /// Remove stale locks (of dead or silent processes), or every lock with --all
+    #[command(after_help = UNLOCK_HELP)]
+    Unlock(IndexUnlockArgs),
 }
+
+const FORGET_HELP: &str = "\
+Snapshots are grouped by host and set of roots (by host only without --key), and the \
+policy applies to each group: a snapshot kept by any rule is kept. Times are the UTC \
+times in the snapshot names. keep-daily N keeps the newest snapshot of each of the last \
+N days that have one (likewise hourly, weekly = ISO weeks, monthly, yearly); keep-within \
+D keeps every snapshot less than D older than the newest of its group. Objects are not \
+deleted: run `bk-index prune` afterwards.
+
+Examples:
+  bk-index forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --key secret.asc --dry-run
+  bk-index forget --keep-last 3 --keep-within 30d --host laptop --key secret.asc";
+
+const PRUNE_HELP: &str = "\
+Takes the exclusive lock (so no backup runs meanwhile), decrypts every snapshot to \
+collect the objects they reference (any snapshot that cannot be read stops prune before \
+anything is deleted), then deletes unreferenced objects and leftover temporary files \
+whose modification time is older than --grace. bk-seal refreshes the time of objects it \
+reuses, so records sealed but not yet written into a snapshot (`bk-seal > file`, \
+`bk-index write < file` later) are safe if the snapshot is written within half the \
+default grace period (12 hours).
+
+Examples:
+  bk-index prune --key secret.asc --dry-run
+  bk-index prune --key secret.asc --wait 2h --json";
+
+const UNLOCK_HELP: &str = "\
+A lock is stale when its process is no longer running on this host, or when a lock of \
+another host has not been refreshed for 30 minutes. Without --all only stale locks are \
+removed; live ones are listed on stderr and kept.
+
+Examples:
+  bk-index unlock --repo /mnt/backup
+  bk-index unlock --repo /mnt/backup --all   # only when you know no bk program runs";
 
 /// `bk-index write`.
 #[derive(Debug, Args)]
@@ -294,6 +356,86 @@ pub struct IndexWriteArgs {
     /// $BK_PASSPHRASE, else the terminal is asked)
     #[arg(long, env = "BK_PASSPHRASE_FILE", value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `bk-index forget`.
+#[derive(Debug, Args)]
+pub struct IndexForgetArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Secret key: read each snapshot's roots, to group by host and roots
+    /// (without it, snapshots are grouped by host only)
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot less than DURATION older than the newest of its
+    /// group (e.g. 30d, 1y)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_within: Option<Duration>,
+    /// Only consider snapshots of this host (others are left alone)
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Print what would be kept and removed, and remove nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Print one JSON object per snapshot instead of text lines
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `bk-index prune`.
+#[derive(Debug, Args)]
+pub struct IndexPruneArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Secret key: needed to read which objects the snapshots reference
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// Never delete an unreferenced object or temporary file modified less
+    /// than this long ago (protects records sealed but not yet in a snapshot)
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Report what would be deleted, and delete nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Also print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `bk-index unlock`.
+#[derive(Debug, Args)]
+pub struct IndexUnlockArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Remove every lock, live ones too: only when you are sure no bk
+    /// program is using the repository (a prune running beside a backup can
+    /// delete objects the backup needs)
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `bk-index list`.

@@ -28,6 +28,9 @@ pub mod exit {
     /// Partial: some source files vanished, changed or could not be read
     /// while everything else was stored (like rsync's 24).
     pub const PARTIAL: i32 = 24;
+    /// The repository is locked by another run (like restic's 11): try
+    /// again later or give `--wait`.
+    pub const LOCKED: i32 = 11;
     /// The reader of our output went away, as if killed by SIGPIPE.
     pub const BROKEN_PIPE: i32 = 141;
 }
@@ -51,6 +54,8 @@ pub enum Kind {
     Fault,
     /// The reader of our output went away (`| head`): stop quietly.
     BrokenPipe,
+    /// The repository is locked by another run.
+    Locked,
 }
 
 impl Kind {
@@ -65,6 +70,7 @@ impl Kind {
             Kind::Partial => exit::PARTIAL,
             Kind::Fault => exit::FAULTS,
             Kind::BrokenPipe => exit::BROKEN_PIPE,
+            Kind::Locked => exit::LOCKED,
         }
     }
 
@@ -80,6 +86,7 @@ impl Kind {
             Kind::Key => 6,
             Kind::Usage => 7,
             Kind::BrokenPipe => 8,
+            Kind::Locked => 5,
         }
     }
 }
@@ -122,6 +129,11 @@ impl Error {
     /// Repository problem.
     pub fn repo(msg: impl Into<String>) -> Self {
         Self::new(Kind::Repo, msg)
+    }
+
+    /// The repository is locked by another run.
+    pub fn locked(msg: impl Into<String>) -> Self {
+        Self::new(Kind::Locked, msg)
     }
 
     /// A fault found while checking or restoring.

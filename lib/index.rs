@@ -28,6 +28,9 @@ pub fn run(cli: IndexCli) -> Result<i32> {
         IndexCommand::Write(args) => write(args),
         IndexCommand::List(args) => list(args),
         IndexCommand::Show(args) => show(args),
+        IndexCommand::Forget(args) => crate::lifecycle::forget(args),
+        IndexCommand::Prune(args) => crate::lifecycle::prune(args),
+        IndexCommand::Unlock(args) => crate::lifecycle::unlock(args),
     }
 }
 
@@ -104,6 +107,10 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     // repository only exists once bk-seal is under way, and the snapshot
     // may only be written once bk-seal has finished (EOF) anyway. Records
     // beyond a memory limit are sorted in runs on disk.
+    // Lock before reading stdin: in `bk-seal | bk-index write` both start
+    // together, so the shared lock covers the whole pipeline with no gap.
+    let early_lock =
+        crate::lock::lock_if_repo_exists(&args.repo.repo, "bk-index write", args.wait.wait)?;
     let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
     let mut sorter = ExternalSorter::default();
     for rec in record::stdin_records() {
@@ -127,6 +134,15 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         ));
     }
     let repo = Repo::open(&args.repo.repo)?;
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => crate::lock::RepoLock::acquire(
+            repo.root(),
+            crate::lock::LockKind::Shared,
+            "bk-index write",
+            args.wait.wait,
+        )?,
+    };
     crate::seal::check_recipients(&repo, &recipients)?;
     let sorted = sorter.finish().map_err(tmp_err)?;
 

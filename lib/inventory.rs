@@ -53,7 +53,6 @@ fn file_name() -> &'static str {
 /// Appends `(id, stored bytes, hex sha256)` lines to this process's
 /// inventory file and makes them durable.
 pub fn append(root: &Path, entries: &[(&str, u64, &str)]) -> Result<()> {
-    static WRITING: Mutex<()> = Mutex::new(());
     if entries.is_empty() {
         return Ok(());
     }
@@ -63,6 +62,26 @@ pub fn append(root: &Path, entries: &[(&str, u64, &str)]) -> Result<()> {
         text.extend_from_slice(line.to_string().as_bytes());
         text.push(b'\n');
     }
+    write_lines(root, &text)
+}
+
+/// Records that prune deleted these objects, so the keyless check does not
+/// report them missing.
+pub fn append_removed(root: &Path, ids: &[String]) -> Result<()> {
+    if ids.is_empty() || !dir(root).exists() {
+        return Ok(());
+    }
+    let mut text = Vec::new();
+    for id in ids {
+        text.extend_from_slice(json!({"id": id, "removed": true}).to_string().as_bytes());
+        text.push(b'\n');
+    }
+    write_lines(root, &text)
+}
+
+/// Appends lines to this process's inventory file and makes them durable.
+fn write_lines(root: &Path, text: &[u8]) -> Result<()> {
+    static WRITING: Mutex<()> = Mutex::new(());
     let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
     let dir = dir(root);
     let fresh = !dir.exists();
@@ -74,7 +93,7 @@ pub fn append(root: &Path, entries: &[(&str, u64, &str)]) -> Result<()> {
         .append(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    file.write_all(&text)
+    file.write_all(text)
         .and_then(|_| file.sync_data())
         .map_err(|e| Error::io(&path, e))?;
     if new_file {

@@ -190,6 +190,33 @@ impl Repo {
         }
     }
 
+    /// The stored size of an object this run reuses (a dedup hit or a record
+    /// passed through with its objects), or `None` if it is absent. An
+    /// object last modified more than [`REUSE_TOUCH_AFTER`] ago gets its
+    /// modification time set to now, so that `bk-index prune`'s grace period
+    /// protects it until the records naming it are in a snapshot. The touch
+    /// is best effort (a file system that refuses it only loses that extra
+    /// protection; locks still apply).
+    pub fn reuse_object(&self, id: &str) -> Result<Option<u64>> {
+        let path = self.object_path(id);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => {
+                let old = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > REUSE_TOUCH_AFTER);
+                if old {
+                    touch(&path);
+                }
+                Ok(Some(m.len()))
+            }
+            Ok(_) => Err(Error::repo(format!("object {id}: not a regular file"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::repo(format!("object {id}: {}", io_cause(&e)))),
+        }
+    }
+
     /// Writes an object through `fill` under a temporary name, fsyncs it and
     /// gives it its real name unless another writer got there first (then
     /// the existing one is kept). Returns the stored size of the object that
@@ -573,6 +600,23 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(from).map(|_| false),
         Err(_) => fs::rename(from, to).map(|_| true),
     }
+}
+
+/// An object reused by a run gets a fresh modification time when its own is
+/// older than this: half of `bk-index prune`'s default grace period (24 h).
+pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// Sets a file's modification time to now, ignoring failure.
+fn touch(path: &Path) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let _ = utimensat(
+        None,
+        path,
+        &TimeSpec::UTIME_OMIT,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::FollowSymlink,
+    );
 }
 
 /// fsyncs a directory so that renames inside it are durable.

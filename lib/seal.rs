@@ -72,6 +72,14 @@ pub fn run(cli: SealCli) -> Result<i32> {
     let started = std::time::Instant::now();
     let recipients = Recipients::load(&cli.recipients.recipients)?;
     let repo = open_or_init(&cli, &recipients)?;
+    // Shared lock for the whole run: no prune can run while it stores or
+    // reuses objects (see `crate::lifecycle`).
+    let _lock = crate::lock::RepoLock::acquire(
+        repo.root(),
+        crate::lock::LockKind::Shared,
+        "bk-seal",
+        cli.wait.wait,
+    )?;
     check_recipients(&repo, &recipients)?;
     let id_key = load_id_key(&cli, &repo)?;
     let sealer = Sealer {
@@ -284,7 +292,7 @@ impl Sealer {
             if crate::repo::check_object_id(&obj.id).is_err() {
                 return Ok(false);
             }
-            match self.repo.object_size(&obj.id)? {
+            match self.repo.reuse_object(&obj.id)? {
                 Some(size) if obj.stored.is_none_or(|s| s == size) => {}
                 _ => return Ok(false),
             }
@@ -399,7 +407,7 @@ impl Sealer {
         if lock(&self.pending).ids.contains(id) {
             return Ok(Some((None, true)));
         }
-        Ok(self.repo.object_size(id)?.map(|s| (Some(s), false)))
+        Ok(self.repo.reuse_object(id)?.map(|s| (Some(s), false)))
     }
 
     fn add_pending(&self, obj: PendingObject) {

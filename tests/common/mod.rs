@@ -1215,3 +1215,374 @@ impl Sandbox {
         out
     }
 }
+
+// Lifecycle: locks, forget, prune.
+
+/// Writes a lock file into `repo/locks/` as another bk process would:
+/// `kind` is "shared" or "exclusive"; `time` is both the lock's `time` and
+/// `refreshed` and the file's mtime. Returns its path.
+pub fn write_lock(
+    repo: &Path,
+    kind: &str,
+    program: &str,
+    host: &str,
+    pid: u32,
+    time: std::time::SystemTime,
+) -> PathBuf {
+    let dir = repo.join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let stamp = humantime::format_rfc3339_seconds(time).to_string();
+    let path = dir.join(format!("{kind}-{host}-{pid}-{}.json", rand_suffix()));
+    let json = serde_json::json!({
+        "kind": kind, "host": host, "pid": pid, "program": program,
+        "time": stamp, "refreshed": stamp,
+    });
+    fs::write(&path, json.to_string()).unwrap();
+    let ns = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    set_mtime_ns(&path, ns);
+    path
+}
+
+/// The lock files now in `repo/locks/` (temporary files left out).
+pub fn lock_files(repo: &Path) -> BTreeSet<PathBuf> {
+    files_under(&repo.join("locks"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+/// The pid of a process that has just exited (for stale-lock tests).
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("run true");
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Renames snapshot `name` to carry the UTC time `stamp`
+/// (`YYYYMMDDTHHMMSS`) and `host`, keeping its random suffix; returns the
+/// new name. Snapshot names are the only source of a snapshot's time.
+pub fn retime_snapshot(repo: &Path, name: &str, stamp: &str, host: &str) -> String {
+    let rand = name
+        .trim_end_matches(".pgp")
+        .rsplit('-')
+        .next()
+        .expect("random suffix");
+    let new = format!("{stamp}.000000Z-{host}-{rand}.pgp");
+    let dir = repo.join("snapshots");
+    fs::rename(dir.join(name), dir.join(&new)).unwrap();
+    new
+}
+
+/// Apparent size of a directory tree in bytes (`du -sb`).
+pub fn du_bytes(dir: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(dir).output().expect("du");
+    assert!(out.status.success(), "du -sb {}", dir.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du output")
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the incremental, chunking and scale tests.
+
+/// Writes `len` bytes of deterministic pseudo-random data (SplitMix64, the
+/// same stream as [`pseudo_random`]) to `path`, streamed in 1 MiB pieces so
+/// files of any size cost no memory; returns the content's hex SHA-256.
+pub fn write_pseudo_random_file(path: &Path, seed: u64, len: u64) -> String {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    let file = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut h = Sha256::new();
+    let mut state = seed;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            word.copy_from_slice(&z.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        left -= n as u64;
+    }
+    out.flush().unwrap();
+    hex::encode(h.finalize())
+}
+
+/// The last line of `stderr` that starts with `prefix` (a program's
+/// summary line, e.g. `"bk-hash:"` for `bk-hash: N files seen, …`).
+pub fn summary_line<'a>(stderr: &'a str, prefix: &str) -> &'a str {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in stderr: {stderr}"))
+}
+
+/// The number written just before `label` in the summary line of
+/// `prefix`: `summary_number(err, "bk-hash:", "hashed")` is 3 for
+/// `bk-hash: 5 files seen, 2 reused unread, 3 hashed (10 bytes read), 0.1s`.
+pub fn summary_number(stderr: &str, prefix: &str, label: &str) -> u64 {
+    let line = summary_line(stderr, prefix);
+    for (i, _) in line.match_indices(label) {
+        let after = line[i + label.len()..].chars().next();
+        if after.is_some_and(|c| c.is_alphanumeric()) {
+            continue;
+        }
+        let before = line[..i].trim_end();
+        let digits: String = before
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !digits.is_empty() && before.len() < line[..i].len() {
+            return digits.parse().unwrap();
+        }
+    }
+    panic!("no number before {label:?} in summary line {line:?}")
+}
+
+/// Runs `cmd` with stdin read from the file `stdin` and stdout written to
+/// the file `stdout` (for streams too big to hold in the test's memory);
+/// stderr is collected. Kills it (by its pid) and panics after `timeout`.
+pub fn run_command_files(
+    mut cmd: Command,
+    stdin: &Path,
+    stdout: &Path,
+    timeout: Duration,
+) -> Output {
+    let input = fs::File::open(stdin).unwrap_or_else(|e| panic!("open {}: {e}", stdin.display()));
+    let output =
+        fs::File::create(stdout).unwrap_or_else(|e| panic!("create {}: {e}", stdout.display()));
+    cmd.stdin(input).stdout(output).stderr(Stdio::piped());
+    let described = format!("{cmd:?}");
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
+    let pid = child.id();
+    let timed_out = AtomicBool::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let out = std::thread::scope(|s| {
+        let timed_out = &timed_out;
+        s.spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(timeout) {
+                timed_out.store(true, Ordering::SeqCst);
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        let out = child.wait_with_output().expect("waiting for child");
+        let _ = done_tx.send(());
+        out
+    });
+    assert!(
+        !timed_out.load(Ordering::SeqCst),
+        "{described} did not finish within {timeout:?} and was killed; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Sandbox {
+    /// Like [`Sandbox::run_measured`], with stdin read from the file
+    /// `stdin` and stdout written to the file `stdout`: returns the output
+    /// (stdout empty) and the peak RSS in KiB.
+    pub fn run_measured_files(
+        &self,
+        program: &str,
+        args: &[OsString],
+        stdin: &Path,
+        stdout: &Path,
+        timeout: Duration,
+    ) -> (Output, u64) {
+        let time = Path::new("/usr/bin/time");
+        assert!(
+            time.exists(),
+            "/usr/bin/time is missing: install the `time` package (the memory tests need it)"
+        );
+        let report = self.path(format!("rss-{program}-{}.txt", rand_suffix()));
+        let mut cmd = self.command("/usr/bin/time");
+        cmd.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&report)
+            .arg(assert_cmd::cargo::cargo_bin(program))
+            .args(args);
+        let out = run_command_files(cmd, stdin, stdout, timeout);
+        let text = fs::read_to_string(&report).expect("time report");
+        let kib = text
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no RSS figure in /usr/bin/time output {text:?}"));
+        (out, kib)
+    }
+
+    /// A command running `program` as `uid`:`gid` with no supplementary
+    /// groups (`setpriv --reuid --regid --clear-groups`), with the
+    /// sandbox's environment. A bk program runs from a hard link (or copy)
+    /// in the sandbox's `bin/`, so the other user can execute it wherever
+    /// the build directory is. The sandbox directory itself is made
+    /// traversable (0755); what lies inside keeps its own permissions.
+    pub fn command_as(&self, uid: u32, gid: u32, program: &str) -> Command {
+        fs::set_permissions(&self.base, fs::Permissions::from_mode(0o755)).unwrap();
+        let exe: PathBuf = if program.starts_with("bk-") {
+            let bin = self.base.join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+            let exe = bin.join(program);
+            if !exe.exists() {
+                let built = assert_cmd::cargo::cargo_bin(program);
+                if fs::hard_link(&built, &exe).is_err() {
+                    fs::copy(&built, &exe).unwrap_or_else(|e| {
+                        panic!("copy {} to {}: {e}", built.display(), exe.display())
+                    });
+                }
+                fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            exe
+        } else {
+            PathBuf::from(program)
+        };
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(exe);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// Runs `program` with `args` and `stdin` as `uid`:`gid` (see
+    /// [`Sandbox::command_as`]).
+    pub fn run_as(
+        &self,
+        uid: u32,
+        gid: u32,
+        program: &str,
+        args: &[OsString],
+        stdin: &[u8],
+    ) -> Output {
+        let mut cmd = self.command_as(uid, gid, program);
+        cmd.args(args);
+        run_command(cmd, stdin, DEFAULT_TIMEOUT)
+    }
+
+    /// The repository id, from `bk-repo.json`.
+    pub fn repo_id(&self) -> String {
+        let v: Value =
+            serde_json::from_slice(&fs::read(self.repo.join("bk-repo.json")).unwrap()).unwrap();
+        v["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("bk-repo.json without id: {v}"))
+            .to_owned()
+    }
+
+    /// The directory of the local plaintext copies of the latest snapshot
+    /// of each root: `$XDG_CACHE_HOME/bk/<repo id>/latest`.
+    pub fn snapshot_cache_dir(&self) -> PathBuf {
+        self.cache_home
+            .join("bk")
+            .join(self.repo_id())
+            .join("latest")
+    }
+
+    /// bk-scan | bk-hash `hash_args` | bk-seal `seal_args` | bk-index write
+    /// of `tree` (an incremental run when `hash_args` has `--reuse`), every
+    /// stage checked for success; the stderr of bk-hash and bk-seal are in
+    /// [`Run`].
+    pub fn backup_with(&self, tree: &Path, hash_args: &[OsString], seal_args: &[OsString]) -> Run {
+        let scan = self.run("bk-scan", &args![tree], b"");
+        assert_ok(&scan, "bk-scan");
+        let hashed = self.run("bk-hash", hash_args, &scan.stdout);
+        assert_ok(&hashed, "bk-hash");
+        let mut a = self.seal_args();
+        a.extend(seal_args.iter().cloned());
+        let sealed = self.run("bk-seal", &a, &hashed.stdout);
+        assert_ok(&sealed, "bk-seal");
+        let snapshot = self.index_write(&sealed.stdout);
+        let seal_stderr = stderr(&sealed);
+        Run {
+            hash_stderr: stderr(&hashed),
+            seal_stderr: seal_stderr.clone(),
+            backup: Backup {
+                scan: scan.stdout,
+                hashed: hashed.stdout,
+                sealed: sealed.stdout,
+                seal_stderr,
+                snapshot,
+            },
+        }
+    }
+
+    /// `--reuse auto --repo R`: the arguments of an incremental bk-hash.
+    pub fn reuse_auto_args(&self) -> Vec<OsString> {
+        args!["--reuse", "auto", "--repo", &self.repo]
+    }
+}
+
+/// One run of [`Sandbox::backup_with`].
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub backup: Backup,
+    pub hash_stderr: String,
+    pub seal_stderr: String,
+}
+
+impl Run {
+    /// A number from bk-hash's summary line (see [`summary_number`]).
+    pub fn hash_count(&self, label: &str) -> u64 {
+        summary_number(&self.hash_stderr, "bk-hash:", label)
+    }
+
+    /// A number from bk-seal's summary line (see [`summary_number`]).
+    pub fn seal_count(&self, label: &str) -> u64 {
+        summary_number(&self.seal_stderr, "bk-seal:", label)
+    }
+}
+
+/// Sizes (bytes) of the files under `repo/objects` named in `files`
+/// (paths relative to `objects/`).
+pub fn object_files_size(repo: &Path, files: &BTreeSet<PathBuf>) -> u64 {
+    files
+        .iter()
+        .map(|f| fs::metadata(repo.join("objects").join(f)).unwrap().len())
+        .sum()
+}
+
+/// The object file paths (relative to `objects/`) of a set of ids.
+pub fn ids_as_object_files<'a>(ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<PathBuf> {
+    ids.into_iter()
+        .map(|id| Path::new(&id[..2]).join(id))
+        .collect()
+}
+
+/// Temporary files (`.tmp-*`) left under `repo/objects`.
+pub fn leftover_tmp_objects(repo: &Path) -> Vec<PathBuf> {
+    files_under(&repo.join("objects"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b".tmp-"))
+        })
+        .collect()
+}

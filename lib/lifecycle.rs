@@ -1,0 +1,503 @@
+//! Keeping a repository for years: `bk-index forget` (remove snapshots by a
+//! retention policy), `bk-index prune` (delete objects no snapshot
+//! references) and `bk-index unlock` (remove stale locks).
+//!
+//! Why prune never deletes an object a backup needs:
+//!
+//! 1. **Locks.** Prune holds the exclusive lock from before it lists the
+//!    snapshots until its last deletion; `bk-seal` and `bk-index write`
+//!    hold shared locks for their whole run, and `bk-index write` takes
+//!    its lock before it reads its input. So in `bk-seal | bk-index write`
+//!    a prune can run either wholly before the pipeline (then bk-seal sees
+//!    what is missing and stores it again) or wholly after it (then the new
+//!    snapshot is among those prune reads), never in between.
+//! 2. **Grace period.** Records sealed in one run and written into a
+//!    snapshot in another (`bk-seal > file`, later `bk-index write < file`)
+//!    are not covered by one lock. Prune never deletes an unreferenced
+//!    object modified less than `--grace` ago (24 hours by default), and
+//!    `bk-seal` sets the modification time of every object it reuses to
+//!    now when it is older than [`crate::repo::REUSE_TOUCH_AFTER`] (12 h).
+//!    So every object such a file names stays for at least 12 hours after
+//!    bk-seal ended.
+//! 3. **Complete reference set.** Prune reads every snapshot before it
+//!    deletes anything; a snapshot it cannot decrypt or parse stops it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::cli::{IndexForgetArgs, IndexPruneArgs, IndexUnlockArgs};
+use crate::crypto::SecretKeys;
+use crate::error::{io_cause, Error, Result};
+use crate::index::{decrypt_snapshot, load_secret, require_secret};
+use crate::lock::{LockKind, RepoLock};
+use crate::record::{self, RecordReader};
+use crate::repo::{check_object_id, sync_dir, Repo, TMP_PREFIX};
+use crate::retention::{parse_name, Policy};
+
+/// One snapshot as forget sees it.
+struct Snap {
+    name: String,
+    time: Option<i64>,
+    host: String,
+    roots: Option<Vec<String>>,
+    reasons: Vec<String>,
+}
+
+/// `bk-index forget`.
+pub fn forget(args: IndexForgetArgs) -> Result<i32> {
+    let policy = Policy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args.keep_within,
+    };
+    if policy.is_empty() {
+        return Err(Error::usage(
+            "bk-index forget: no keep option given (--keep-last, --keep-hourly, --keep-daily, \
+             --keep-weekly, --keep-monthly, --keep-yearly or --keep-within); refusing to remove \
+             every snapshot",
+        ));
+    }
+    let repo = Repo::open(&args.repo.repo)?;
+    let secret = load_secret(&args.secret)?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(RepoLock::acquire(
+            repo.root(),
+            LockKind::Exclusive,
+            "bk-index forget",
+            args.wait.wait,
+        )?)
+    };
+    if secret.is_none() {
+        eprintln!(
+            "bk-index forget: no --key given: grouping snapshots by host only (with the secret \
+             key they are grouped by host and roots)"
+        );
+    }
+    let mut snaps = Vec::new();
+    for name in repo.snapshots()? {
+        let parsed = parse_name(&name);
+        let host = parsed.as_ref().map_or_else(String::new, |(_, h)| h.clone());
+        if args.host.as_ref().is_some_and(|h| *h != host) {
+            continue;
+        }
+        let roots = match &secret {
+            Some(key) => Some(snapshot_roots(&repo, key, &name)?),
+            None => None,
+        };
+        snaps.push(Snap {
+            time: parsed.map(|(t, _)| t),
+            name,
+            host,
+            roots,
+            reasons: Vec::new(),
+        });
+    }
+    // Group by host and roots, then apply the policy to each group.
+    let mut groups: BTreeMap<(String, Option<Vec<String>>), Vec<usize>> = BTreeMap::new();
+    for (i, s) in snaps.iter_mut().enumerate() {
+        if s.time.is_none() {
+            s.reasons.push("unrecognised name (never removed)".into());
+            continue;
+        }
+        groups
+            .entry((s.host.clone(), s.roots.clone()))
+            .or_default()
+            .push(i);
+    }
+    for ((host, roots), members) in &groups {
+        let times: Vec<i64> = members
+            .iter()
+            .map(|&i| snaps[i].time.unwrap_or(0))
+            .collect();
+        let reasons = policy.apply(&times);
+        let keep = reasons.iter().filter(|r| !r.is_empty()).count();
+        for (&i, r) in members.iter().zip(reasons) {
+            snaps[i].reasons = r;
+        }
+        eprintln!(
+            "bk-index forget: host {host}{}: {} snapshots, keeping {keep}, {} {}",
+            roots
+                .as_ref()
+                .map_or_else(String::new, |r| format!(", roots {}", r.join(" "))),
+            members.len(),
+            if args.dry_run {
+                "would remove"
+            } else {
+                "removing"
+            },
+            members.len() - keep
+        );
+    }
+    let mut out = io::stdout().lock();
+    let (mut kept, mut removed) = (0u64, 0u64);
+    let snap_dir = repo.root().join("snapshots");
+    for s in &snaps {
+        let keep = !s.reasons.is_empty();
+        let action = match (keep, args.dry_run) {
+            (true, _) => "keep",
+            (false, true) => "would remove",
+            (false, false) => "remove",
+        };
+        let line = if args.json {
+            serde_json::json!({
+                "name": s.name,
+                "host": s.host,
+                "time": s.time.map(micros_rfc3339),
+                "roots": s.roots,
+                "action": action,
+                "reasons": s.reasons,
+            })
+            .to_string()
+        } else if keep {
+            format!("keep:   {}  ({})", s.name, s.reasons.join(", "))
+        } else {
+            format!("{action}: {}", s.name)
+        };
+        writeln!(out, "{line}").map_err(record::stdout_error)?;
+        if keep {
+            kept += 1;
+            continue;
+        }
+        removed += 1;
+        if !args.dry_run {
+            let path = repo.snapshot_path(&s.name);
+            fs::remove_file(&path).map_err(|e| {
+                Error::repo(format!(
+                    "removing snapshot {}: {}",
+                    path.display(),
+                    io_cause(&e)
+                ))
+            })?;
+            let _ = fs::remove_file(summary_path(&repo, &s.name));
+        }
+    }
+    out.flush().map_err(record::stdout_error)?;
+    if removed > 0 && !args.dry_run {
+        sync_dir(&snap_dir).map_err(|e| Error::io(&snap_dir, e))?;
+    }
+    eprintln!(
+        "bk-index forget: {kept} snapshots kept, {removed} {}",
+        if args.dry_run {
+            "would be removed (dry run: nothing removed)"
+        } else if removed > 0 {
+            "removed; run `bk-index prune` to delete the objects only they used"
+        } else {
+            "removed"
+        }
+    );
+    Ok(0)
+}
+
+/// The distinct roots a snapshot's records name, sorted.
+fn snapshot_roots(repo: &Repo, key: &SecretKeys, name: &str) -> Result<Vec<String>> {
+    let spool = decrypt_snapshot(repo, key, name, &crate::signature::Policy::none())?;
+    let mut roots = BTreeSet::new();
+    for rec in RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        let root = rec
+            .root_os()
+            .map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        roots.insert(root);
+    }
+    Ok(roots.into_iter().collect())
+}
+
+/// The local summary cache file of a snapshot (see `bk-index list`).
+fn summary_path(repo: &Repo, name: &str) -> PathBuf {
+    crate::paths::cache_home()
+        .join("bk")
+        .join(repo.id())
+        .join("summaries")
+        .join(format!("{name}.json"))
+}
+
+fn micros_rfc3339(us: i64) -> String {
+    let t = if us >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    };
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// What prune found and did.
+#[derive(Debug, Default, serde::Serialize)]
+struct PruneReport {
+    snapshots: u64,
+    referenced: u64,
+    objects_deleted: u64,
+    bytes_freed: u64,
+    tmp_deleted: u64,
+    tmp_bytes_freed: u64,
+    objects_kept: u64,
+    bytes_kept: u64,
+    unreferenced_within_grace: u64,
+    missing_referenced: u64,
+    dry_run: bool,
+    grace_seconds: u64,
+}
+
+/// `bk-index prune`.
+pub fn prune(args: IndexPruneArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let repo = Repo::open(&args.repo.repo)?;
+    let key = require_secret(&args.secret, "bk-index prune")?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(RepoLock::acquire(
+            repo.root(),
+            LockKind::Exclusive,
+            "bk-index prune",
+            args.wait.wait,
+        )?)
+    };
+    let mut deleted_ids: Vec<String> = Vec::new();
+    let mut report = PruneReport {
+        dry_run: args.dry_run,
+        grace_seconds: args.grace.as_secs(),
+        ..PruneReport::default()
+    };
+    // 1. Every object any snapshot references; any failure stops here,
+    // before anything is deleted.
+    let mut referenced: HashSet<[u8; 32]> = HashSet::new();
+    for name in repo.snapshots()? {
+        collect_references(&repo, &key, &name, &mut referenced)
+            .map_err(|e| e.context("bk-index prune stopped, nothing deleted"))?;
+        report.snapshots += 1;
+    }
+    report.referenced = referenced.len() as u64;
+    // 2. Walk objects/ and delete what is neither referenced nor recent.
+    let now = SystemTime::now();
+    let objects = repo.root().join("objects");
+    let mut seen = 0u64;
+    for sub in read_dir_sorted(&objects)? {
+        if !sub.is_dir() {
+            continue;
+        }
+        let mut changed = false;
+        for path in read_dir_sorted(&sub)? {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(repo_io(&path, e)),
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let old = age(&meta, now) >= args.grace;
+            if name.starts_with(TMP_PREFIX) {
+                if old {
+                    report.tmp_deleted += 1;
+                    report.tmp_bytes_freed += meta.len();
+                    changed |= delete(&path, args.dry_run)?;
+                }
+                continue;
+            }
+            let Some(id) = parse_id(name) else {
+                eprintln!(
+                    "bk-index prune: leaving alone {}: not an object name",
+                    path.display()
+                );
+                continue;
+            };
+            seen += 1;
+            if referenced.contains(&id) {
+                report.objects_kept += 1;
+                report.bytes_kept += meta.len();
+            } else if old {
+                report.objects_deleted += 1;
+                report.bytes_freed += meta.len();
+                changed |= delete(&path, args.dry_run)?;
+                if !args.dry_run {
+                    deleted_ids.push(name.to_owned());
+                }
+            } else {
+                report.unreferenced_within_grace += 1;
+                report.objects_kept += 1;
+                report.bytes_kept += meta.len();
+            }
+        }
+        if changed {
+            sync_dir(&sub).map_err(|e| repo_io(&sub, e))?;
+        }
+    }
+    crate::inventory::append_removed(repo.root(), &deleted_ids)?;
+    report.missing_referenced = report
+        .referenced
+        .saturating_sub(report.objects_kept - report.unreferenced_within_grace);
+    // 3. Temporary files of interrupted snapshot writes.
+    let snaps = repo.root().join("snapshots");
+    let mut changed = false;
+    for path in read_dir_sorted(&snaps)? {
+        let is_tmp = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(TMP_PREFIX));
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if is_tmp && meta.is_file() && age(&meta, now) >= args.grace {
+            report.tmp_deleted += 1;
+            report.tmp_bytes_freed += meta.len();
+            changed |= delete(&path, args.dry_run)?;
+        }
+    }
+    if changed {
+        sync_dir(&snaps).map_err(|e| repo_io(&snaps, e))?;
+    }
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    eprintln!(
+        "bk-index prune: {} snapshots reference {} objects; {verb} {} unreferenced objects \
+         ({} bytes) and {} temporary files ({} bytes); kept {} objects ({} bytes), {} of them \
+         unreferenced but younger than the grace period {}; {:.1}s",
+        report.snapshots,
+        report.referenced,
+        report.objects_deleted,
+        report.bytes_freed,
+        report.tmp_deleted,
+        report.tmp_bytes_freed,
+        report.objects_kept,
+        report.bytes_kept,
+        report.unreferenced_within_grace,
+        humantime::format_duration(args.grace),
+        started.elapsed().as_secs_f64()
+    );
+    if report.missing_referenced > 0 {
+        eprintln!(
+            "bk-index prune: warning: {} referenced objects are missing from the repository \
+             ({seen} objects found); run bk-verify",
+            report.missing_referenced
+        );
+    }
+    if args.json {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, &report)
+            .map_err(io::Error::other)
+            .and_then(|_| writeln!(out))
+            .and_then(|_| out.flush())
+            .map_err(record::stdout_error)?;
+    }
+    Ok(0)
+}
+
+/// Adds the ids of every object a snapshot references to `set`.
+fn collect_references(
+    repo: &Repo,
+    key: &SecretKeys,
+    name: &str,
+    set: &mut HashSet<[u8; 32]>,
+) -> Result<()> {
+    let spool = decrypt_snapshot(repo, key, name, &crate::signature::Policy::none())?;
+    for rec in RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        for obj in rec.objects.iter().flatten() {
+            check_object_id(&obj.id).map_err(|e| e.context(format!("snapshot {name}")))?;
+            let id = parse_id(&obj.id).ok_or_else(|| {
+                Error::repo(format!("snapshot {name}: bad object id {:?}", obj.id))
+            })?;
+            set.insert(id);
+        }
+    }
+    Ok(())
+}
+
+/// A 64-hex-digit object id as 32 bytes.
+fn parse_id(name: &str) -> Option<[u8; 32]> {
+    if check_object_id(name).is_err() {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(name, &mut id).ok()?;
+    Some(id)
+}
+
+/// How long ago a file was last modified (zero if in the future).
+fn age(meta: &fs::Metadata, now: SystemTime) -> Duration {
+    meta.modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .unwrap_or_default()
+}
+
+/// Deletes a file unless this is a dry run; returns whether it did.
+fn delete(path: &Path, dry_run: bool) -> Result<bool> {
+    if dry_run {
+        return Ok(false);
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(repo_io(path, e).context("bk-index prune")),
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(repo_io(dir, e)),
+    };
+    for entry in entries {
+        out.push(entry.map_err(|e| repo_io(dir, e))?.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn repo_io(path: &Path, e: io::Error) -> Error {
+    Error::repo(format!("{}: {}", path.display(), io_cause(&e)))
+}
+
+/// `bk-index unlock`.
+pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
+    let repo = Repo::open(&args.repo.repo)?;
+    let (removed, kept) = crate::lock::unlock(repo.root(), args.all)?;
+    let mut out = io::stdout().lock();
+    for lock in &removed {
+        let why = lock.stale.as_deref().map_or_else(
+            || "live, removed with --all".to_owned(),
+            |w| format!("stale: {w}"),
+        );
+        writeln!(
+            out,
+            "removed {}: {} ({why})",
+            lock.path.display(),
+            lock.describe()
+        )
+        .map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    for lock in &kept {
+        eprintln!(
+            "bk-index unlock: kept live lock {}: {} (remove it with --all only if that program is not running)",
+            lock.path.display(),
+            lock.describe()
+        );
+    }
+    eprintln!(
+        "bk-index unlock: removed {} locks, {} live locks kept",
+        removed.len(),
+        kept.len()
+    );
+    Ok(0)
+}

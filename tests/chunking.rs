@@ -1,0 +1,280 @@
+//! Content-defined chunking of large files: a file above
+//! `--chunk-threshold` is stored as FastCDC chunks (each its own object,
+//! listed in order), so a small edit stores only the chunks around it,
+//! identical or shifted content shares chunks, and the file can still be
+//! recovered with gpg alone by concatenating its decrypted objects.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use bk::seal::{CHUNK_MAX, CHUNK_MIN};
+use common::*;
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// Plaintext sizes of a record's objects, in order.
+fn object_sizes(rec: &Value) -> Vec<u64> {
+    rec["objects"]
+        .as_array()
+        .unwrap_or_else(|| panic!("record without objects: {rec}"))
+        .iter()
+        .map(|o| o["size"].as_u64().expect("object size"))
+        .collect()
+}
+
+/// Checks the chunk list of a record for a file of `len` bytes: more than
+/// one object, sizes adding up to the file, each at most CHUNK_MAX and all
+/// but the last at least CHUNK_MIN, every object present in the repository
+/// with the stored size the record says.
+fn check_chunks(sb: &Sandbox, rec: &Value, len: u64) {
+    let sizes = object_sizes(rec);
+    assert!(
+        sizes.len() > 1,
+        "a {len}-byte file should be chunked: {} object(s)",
+        sizes.len()
+    );
+    assert_eq!(
+        sizes.iter().sum::<u64>(),
+        len,
+        "chunk sizes add up to the file"
+    );
+    for (i, &s) in sizes.iter().enumerate() {
+        assert!(
+            s <= u64::from(CHUNK_MAX),
+            "chunk {i} has {s} bytes > CHUNK_MAX"
+        );
+        if i + 1 < sizes.len() {
+            assert!(
+                s >= u64::from(CHUNK_MIN),
+                "chunk {i} has {s} bytes < CHUNK_MIN"
+            );
+        }
+    }
+    for o in rec["objects"].as_array().unwrap() {
+        let id = o["id"].as_str().unwrap();
+        let stored = fs::metadata(sb.object_path(id))
+            .unwrap_or_else(|e| panic!("object {id} of the record: {e}"))
+            .len();
+        assert_eq!(o["stored"].as_u64(), Some(stored), "stored size of {id}");
+    }
+}
+
+fn new_files(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+    after.difference(before).cloned().collect()
+}
+
+#[test]
+fn one_byte_edit_in_a_large_file_stores_at_most_two_chunks() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    let big = tree.join("big.bin");
+    let len = 256 * MIB;
+    let sha = write_pseudo_random_file(&big, 0xC0FFEE, len);
+    write_file(&tree.join("small.txt"), b"small\n", 0o644);
+
+    let first = sb.backup(&tree);
+    let rec = find_record(&first.records(), b"big.bin").clone();
+    assert_eq!(
+        rec["sha256"].as_str(),
+        Some(sha.as_str()),
+        "whole-file sha256"
+    );
+    check_chunks(&sb, &rec, len);
+    let chunk_ids: BTreeSet<String> = object_ids(&rec).into_iter().collect();
+    assert_eq!(
+        sb.object_files(),
+        ids_as_object_files(
+            chunk_ids
+                .iter()
+                .chain(object_ids(find_record(&first.records(), b"small.txt")).iter())
+        ),
+        "the repository holds exactly the chunks and the small file"
+    );
+    assert!(leftover_tmp_objects(&sb.repo).is_empty());
+    eprintln!(
+        "256 MiB file: {} chunks ({} distinct), mean {:.2} MiB",
+        object_sizes(&rec).len(),
+        chunk_ids.len(),
+        len as f64 / object_sizes(&rec).len() as f64 / MIB as f64
+    );
+    let before = sb.object_files();
+
+    // Flip one byte in the middle; the size stays.
+    let at = len / 2 + 12_345;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&big)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0xA5], at).unwrap();
+    drop(f);
+    let sha2 = sha256_file(&big);
+    assert_ne!(sha2, sha);
+
+    let run = sb.backup_with(&tree, &sb.reuse_auto_args(), &[]);
+    assert_eq!(run.hash_count("reused unread"), 1, "{}", run.hash_stderr);
+    assert_eq!(run.hash_count("hashed"), 1, "{}", run.hash_stderr);
+    let rec2 = find_record(&run.backup.records(), b"big.bin").clone();
+    assert_eq!(rec2["sha256"].as_str(), Some(sha2.as_str()));
+    check_chunks(&sb, &rec2, len);
+    let added = new_files(&before, &sb.object_files());
+    let added_bytes = object_files_size(&sb.repo, &added);
+    eprintln!(
+        "1-byte edit of the 256 MiB file: {} new object(s), {added_bytes} bytes stored ({})",
+        added.len(),
+        summary_line(&run.seal_stderr, "bk-seal:")
+    );
+    assert!(
+        (1..=2).contains(&added.len()),
+        "a 1-byte edit added {} objects (want 1 or 2)",
+        added.len()
+    );
+    assert!(
+        added_bytes < 2 * u64::from(CHUNK_MAX),
+        "a 1-byte edit stored {added_bytes} new bytes (want < 2 × CHUNK_MAX)"
+    );
+    assert_eq!(
+        run.seal_count("new objects added"),
+        added.len() as u64,
+        "{}",
+        run.seal_stderr
+    );
+    let new_ids: Vec<String> = object_ids(&rec2)
+        .into_iter()
+        .filter(|id| !chunk_ids.contains(id))
+        .collect();
+    assert_eq!(
+        ids_as_object_files(&new_ids),
+        added,
+        "the new objects are exactly the record's chunks that were not stored before"
+    );
+
+    // Restore the edited file from its chunks.
+    let dest = sb.fresh_dir("restore");
+    let out = sb.restore(&sb.show_latest(), &dest);
+    assert_ok(&out, "bk-open --to");
+    assert_eq!(sha256_file(&dest.join("big.bin")), sha2, "restored content");
+    assert_eq!(fs::read(dest.join("small.txt")).unwrap(), b"small\n");
+    fs::remove_dir_all(&dest).unwrap();
+
+    // Above the threshold only: with --chunk-threshold 1G it is one object.
+    let (_, hashed) = sb.scan_hash(&tree);
+    let mut a = sb.seal_args();
+    a.extend(args!["--chunk-threshold", "1G"]);
+    let sealed = sb.run("bk-seal", &a, &hashed);
+    assert_ok(&sealed, "bk-seal --chunk-threshold 1G");
+    let whole = find_record(&parse_records(&sealed.stdout), b"big.bin").clone();
+    assert_eq!(
+        object_sizes(&whole),
+        vec![len],
+        "one object for the whole file"
+    );
+    let dest = sb.fresh_dir("restore-whole");
+    let out = sb.restore(&sealed.stdout, &dest);
+    assert_ok(&out, "bk-open --to of the single-object record");
+    assert_eq!(sha256_file(&dest.join("big.bin")), sha2);
+}
+
+#[test]
+fn chunked_file_is_recovered_with_gpg_alone() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    let len = 20 * MIB;
+    write_pseudo_random_file(&tree.join("f.bin"), 77, len);
+    let want = fs::read(tree.join("f.bin")).unwrap();
+    let backup = sb.backup(&tree);
+    let rec = find_record(&backup.records(), b"f.bin").clone();
+    check_chunks(&sb, &rec, len);
+
+    sb.gpg_import_secret(sb.key);
+    let mut got = Vec::with_capacity(want.len());
+    for id in object_ids(&rec) {
+        let out = sb.gpg_decrypt(&sb.object_path(&id), &[]);
+        assert_ok(&out, &format!("gpg --decrypt object {id}"));
+        got.extend_from_slice(&out.stdout);
+    }
+    assert_eq!(got.len(), want.len(), "concatenated plaintext length");
+    assert!(
+        got == want,
+        "gpg-decrypted chunks, concatenated, differ from the file"
+    );
+    assert_eq!(rec["sha256"].as_str(), Some(sha256_hex(&got).as_str()));
+}
+
+#[test]
+fn chunks_are_shared_by_copies_and_survive_a_shift() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    let len = 40 * MIB;
+    let a = tree.join("a.bin");
+    write_pseudo_random_file(&a, 1234, len);
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::copy(&a, tree.join("sub/b.bin")).unwrap();
+
+    let first = sb.backup(&tree);
+    let recs = first.records();
+    let ra = find_record(&recs, b"a.bin");
+    let rb = find_record(&recs, b"sub/b.bin");
+    check_chunks(&sb, ra, len);
+    assert_eq!(
+        ra["objects"], rb["objects"],
+        "identical files in two paths share all chunk objects"
+    );
+    let a_ids: BTreeSet<String> = object_ids(ra).into_iter().collect();
+    assert_eq!(sb.object_files(), ids_as_object_files(&a_ids));
+    assert_eq!(
+        summary_number(&first.seal_stderr, "bk-seal:", "new objects added"),
+        a_ids.len() as u64,
+        "each distinct chunk stored once"
+    );
+    let before = sb.object_files();
+
+    // c.bin: 1 MiB of other bytes, then a.bin's content.
+    let c = tree.join("c.bin");
+    write_pseudo_random_file(&c, 999, MIB);
+    {
+        use std::io::Write;
+        let mut out = fs::OpenOptions::new().append(true).open(&c).unwrap();
+        out.write_all(&fs::read(&a).unwrap()).unwrap();
+    }
+    let run = sb.backup_with(&tree, &sb.reuse_auto_args(), &[]);
+    assert_eq!(run.hash_count("hashed"), 1, "{}", run.hash_stderr);
+    let rc = find_record(&run.backup.records(), b"c.bin").clone();
+    check_chunks(&sb, &rc, len + MIB);
+    let added = new_files(&before, &sb.object_files());
+    let c_ids = object_ids(&rc);
+    let shared = c_ids.iter().filter(|id| a_ids.contains(*id)).count();
+    eprintln!(
+        "1 MiB inserted before a {} MiB file: {} of its {} chunks shared, {} new objects",
+        len / MIB,
+        shared,
+        c_ids.len(),
+        added.len()
+    );
+    assert!(
+        added.len() <= 3,
+        "inserting 1 MiB at the start added {} objects (want ≤ 3): chunk boundaries should follow the content",
+        added.len()
+    );
+    assert!(
+        shared + 3 >= c_ids.len() && shared + 3 >= a_ids.len(),
+        "c.bin shares only {shared} of its {} chunks with a.bin's {}",
+        c_ids.len(),
+        a_ids.len()
+    );
+    let dest = sb.fresh_dir("restore");
+    let recs: Vec<Value> = parse_records(&sb.show_latest())
+        .into_iter()
+        .filter(|r| rec_path(r) == b"c.bin")
+        .collect();
+    let out = sb.restore(&to_ndjson(&recs), &dest);
+    assert_ok(&out, "bk-open --to c.bin");
+    assert_eq!(sha256_file(&dest.join("c.bin")), sha256_file(&c));
+}
