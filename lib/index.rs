@@ -146,7 +146,7 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     crate::seal::check_recipients(&repo, &recipients)?;
     let sorted = sorter.finish().map_err(tmp_err)?;
 
-    let host = sanitize_host(&args.host.unwrap_or_else(this_host));
+    let host = crate::host::file_safe(&args.host.unwrap_or_else(crate::host::this_host));
     let now = SystemTime::now();
     let mut rnd = [0u8; 4];
     rand::thread_rng().fill_bytes(&mut rnd);
@@ -288,34 +288,6 @@ fn program_name() -> String {
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "bk".into())
-}
-
-/// This machine's host name.
-fn this_host() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// Keeps a host name safe inside a file name.
-fn sanitize_host(host: &str) -> String {
-    let clean: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if clean.is_empty() {
-        "host".into()
-    } else {
-        clean
-    }
 }
 
 /// Local cache directory of snapshot summaries for a repository.
@@ -570,7 +542,7 @@ mod tests {
 
     #[test]
     fn host_is_sanitized() {
-        assert_eq!(sanitize_host("a b/c"), "a_b_c");
+        assert_eq!(crate::host::file_safe("a b/c"), "a_b_c");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod docs;
 pub mod error;
 pub mod extsort;
 pub mod hash;
+pub mod host;
 pub mod idkey;
 pub mod index;
 pub mod inventory;

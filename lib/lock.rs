@@ -140,7 +140,7 @@ impl RepoLock {
         let dir = root.join("locks");
         fs::create_dir_all(&dir).map_err(|e| repo_io(&dir, e))?;
         let started = std::time::Instant::now();
-        let host = this_host();
+        let host = crate::host::this_host();
         let pid = std::process::id();
         let mut warned = std::collections::BTreeSet::new();
         loop {
@@ -158,7 +158,7 @@ impl RepoLock {
             let name = format!(
                 "{}-{}-{pid}-{}.json",
                 kind.as_str(),
-                file_safe(&host),
+                crate::host::file_safe(&host),
                 hex::encode(rnd)
             );
             let path = dir.join(&name);
@@ -335,7 +335,7 @@ pub fn list_locks(root: &Path) -> Result<Vec<LockEntry>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(repo_io(&dir, e)),
     };
-    let host = this_host();
+    let host = crate::host::this_host();
     let now = SystemTime::now();
     let mut out = Vec::new();
     for entry in entries {
@@ -445,34 +445,6 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// This machine's host name, as recorded in lock files.
-pub fn this_host() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// A host name made safe for a file name.
-fn file_safe(host: &str) -> String {
-    let s: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    if s.is_empty() {
-        "host".into()
-    } else {
-        s
-    }
-}
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -509,10 +481,10 @@ mod tests {
         let e = judge(
             "x".into(),
             LockKind::Exclusive,
-            Some(info(&this_host(), pid, now)),
+            Some(info(&crate::host::this_host(), pid, now)),
             now,
             now,
-            &this_host(),
+            &crate::host::this_host(),
         );
         assert!(e.stale.unwrap().contains("not running"));
     }
@@ -525,10 +497,10 @@ mod tests {
         let e = judge(
             "x".into(),
             LockKind::Exclusive,
-            Some(info(&this_host(), parent, now)),
+            Some(info(&crate::host::this_host(), parent, now)),
             now,
             now,
-            &this_host(),
+            &crate::host::this_host(),
         );
         assert!(e.stale.is_none(), "{:?}", e.stale);
         let old = now - Duration::from_secs(31 * 60);
@@ -538,7 +510,7 @@ mod tests {
             Some(info("elsewhere", me, old)),
             old,
             now,
-            &this_host(),
+            &crate::host::this_host(),
         );
         assert!(e.stale.unwrap().contains("not refreshed"));
         let recent = now - Duration::from_secs(60);
@@ -548,7 +520,7 @@ mod tests {
             Some(info("elsewhere", 1, recent)),
             recent,
             now,
-            &this_host(),
+            &crate::host::this_host(),
         );
         assert!(e.stale.is_none());
     }

@@ -28,6 +28,8 @@ pub enum ReuseSource {
     },
     /// One plaintext record file (e.g. saved `bk-index show` output).
     File(PathBuf),
+    /// No earlier records (a repository that does not exist yet).
+    Nothing,
 }
 
 impl ReuseSource {
@@ -37,6 +39,11 @@ impl ReuseSource {
             let repo = repo.ok_or_else(|| {
                 Error::usage("--reuse auto needs --repo DIR (or BK_REPO) to find its cache")
             })?;
+            // On the very first run (`bk-seal --init` later in the same
+            // pipeline) there is no repository and nothing to reuse yet.
+            if !repo.join("bk-repo.json").exists() {
+                return Ok(ReuseSource::Nothing);
+            }
             let repo = crate::repo::Repo::open(repo)?;
             return Ok(ReuseSource::Cache {
                 repo_id: repo.id().to_owned(),
@@ -55,6 +62,7 @@ impl ReuseSource {
         let reader = match self {
             ReuseSource::Cache { repo_id } => crate::snapcache::open(repo_id, root)?,
             ReuseSource::File(path) => BufReader::with_capacity(256 << 10, File::open(path).ok()?),
+            ReuseSource::Nothing => return None,
         };
         Some(RecordReader::new(reader))
     }

@@ -35,7 +35,7 @@ fn unlock(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
 #[test]
 fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
     let (sb, hashed) = setup();
-    let host = bk::lock::this_host();
+    let host = bk::host::this_host();
     let dead = write_lock(
         &sb.repo,
         "exclusive",
@@ -101,7 +101,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
 #[test]
 fn a_live_exclusive_lock_blocks_backups() {
     let (sb, hashed) = setup();
-    let host = bk::lock::this_host();
+    let host = bk::host::this_host();
     // This test process is alive: its lock is live.
     let lock = write_lock(
         &sb.repo,
@@ -149,7 +149,7 @@ fn a_live_exclusive_lock_blocks_backups() {
 #[test]
 fn wait_succeeds_once_the_lock_is_released() {
     let (sb, hashed) = setup();
-    let host = bk::lock::this_host();
+    let host = bk::host::this_host();
     let lock = write_lock(
         &sb.repo,
         "exclusive",
