@@ -5,12 +5,13 @@
 #   make test    every test, including the slow ignored ones (what CI runs)
 #   make lint    rustfmt --check and clippy with warnings as errors
 #   make docs    regenerate man/ and completions/ from lib/cli.rs
+#   make bench   compare bk with restic and borg (bench/run.sh; ~25 min, BENCH_SCALE=small for a quick run)
 
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN := $(TARGET_DIR)/release
 
-.PHONY: all build release test test-fast lint fmt docs demo install help
+.PHONY: all build release test test-fast lint fmt docs demo install help bench
 
 all: build
 
@@ -46,6 +47,10 @@ docs:
 
 demo: release
 	BK_BIN=$(abspath $(RELEASE_BIN)) demo/demo.sh
+
+## Benchmark against restic and borg (issue 3); see bench/README.md.
+bench:
+	bench/run.sh
 
 install:
 	$(CARGO) install --path .

@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# bench/run.sh: compare bk with restic and borg on the same data and disk
+# (issue 3). See bench/README.md.
+#
+# Environment:
+#   BENCH_DIR        work dir: corpora, repositories, restores, keys, caches
+#                    [default: /var/tmp/bk-bench]; repositories live on its disk
+#   BENCH_SCALE      full (default: 4 x 256 MiB + 20,000 small files) or
+#                    small (4 x 32 MiB + 2,000 small files) for a quick run
+#   BENCH_REPS       runs per case, median reported [default: 3]
+#   BENCH_TOOLS      which tools [default: "bk restic borg"]
+#   BENCH_BORG_ENC   borg init -e mode [default: repokey if sha256 beats
+#                    blake2b in openssl speed on this machine, else repokey-blake2]
+#   BENCH_NO_BUILD=1 use the bk binaries already in target/release
+#   BENCH_CLEAN=1    also remove the corpora at the end
+#   BENCH_KEEP=1     keep the run dir (logs, keys; repositories of a failed run)
+set -Eeuo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(cd "$here/.." && pwd)
+helpers=$here/helpers.py
+
+scale=${BENCH_SCALE:-full}
+case $scale in
+full) big_files=4 big_mib=256 small_files=20000 small_dirs=100 ;;
+small) big_files=4 big_mib=32 small_files=2000 small_dirs=20 ;;
+*)
+    echo "BENCH_SCALE must be full or small" >&2
+    exit 2
+    ;;
+esac
+reps=${BENCH_REPS:-3}
+work=${BENCH_DIR:-/var/tmp/bk-bench}
+read -r -a tools <<<"${BENCH_TOOLS:-bk restic borg}"
+
+say() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'bench: FAIL: %s\n' "$*" >&2
+    exit 1
+}
+trap 'die "command failed (status $?, run.sh line $LINENO): $BASH_COMMAND"' ERR
+has_tool() { [[ " ${tools[*]} " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- 1. tools
+need_pkgs=()
+command -v restic >/dev/null || need_pkgs+=(restic)
+command -v borg >/dev/null || need_pkgs+=(borgbackup)
+[[ -x /usr/bin/time ]] || need_pkgs+=(time)
+command -v gpg >/dev/null || need_pkgs+=(gnupg)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v bc >/dev/null || need_pkgs+=(bc)
+if ((${#need_pkgs[@]})); then
+    say "installing ${need_pkgs[*]} (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+bin=${CARGO_TARGET_DIR:-$top/target}/release
+if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+    say "building bk (cargo build --release --bins)"
+    (cd "$top" && cargo build --release --bins --quiet)
+fi
+for p in bk-scan bk-hash bk-seal bk-index bk-open; do
+    [[ -x $bin/$p ]] || die "$bin/$p missing"
+done
+export PATH="$bin:$PATH"
+
+# A private environment: no BK_* settings, configs or caches of the user.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(BK_|RESTIC_|BORG_)' || true)
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+corpus=$work/corpus
+run=$work/run
+rm -rf "$run"
+mkdir -p "$corpus" "$run"
+export GNUPGHOME=$run/gnupg XDG_CONFIG_HOME=$run/config XDG_DATA_HOME=$run/data XDG_CACHE_HOME=$run/cache
+mkdir -m 700 "$GNUPGHOME"
+mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_CACHE_HOME"
+export RESTIC_PASSWORD=bench-password RESTIC_CACHE_DIR=$XDG_CACHE_HOME/restic
+export BORG_PASSPHRASE=bench-password BORG_BASE_DIR=$run/borg-base
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+meta=$run/meta.env results=$run/results.tsv
+: >"$results"
+
+edit_file=$corpus/big/big-1.bin
+cleanup() {
+    local status=$?
+    # Never leave the corpus edited (case 4), even after a failure.
+    restore_edit || true
+    gpgconf --homedir "$GNUPGHOME" --kill gpg-agent >/dev/null 2>&1 || true
+    if [[ -n ${BENCH_KEEP:-} ]]; then
+        echo "kept $run" >&2
+    else
+        rm -rf "$run"
+    fi
+    if [[ -n ${BENCH_CLEAN:-} ]]; then rm -rf "$corpus"; fi
+    exit $status
+}
+restore_edit() {
+    if [[ -f $corpus/EDITING ]]; then
+        local off byte
+        read -r off byte <"$corpus/EDITING"
+        printf '%b' "\\x$byte" | dd of="$edit_file" bs=1 seek="$off" conv=notrunc status=none
+        rm -f "$corpus/EDITING"
+    fi
+}
+trap cleanup EXIT
+
+{
+    echo "DATE=$(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "SCALE=$scale"
+    echo "REPS=$reps"
+    echo "WORK=$work"
+    echo "NPROC=$(nproc)"
+    echo "CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+    echo "MEM=$(free -h | awk '/^Mem:/{print $2}')"
+    echo "LOAD=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "BK_VERSION=$(bk-seal --version | awk '{print $2}')"
+    echo "BK_COMMIT=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
+    echo "RESTIC_VERSION=$(restic version | awk '{print $1, $2}')"
+    echo "BORG_VERSION=$(borg --version)"
+    echo "OPENSSL_VERSION=$(openssl version | awk '{print $1, $2}')"
+    echo "BIG_FILES=$big_files"
+    echo "BIG_MIB=$big_mib"
+    echo "BIG_BYTES=$((big_files * big_mib * 1048576))"
+    echo "SMALL_FILES=$small_files"
+    echo "SMALL_DIRS=$small_dirs"
+} >"$meta"
+say "versions"
+grep -E '^(NPROC|CPU|LOAD|BK_|RESTIC_VERSION|BORG_VERSION|OPENSSL)' "$meta" | sed 's/^/    /'
+
+# ---------------------------------------------------- single-core crypto limit
+say "openssl speed (one core, 16 KiB blocks)"
+for alg in aes-256-cfb sha256 sha1 blake2b512; do
+    openssl speed -seconds 2 -bytes 16384 -evp "$alg" >"$run/speed-$alg" 2>/dev/null
+    echo "    $alg: $(python3 "$helpers" speed "$run/speed-$alg") kB/s"
+done
+aes_kbs=$(python3 "$helpers" speed "$run/speed-aes-256-cfb")
+sha_kbs=$(python3 "$helpers" speed "$run/speed-sha256")
+sha1_kbs=$(python3 "$helpers" speed "$run/speed-sha1")
+b2_kbs=$(python3 "$helpers" speed "$run/speed-blake2b512")
+borg_enc=${BENCH_BORG_ENC:-$(awk -v s="$sha_kbs" -v b="$b2_kbs" 'BEGIN{print (s >= b) ? "repokey" : "repokey-blake2"}')}
+{
+    echo "AES_KBS=$aes_kbs"
+    echo "SHA256_KBS=$sha_kbs"
+    echo "SHA1_KBS=$sha1_kbs"
+    echo "BORG_ENC=$borg_enc"
+} >>"$meta"
+echo "    borg encryption: $borg_enc (HMAC-SHA256 if sha256 is faster than blake2b here, which SHA-NI makes likely)"
+
+# ------------------------------------------------------------------ 2. corpora
+restore_edit # an earlier run that died in case 4
+params="v1 big=${big_files}x${big_mib}MiB small=${small_files}/${small_dirs}"
+if [[ ! -f $corpus/PARAMS || $(cat "$corpus/PARAMS") != "$params" ]]; then
+    say "generating corpora ($params) in $corpus"
+    rm -rf "$corpus/big" "$corpus/small" "$corpus/PARAMS"
+    mkdir -p "$corpus/big" "$corpus/small"
+    for ((i = 0; i < big_files; i++)); do
+        # AES-CTR keystream of a fixed password: deterministic, incompressible.
+        { openssl enc -aes-256-ctr -nosalt -pbkdf2 -iter 1 -pass "pass:bk-bench-$i" </dev/zero 2>/dev/null || true; } |
+            head -c $((big_mib * 1048576)) >"$corpus/big/big-$i.bin"
+        [[ $(stat -c %s "$corpus/big/big-$i.bin") == $((big_mib * 1048576)) ]] || die "short corpus file big-$i.bin"
+    done
+    python3 "$helpers" gen-small "$corpus/small" "$small_files" "$small_dirs" bk-bench
+    echo "$params" >"$corpus/PARAMS"
+else
+    say "reusing corpora ($params) in $corpus"
+fi
+big=$corpus/big small=$corpus/small
+echo "    $(du -sh "$big" | cut -f1) big, $(du -sh "$small" | cut -f1) small ($(find "$small" -type f | wc -l) files)"
+
+# --------------------------------------------------------------------- 3. keys
+say "throwaway OpenPGP key"
+gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
+    --quick-gen-key 'bench <b@example.invalid>' future-default default never 2>"$run/gpg.log" ||
+    { cat "$run/gpg.log" >&2; die "gpg --quick-gen-key"; }
+pub=$run/pub.asc sec=$run/sec.asc
+gpg --batch --armor --export b@example.invalid >"$pub"
+gpg --batch --pinentry-mode loopback --passphrase '' --armor --export-secret-keys b@example.invalid >"$sec"
+
+# bk-hash --reuse auto on a repository that bk-seal --init has not made yet
+# (the first run): if this bk refuses it, first runs leave --reuse out.
+first_reuse=(--reuse auto)
+if ! bk-hash --reuse auto --repo "$run/no-repo-yet" </dev/null >/dev/null 2>"$run/reuse-probe"; then
+    first_reuse=()
+    echo "BK_NOTE=bk-hash --reuse auto fails when the repository does not exist yet ($(head -c 200 "$run/reuse-probe")); first runs were made without --reuse" >>"$meta"
+    echo "    note: bk-hash --reuse auto refuses a repository that does not exist yet:"
+    sed 's/^/      /' "$run/reuse-probe"
+    echo "      so first runs (with bk-seal --init) leave --reuse auto out"
+fi
+
+# -------------------------------------------------------------- measurement
+# Every timed command: sync and warm the page cache first (untimed), wall
+# time from date, peak RSS from GNU time. Sets WALL, RSS (KiB), DETAIL.
+warm() { find "$@" -type f -print0 | xargs -0 cat >/dev/null; }
+now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc; }
+rss_of() { tail -n 1 "$1" | cut -d' ' -f1; }
+cpu_of() { tail -n 1 "$1" | awk '{printf "%.2f", $2 + $3}'; }
+logf=$run/log
+
+# timed NAME CMD...: one process (restic, borg)
+timed() {
+    local name=$1
+    shift
+    local t0 t1 status=0
+    t0=$(now)
+    /usr/bin/time -f "%M %U %S" -o "$run/time.$name" "$@" >>"$logf.$name" 2>&1 || status=$?
+    t1=$(now)
+    ((status == 0)) || {
+        tail -n 20 "$logf.$name" >&2
+        die "$name: $* exited with $status"
+    }
+    WALL=$(elapsed "$t0" "$t1")
+    RSS=$(rss_of "$run/time.$name")
+    CPU=$(cpu_of "$run/time.$name")
+    DETAIL=""
+}
+
+# bk_backup REPO INIT(0|1) TREE...: the whole pipeline
+bk_backup() {
+    local repo=$1 init=$2
+    shift 2
+    local seal_init=() reuse=(--reuse auto)
+    if ((init)); then
+        seal_init=(--init)
+        reuse=("${first_reuse[@]}")
+    fi
+    local t=$run/bk-time t0 t1
+    mkdir -p "$t"
+    t0=$(now)
+    local st=()
+    {
+        /usr/bin/time -f "%M %U %S" -o "$t/scan" bk-scan "$@" 2>>"$logf.bk-scan" |
+            /usr/bin/time -f "%M %U %S" -o "$t/hash" bk-hash "${reuse[@]}" --repo "$repo" 2>>"$logf.bk-hash" |
+            /usr/bin/time -f "%M %U %S" -o "$t/seal" bk-seal "${seal_init[@]}" --repo "$repo" -r "$pub" 2>>"$logf.bk-seal" |
+            /usr/bin/time -f "%M %U %S" -o "$t/index" bk-index write --repo "$repo" -r "$pub" >>"$logf.bk-index" 2>&1
+        st=("${PIPESTATUS[@]}")
+    } || true
+    t1=$(now)
+    if [[ ${st[*]} != "0 0 0 0" ]]; then
+        for s in scan hash seal index; do tail -n 5 "$logf.bk-$s" | sed "s/^/    bk-$s: /" >&2; done
+        die "bk pipeline exited with ${st[*]} (scan hash seal index)"
+    fi
+    WALL=$(elapsed "$t0" "$t1")
+    bk_rss scan hash seal index
+}
+
+# bk_restore REPO OUT
+bk_restore() {
+    local repo=$1 out=$2 t=$run/bk-time t0 t1
+    t0=$(now)
+    local st=()
+    {
+        /usr/bin/time -f "%M %U %S" -o "$t/show" bk-index show latest --repo "$repo" --key "$sec" 2>>"$logf.bk-show" |
+            /usr/bin/time -f "%M %U %S" -o "$t/open" bk-open --repo "$repo" --key "$sec" --to "$out" >>"$logf.bk-open" 2>&1
+        st=("${PIPESTATUS[@]}")
+    } || true
+    t1=$(now)
+    if [[ ${st[*]} != "0 0" ]]; then
+        for s in show open; do tail -n 5 "$logf.bk-$s" | sed "s/^/    bk-$s: /" >&2; done
+        die "bk restore exited with ${st[*]} (show open)"
+    fi
+    WALL=$(elapsed "$t0" "$t1")
+    bk_rss show open
+}
+
+bk_rss() {
+    RSS=0 DETAIL="" CPU=0
+    local s r
+    for s in "$@"; do
+        r=$(rss_of "$run/bk-time/$s")
+        CPU=$(echo "$CPU + $(cpu_of "$run/bk-time/$s")" | bc)
+        DETAIL+="${DETAIL:+,}bk-$s:$r:$(cpu_of "$run/bk-time/$s")"
+        ((r > RSS)) && RSS=$r
+    done
+    return 0
+}
+
+archive_no=0
+# backup TOOL REPO FIRST(0|1) TREE...: creates the repository when FIRST
+backup() {
+    local tool=$1 repo=$2 first=$3
+    shift 3
+    case $tool in
+    bk) bk_backup "$repo" "$first" "$@" ;;
+    restic)
+        if ((first)); then
+            restic -r "$repo" init >>"$logf.restic-init" 2>&1
+            if ! grep -q RESTIC_REPO "$meta"; then
+                echo "RESTIC_REPO=repository format $(restic -r "$repo" cat config | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')" >>"$meta"
+            fi
+        fi
+        timed restic restic -r "$repo" backup "$@"
+        ;;
+    borg)
+        ((first)) && borg init -e "$borg_enc" "$repo" >>"$logf.borg-init" 2>&1
+        archive_no=$((archive_no + 1))
+        timed borg borg create "$repo::a$archive_no" "$@"
+        ;;
+    esac
+}
+
+# restore TOOL REPO OUT: the latest snapshot, everything in it
+restore() {
+    local tool=$1 repo=$2 out=$3
+    mkdir -p "$out"
+    case $tool in
+    bk) bk_restore "$repo" "$out" ;;
+    restic) timed restic restic -r "$repo" restore latest --target "$out" ;;
+    borg)
+        local last
+        last=$(borg list --short "$repo" | tail -n 1)
+        # borg extracts into the current directory.
+        cd "$out"
+        timed borg borg extract "$repo::$last"
+        cd "$corpus"
+        ;;
+    esac
+}
+
+# restored OUT FILE-IN-TREE: the directory under OUT that holds the tree
+# (restic keeps absolute paths, borg relative ones, bk restores the root itself).
+restored() {
+    local hit
+    hit=$(find "$1" -name "$2" -print -quit)
+    [[ -n $hit ]] || die "nothing named $2 restored under $1"
+    dirname "$hit"
+}
+
+# check_same ORIG RESTORED: byte-for-byte, so nobody wins by being wrong
+check_same() {
+    diff -r -q "$1" "$2" >"$run/diff.out" 2>&1 || {
+        head "$run/diff.out" >&2
+        die "restore of $1 differs"
+    }
+}
+
+# discard DIR...: remove, except that a directory of many files is moved to
+# the trash, emptied after the last timed run. On ext4 (this machine's has no
+# journal) creating files soon after deleting many others can cost the kernel
+# much time (find_inode_bit skips every recently_deleted inode: 27% of
+# bk-seal's CPU in one profile), which would charge bk, with one file per
+# object, for the benchmark's own clean-up rather than for its work.
+trash=$run/trash
+discard() {
+    local d
+    for d; do
+        [[ -e $d ]] || continue
+        if (($(find "$d" | wc -l) > 1000)); then
+            mkdir -p "$trash"
+            mv "$d" "$trash/$(date +%s%N)"
+        else
+            rm -rf "$d"
+        fi
+    done
+}
+
+fresh() { # fresh repository path for TOOL
+    discard "$run/repo-$1"
+    rm -rf "$XDG_CACHE_HOME/restic" "$XDG_CACHE_HOME/bk" "$BORG_BASE_DIR"
+    echo "$run/repo-$1"
+}
+
+record() { # CASE TOOL REP [ADDED]
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$WALL" "$RSS" "${4:-}" "$DETAIL" "$CPU" >>"$results"
+    printf '    %-12s %-6s run %s: %6.2f s, %6.2f s CPU, %5d MiB%s\n' "$1" "$2" "$3" "$WALL" "$CPU" $((RSS / 1024)) "${4:+, +$4 bytes}"
+}
+
+prep() { sync; warm "$@"; }
+
+# Tools alternate within each repetition, so that noise from other work on
+# the machine spreads over all of them.
+
+# ------------------------------------------------ case 1: big backup, restore
+say "case 1: big ($big_files x $big_mib MiB): full backup, then restore"
+cd "$corpus"
+for ((rep = 1; rep <= reps; rep++)); do
+    for tool in "${tools[@]}"; do
+        repo=$(fresh "$tool")
+        prep big
+        backup "$tool" "$repo" 1 "$big"
+        record big-backup "$tool" "$rep"
+        out=$run/restore
+        discard "$out"
+        sync
+        warm "$repo"
+        restore "$tool" "$repo" "$out"
+        record big-restore "$tool" "$rep"
+        check_same "$big" "$(restored "$out" big-0.bin)"
+        discard "$out" "$repo"
+    done
+done
+
+# ------------------------------------------------------ case 2: small backup
+say "case 2: small ($small_files files): full backup"
+for ((rep = 1; rep <= reps; rep++)); do
+    for tool in "${tools[@]}"; do
+        repo=$(fresh "$tool")
+        prep small
+        backup "$tool" "$repo" 1 "$small"
+        record small-backup "$tool" "$rep"
+        if ((rep == reps)); then # one check per tool that small files come back
+            out=$run/restore
+            discard "$out"
+            restore "$tool" "$repo" "$out" >/dev/null
+            check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
+            discard "$out"
+        fi
+        discard "$repo"
+    done
+done
+
+# -------------------------------------------- cases 3 and 4: both trees again
+say "cases 3 and 4: first backup of both trees (not timed in the table)"
+rm -rf "$XDG_CACHE_HOME/restic" "$XDG_CACHE_HOME/bk" "$BORG_BASE_DIR"
+for tool in "${tools[@]}"; do
+    repo=$run/repo2-$tool
+    discard "$repo"
+    prep big small
+    backup "$tool" "$repo" 1 "$big" "$small"
+    printf '    %-6s %6.2f s\n' "$tool" "$WALL"
+done
+
+say "case 3: re-run, both trees unchanged"
+for ((rep = 1; rep <= reps; rep++)); do
+    for tool in "${tools[@]}"; do
+        repo=$run/repo2-$tool
+        prep big small
+        before=$(du -sb "$repo" | cut -f1)
+        backup "$tool" "$repo" 0 "$big" "$small"
+        after=$(du -sb "$repo" | cut -f1)
+        record rerun "$tool" "$rep" $((after - before))
+    done
+done
+
+say "case 4: one byte changed in the middle of $(basename "$edit_file"), backup"
+size=$(stat -c %s "$edit_file")
+off=$((size / 2))
+orig=$(od -An -tx1 -j "$off" -N1 "$edit_file" | tr -d ' \n')
+echo "$off $orig" >"$corpus/EDITING"
+for ((rep = 1; rep <= reps; rep++)); do
+    # A different byte each time (orig XOR rep), so each run has new data.
+    new=$(printf '%02x' $((0x$orig ^ rep)))
+    printf '%b' "\\x$new" | dd of="$edit_file" bs=1 seek="$off" conv=notrunc status=none
+    for tool in "${tools[@]}"; do
+        repo=$run/repo2-$tool
+        prep big small
+        before=$(du -sb "$repo" | cut -f1)
+        backup "$tool" "$repo" 0 "$big" "$small"
+        after=$(du -sb "$repo" | cut -f1)
+        record edit "$tool" "$rep" $((after - before))
+    done
+done
+
+say "checking that each tool's latest snapshot restores both trees (edited state)"
+for tool in "${tools[@]}"; do
+    repo=$run/repo2-$tool out=$run/restore
+    discard "$out"
+    if [[ $tool == bk ]]; then
+        # Two roots in one snapshot: restore each into its own directory.
+        for tree in big small; do
+            mkdir -p "$out/$tree"
+            bk-index show latest --repo "$repo" --key "$sec" 2>>"$logf.bk-show" |
+                python3 "$helpers" root "$corpus/$tree" |
+                bk-open --repo "$repo" --key "$sec" --to "$out/$tree" >>"$logf.bk-open" 2>&1
+        done
+    else
+        restore "$tool" "$repo" "$out"
+    fi
+    check_same "$big" "$(restored "$out" big-0.bin)"
+    check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
+    echo "    $tool: ok"
+    rm -rf "$out" "$repo" # nothing is timed after this
+done
+restore_edit
+
+# ------------------------------------------------------------------ 6. table
+say "results"
+echo
+out_md=$here/results-$(date -u +%Y%m%d-%H%M)-$scale.md
+python3 "$helpers" table "$results" "$meta" "$out_md"
+echo
+echo "saved $out_md"
