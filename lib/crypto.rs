@@ -97,20 +97,7 @@ impl Recipients {
     /// returned error; callers that need to tell them apart wrap the two
     /// ends (see [`crate::seal`]).
     pub fn encrypt<R: Read, W: Write>(&self, input: R, out: W, compress: bool) -> io::Result<()> {
-        self.encrypt_sized(input, out, compress, None)
-    }
-
-    /// [`Recipients::encrypt`] for an input of about `size_hint` bytes:
-    /// small inputs get small packet buffers (the encoder zeroes a whole
-    /// partial-packet buffer per message, which dominates for small files).
-    pub fn encrypt_sized<R: Read, W: Write>(
-        &self,
-        input: R,
-        out: W,
-        compress: bool,
-        size_hint: Option<u64>,
-    ) -> io::Result<()> {
-        self.encrypt_full(input, out, compress, size_hint, None)
+        self.encrypt_full(input, out, compress, None, None)
     }
 
     /// Like [`Recipients::encrypt`], and with `signer` also signs the
@@ -126,7 +113,8 @@ impl Recipients {
         self.encrypt_full(input, out, compress, None, signer)
     }
 
-    /// Encrypts one object like [`Recipients::encrypt_sized`], but with a
+    /// Encrypts one object like [`Recipients::encrypt`] (packet buffers
+    /// sized to `size_hint`), but with a
     /// session key shared by up to [`SESSION_USES`] objects of this run, so
     /// the public-key step (an X25519 or RSA operation per recipient, the
     /// main cost of a small file) is done once per batch instead of once

@@ -217,30 +217,6 @@ impl Repo {
         }
     }
 
-    /// Writes an object through `fill` under a temporary name, fsyncs it and
-    /// gives it its real name unless another writer got there first (then
-    /// the existing one is kept). Returns the stored size of the object that
-    /// now has the real name, and whether this call created it.
-    pub fn store_object(
-        &self,
-        id: &str,
-        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> Result<(u64, bool), StoreError> {
-        let final_path = self.object_path(id);
-        let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
-        let tmp = TempFile::create(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
-        let (created, written, sha256) = tmp.fill_and_commit(fill, &final_path, false)?;
-        let size = fs::metadata(&final_path)
-            .map_err(|e| StoreError::Write(Error::io(&final_path, e)))?
-            .len();
-        if created {
-            crate::inventory::append(&self.root, &[(id, written, sha256.as_str())])
-                .map_err(StoreError::Write)?;
-        }
-        Ok((size, created))
-    }
-
     /// Writes an object through `fill` under a temporary name in its final
     /// directory, without syncing: it gets its real name only in
     /// [`Repo::commit_objects`], after one `syncfs` made a whole batch
@@ -339,7 +315,7 @@ impl Repo {
     ) -> Result<()> {
         let dir = path.parent().unwrap_or(&self.root);
         let tmp = TempFile::create(dir).map_err(|e| Error::io(dir, e))?;
-        tmp.fill_and_commit(fill, path, true)
+        tmp.fill_and_rename(fill, path)
             .map_err(StoreError::into_error)?;
         sync_dir(dir).map_err(|e| Error::io(dir, e))
     }
@@ -514,16 +490,13 @@ impl TempFile {
         Ok((written, sha256))
     }
 
-    /// Fills, fsyncs and renames the file to `dest`. With `replace` false,
-    /// an existing `dest` is kept and the temporary file dropped. Returns
-    /// whether `dest` is now this file, its size and its hex SHA-256.
-    fn fill_and_commit(
+    /// Fills, fsyncs and renames the file over `dest`.
+    fn fill_and_rename(
         mut self,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
         dest: &Path,
-        replace: bool,
-    ) -> Result<(bool, u64, String), StoreError> {
-        let (written, sha256) = self.fill(fill)?;
+    ) -> Result<(), StoreError> {
+        self.fill(fill)?;
         let Some(file) = self.file.take() else {
             return Err(StoreError::Write(Error::io(
                 &self.path,
@@ -533,16 +506,10 @@ impl TempFile {
         file.sync_all()
             .map_err(|e| StoreError::Write(Error::io(&self.path, e)))?;
         drop(file);
-        let result = if replace {
-            fs::rename(&self.path, dest).map(|_| true)
-        } else {
-            rename_noreplace(&self.path, dest)
-        };
-        let created = result.map_err(|e| StoreError::Write(Error::io(dest, e)))?;
-        // Committed (or an equal object already existed and rename_noreplace
-        // removed the temporary file): nothing left to clean up.
+        fs::rename(&self.path, dest).map_err(|e| StoreError::Write(Error::io(dest, e)))?;
+        // Renamed: nothing left to clean up.
         self.path = PathBuf::new();
-        Ok((created, written, sha256))
+        Ok(())
     }
 }
 
