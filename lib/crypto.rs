@@ -502,6 +502,32 @@ impl SecretKeys {
     }
 }
 
+/// Copies the plaintext of a decrypted message (`what` names it) to `out`
+/// (`out_name` names that in errors) and returns the byte count. A read
+/// error is a repository problem (truncated message, failed integrity
+/// check); a write error is a local I/O problem. `out` may have received
+/// plaintext before a failure at the end of the message is detected.
+pub fn copy_plaintext(
+    msg: &mut dyn Read,
+    what: &str,
+    out: &mut dyn Write,
+    out_name: &Path,
+) -> Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match msg.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::repo(format!("{what}: {}", read_error_cause(&e)))),
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io(out_name, e))?;
+        total += n as u64;
+    }
+}
+
 /// A human cause for an error met while reading decrypted plaintext: a
 /// failed integrity check or a truncated message.
 pub fn read_error_cause(err: &io::Error) -> String {

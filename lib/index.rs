@@ -413,23 +413,7 @@ pub fn decrypt_snapshot(
     let what = format!("snapshot {name}");
     let mut msg = key.decrypt_file(&repo.snapshot_path(name), &what)?;
     let mut spool = tempfile::tempfile().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = match msg.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::repo(format!(
-                    "{what}: {}",
-                    crate::crypto::read_error_cause(&e)
-                )))
-            }
-        };
-        spool
-            .write_all(&buf[..n])
-            .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
-    }
+    crate::crypto::copy_plaintext(&mut msg, &what, &mut spool, &std::env::temp_dir())?;
     let status = policy.status(&msg);
     policy.enforce(&program_name(), name, &status)?;
     spool

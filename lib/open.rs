@@ -1,9 +1,9 @@
 //! bk-open: decrypt one object to stdout, or restore a record stream.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use crate::cli::OpenCli;
-use crate::crypto::{read_error_cause, SecretKeys};
+use crate::crypto::{copy_plaintext, SecretKeys};
 use crate::error::{Error, Result};
 use crate::index::require_secret;
 use crate::record;
@@ -60,18 +60,5 @@ pub fn decrypt_object(
         return Err(Error::repo(format!("{what}: missing from the repository")));
     }
     let mut msg = key.decrypt_file(&path, &what)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = match msg.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::repo(format!("{what}: {}", read_error_cause(&e)))),
-        };
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io(std::path::Path::new(out_name), e))?;
-        total += n as u64;
-    }
-    Ok(total)
+    copy_plaintext(&mut msg, &what, out, std::path::Path::new(out_name))
 }
