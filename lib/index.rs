@@ -290,27 +290,32 @@ fn program_name() -> String {
         .unwrap_or_else(|| "bk".into())
 }
 
-/// Local cache directory of snapshot summaries for a repository.
-fn summary_dir(repo: &Repo) -> PathBuf {
+/// The local cache file of a snapshot's summary (what `list` shows
+/// without decrypting it).
+pub fn summary_path(repo: &Repo, name: &str) -> PathBuf {
     crate::paths::cache_home()
         .join("bk")
         .join(repo.id())
         .join("summaries")
+        .join(format!("{name}.json"))
 }
 
 /// Saves a summary in the local cache; a cache that cannot be written only
 /// costs a decryption later, so failures are ignored.
 fn save_summary(repo: &Repo, summary: &Summary) {
-    let dir = summary_dir(repo);
-    if fs::create_dir_all(&dir).is_ok() {
+    let path = summary_path(repo, &summary.name);
+    let made = path
+        .parent()
+        .is_some_and(|dir| fs::create_dir_all(dir).is_ok());
+    if made {
         if let Ok(json) = serde_json::to_vec(summary) {
-            let _ = fs::write(dir.join(format!("{}.json", summary.name)), json);
+            let _ = fs::write(path, json);
         }
     }
 }
 
 fn load_summary(repo: &Repo, name: &str) -> Option<Summary> {
-    let data = fs::read(summary_dir(repo).join(format!("{name}.json"))).ok()?;
+    let data = fs::read(summary_path(repo, name)).ok()?;
     serde_json::from_slice(&data).ok()
 }
 

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use crate::cli::{IndexForgetArgs, IndexPruneArgs, IndexUnlockArgs};
 use crate::crypto::SecretKeys;
 use crate::error::{io_cause, Error, Result};
-use crate::index::{decrypt_snapshot, load_secret, require_secret};
+use crate::index::{decrypt_snapshot, load_secret, require_secret, summary_path};
 use crate::lock::{LockKind, RepoLock};
 use crate::record::{self, RecordReader};
 use crate::repo::{check_object_id, sync_dir, Repo, TMP_PREFIX};
@@ -211,15 +211,6 @@ fn snapshot_roots(repo: &Repo, key: &SecretKeys, name: &str) -> Result<Vec<Strin
         roots.insert(root);
     }
     Ok(roots.into_iter().collect())
-}
-
-/// The local summary cache file of a snapshot (see `bk-index list`).
-fn summary_path(repo: &Repo, name: &str) -> PathBuf {
-    crate::paths::cache_home()
-        .join("bk")
-        .join(repo.id())
-        .join("summaries")
-        .join(format!("{name}.json"))
 }
 
 fn micros_rfc3339(us: i64) -> String {
