@@ -433,26 +433,11 @@ struct TempFile {
 
 impl TempFile {
     fn create(dir: &Path) -> io::Result<TempFile> {
-        loop {
-            let mut rnd = [0u8; 8];
-            rand::thread_rng().fill_bytes(&mut rnd);
-            let path = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file: Some(file),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let (path, file) = create_private_file(dir, TMP_PREFIX)?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+        })
     }
 
     /// Writes the content through `fill` and flushes it; returns its size
@@ -584,6 +569,28 @@ fn touch(path: &Path) {
         &TimeSpec::UTIME_NOW,
         UtimensatFlags::FollowSymlink,
     );
+}
+
+/// Creates a new, empty file readable only by its owner in `dir`, named
+/// `prefix` and random hex digits, never following or reusing an existing
+/// entry. Used for everything bk writes under a temporary name.
+pub fn create_private_file(dir: &Path, prefix: &str) -> io::Result<(PathBuf, File)> {
+    loop {
+        let mut rnd = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        let path = dir.join(format!("{prefix}{}", hex::encode(rnd)));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// fsyncs a directory so that renames inside it are durable.

@@ -46,17 +46,16 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::SecretKeys;
@@ -806,22 +805,8 @@ struct TempPath(PathBuf);
 impl TempPath {
     /// Creates a new, private, empty file in `dir` with a random name.
     fn create(dir: &Path) -> io::Result<(TempPath, File)> {
-        loop {
-            let mut rnd = [0u8; 8];
-            rand::thread_rng().fill_bytes(&mut rnd);
-            let path = dir.join(format!(".bk-restore-{}", hex::encode(rnd)));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&path)
-            {
-                Ok(file) => return Ok((TempPath(path), file)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let (path, file) = crate::repo::create_private_file(dir, ".bk-restore-")?;
+        Ok((TempPath(path), file))
     }
 
     fn keep(mut self) {
