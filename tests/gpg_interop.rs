@@ -78,20 +78,7 @@ fn backup_restore_with(kind: KeyKind) {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&sb.show_latest(), &dest);
     assert_ok(&out, "bk-open --to");
-    let diffs = diff_trees(
-        &expected,
-        &read_tree(&dest),
-        Compare {
-            perm: true,
-            file_mtime: true,
-            dir_mtime: false,
-        },
-    );
-    assert!(
-        diffs.is_empty(),
-        "restored tree differs:\n{}",
-        diffs.join("\n")
-    );
+    assert_same_tree(&expected, &read_tree(&dest));
     assert_gpg_reads_objects(&sb, &b.records(), &src);
 }
 
@@ -131,20 +118,7 @@ fn protected_key_with_bk_passphrase_variable() {
     a.extend(args!["--key", &sb.sec_key, "--to", &dest]);
     let out = sb.run_env("bk-open", &a, &shown.stdout, &env);
     assert_ok(&out, "bk-open --to with BK_PASSPHRASE");
-    let diffs = diff_trees(
-        &expected,
-        &read_tree(&dest),
-        Compare {
-            perm: true,
-            file_mtime: true,
-            dir_mtime: false,
-        },
-    );
-    assert!(
-        diffs.is_empty(),
-        "restored tree differs:\n{}",
-        diffs.join("\n")
-    );
+    assert_same_tree(&expected, &read_tree(&dest));
 }
 
 #[test]
@@ -330,20 +304,7 @@ fn encryption_uses_the_valid_subkey_not_expired_or_revoked_ones() {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&sb.show_latest(), &dest);
     assert_ok(&out, "bk-open --to");
-    let diffs = diff_trees(
-        &expected,
-        &read_tree(&dest),
-        Compare {
-            perm: true,
-            file_mtime: true,
-            dir_mtime: false,
-        },
-    );
-    assert!(
-        diffs.is_empty(),
-        "restored tree differs:\n{}",
-        diffs.join("\n")
-    );
+    assert_same_tree(&expected, &read_tree(&dest));
 }
 
 #[test]

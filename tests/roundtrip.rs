@@ -104,20 +104,7 @@ fn roundtrip_rich_tree_restores_every_entry() {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&shown, &dest);
     assert_ok(&out, "bk-open --to");
-    let diffs = diff_trees(
-        &expected,
-        &read_tree(&dest),
-        Compare {
-            perm: true,
-            file_mtime: true,
-            dir_mtime: false,
-        },
-    );
-    assert!(
-        diffs.is_empty(),
-        "restored tree differs:\n{}",
-        diffs.join("\n")
-    );
+    assert_same_tree(&expected, &read_tree(&dest));
 }
 
 fn small_tree(root: &Path) {
@@ -387,20 +374,7 @@ fn restore_and_compare(sb: &Sandbox, env: &[(&str, &std::ffi::OsStr)], src: &Pat
     let dest = sb.fresh_dir("restore");
     let out = sb.run_env("bk-open", &args!["--to", &dest], shown, env);
     assert_ok(&out, "bk-open --to");
-    let diffs = diff_trees(
-        &expected,
-        &read_tree(&dest),
-        Compare {
-            perm: true,
-            file_mtime: true,
-            dir_mtime: false,
-        },
-    );
-    assert!(
-        diffs.is_empty(),
-        "restored tree differs:\n{}",
-        diffs.join("\n")
-    );
+    assert_same_tree(&expected, &read_tree(&dest));
 }
 
 /// `BK_REPO`, `BK_RECIPIENT` and `BK_KEY` stand for the options.
@@ -534,18 +508,5 @@ bk-index show latest | bk-open --to "$DEST"
     assert_ok(&out, "the shell pipeline");
     let name = fs::read_to_string(sb.path("snapshot-name.txt")).unwrap();
     assert_eq!(sb.snapshot_names().len(), 1, "snapshot printed: {name:?}");
-    let diffs = diff_trees(
-        &expected,
-        &read_tree(&dest),
-        Compare {
-            perm: true,
-            file_mtime: true,
-            dir_mtime: false,
-        },
-    );
-    assert!(
-        diffs.is_empty(),
-        "restored tree differs:\n{}",
-        diffs.join("\n")
-    );
+    assert_same_tree(&expected, &read_tree(&dest));
 }

@@ -1142,6 +1142,25 @@ pub fn diff_trees(
     diffs
 }
 
+/// Asserts that `actual` matches `expected` in kind, content, symlink
+/// target, permission bits and file mtimes, listing every difference.
+pub fn assert_same_tree(expected: &BTreeMap<Vec<u8>, Entry>, actual: &BTreeMap<Vec<u8>, Entry>) {
+    let diffs = diff_trees(
+        expected,
+        actual,
+        Compare {
+            perm: true,
+            file_mtime: true,
+            dir_mtime: false,
+        },
+    );
+    assert!(
+        diffs.is_empty(),
+        "restored tree differs:\n{}",
+        diffs.join("\n")
+    );
+}
+
 /// Edits `repo/bk-repo.json`, setting `format` to `version`.
 pub fn set_repo_format(repo: &Path, version: u64) {
     let path = repo.join("bk-repo.json");
