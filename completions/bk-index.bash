@@ -59,13 +59,21 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__forget)
-            opts="-k -n -h --repo --key --passphrase-file --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --host --dry-run --json --wait --config --help"
+            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --host --dry-run --json --wait --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -129,13 +137,21 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__list)
-            opts="-k -h --repo --key --passphrase-file --json --signer --require-signature --config --help"
+            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --json --signer --require-signature --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -167,13 +183,21 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__prune)
-            opts="-k -n -h --repo --key --passphrase-file --grace --dry-run --json --wait --config --help"
+            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --grace --dry-run --json --wait --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -209,13 +233,21 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__show)
-            opts="-k -h --repo --key --passphrase-file --csv --signer --require-signature --config --help"
+            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --csv --signer --require-signature --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -247,13 +279,21 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__unlock)
-            opts="-h --repo --all --config --help"
+            opts="-h --repo --s3-endpoint --s3-region --s3-path-style --all --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -269,13 +309,21 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__write)
-            opts="-r -h --repo --recipient --host --sign-key --passphrase-file --wait --config --help"
+            opts="-r -h --repo --s3-endpoint --s3-region --s3-path-style --recipient --host --sign-key --passphrase-file --wait --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

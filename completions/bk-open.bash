@@ -23,7 +23,7 @@ _bk__open() {
 
     case "${cmd}" in
         bk__open)
-            opts="-k -h -V --config --repo --key --passphrase-file --object --to --snapshot --signer --require-signature --progress --no-progress --help --version"
+            opts="-k -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --object --to --snapshot --signer --require-signature --progress --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,14 @@ _bk__open() {
                     return 0
                     ;;
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

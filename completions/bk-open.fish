@@ -1,11 +1,14 @@
 complete -c bk-open -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-open -l repo -d 'Repository directory' -r -F
+complete -c bk-open -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
+complete -c bk-open -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
+complete -c bk-open -l s3-region -d 'S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r
 complete -c bk-open -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
 complete -c bk-open -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-open -l object -d 'Decrypt this object (hex id) to stdout' -r
 complete -c bk-open -l to -d 'Restore the records read on stdin under this directory' -r -F
 complete -c bk-open -l snapshot -d 'With --to: restore the records of this snapshot ("latest", a name or a unique prefix) straight from the repository, after checking its signature, instead of reading records on stdin' -r
 complete -c bk-open -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
+complete -c bk-open -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
 complete -c bk-open -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-open -l progress -d 'Show progress on stderr (default: only when stderr is a terminal)'
 complete -c bk-open -l no-progress -d 'Never show progress, even on a terminal'

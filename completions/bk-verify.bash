@@ -23,7 +23,7 @@ _bk__verify() {
 
     case "${cmd}" in
         bk__verify)
-            opts="-k -j -h -V --config --repo --read-data --read-data-subset --all-snapshots --orphans --orphans-fail --inventory --key --passphrase-file --signer --require-signature --jobs --help --version"
+            opts="-k -j -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --read-data --read-data-subset --all-snapshots --orphans --orphans-fail --inventory --key --passphrase-file --signer --require-signature --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,14 @@ _bk__verify() {
                     return 0
                     ;;
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

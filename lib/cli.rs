@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::storage::location::LocationParser;
+use crate::storage::{Location, S3Options};
+
 /// Text shown under every program's `--help`: exit statuses.
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -32,12 +35,16 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
-/// `--repo DIR`: the repository.
+/// `--repo DIR|s3://BUCKET/PREFIX`: the repository, and how to reach S3.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArg {
-    /// Repository directory
-    #[arg(long, env = "BK_REPO", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible
+    /// object storage (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or AWS_PROFILE)
+    #[arg(long, env = "BK_REPO", value_name = "DIR|s3://BUCKET/PREFIX", value_parser = LocationParser)]
+    pub repo: Location,
+    #[command(flatten)]
+    pub s3: S3Options,
 }
 
 /// Public keys to encrypt to.
@@ -194,8 +201,10 @@ pub struct HashCli {
     #[arg(long, env = "BK_REUSE", value_name = "INDEX|auto")]
     pub reuse: Option<String>,
     /// Repository whose cached latest snapshot `--reuse auto` uses
-    #[arg(long, env = "BK_REPO", value_name = "DIR")]
-    pub repo: Option<PathBuf>,
+    #[arg(long, env = "BK_REPO", value_name = "DIR|s3://BUCKET/PREFIX", value_parser = LocationParser)]
+    pub repo: Option<Location>,
+    #[command(flatten)]
+    pub s3: S3Options,
     #[command(flatten)]
     pub progress: ProgressArg,
     #[command(flatten)]

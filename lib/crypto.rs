@@ -9,8 +9,7 @@
 //! only after the whole message (and bk's own SHA-256) checked out.
 
 use std::fmt::Debug;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -491,14 +490,6 @@ impl SecretKeys {
             msg = msg.decompress().map_err(corrupt)?;
         }
         Ok(msg)
-    }
-
-    /// Opens the file at `path` and decrypts it; a missing file is a
-    /// repository error naming `what`.
-    pub fn decrypt_file<'a>(&self, path: &Path, what: &str) -> Result<Message<'a>> {
-        let file = File::open(path)
-            .map_err(|e| Error::repo(format!("{what}: {}", crate::error::io_cause(&e))))?;
-        self.decrypt(BufReader::with_capacity(256 << 10, file), what)
     }
 }
 

@@ -135,8 +135,8 @@ pub fn encrypt(key: &IdKey, recipients: &Recipients) -> Result<Vec<u8>> {
 
 /// Decrypts `keys/id-key.pgp` from the repository.
 pub fn recover(repo: &Repo, secret: &SecretKeys) -> Result<IdKey> {
-    let path = repo.root().join("keys/id-key.pgp");
-    let mut msg = secret.decrypt_file(&path, "keys/id-key.pgp")?;
+    let what = "keys/id-key.pgp";
+    let mut msg = secret.decrypt(repo.open_key(what, what)?, what)?;
     let mut bytes = Zeroizing::new(Vec::new());
     msg.read_to_end(&mut bytes).map_err(|e| {
         Error::repo(format!(

@@ -109,8 +109,8 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     // beyond a memory limit are sorted in runs on disk.
     // Lock before reading stdin: in `bk-seal | bk-index write` both start
     // together, so the shared lock covers the whole pipeline with no gap.
-    let early_lock =
-        crate::lock::lock_if_repo_exists(&args.repo.repo, "bk-index write", args.wait.wait)?;
+    let handle = crate::repo::RepoHandle::from_arg(&args.repo)?;
+    let early_lock = crate::lock::lock_if_repo_exists(&handle, "bk-index write", args.wait.wait)?;
     let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
     let mut sorter = ExternalSorter::default();
     for rec in record::stdin_records() {
@@ -133,11 +133,11 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
             "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
         ));
     }
-    let repo = Repo::open(&args.repo.repo)?;
+    let repo = Repo::open_handle(handle)?;
     let _lock = match early_lock {
         Some(lock) => lock,
         None => crate::lock::RepoLock::acquire(
-            repo.root(),
+            repo.store_arc(),
             crate::lock::LockKind::Shared,
             "bk-index write",
             args.wait.wait,
@@ -169,7 +169,7 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         buf: Vec::new(),
         pos: 0,
     };
-    let written = repo.write_atomic(&repo.snapshot_path(&name), |w| {
+    let written = repo.write_atomic(&repo.snapshot_key(&name), |w| {
         recipients.encrypt_signed(
             &mut lines,
             w,
@@ -346,7 +346,7 @@ fn name_parts(name: &str) -> (String, String) {
 }
 
 fn list(args: IndexListArgs) -> Result<i32> {
-    let repo = Repo::open(&args.repo.repo)?;
+    let repo = Repo::open(&args.repo)?;
     let secret = load_secret(&args.secret)?;
     let policy = Policy::load(&args.signers.signer, args.signers.require_signature)?;
     let mut out = io::stdout().lock();
@@ -416,7 +416,8 @@ pub fn decrypt_snapshot(
     policy: &Policy,
 ) -> Result<fs::File> {
     let what = format!("snapshot {name}");
-    let mut msg = key.decrypt_file(&repo.snapshot_path(name), &what)?;
+    let input = repo.open_key(&repo.snapshot_key(name), &what)?;
+    let mut msg = key.decrypt(input, &what)?;
     let mut spool = tempfile::tempfile().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
     crate::crypto::copy_plaintext(&mut msg, &what, &mut spool, &std::env::temp_dir())?;
     let status = policy.status(&msg);
@@ -428,7 +429,7 @@ pub fn decrypt_snapshot(
 }
 
 fn show(args: IndexShowArgs) -> Result<i32> {
-    let repo = Repo::open(&args.repo.repo)?;
+    let repo = Repo::open(&args.repo)?;
     let key = require_secret(&args.secret, "bk-index show")?;
     let policy = Policy::load(&args.signers.signer, args.signers.require_signature)?;
     let name = repo.find_snapshot(&args.snapshot)?;

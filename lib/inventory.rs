@@ -18,9 +18,7 @@
 //! delete objects); later lines win.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -30,15 +28,14 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{exit, io_cause, Error, Result};
 use crate::record;
-use crate::repo::{check_object_id, sync_dir, Repo, TMP_PREFIX};
+use crate::repo::{check_object_id, Repo};
+use crate::storage::{self, Commit};
 
 /// The inventory directory of a repository.
-pub fn dir(root: &Path) -> PathBuf {
-    root.join("inventory")
-}
+const DIR: &str = "inventory";
 
-/// This process's inventory file name, chosen once.
-fn file_name() -> &'static str {
+/// This process's inventory file name stem, chosen once.
+fn file_stem() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
         let mut rnd = [0u8; 4];
@@ -46,13 +43,13 @@ fn file_name() -> &'static str {
         let stamp = humantime::format_rfc3339_micros(std::time::SystemTime::now())
             .to_string()
             .replace(['-', ':'], "");
-        format!("{stamp}-{}.ndjson", hex::encode(rnd))
+        format!("{stamp}-{}", hex::encode(rnd))
     })
 }
 
 /// Appends `(id, stored bytes, hex sha256)` lines to this process's
 /// inventory file and makes them durable.
-pub fn append(root: &Path, entries: &[(&str, u64, &str)]) -> Result<()> {
+pub fn append(repo: &Repo, entries: &[(&str, u64, &str)]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -62,13 +59,17 @@ pub fn append(root: &Path, entries: &[(&str, u64, &str)]) -> Result<()> {
         text.extend_from_slice(line.to_string().as_bytes());
         text.push(b'\n');
     }
-    write_lines(root, &text)
+    write_lines(repo, &text)
 }
 
 /// Records that prune deleted these objects, so the keyless check does not
 /// report them missing.
-pub fn append_removed(root: &Path, ids: &[String]) -> Result<()> {
-    if ids.is_empty() || !dir(root).exists() {
+pub fn append_removed(repo: &Repo, ids: &[String]) -> Result<()> {
+    // A repository written before the inventory existed gets none here
+    // either: a partial inventory would make every other object look
+    // uninventoried.
+    let has_inventory = || repo.store().list(DIR).is_ok_and(|e| !e.is_empty());
+    if ids.is_empty() || !has_inventory() {
         return Ok(());
     }
     let mut text = Vec::new();
@@ -76,33 +77,22 @@ pub fn append_removed(root: &Path, ids: &[String]) -> Result<()> {
         text.extend_from_slice(json!({"id": id, "removed": true}).to_string().as_bytes());
         text.push(b'\n');
     }
-    write_lines(root, &text)
+    write_lines(repo, &text)
 }
 
-/// Appends lines to this process's inventory file and makes them durable.
-fn write_lines(root: &Path, text: &[u8]) -> Result<()> {
-    static WRITING: Mutex<()> = Mutex::new(());
-    let _guard = WRITING.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = dir(root);
-    let fresh = !dir.exists();
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let path = dir.join(file_name());
-    let new_file = !path.exists();
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    file.write_all(text)
-        .and_then(|_| file.sync_data())
-        .map_err(|e| Error::io(&path, e))?;
-    if new_file {
-        sync_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+/// Appends lines to this process's inventory file and makes them durable;
+/// where the storage cannot append (S3), each call writes a new file.
+fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
+    static WRITING: Mutex<u64> = Mutex::new(0);
+    let mut seq = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    let store = repo.store();
+    let key = storage::join(DIR, &format!("{}.ndjson", file_stem()));
+    if store.append(&key, text).map_err(|e| repo.error(&key, &e))? {
+        return Ok(());
     }
-    if fresh {
-        sync_dir(root).map_err(|e| Error::io(root, e))?;
-    }
-    Ok(())
+    *seq += 1;
+    let key = storage::join(DIR, &format!("{}-{:06}.ndjson", file_stem(), *seq));
+    repo.put(&key, |w| w.write_all(text), Commit::Replace)
 }
 
 /// What the inventory says about one object.
@@ -113,33 +103,28 @@ struct Entry {
 }
 
 /// Reads every inventory file: `None` if the repository has none at all.
-fn load(root: &Path) -> Result<Option<BTreeMap<String, Entry>>> {
-    let dir = dir(root);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::repo(format!("{}: {}", dir.display(), io_cause(&e)))),
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
+    let files: Vec<String> = repo
+        .store()
+        .list(DIR)
+        .map_err(|e| repo.error(DIR, &e))?
+        .into_iter()
+        .filter(|e| !e.is_dir && e.name.ends_with(".ndjson"))
+        .map(|e| storage::join(DIR, &e.name))
         .collect();
     if files.is_empty() {
         return Ok(None);
     }
-    files.sort();
     let mut map = BTreeMap::new();
     for file in files {
-        let f = fs::File::open(&file)
-            .map_err(|e| Error::repo(format!("{}: {}", file.display(), io_cause(&e))))?;
-        for (n, line) in BufReader::new(f).lines().enumerate() {
-            let line =
-                line.map_err(|e| Error::repo(format!("{}: {}", file.display(), io_cause(&e))))?;
+        let shown = repo.store().describe(&file);
+        let reader = repo.open_key(&file, &shown)?;
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(|e| repo.error(&file, &e))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |why: &str| Error::repo(format!("{} line {}: {why}", file.display(), n + 1));
+            let bad = |why: &str| Error::repo(format!("{shown} line {}: {why}", n + 1));
             let v: Value = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
             let id = v["id"].as_str().ok_or_else(|| bad("no \"id\""))?;
             if v["removed"].as_bool() == Some(true) {
@@ -160,25 +145,23 @@ fn load(root: &Path) -> Result<Option<BTreeMap<String, Entry>>> {
     Ok(Some(map))
 }
 
-/// Every object file under `objects/` (two levels), as (id, path).
-pub fn object_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let objects = root.join("objects");
-    let read = |d: &Path| {
-        fs::read_dir(d).map_err(|e| Error::repo(format!("{}: {}", d.display(), io_cause(&e))))
-    };
+/// Every object under `objects/` (two levels), as (id, stored size).
+pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
+    let store = repo.store();
     let mut out = Vec::new();
-    for sub in read(&objects)? {
-        let sub = sub.map_err(|e| Error::repo(format!("{}: {}", objects.display(), e)))?;
-        if !sub.file_type().is_ok_and(|t| t.is_dir()) {
+    for sub in store
+        .list("objects")
+        .map_err(|e| repo.error("objects", &e))?
+    {
+        if !sub.is_dir {
             continue;
         }
-        for f in read(&sub.path())? {
-            let f = f.map_err(|e| Error::repo(format!("{}: {}", sub.path().display(), e)))?;
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TMP_PREFIX) || check_object_id(&name).is_err() {
+        let dir = storage::join("objects", &sub.name);
+        for f in store.list(&dir).map_err(|e| repo.error(&dir, &e))? {
+            if f.is_dir || check_object_id(&f.name).is_err() {
                 continue;
             }
-            out.push((name, f.path()));
+            out.push((f.name, f.stat.size));
         }
     }
     out.sort();
@@ -190,16 +173,16 @@ pub fn object_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// are printed as records and make the exit status 1; objects the inventory
 /// does not know (`uninventoried`) are printed as warnings only.
 pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
-    let Some(inventory) = load(repo.root())? else {
+    let Some(inventory) = load(repo)? else {
         return Err(Error::repo(format!(
             "{}: no object inventory (inventory/): the repository was written by a bk \
              older than the inventory, so there is nothing to check objects against; \
              new objects will be inventoried from the next bk-seal on",
-            repo.root().display()
+            repo.location()
         )));
     };
-    let files = object_files(repo.root())?;
-    let on_disk: BTreeMap<&str, &PathBuf> = files.iter().map(|(id, p)| (id.as_str(), p)).collect();
+    let files = object_files(repo)?;
+    let on_disk: BTreeMap<&str, u64> = files.iter().map(|(id, n)| (id.as_str(), *n)).collect();
     let mut results: Vec<Value> = Vec::new();
     for (id, e) in &inventory {
         if !on_disk.contains_key(id.as_str()) {
@@ -214,8 +197,8 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                let Some((id, path)) = next else { break };
-                if let Some(v) = check_one(id, path, inventory.get(id), &bytes) {
+                let Some((id, _)) = next else { break };
+                if let Some(v) = check_one(repo, id, inventory.get(id), &bytes) {
                     found.lock().unwrap_or_else(|p| p.into_inner()).push(v);
                 }
             });
@@ -245,15 +228,16 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
 }
 
 /// Checks one object file; returns its problem record, if any.
-fn check_one(id: &str, path: &Path, want: Option<&Entry>, bytes: &AtomicU64) -> Option<Value> {
+fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> Option<Value> {
     let Some(want) = want else {
         return Some(json!({"problem": "uninventoried", "object": id,
             "detail": format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")}));
     };
     let problem =
         |kind: &str, detail: String| Some(json!({"problem": kind, "object": id, "detail": detail}));
-    let mut file = match fs::File::open(path) {
-        Ok(f) => f,
+    let mut file = match repo.store().open(&repo.object_key(id)) {
+        Ok(Some(f)) => f,
+        Ok(None) => return problem("missing", format!("object {id}: missing")),
         Err(e) => return problem("missing", format!("object {id}: {}", io_cause(&e))),
     };
     let mut hasher = Sha256::new();

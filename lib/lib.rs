@@ -36,4 +36,5 @@ pub mod seal;
 pub mod signature;
 pub mod snapcache;
 pub mod source;
+pub mod storage;
 pub mod verify;

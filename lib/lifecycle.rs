@@ -25,17 +25,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::cli::{IndexForgetArgs, IndexPruneArgs, IndexUnlockArgs};
 use crate::crypto::SecretKeys;
-use crate::error::{io_cause, Error, Result};
+use crate::error::{Error, Result};
 use crate::index::{decrypt_snapshot, load_secret, require_secret, summary_path};
 use crate::lock::{LockKind, RepoLock};
 use crate::record::{self, RecordReader};
-use crate::repo::{check_object_id, sync_dir, Repo, TMP_PREFIX};
+use crate::repo::{check_object_id, Repo};
 use crate::retention::{parse_name, Policy};
+use crate::storage;
 
 /// One snapshot as forget sees it.
 struct Snap {
@@ -64,13 +64,13 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
              every snapshot",
         ));
     }
-    let repo = Repo::open(&args.repo.repo)?;
+    let repo = Repo::open(&args.repo)?;
     let secret = load_secret(&args.secret)?;
     let _lock = if args.dry_run {
         None
     } else {
         Some(RepoLock::acquire(
-            repo.root(),
+            repo.store_arc(),
             LockKind::Exclusive,
             "bk-index forget",
             args.wait.wait,
@@ -139,7 +139,6 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     }
     let mut out = io::stdout().lock();
     let (mut kept, mut removed) = (0u64, 0u64);
-    let snap_dir = repo.root().join("snapshots");
     for s in &snaps {
         let keep = !s.reasons.is_empty();
         let action = match (keep, args.dry_run) {
@@ -169,21 +168,14 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
         }
         removed += 1;
         if !args.dry_run {
-            let path = repo.snapshot_path(&s.name);
-            fs::remove_file(&path).map_err(|e| {
-                Error::repo(format!(
-                    "removing snapshot {}: {}",
-                    path.display(),
-                    io_cause(&e)
-                ))
-            })?;
+            let key = repo.snapshot_key(&s.name);
+            repo.store()
+                .delete(&key)
+                .map_err(|e| repo.error(&key, &e).context("removing snapshot"))?;
             let _ = fs::remove_file(summary_path(&repo, &s.name));
         }
     }
     out.flush().map_err(record::stdout_error)?;
-    if removed > 0 && !args.dry_run {
-        sync_dir(&snap_dir).map_err(|e| Error::io(&snap_dir, e))?;
-    }
     eprintln!(
         "bk-index forget: {kept} snapshots kept, {removed} {}",
         if args.dry_run {
@@ -242,13 +234,13 @@ struct PruneReport {
 /// `bk-index prune`.
 pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     let started = std::time::Instant::now();
-    let repo = Repo::open(&args.repo.repo)?;
+    let repo = Repo::open(&args.repo)?;
     let key = require_secret(&args.secret, "bk-index prune")?;
     let _lock = if args.dry_run {
         None
     } else {
         Some(RepoLock::acquire(
-            repo.root(),
+            repo.store_arc(),
             LockKind::Exclusive,
             "bk-index prune",
             args.wait.wait,
@@ -271,85 +263,72 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     report.referenced = referenced.len() as u64;
     // 2. Walk objects/ and delete what is neither referenced nor recent.
     let now = SystemTime::now();
-    let objects = repo.root().join("objects");
+    let store = repo.store();
+    let list = |dir: &str| store.list(dir).map_err(|e| repo.error(dir, &e));
+    let leftovers = |dir: &str| store.leftovers(dir).map_err(|e| repo.error(dir, &e));
+    let delete = |key: &str| -> Result<()> {
+        if args.dry_run {
+            return Ok(());
+        }
+        store
+            .delete(key)
+            .map_err(|e| repo.error(key, &e).context("bk-index prune"))
+    };
     let mut seen = 0u64;
-    for sub in read_dir_sorted(&objects)? {
-        if !sub.is_dir() {
+    for sub in list("objects")? {
+        if !sub.is_dir {
             continue;
         }
-        let mut changed = false;
-        for path in read_dir_sorted(&sub)? {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(repo_io(&path, e)),
-            };
-            if !meta.is_file() {
+        let dir = storage::join("objects", &sub.name);
+        for tmp in leftovers(&dir)? {
+            if age(tmp.stat.modified, now) >= args.grace {
+                report.tmp_deleted += 1;
+                report.tmp_bytes_freed += tmp.stat.size;
+                delete(&storage::join(&dir, &tmp.name))?;
+            }
+        }
+        for entry in list(&dir)? {
+            if entry.is_dir {
                 continue;
             }
-            let old = age(&meta, now) >= args.grace;
-            if name.starts_with(TMP_PREFIX) {
-                if old {
-                    report.tmp_deleted += 1;
-                    report.tmp_bytes_freed += meta.len();
-                    changed |= delete(&path, args.dry_run)?;
-                }
-                continue;
-            }
-            let Some(id) = parse_id(name) else {
+            let key = storage::join(&dir, &entry.name);
+            let Some(id) = parse_id(&entry.name) else {
                 eprintln!(
                     "bk-index prune: leaving alone {}: not an object name",
-                    path.display()
+                    store.describe(&key)
                 );
                 continue;
             };
             seen += 1;
+            let size = entry.stat.size;
             if referenced.contains(&id) {
                 report.objects_kept += 1;
-                report.bytes_kept += meta.len();
-            } else if old {
+                report.bytes_kept += size;
+            } else if age(entry.stat.modified, now) >= args.grace {
                 report.objects_deleted += 1;
-                report.bytes_freed += meta.len();
-                changed |= delete(&path, args.dry_run)?;
+                report.bytes_freed += size;
+                delete(&key)?;
                 if !args.dry_run {
-                    deleted_ids.push(name.to_owned());
+                    deleted_ids.push(entry.name);
                 }
             } else {
                 report.unreferenced_within_grace += 1;
                 report.objects_kept += 1;
-                report.bytes_kept += meta.len();
+                report.bytes_kept += size;
             }
         }
-        if changed {
-            sync_dir(&sub).map_err(|e| repo_io(&sub, e))?;
-        }
     }
-    crate::inventory::append_removed(repo.root(), &deleted_ids)?;
+    crate::inventory::append_removed(&repo, &deleted_ids)?;
     report.missing_referenced = report
         .referenced
         .saturating_sub(report.objects_kept - report.unreferenced_within_grace);
     // 3. Temporary files of interrupted snapshot writes.
-    let snaps = repo.root().join("snapshots");
-    let mut changed = false;
-    for path in read_dir_sorted(&snaps)? {
-        let is_tmp = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(TMP_PREFIX));
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if is_tmp && meta.is_file() && age(&meta, now) >= args.grace {
+    for tmp in leftovers("snapshots")? {
+        if age(tmp.stat.modified, now) >= args.grace {
             report.tmp_deleted += 1;
-            report.tmp_bytes_freed += meta.len();
-            changed |= delete(&path, args.dry_run)?;
+            report.tmp_bytes_freed += tmp.stat.size;
+            delete(&storage::join("snapshots", &tmp.name))?;
         }
-    }
-    if changed {
-        sync_dir(&snaps).map_err(|e| repo_io(&snaps, e))?;
     }
     let verb = if args.dry_run {
         "would delete"
@@ -421,67 +400,32 @@ fn parse_id(name: &str) -> Option<[u8; 32]> {
     Some(id)
 }
 
-/// How long ago a file was last modified (zero if in the future).
-fn age(meta: &fs::Metadata, now: SystemTime) -> Duration {
-    meta.modified()
-        .ok()
+/// How long ago a key was last modified (zero if in the future or
+/// unknown).
+fn age(modified: Option<SystemTime>, now: SystemTime) -> Duration {
+    modified
         .and_then(|m| now.duration_since(m).ok())
         .unwrap_or_default()
 }
 
-/// Deletes a file unless this is a dry run; returns whether it did.
-fn delete(path: &Path, dry_run: bool) -> Result<bool> {
-    if dry_run {
-        return Ok(false);
-    }
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(repo_io(path, e).context("bk-index prune")),
-    }
-}
-
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(repo_io(dir, e)),
-    };
-    for entry in entries {
-        out.push(entry.map_err(|e| repo_io(dir, e))?.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn repo_io(path: &Path, e: io::Error) -> Error {
-    Error::repo(format!("{}: {}", path.display(), io_cause(&e)))
-}
-
 /// `bk-index unlock`.
 pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
-    let repo = Repo::open(&args.repo.repo)?;
-    let (removed, kept) = crate::lock::unlock(repo.root(), args.all)?;
+    let repo = Repo::open(&args.repo)?;
+    let (removed, kept) = crate::lock::unlock(repo.store(), args.all)?;
     let mut out = io::stdout().lock();
     for lock in &removed {
         let why = lock.stale.as_deref().map_or_else(
             || "live, removed with --all".to_owned(),
             |w| format!("stale: {w}"),
         );
-        writeln!(
-            out,
-            "removed {}: {} ({why})",
-            lock.path.display(),
-            lock.describe()
-        )
-        .map_err(record::stdout_error)?;
+        writeln!(out, "removed {}: {} ({why})", lock.shown, lock.describe())
+            .map_err(record::stdout_error)?;
     }
     out.flush().map_err(record::stdout_error)?;
     for lock in &kept {
         eprintln!(
             "bk-index unlock: kept live lock {}: {} (remove it with --all only if that program is not running)",
-            lock.path.display(),
+            lock.shown,
             lock.describe()
         );
     }

@@ -1,5 +1,6 @@
 //! Repository locks: plain files in `repo/locks/`, so they work wherever the
-//! repository does (a local disk, an NFS or SMB share, a cloud-drive mount),
+//! repository does (a local disk, an NFS or SMB share, a cloud-drive mount,
+//! an S3 bucket, which is strongly consistent for listings after writes),
 //! not only where `flock` does.
 //!
 //! Each holder writes one file, `<shared|exclusive>-<host>-<pid>-<rand>.json`,
@@ -20,10 +21,7 @@
 //! has not been refreshed for [`STALE_AFTER`]. Stale locks are ignored with
 //! a warning; `bk-index unlock` removes them.
 
-use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -31,8 +29,12 @@ use std::time::{Duration, SystemTime};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io_cause, Error, Result};
-use crate::repo::{sync_dir, TMP_PREFIX};
+use crate::error::{Error, Result};
+use crate::repo::repo_err;
+use crate::storage::{self, Commit, Storage};
+
+/// The directory of lock files.
+const LOCKS: &str = "locks";
 
 /// A lock of another host that has not been refreshed for this long is
 /// stale.
@@ -90,8 +92,10 @@ pub struct LockInfo {
 /// One lock file found in `locks/`.
 #[derive(Debug, Clone)]
 pub struct LockEntry {
-    /// The file.
-    pub path: PathBuf,
+    /// Its key (`locks/<name>.json`).
+    pub key: String,
+    /// Where it is, for messages.
+    pub shown: String,
     /// Its kind (from the content, else from the file name).
     pub kind: LockKind,
     /// Its content, if it could be read.
@@ -117,7 +121,7 @@ impl LockEntry {
             None => format!(
                 "an unreadable {} lock file {}",
                 self.kind.as_str(),
-                self.path.display()
+                self.shown
             ),
         }
     }
@@ -126,7 +130,8 @@ impl LockEntry {
 /// A held lock; released (its file removed) when dropped.
 #[derive(Debug)]
 pub struct RepoLock {
-    path: PathBuf,
+    store: Arc<dyn Storage>,
+    key: String,
     stop: Arc<(Mutex<bool>, Condvar)>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -136,9 +141,12 @@ impl RepoLock {
     /// retrying until `wait` has passed. Stale locks are ignored with a
     /// warning on stderr. A lock still held by someone else when `wait`
     /// runs out is an error naming the holder (exit status 11).
-    pub fn acquire(root: &Path, kind: LockKind, program: &str, wait: Duration) -> Result<RepoLock> {
-        let dir = root.join("locks");
-        fs::create_dir_all(&dir).map_err(|e| repo_io(&dir, e))?;
+    pub fn acquire(
+        store: Arc<dyn Storage>,
+        kind: LockKind,
+        program: &str,
+        wait: Duration,
+    ) -> Result<RepoLock> {
         let started = std::time::Instant::now();
         let host = crate::host::this_host();
         let pid = std::process::id();
@@ -161,18 +169,18 @@ impl RepoLock {
                 crate::host::file_safe(&host),
                 hex::encode(rnd)
             );
-            let path = dir.join(&name);
-            write_lock_file(&dir, &path, &info, false)?;
-            let others = list_locks(root)?;
+            let key = storage::join(LOCKS, &name);
+            write_lock_file(&*store, &key, &info, Commit::KeepExisting)?;
+            let others = list_locks(&*store)?;
             let mut conflict: Option<LockEntry> = None;
-            for other in others.into_iter().filter(|o| o.path != path) {
+            for other in others.into_iter().filter(|o| o.key != key) {
                 if let Some(why) = &other.stale {
-                    if warned.insert(other.path.clone()) {
+                    if warned.insert(other.key.clone()) {
                         eprintln!(
                             "{program}: ignoring stale lock {} ({}: {why}); `bk-index unlock --repo {}` removes it",
-                            other.path.display(),
+                            other.shown,
                             other.describe(),
-                            root.display()
+                            store.location()
                         );
                     }
                     continue;
@@ -183,15 +191,15 @@ impl RepoLock {
                 }
             }
             let Some(holder) = conflict else {
-                return Ok(RepoLock::start(path, info));
+                return Ok(RepoLock::start(store, key, info));
             };
-            let _ = fs::remove_file(&path);
+            let _ = store.delete(&key);
             let waited = started.elapsed();
             let young = holder.age < CONTENDER_WINDOW;
             if waited >= wait && !(young && waited < wait + CONTENDER_WINDOW * 2) {
                 return Err(Error::locked(format!(
                     "repository {} is locked by {}{}; try again later{}",
-                    root.display(),
+                    store.location(),
                     holder.describe(),
                     if wait.is_zero() {
                         String::new()
@@ -218,26 +226,28 @@ impl RepoLock {
     }
 
     /// Starts the refresher thread for a lock just taken.
-    fn start(path: PathBuf, info: LockInfo) -> RepoLock {
+    fn start(store: Arc<dyn Storage>, key: String, info: LockInfo) -> RepoLock {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let refresher = {
             let stop = Arc::clone(&stop);
-            let path = path.clone();
+            let store = Arc::clone(&store);
+            let key = key.clone();
             std::thread::Builder::new()
                 .name("lock-refresh".into())
-                .spawn(move || refresh_loop(&path, info, &stop))
+                .spawn(move || refresh_loop(&*store, &key, info, &stop))
                 .ok()
         };
         RepoLock {
-            path,
+            store,
+            key,
             stop,
             refresher,
         }
     }
 
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The lock file's key.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -251,10 +261,7 @@ impl Drop for RepoLock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let _ = fs::remove_file(&self.path);
-        if let Some(dir) = self.path.parent() {
-            let _ = sync_dir(dir);
-        }
+        let _ = self.store.delete(&self.key);
     }
 }
 
@@ -264,15 +271,19 @@ impl Drop for RepoLock {
 /// while it stores objects; the caller locks once its input has ended. A
 /// repository that new has no snapshot and no object older than prune's
 /// grace period, so nothing of it can be pruned in between.
-pub fn lock_if_repo_exists(root: &Path, program: &str, wait: Duration) -> Result<Option<RepoLock>> {
-    if !root.join("bk-repo.json").exists() {
+pub fn lock_if_repo_exists(
+    handle: &crate::repo::RepoHandle,
+    program: &str,
+    wait: Duration,
+) -> Result<Option<RepoLock>> {
+    if !handle.exists()? {
         return Ok(None);
     }
-    RepoLock::acquire(root, LockKind::Shared, program, wait).map(Some)
+    RepoLock::acquire(Arc::clone(&handle.store), LockKind::Shared, program, wait).map(Some)
 }
 
 /// Rewrites `refreshed` every [`REFRESH_EVERY`] until told to stop.
-fn refresh_loop(path: &Path, mut info: LockInfo, stop: &(Mutex<bool>, Condvar)) {
+fn refresh_loop(store: &dyn Storage, key: &str, mut info: LockInfo, stop: &(Mutex<bool>, Condvar)) {
     let (flag, cv) = stop;
     let mut stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
     loop {
@@ -289,60 +300,41 @@ fn refresh_loop(path: &Path, mut info: LockInfo, stop: &(Mutex<bool>, Condvar)) 
             return;
         }
         info.refreshed = rfc3339(SystemTime::now());
-        if let Some(dir) = path.parent() {
-            if let Err(e) = write_lock_file(dir, path, &info, true) {
-                eprintln!("{}: cannot refresh lock: {e}", info.program);
-            }
+        if let Err(e) = write_lock_file(store, key, &info, Commit::Replace) {
+            eprintln!("{}: cannot refresh lock: {e}", info.program);
         }
     }
 }
 
-/// Writes a lock file atomically: a temporary file, fsynced, then renamed
-/// to `path` (which must not exist unless `replace`), then the directory
-/// fsynced. Readers therefore never see a half-written lock.
-fn write_lock_file(dir: &Path, path: &Path, info: &LockInfo, replace: bool) -> Result<()> {
-    let mut rnd = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut rnd);
-    let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+/// Writes a lock file atomically (readers never see a half-written lock)
+/// and durably. A new lock keeps an existing file of the same (random)
+/// name; a refresh replaces it.
+fn write_lock_file(store: &dyn Storage, key: &str, info: &LockInfo, mode: Commit) -> Result<()> {
     let json = serde_json::to_vec_pretty(info).unwrap_or_default();
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        drop(f);
-        if !replace && path.exists() {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let result = store.create(key).and_then(|mut up| {
+        up.write_all(&json)?;
+        up.write_all(b"\n")?;
+        let finished = up.finish()?;
+        store.commit(vec![finished], mode)
+    });
+    match result {
+        Ok(created) if mode == Commit::KeepExisting && created.first() == Some(&false) => Err(
+            repo_err(store, key, &io::Error::from(io::ErrorKind::AlreadyExists)),
+        ),
+        Ok(_) => Ok(()),
+        Err(e) => Err(repo_err(store, key, &e)),
     }
-    result.map_err(|e| repo_io(path, e))
 }
 
 /// Every lock file in the repository, each with its staleness judged.
-pub fn list_locks(root: &Path) -> Result<Vec<LockEntry>> {
-    let dir = root.join("locks");
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(repo_io(&dir, e)),
-    };
+pub fn list_locks(store: &dyn Storage) -> Result<Vec<LockEntry>> {
+    let entries = store.list(LOCKS).map_err(|e| repo_err(store, LOCKS, &e))?;
     let host = crate::host::this_host();
     let now = SystemTime::now();
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| repo_io(&dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".json") {
+        let name = entry.name;
+        if entry.is_dir || name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
         let kind = if name.starts_with("exclusive-") {
@@ -352,25 +344,26 @@ pub fn list_locks(root: &Path) -> Result<Vec<LockEntry>> {
         } else {
             continue;
         };
-        let path = entry.path();
-        let mtime = match fs::metadata(&path) {
-            Ok(m) => m.modified().unwrap_or(now),
+        let key = storage::join(LOCKS, &name);
+        let bytes = match store.read(&key) {
+            Ok(Some(b)) => b,
             // Released between the listing and now.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(repo_io(&path, e)),
+            Ok(None) => continue,
+            Err(e) => return Err(repo_err(store, &key, &e)),
         };
-        let info: Option<LockInfo> = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        out.push(judge(path, kind, info, mtime, now, &host));
+        let info: Option<LockInfo> = serde_json::from_slice(&bytes).ok();
+        let mtime = entry.stat.modified.unwrap_or(now);
+        let shown = store.describe(&key);
+        out.push(judge(key, shown, kind, info, mtime, now, &host));
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
 
 /// Decides whether a lock is stale.
 fn judge(
-    path: PathBuf,
+    key: String,
+    shown: String,
     kind: LockKind,
     info: Option<LockInfo>,
     mtime: SystemTime,
@@ -398,7 +391,8 @@ fn judge(
         _ => None,
     };
     LockEntry {
-        path,
+        key,
+        shown,
         kind: info.as_ref().map_or(kind, |i| i.kind),
         info,
         stale,
@@ -407,23 +401,18 @@ fn judge(
 }
 
 /// Removes stale locks (every lock with `all`); returns the removed ones.
-pub fn unlock(root: &Path, all: bool) -> Result<(Vec<LockEntry>, Vec<LockEntry>)> {
+pub fn unlock(store: &dyn Storage, all: bool) -> Result<(Vec<LockEntry>, Vec<LockEntry>)> {
     let mut removed = Vec::new();
     let mut kept = Vec::new();
-    for lock in list_locks(root)? {
+    for lock in list_locks(store)? {
         if all || lock.stale.is_some() {
-            match fs::remove_file(&lock.path) {
-                Ok(()) => removed.push(lock),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(repo_io(&lock.path, e)),
-            }
+            store
+                .delete(&lock.key)
+                .map_err(|e| repo_err(store, &lock.key, &e))?;
+            removed.push(lock);
         } else {
             kept.push(lock);
         }
-    }
-    let dir = root.join("locks");
-    if !removed.is_empty() {
-        sync_dir(&dir).map_err(|e| repo_io(&dir, e))?;
     }
     Ok((removed, kept))
 }
@@ -453,10 +442,6 @@ fn round_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
 }
 
-fn repo_io(path: &Path, e: io::Error) -> Error {
-    Error::repo(format!("{}: {}", path.display(), io_cause(&e)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +465,7 @@ mod tests {
         child.wait().unwrap();
         let e = judge(
             "x".into(),
+            "x".into(),
             LockKind::Exclusive,
             Some(info(&crate::host::this_host(), pid, now)),
             now,
@@ -496,6 +482,7 @@ mod tests {
         let parent = nix::unistd::getppid().as_raw() as u32;
         let e = judge(
             "x".into(),
+            "x".into(),
             LockKind::Exclusive,
             Some(info(&crate::host::this_host(), parent, now)),
             now,
@@ -506,6 +493,7 @@ mod tests {
         let old = now - Duration::from_secs(31 * 60);
         let e = judge(
             "x".into(),
+            "x".into(),
             LockKind::Exclusive,
             Some(info("elsewhere", me, old)),
             old,
@@ -515,6 +503,7 @@ mod tests {
         assert!(e.stale.unwrap().contains("not refreshed"));
         let recent = now - Duration::from_secs(60);
         let e = judge(
+            "x".into(),
             "x".into(),
             LockKind::Exclusive,
             Some(info("elsewhere", 1, recent)),
@@ -528,17 +517,18 @@ mod tests {
     #[test]
     fn shared_locks_coexist_exclusive_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let a = RepoLock::acquire(dir.path(), LockKind::Shared, "a", Duration::ZERO).unwrap();
-        let b = RepoLock::acquire(dir.path(), LockKind::Shared, "b", Duration::ZERO).unwrap();
-        let err =
-            RepoLock::acquire(dir.path(), LockKind::Exclusive, "c", Duration::ZERO).unwrap_err();
+        let store: Arc<dyn Storage> = Arc::new(crate::storage::dir::DirStorage::new(dir.path()));
+        let lock = |kind, who| RepoLock::acquire(Arc::clone(&store), kind, who, Duration::ZERO);
+        let a = lock(LockKind::Shared, "a").unwrap();
+        let b = lock(LockKind::Shared, "b").unwrap();
+        let err = lock(LockKind::Exclusive, "c").unwrap_err();
         assert_eq!(err.exit_code(), crate::error::exit::LOCKED);
         assert!(err.to_string().contains("is locked by"), "{err}");
         drop(a);
         drop(b);
-        assert!(list_locks(dir.path()).unwrap().is_empty());
-        let c = RepoLock::acquire(dir.path(), LockKind::Exclusive, "c", Duration::ZERO).unwrap();
-        let err = RepoLock::acquire(dir.path(), LockKind::Shared, "d", Duration::ZERO).unwrap_err();
+        assert!(list_locks(&*store).unwrap().is_empty());
+        let c = lock(LockKind::Exclusive, "c").unwrap();
+        let err = lock(LockKind::Shared, "d").unwrap_err();
         assert!(err.to_string().contains("c (exclusive lock)"), "{err}");
         drop(c);
     }

@@ -11,7 +11,7 @@ use crate::repo::{check_object_id, Repo};
 
 /// Runs bk-open; returns the exit status.
 pub fn run(cli: OpenCli) -> Result<i32> {
-    let repo = Repo::open(&cli.repo.repo)?;
+    let repo = Repo::open(&cli.repo)?;
     let key = require_secret(&cli.secret, "bk-open")?;
     crate::idkey::check_secret(&repo, &key)?;
     if let Some(id) = &cli.object {
@@ -54,11 +54,8 @@ pub fn decrypt_object(
     out_name: &str,
 ) -> Result<u64> {
     check_object_id(id)?;
-    let path = repo.object_path(id);
     let what = format!("object {id}");
-    if !path.exists() {
-        return Err(Error::repo(format!("{what}: missing from the repository")));
-    }
-    let mut msg = key.decrypt_file(&path, &what)?;
+    let input = repo.open_key(&repo.object_key(id), &what)?;
+    let mut msg = key.decrypt(input, &what)?;
     copy_plaintext(&mut msg, &what, out, std::path::Path::new(out_name))
 }

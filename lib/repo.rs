@@ -1,4 +1,5 @@
-//! The repository (format 1): a plain directory of OpenPGP messages.
+//! The repository (format 1): OpenPGP messages under a directory or an
+//! S3 prefix (see [`crate::storage`]), with the same layout in both.
 //!
 //! ```text
 //! repo/
@@ -11,26 +12,28 @@
 //!   locks/
 //! ```
 //!
-//! Every file is written under a temporary name, fsynced and then given its
-//! real name, so a crash never leaves a half-written object or snapshot
-//! under a real name.
+//! Every file becomes visible only once it is complete and durable (a
+//! temporary name renamed into place, or a completed S3 upload), so a crash
+//! never leaves a half-written object or snapshot under a real name.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cli::RepoArg;
 use crate::error::{io_cause, Error, Result};
+use crate::storage::{self, Commit, Finished, KeyReader, Location, S3Options, Storage, Upload};
+
+pub use crate::storage::dir::{create_private_file, sync_dir, TMP_PREFIX};
 
 /// The repository format this build reads and writes.
 pub const FORMAT: u32 = 1;
 
-/// Prefix of temporary files; never a valid object or snapshot name.
-pub const TMP_PREFIX: &str = ".tmp-";
+/// The key of the public configuration.
+const CONFIG_KEY: &str = "bk-repo.json";
 
 /// The public facts in `bk-repo.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,82 +54,114 @@ pub struct RepoConfig {
 /// An open repository.
 #[derive(Debug, Clone)]
 pub struct Repo {
-    root: PathBuf,
+    store: Arc<dyn Storage>,
+    location: Location,
     config: RepoConfig,
 }
 
+/// Where a repository is and how to reach it: what `--repo` and the S3
+/// options name, before anything is read.
+#[derive(Debug, Clone)]
+pub struct RepoHandle {
+    /// The storage.
+    pub store: Arc<dyn Storage>,
+    /// The location as given.
+    pub location: Location,
+}
+
+impl RepoHandle {
+    /// The storage `--repo` names (no request is made yet).
+    pub fn new(location: &Location, s3: &S3Options) -> Result<RepoHandle> {
+        Ok(RepoHandle {
+            store: storage::open(location, s3)?,
+            location: location.clone(),
+        })
+    }
+
+    /// The storage of a program's `--repo` arguments.
+    pub fn from_arg(arg: &RepoArg) -> Result<RepoHandle> {
+        RepoHandle::new(&arg.repo, &arg.s3)
+    }
+
+    /// Whether a repository exists there (its `bk-repo.json` does).
+    pub fn exists(&self) -> Result<bool> {
+        self.store
+            .stat(CONFIG_KEY)
+            .map(|s| s.is_some())
+            .map_err(|e| repo_err(&*self.store, CONFIG_KEY, &e))
+    }
+}
+
+/// A repository error naming `key` in `store`.
+pub fn repo_err(store: &dyn Storage, key: &str, e: &io::Error) -> Error {
+    Error::repo(format!("{}: {}", store.describe(key), io_cause(e)))
+}
+
 impl Repo {
+    /// Opens the repository a program's `--repo` arguments name.
+    pub fn open(arg: &RepoArg) -> Result<Repo> {
+        Repo::open_handle(RepoHandle::from_arg(arg)?)
+    }
+
     /// Opens an existing repository and checks its format version.
-    pub fn open(root: &Path) -> Result<Repo> {
-        let cfg_path = root.join("bk-repo.json");
-        let text = match fs::read(&cfg_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    pub fn open_handle(handle: RepoHandle) -> Result<Repo> {
+        let RepoHandle { store, location } = handle;
+        let shown = store.describe(CONFIG_KEY);
+        let text = match store.read(CONFIG_KEY) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
                 return Err(Error::repo(format!(
-                    "{}: not a bk repository (no bk-repo.json); create one with `bk-seal --init`",
-                    root.display()
+                    "{location}: not a bk repository (no bk-repo.json); create one with `bk-seal --init`"
                 )))
             }
-            Err(e) => {
-                return Err(Error::repo(format!(
-                    "{}: {}",
-                    cfg_path.display(),
-                    io_cause(&e)
-                )))
-            }
+            Err(e) => return Err(Error::repo(format!("{shown}: {}", io_cause(&e)))),
         };
         let value: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::repo(format!("{}: not valid JSON: {e}", cfg_path.display())))?;
+            .map_err(|e| Error::repo(format!("{shown}: not valid JSON: {e}")))?;
         match value.get("format").and_then(|f| f.as_u64()) {
             Some(f) if f == u64::from(FORMAT) => {}
             Some(f) => {
                 return Err(Error::repo(format!(
-                "{}: repository format {f} is not supported by this bk (it reads format {FORMAT})",
-                root.display()
-            )))
-            }
-            None => {
-                return Err(Error::repo(format!(
-                    "{}: no repository format version",
-                    cfg_path.display()
+                    "{location}: repository format {f} is not supported by this bk (it reads format {FORMAT})"
                 )))
             }
+            None => return Err(Error::repo(format!("{shown}: no repository format version"))),
         }
-        let config: RepoConfig = serde_json::from_value(value)
-            .map_err(|e| Error::repo(format!("{}: {e}", cfg_path.display())))?;
+        let config: RepoConfig =
+            serde_json::from_value(value).map_err(|e| Error::repo(format!("{shown}: {e}")))?;
         if config.id.is_empty() || !config.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::repo(format!(
-                "{}: repository id {:?} is not hex",
-                cfg_path.display(),
+                "{shown}: repository id {:?} is not hex",
                 config.id
             )));
         }
         Ok(Repo {
-            root: root.to_path_buf(),
+            store,
+            location,
             config,
         })
     }
 
     /// Creates a new repository with the given id key (already encrypted to
     /// the recipients as `encrypted_id_key`). Refuses a non-empty directory
-    /// that is not a repository.
+    /// or prefix that is not a repository.
     pub fn create(
-        root: &Path,
+        handle: RepoHandle,
         recipients: &[String],
         id_key_check: String,
         encrypted_id_key: &[u8],
     ) -> Result<Repo> {
-        let ioerr =
-            |p: &Path, e: io::Error| Error::repo(format!("{}: {}", p.display(), io_cause(&e)));
-        fs::create_dir_all(root).map_err(|e| ioerr(root, e))?;
-        let not_empty = fs::read_dir(root)
-            .map_err(|e| ioerr(root, e))?
-            .next()
-            .is_some();
+        let RepoHandle { store, location } = handle;
+        if let Some(dir) = location.as_dir() {
+            std::fs::create_dir_all(dir).map_err(|e| repo_err(&*store, "", &e))?;
+        }
+        let not_empty = !store
+            .list("")
+            .map_err(|e| repo_err(&*store, "", &e))?
+            .is_empty();
         if not_empty {
             return Err(Error::repo(format!(
-                "{}: directory is not empty and not a bk repository; refusing to create one there",
-                root.display()
+                "{location}: not empty and not a bk repository; refusing to create one there"
             )));
         }
         let mut id = [0u8; 16];
@@ -138,29 +173,39 @@ impl Repo {
             id_key_check,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        for dir in ["objects", "snapshots", "keys", "locks"] {
-            let p = root.join(dir);
-            fs::create_dir_all(&p).map_err(|e| ioerr(&p, e))?;
+        if let Some(dir) = location.as_dir() {
+            for sub in ["objects", "snapshots", "keys", "locks"] {
+                let p = dir.join(sub);
+                std::fs::create_dir_all(&p).map_err(|e| repo_err(&*store, sub, &e))?;
+            }
         }
         let repo = Repo {
-            root: root.to_path_buf(),
+            store,
+            location,
             config,
         };
-        repo.write_atomic(&repo.root.join("keys/id-key.pgp"), |w| {
-            w.write_all(encrypted_id_key)
-        })?;
+        repo.write_atomic("keys/id-key.pgp", |w| w.write_all(encrypted_id_key))?;
         let json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
-        repo.write_atomic(&repo.root.join("bk-repo.json"), |w| {
+        repo.write_atomic(CONFIG_KEY, |w| {
             w.write_all(&json)?;
             w.write_all(b"\n")
         })?;
-        sync_dir(&repo.root).map_err(|e| ioerr(&repo.root, e))?;
         Ok(repo)
     }
 
-    /// The repository directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The storage the repository lives in.
+    pub fn store(&self) -> &dyn Storage {
+        &*self.store
+    }
+
+    /// The storage, shared (for locks held beyond this borrow).
+    pub fn store_arc(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.store)
+    }
+
+    /// Where the repository is, as the user named it.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// The public configuration.
@@ -173,21 +218,48 @@ impl Repo {
         &self.config.id
     }
 
-    /// Where an object with this id lives. The id must already be checked
+    /// A repository error naming `key`.
+    pub fn error(&self, key: &str, e: &io::Error) -> Error {
+        repo_err(&*self.store, key, e)
+    }
+
+    /// An error while writing `key`: on a local directory that is a local
+    /// I/O problem (a full disk, exit 6), on remote storage a repository
+    /// problem (exit 5).
+    fn write_error(&self, key: &str, e: io::Error) -> Error {
+        match self.location.as_dir() {
+            Some(_) => Error::io(std::path::Path::new(&self.store.describe(key)), e),
+            None => self.error(key, &e),
+        }
+    }
+
+    /// The key of an object with this id. The id must already be checked
     /// with [`check_object_id`].
-    pub fn object_path(&self, id: &str) -> PathBuf {
-        self.root.join("objects").join(&id[..2]).join(id)
+    pub fn object_key(&self, id: &str) -> String {
+        format!("objects/{}/{id}", &id[..2])
+    }
+
+    /// The key of a snapshot by name.
+    pub fn snapshot_key(&self, name: &str) -> String {
+        format!("snapshots/{name}")
+    }
+
+    /// Streams a key's bytes; a missing key is a repository error naming
+    /// `what`.
+    pub fn open_key(&self, key: &str, what: &str) -> Result<KeyReader> {
+        match self.store.open(key) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
+            Err(e) => Err(Error::repo(format!("{what}: {}", io_cause(&e)))),
+        }
     }
 
     /// The stored size of an object, or `None` if it is absent.
     pub fn object_size(&self, id: &str) -> Result<Option<u64>> {
-        let path = self.object_path(id);
-        match fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
-            Ok(_) => Err(Error::repo(format!("object {id}: not a regular file"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::repo(format!("object {id}: {}", io_cause(&e)))),
-        }
+        self.store
+            .stat(&self.object_key(id))
+            .map(|s| s.map(|s| s.size))
+            .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))
     }
 
     /// The stored size of an object this run reuses (a dedup hit or a record
@@ -195,148 +267,155 @@ impl Repo {
     /// object last modified more than [`REUSE_TOUCH_AFTER`] ago gets its
     /// modification time set to now, so that `bk-index prune`'s grace period
     /// protects it until the records naming it are in a snapshot. The touch
-    /// is best effort (a file system that refuses it only loses that extra
+    /// is best effort (storage that refuses it only loses that extra
     /// protection; locks still apply).
     pub fn reuse_object(&self, id: &str) -> Result<Option<u64>> {
-        let path = self.object_path(id);
-        match fs::metadata(&path) {
-            Ok(m) if m.is_file() => {
-                let old = m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > REUSE_TOUCH_AFTER);
-                if old {
-                    touch(&path);
-                }
-                Ok(Some(m.len()))
+        let key = self.object_key(id);
+        let stat = self
+            .store
+            .stat(&key)
+            .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))?;
+        Ok(stat.map(|s| {
+            let old = s
+                .modified
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > REUSE_TOUCH_AFTER);
+            if old {
+                self.store.touch(&key);
             }
-            Ok(_) => Err(Error::repo(format!("object {id}: not a regular file"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::repo(format!("object {id}: {}", io_cause(&e)))),
-        }
+            s.size
+        }))
     }
 
-    /// Writes an object through `fill` under a temporary name in its final
-    /// directory, without syncing: it gets its real name only in
-    /// [`Repo::commit_objects`], after one `syncfs` made a whole batch
-    /// durable. A crash before that leaves only temporary files, never a
-    /// half-written object under a real name.
+    /// Writes an object through `fill` so that no reader sees it yet: it
+    /// gets its real name only in [`Repo::commit_objects`], which makes a
+    /// whole batch durable at once. A crash before that leaves only
+    /// temporary files (or, on S3, complete objects no snapshot names yet),
+    /// never a half-written object under a real name.
     pub fn write_object_unsynced(
         &self,
         id: &str,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<PendingObject, StoreError> {
-        let final_path = self.object_path(id);
-        let dir = final_path.parent().unwrap_or(&self.root).to_path_buf();
-        let mut tmp = match TempFile::create(&dir) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?;
-                TempFile::create(&dir).map_err(|e| StoreError::Write(Error::io(&dir, e)))?
-            }
-            Err(e) => return Err(StoreError::Write(Error::io(&dir, e))),
-        };
-        let (size, sha256) = tmp.fill(fill)?;
-        let tmp_path = std::mem::take(&mut tmp.path);
+        let key = self.object_key(id);
+        let upload = self
+            .store
+            .create(&key)
+            .map_err(|e| StoreError::Write(self.write_error(&key, e)))?;
+        let (finished, size, sha256) = self.fill(&key, upload, fill)?;
         Ok(PendingObject {
             id: id.to_owned(),
-            tmp: tmp_path,
-            final_path,
+            finished,
             size,
             sha256,
         })
     }
 
-    /// Makes a batch of written objects durable (one `syncfs` of the
-    /// repository's file system, or an fsync per file where that fails),
-    /// gives each its real name (keeping an existing object of the same id),
-    /// syncs their directories, and records the new ones in the object
-    /// inventory (see [`crate::inventory`]). Returns how many were new and
-    /// their stored bytes.
+    /// Writes `fill`'s bytes to `upload`; returns the finished upload, its
+    /// size and the hex SHA-256 of the bytes written. Failures of the output
+    /// are told apart from failures of `fill`'s input.
+    fn fill(
+        &self,
+        key: &str,
+        upload: Box<dyn Upload>,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(Finished, u64, String), StoreError> {
+        let mut out = TrackedWriter {
+            inner: BufWriter::with_capacity(256 << 10, upload),
+            error: None,
+            written: 0,
+            hasher: Sha256::new(),
+        };
+        if let Err(e) = fill(&mut out) {
+            return Err(match out.error.take() {
+                Some(we) => StoreError::Write(self.write_error(key, we)),
+                None => StoreError::Fill(e),
+            });
+        }
+        let written = out.written;
+        let sha256 = hex::encode(out.hasher.finalize_reset());
+        let upload = out
+            .inner
+            .into_inner()
+            .map_err(|e| StoreError::Write(self.write_error(key, e.into_error())))?;
+        let finished = upload
+            .finish()
+            .map_err(|e| StoreError::Write(self.write_error(key, e)))?;
+        Ok((finished, written, sha256))
+    }
+
+    /// Makes a batch of written objects durable and visible under their
+    /// real names (keeping an existing object of the same id), and records
+    /// the new ones in the object inventory (see [`crate::inventory`]).
+    /// Returns how many were new and their stored bytes.
     pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64)> {
         if batch.is_empty() {
             return Ok((0, 0));
         }
-        let synced = self.syncfs();
-        if !synced {
-            for p in &batch {
-                File::open(&p.tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| Error::io(&p.tmp, e))?;
-            }
+        let mut facts = Vec::with_capacity(batch.len());
+        let mut finished = Vec::with_capacity(batch.len());
+        for p in batch {
+            facts.push((p.id, p.size, p.sha256));
+            finished.push(p.finished);
         }
-        let mut dirs = std::collections::BTreeSet::new();
+        let created = self
+            .store
+            .commit(finished, Commit::KeepExisting)
+            .map_err(|e| self.write_error("objects", e))?;
         let (mut new, mut bytes) = (0, 0);
         let mut inventory = Vec::new();
-        for p in batch {
-            let created =
-                rename_noreplace(&p.tmp, &p.final_path).map_err(|e| Error::io(&p.final_path, e))?;
+        for ((id, size, sha), created) in facts.iter().zip(created) {
             if created {
                 new += 1;
-                bytes += p.size;
-                inventory.push((p.id.clone(), p.size, p.sha256.clone()));
-            }
-            if let Some(d) = p.final_path.parent() {
-                dirs.insert(d.to_path_buf());
+                bytes += size;
+                inventory.push((id.as_str(), *size, sha.as_str()));
             }
         }
-        // The renames must be durable too: one more syncfs covers every
-        // directory at once; where that is not available, fsync each.
-        if !(synced && self.syncfs()) {
-            for d in dirs {
-                sync_dir(&d).map_err(|e| Error::io(&d, e))?;
-            }
-        }
-        let lines: Vec<(&str, u64, &str)> = inventory
-            .iter()
-            .map(|(id, size, sha)| (id.as_str(), *size, sha.as_str()))
-            .collect();
-        crate::inventory::append(&self.root, &lines)?;
+        crate::inventory::append(self, &inventory)?;
         Ok((new, bytes))
     }
 
-    /// Flushes the repository's whole file system; false where `syncfs`
-    /// is not available.
-    fn syncfs(&self) -> bool {
-        File::open(&self.root)
-            .and_then(|d| {
-                use std::os::fd::AsRawFd;
-                nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
-            })
-            .is_ok()
-    }
-
-    /// Writes a file atomically (temp name, fsync, rename over).
+    /// Writes a key atomically: readers see the old state or all of the new
+    /// bytes, never part of them, and they are durable when this returns.
     pub fn write_atomic(
         &self,
-        path: &Path,
+        key: &str,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<()> {
-        let dir = path.parent().unwrap_or(&self.root);
-        let tmp = TempFile::create(dir).map_err(|e| Error::io(dir, e))?;
-        tmp.fill_and_rename(fill, path)
+        self.put(key, fill, Commit::Replace)
+    }
+
+    /// [`Repo::write_atomic`] with a choice of [`Commit`] mode.
+    pub fn put(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+        mode: Commit,
+    ) -> Result<()> {
+        let upload = self
+            .store
+            .create(key)
+            .map_err(|e| self.write_error(key, e))?;
+        let (finished, _, _) = self
+            .fill(key, upload, fill)
             .map_err(StoreError::into_error)?;
-        sync_dir(dir).map_err(|e| Error::io(dir, e))
+        self.store
+            .commit(vec![finished], mode)
+            .map_err(|e| self.write_error(key, e))?;
+        Ok(())
     }
 
     /// Snapshot file names, oldest first (names start with the UTC time).
     pub fn snapshots(&self) -> Result<Vec<String>> {
-        let dir = self.root.join("snapshots");
-        let mut names = Vec::new();
-        let entries = fs::read_dir(&dir)
-            .map_err(|e| Error::repo(format!("{}: {}", dir.display(), io_cause(&e))))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| Error::repo(format!("{}: {}", dir.display(), io_cause(&e))))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if name.ends_with(".pgp") && !name.starts_with('.') {
-                    names.push(name.to_owned());
-                }
-            }
-        }
-        names.sort();
-        Ok(names)
+        let entries = self
+            .store
+            .list("snapshots")
+            .map_err(|e| self.error("snapshots", &e))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.is_dir && e.name.ends_with(".pgp"))
+            .map(|e| e.name)
+            .collect())
     }
 
     /// Resolves "latest", a full snapshot name or a unique prefix of one.
@@ -346,7 +425,7 @@ impl Repo {
             return names
                 .last()
                 .cloned()
-                .ok_or_else(|| Error::repo(format!("{}: no snapshots yet", self.root.display())));
+                .ok_or_else(|| Error::repo(format!("{}: no snapshots yet", self.location)));
         }
         if names.iter().any(|n| n == wanted) {
             return Ok(wanted.to_owned());
@@ -362,11 +441,6 @@ impl Repo {
                 matches.len()
             ))),
         }
-    }
-
-    /// Path of a snapshot file by name.
-    pub fn snapshot_path(&self, name: &str) -> PathBuf {
-        self.root.join("snapshots").join(name)
     }
 }
 
@@ -397,113 +471,23 @@ impl StoreError {
     /// Converts to a plain error, treating fill failures as I/O errors.
     pub fn into_error(self) -> Error {
         match self {
-            StoreError::Fill(e) => Error::io(Path::new("(input)"), e),
+            StoreError::Fill(e) => Error::io(std::path::Path::new("(input)"), e),
             StoreError::Write(e) => e,
         }
     }
 }
 
-/// An object written under a temporary name, waiting for
-/// [`Repo::commit_objects`]. Dropping it removes the temporary file.
+/// An object written but not yet visible, waiting for
+/// [`Repo::commit_objects`]. Dropping it discards it.
 #[derive(Debug)]
 pub struct PendingObject {
     /// Object id.
     pub id: String,
-    tmp: PathBuf,
-    final_path: PathBuf,
+    finished: Finished,
     /// Bytes written.
     pub size: u64,
     /// Hex SHA-256 of the bytes written (the ciphertext).
     pub sha256: String,
-}
-
-impl Drop for PendingObject {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() && self.tmp.exists() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// A temporary file in the destination directory, removed unless committed.
-struct TempFile {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempFile {
-    fn create(dir: &Path) -> io::Result<TempFile> {
-        let (path, file) = create_private_file(dir, TMP_PREFIX)?;
-        Ok(TempFile {
-            path,
-            file: Some(file),
-        })
-    }
-
-    /// Writes the content through `fill` and flushes it; returns its size
-    /// and the hex SHA-256 of the bytes written. Failures of the output are
-    /// told apart from failures of `fill`'s input.
-    fn fill(
-        &mut self,
-        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> Result<(u64, String), StoreError> {
-        let Some(file) = self.file.take() else {
-            return Err(StoreError::Write(Error::io(
-                &self.path,
-                io::Error::other("temporary file already used"),
-            )));
-        };
-        let mut out = TrackedWriter {
-            inner: BufWriter::with_capacity(256 << 10, file),
-            error: None,
-            written: 0,
-            hasher: Sha256::new(),
-        };
-        if let Err(e) = fill(&mut out) {
-            return Err(match out.error.take() {
-                Some(we) => StoreError::Write(Error::io(&self.path, we)),
-                None => StoreError::Fill(e),
-            });
-        }
-        let written = out.written;
-        let sha256 = hex::encode(out.hasher.finalize_reset());
-        let file = out
-            .inner
-            .into_inner()
-            .map_err(|e| StoreError::Write(Error::io(&self.path, e.into_error())))?;
-        self.file = Some(file);
-        Ok((written, sha256))
-    }
-
-    /// Fills, fsyncs and renames the file over `dest`.
-    fn fill_and_rename(
-        mut self,
-        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-        dest: &Path,
-    ) -> Result<(), StoreError> {
-        self.fill(fill)?;
-        let Some(file) = self.file.take() else {
-            return Err(StoreError::Write(Error::io(
-                &self.path,
-                io::Error::other("temporary file already used"),
-            )));
-        };
-        file.sync_all()
-            .map_err(|e| StoreError::Write(Error::io(&self.path, e)))?;
-        drop(file);
-        fs::rename(&self.path, dest).map_err(|e| StoreError::Write(Error::io(dest, e)))?;
-        // Renamed: nothing left to clean up.
-        self.path = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// A writer that remembers its own I/O error, so a failed encryption can be
@@ -533,67 +517,6 @@ impl<W: Write> Write for TrackedWriter<W> {
     }
 }
 
-/// Renames `from` to `to` unless `to` exists, in which case `from` is
-/// removed: two writers of the same object both succeed and the first one's
-/// bytes stay. Uses `renameat2(RENAME_NOREPLACE)`, falling back to
-/// link+unlink and, where neither works, to a plain rename. Returns whether
-/// `to` is now `from`'s file.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
-    use nix::errno::Errno;
-    use nix::fcntl::{renameat2, RenameFlags};
-    match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => return Ok(true),
-        Err(Errno::EEXIST) => return fs::remove_file(from).map(|_| false),
-        Err(Errno::EINVAL) | Err(Errno::ENOSYS) | Err(Errno::EOPNOTSUPP) => {}
-        Err(e) => return Err(io::Error::from(e)),
-    }
-    match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from).map(|_| true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(from).map(|_| false),
-        Err(_) => fs::rename(from, to).map(|_| true),
-    }
-}
-
 /// An object reused by a run gets a fresh modification time when its own is
 /// older than this: half of `bk-index prune`'s default grace period (24 h).
 pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
-
-/// Sets a file's modification time to now, ignoring failure.
-fn touch(path: &Path) {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let _ = utimensat(
-        None,
-        path,
-        &TimeSpec::UTIME_OMIT,
-        &TimeSpec::UTIME_NOW,
-        UtimensatFlags::FollowSymlink,
-    );
-}
-
-/// Creates a new, empty file readable only by its owner in `dir`, named
-/// `prefix` and random hex digits, never following or reusing an existing
-/// entry. Used for everything bk writes under a temporary name.
-pub fn create_private_file(dir: &Path, prefix: &str) -> io::Result<(PathBuf, File)> {
-    loop {
-        let mut rnd = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let path = dir.join(format!("{prefix}{}", hex::encode(rnd)));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// fsyncs a directory so that renames inside it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}

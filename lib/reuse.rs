@@ -34,17 +34,22 @@ pub enum ReuseSource {
 
 impl ReuseSource {
     /// Parses `--reuse`: "auto" needs the repository.
-    pub fn from_arg(arg: &str, repo: Option<&std::path::Path>) -> Result<ReuseSource> {
+    pub fn from_arg(
+        arg: &str,
+        repo: Option<&crate::storage::Location>,
+        s3: &crate::storage::S3Options,
+    ) -> Result<ReuseSource> {
         if arg == "auto" {
             let repo = repo.ok_or_else(|| {
                 Error::usage("--reuse auto needs --repo DIR (or BK_REPO) to find its cache")
             })?;
+            let handle = crate::repo::RepoHandle::new(repo, s3)?;
             // On the very first run (`bk-seal --init` later in the same
             // pipeline) there is no repository and nothing to reuse yet.
-            if !repo.join("bk-repo.json").exists() {
+            if !handle.exists()? {
                 return Ok(ReuseSource::Nothing);
             }
-            let repo = crate::repo::Repo::open(repo)?;
+            let repo = crate::repo::Repo::open_handle(handle)?;
             return Ok(ReuseSource::Cache {
                 repo_id: repo.id().to_owned(),
             });

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::idkey::{self, IdKey};
 use crate::progress::Progress;
 use crate::record::{self, Kind, ObjectRef, Record};
-use crate::repo::{PendingObject, Repo, StoreError};
+use crate::repo::{PendingObject, Repo, RepoHandle, StoreError};
 use crate::source::{open_source, HashingReader};
 
 /// Smallest, average and largest chunk of a chunked file.
@@ -75,7 +75,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
     // Shared lock for the whole run: no prune can run while it stores or
     // reuses objects (see `crate::lifecycle`).
     let _lock = crate::lock::RepoLock::acquire(
-        repo.root(),
+        repo.store_arc(),
         crate::lock::LockKind::Shared,
         "bk-seal",
         cli.wait.wait,
@@ -191,14 +191,14 @@ const CHUNKS_IN_FLIGHT: usize = 3;
 /// Opens the repository, creating it first with `--init` when it does not
 /// exist yet (a new id key is made and saved locally).
 fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
-    let root = &cli.repo.repo;
-    if !cli.init || root.join("bk-repo.json").exists() {
-        return Repo::open(root);
+    let handle = RepoHandle::from_arg(&cli.repo)?;
+    if !cli.init || handle.exists()? {
+        return Repo::open_handle(handle);
     }
     let key = IdKey::generate();
     let encrypted = idkey::encrypt(&key, recipients)?;
     let repo = Repo::create(
-        root,
+        handle,
         recipients.fingerprints(),
         key.check_value(),
         &encrypted,
@@ -210,7 +210,7 @@ fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
     idkey::save_local(&key, &path)?;
     eprintln!(
         "bk-seal: created repository {} (id {}); its id key is saved in {} (keep it private; the repository holds it only encrypted)",
-        root.display(),
+        repo.location(),
         repo.id(),
         path.display()
     );
@@ -225,7 +225,7 @@ pub fn check_recipients(repo: &Repo, recipients: &Recipients) -> Result<()> {
         if !known.iter().any(|k| k.eq_ignore_ascii_case(fp)) {
             return Err(Error::key(format!(
                 "recipient {fp} is not a recipient of repository {} (it lists {})",
-                repo.root().display(),
+                repo.location(),
                 known.join(", ")
             )));
         }
@@ -358,7 +358,7 @@ impl Sealer {
                     data: chunk.data,
                     reply,
                 })
-                .map_err(|_| Error::io(self.repo.root(), io::Error::other("chunk pool stopped")))?;
+                .map_err(|_| Error::fault("chunk pool stopped"))?;
             in_flight.push_back((objects.len() - 1, result));
             waits = true;
             while in_flight.len() > CHUNKS_IN_FLIGHT {
@@ -393,7 +393,7 @@ impl Sealer {
         };
         let pending = result
             .recv()
-            .map_err(|_| Error::io(self.repo.root(), io::Error::other("chunk pool stopped")))?
+            .map_err(|_| Error::fault("chunk pool stopped"))?
             .map_err(|e| store_error(e, shown))?;
         objects[index].stored = Some(pending.size);
         self.add_pending(pending);

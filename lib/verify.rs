@@ -119,7 +119,7 @@ struct Verifier {
 
 /// Runs bk-verify; returns the exit status.
 pub fn run(cli: VerifyCli) -> Result<i32> {
-    let repo = Repo::open(&cli.repo.repo)?;
+    let repo = Repo::open(&cli.repo)?;
     if cli.inventory {
         return crate::inventory::verify(&repo, cli.jobs.count());
     }
@@ -200,10 +200,9 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
             eprintln!("bk-verify: orphans not listed: some snapshots could not be read, so objects only they reference would look orphaned");
         } else {
             let referenced = lock(referenced);
-            for (id, _) in crate::inventory::object_files(v.repo.root())? {
+            for (id, stored) in crate::inventory::object_files(&v.repo)? {
                 if !referenced.contains(&id_bytes(&id)) {
                     orphans += 1;
-                    let stored = v.repo.object_size(&id)?.unwrap_or(0);
                     out.write_value(&json!({
                         "problem": "orphan",
                         "object": id,

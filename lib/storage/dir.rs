@@ -1,0 +1,328 @@
+//! The directory backend: keys are files under the repository directory.
+//!
+//! Every file is written under a temporary name (`.tmp-<rand>`) in its
+//! final directory and renamed into place only after its bytes are durable
+//! (one `syncfs` per batch, an fsync per file where that is unavailable), so
+//! a crash never leaves a half-written file under a real name.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+use super::{Commit, Entry, Finished, KeyReader, Stat, Storage, Upload};
+
+/// Prefix of temporary files; never a valid object or snapshot name.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// A repository directory.
+#[derive(Debug)]
+pub struct DirStorage {
+    root: PathBuf,
+    shown: String,
+}
+
+impl DirStorage {
+    /// The storage rooted at `root` (which need not exist yet).
+    pub fn new(root: &Path) -> DirStorage {
+        DirStorage {
+            root: root.to_path_buf(),
+            shown: root.display().to_string(),
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        if key.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(key)
+        }
+    }
+
+    /// Flushes the repository's whole file system; false where `syncfs`
+    /// is not available.
+    fn syncfs(&self) -> bool {
+        File::open(&self.root)
+            .and_then(|d| {
+                use std::os::fd::AsRawFd;
+                nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
+            })
+            .is_ok()
+    }
+}
+
+impl Storage for DirStorage {
+    fn location(&self) -> &str {
+        &self.shown
+    }
+
+    fn describe(&self, key: &str) -> String {
+        self.path(key).display().to_string()
+    }
+
+    fn stat(&self, key: &str) -> io::Result<Option<Stat>> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) if m.is_file() => Ok(Some(Stat {
+                size: m.len(),
+                modified: m.modified().ok(),
+            })),
+            Ok(_) => Err(io::Error::other("not a regular file")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open(&self, key: &str) -> io::Result<Option<KeyReader>> {
+        match File::open(self.path(key)) {
+            Ok(f) => Ok(Some(KeyReader(Box::new(BufReader::with_capacity(
+                256 << 10,
+                f,
+            ))))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
+        Ok(list_dir(&self.path(dir))?
+            .into_iter()
+            .filter(|e| !e.name.starts_with('.'))
+            .collect())
+    }
+
+    fn create(&self, key: &str) -> io::Result<Box<dyn Upload>> {
+        let dest = self.path(key);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let (tmp, file) = match create_private_file(&dir, TMP_PREFIX) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                create_private_file(&dir, TMP_PREFIX)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Box::new(DirUpload {
+            key: key.to_owned(),
+            tmp,
+            out: Some(BufWriter::with_capacity(256 << 10, file)),
+        }))
+    }
+
+    fn commit(&self, batch: Vec<Finished>, mode: Commit) -> io::Result<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One file: its own fsync is cheaper than flushing the file system.
+        let synced = batch.len() > 1 && self.syncfs();
+        if !synced {
+            for f in &batch {
+                if let Some(tmp) = &f.staged {
+                    File::open(tmp).and_then(|f| f.sync_all())?;
+                }
+            }
+        }
+        let mut dirs = BTreeSet::new();
+        let mut created = Vec::with_capacity(batch.len());
+        for mut f in batch {
+            let Some(tmp) = f.staged.take() else {
+                created.push(true);
+                continue;
+            };
+            let dest = self.path(&f.key);
+            let result = match mode {
+                Commit::KeepExisting => rename_noreplace(&tmp, &dest),
+                Commit::Replace => fs::rename(&tmp, &dest).map(|_| true),
+            };
+            match result {
+                Ok(c) => created.push(c),
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+            if let Some(d) = dest.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        // The renames must be durable too: one more syncfs covers every
+        // directory at once; where that is not available, fsync each.
+        if !(synced && self.syncfs()) {
+            for d in dirs {
+                sync_dir(&d)?;
+            }
+        }
+        Ok(created)
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        match fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn touch(&self, key: &str) {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        let _ = utimensat(
+            None,
+            &self.path(key),
+            &TimeSpec::UTIME_OMIT,
+            &TimeSpec::UTIME_NOW,
+            UtimensatFlags::FollowSymlink,
+        );
+    }
+
+    fn append(&self, key: &str, bytes: &[u8]) -> io::Result<bool> {
+        let path = self.path(key);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let fresh_dir = !dir.exists();
+        fs::create_dir_all(&dir)?;
+        let new_file = !path.exists();
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        if new_file {
+            sync_dir(&dir)?;
+        }
+        if fresh_dir {
+            sync_dir(dir.parent().unwrap_or(&self.root))?;
+        }
+        Ok(true)
+    }
+
+    fn leftovers(&self, dir: &str) -> io::Result<Vec<Entry>> {
+        Ok(list_dir(&self.path(dir))?
+            .into_iter()
+            .filter(|e| !e.is_dir && e.name.starts_with(TMP_PREFIX))
+            .collect())
+    }
+}
+
+/// Every entry of a directory with its metadata, sorted by name; a missing
+/// directory is empty. Names that are not UTF-8 are never bk's and are
+/// left out.
+fn list_dir(dir: &Path) -> io::Result<Vec<Entry>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let meta = match fs::symlink_metadata(entry.path()) {
+            Ok(m) => m,
+            // Removed between the listing and now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(Entry {
+            name,
+            is_dir: meta.is_dir(),
+            stat: Stat {
+                size: if meta.is_file() { meta.len() } else { 0 },
+                modified: meta.modified().ok(),
+            },
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// A file being written under a temporary name.
+struct DirUpload {
+    key: String,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl Write for DirUpload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.out {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("upload already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Upload for DirUpload {
+    fn finish(mut self: Box<Self>) -> io::Result<Finished> {
+        if let Some(w) = self.out.take() {
+            w.into_inner().map_err(|e| e.into_error())?;
+        }
+        Ok(Finished {
+            key: std::mem::take(&mut self.key),
+            staged: Some(std::mem::take(&mut self.tmp)),
+        })
+    }
+}
+
+impl Drop for DirUpload {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists, in which case `from` is
+/// removed: two writers of the same object both succeed and the first one's
+/// bytes stay. Uses `renameat2(RENAME_NOREPLACE)`, falling back to
+/// link+unlink and, where neither works, to a plain rename. Returns whether
+/// `to` is now `from`'s file.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => return Ok(true),
+        Err(Errno::EEXIST) => return fs::remove_file(from).map(|_| false),
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) | Err(Errno::EOPNOTSUPP) => {}
+        Err(e) => return Err(io::Error::from(e)),
+    }
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from).map(|_| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(from).map(|_| false),
+        Err(_) => fs::rename(from, to).map(|_| true),
+    }
+}
+
+/// Creates a new, empty file readable only by its owner in `dir`, named
+/// `prefix` and random hex digits, never following or reusing an existing
+/// entry. Used for everything bk writes under a temporary name.
+pub fn create_private_file(dir: &Path, prefix: &str) -> io::Result<(PathBuf, File)> {
+    loop {
+        let mut rnd = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut rnd);
+        let path = dir.join(format!("{prefix}{}", hex::encode(rnd)));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// fsyncs a directory so that renames inside it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

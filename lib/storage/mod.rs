@@ -1,0 +1,188 @@
+//! Where a repository's files live: one small trait, [`Storage`], with a
+//! local-directory backend ([`dir`]) and an S3 backend ([`s3`]).
+//!
+//! Everything above this module (objects, snapshots, locks, inventory,
+//! prune) speaks in *keys*: `/`-separated names relative to the repository
+//! root (`bk-repo.json`, `objects/ab/<id>`, `locks/<name>.json`). A backend
+//! only stores, lists and deletes such keys; so the directory and the S3
+//! repository share every other line of code and have the same layout (an
+//! `aws s3 sync` or `rclone copy` of one is a valid copy of the other).
+//!
+//! Writes are atomic from a reader's point of view: [`Storage::create`]
+//! returns an [`Upload`] whose bytes are invisible under the key until it
+//! is finished and committed (a temporary file renamed into place, or an S3
+//! PUT / multipart upload, which S3 shows only once it is complete).
+
+use std::fmt::Debug;
+use std::io::{self, BufRead, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub mod dir;
+pub mod location;
+pub mod s3;
+
+pub use location::{Location, S3Options};
+
+/// A key's size and age.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    /// Bytes stored.
+    pub size: u64,
+    /// Last modification (a directory's mtime, S3's Last-Modified).
+    pub modified: Option<SystemTime>,
+}
+
+/// One entry of a [`Storage::list`].
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The last component of the key (no `/`).
+    pub name: String,
+    /// A sub-directory (an S3 common prefix) rather than a stored key.
+    pub is_dir: bool,
+    /// Size and age (zero and `None` for directories).
+    pub stat: Stat,
+}
+
+/// Whether committing may replace an existing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Keep the existing key's bytes (content-addressed objects).
+    KeepExisting,
+    /// Replace it (lock refreshes); new unique names need no care.
+    Replace,
+}
+
+/// A repository's storage. Errors are plain `io::Error`s with a kind
+/// (`NotFound`, `PermissionDenied`, …) and a cause; callers add the key.
+pub trait Storage: Debug + Send + Sync {
+    /// The repository's location as the user wrote it (`/mnt/backup`,
+    /// `s3://bucket/prefix`).
+    fn location(&self) -> &str;
+
+    /// A key as the user should see it in messages.
+    fn describe(&self, key: &str) -> String {
+        format!("{}/{key}", self.location().trim_end_matches('/'))
+    }
+
+    /// A key's size and age; `None` if it does not exist.
+    fn stat(&self, key: &str) -> io::Result<Option<Stat>>;
+
+    /// Streams a key's bytes; `None` if it does not exist.
+    fn open(&self, key: &str) -> io::Result<Option<KeyReader>>;
+
+    /// Reads a small key whole; `None` if it does not exist.
+    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let Some(mut r) = self.open(key)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)?;
+        Ok(Some(buf))
+    }
+
+    /// The entries directly under `dir` (a key prefix without the trailing
+    /// `/`, or "" for the root), sorted by name. Temporary files are left
+    /// out; a missing directory is empty.
+    fn list(&self, dir: &str) -> io::Result<Vec<Entry>>;
+
+    /// Starts writing `key`. Nothing is visible under `key` until the
+    /// upload is finished and committed; dropping an unfinished upload
+    /// discards its bytes.
+    fn create(&self, key: &str) -> io::Result<Box<dyn Upload>>;
+
+    /// Makes finished uploads durable and visible under their keys, as one
+    /// batch (one `syncfs` for a directory). Returns, per upload, whether
+    /// it created its key (false: the key existed and was kept).
+    fn commit(&self, batch: Vec<Finished>, mode: Commit) -> io::Result<Vec<bool>>;
+
+    /// Deletes a key; a key already gone is not an error.
+    fn delete(&self, key: &str) -> io::Result<()>;
+
+    /// Sets a key's modification time to now, best effort (where the
+    /// storage cannot, prune's grace period does not get that extra
+    /// protection; locks still apply).
+    fn touch(&self, key: &str);
+
+    /// Appends to `key`, creating it, and makes the bytes durable; `false`
+    /// where the storage cannot append (callers then write new keys).
+    fn append(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
+
+    /// Temporary keys an interrupted writer left behind (a directory's
+    /// `.tmp-*` files) under `dir`, for prune to remove after the grace
+    /// period.
+    fn leftovers(&self, dir: &str) -> io::Result<Vec<Entry>> {
+        let _ = dir;
+        Ok(Vec::new())
+    }
+}
+
+/// A key's bytes being read (any buffered reader; `Debug` for the OpenPGP
+/// parser).
+pub struct KeyReader(pub Box<dyn BufRead + Send>);
+
+impl Debug for KeyReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyReader")
+    }
+}
+
+impl io::Read for KeyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl BufRead for KeyReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.0.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.0.consume(n)
+    }
+}
+
+/// An upload in progress: write the bytes, then [`Upload::finish`].
+pub trait Upload: Write + Send {
+    /// Ends the upload. The bytes are complete but need
+    /// [`Storage::commit`] to be visible under the key (an S3 upload is
+    /// visible once finished already: S3 has no rename).
+    fn finish(self: Box<Self>) -> io::Result<Finished>;
+}
+
+/// A finished upload waiting for [`Storage::commit`]. Dropping it
+/// uncommitted removes a directory backend's temporary file.
+#[derive(Debug)]
+pub struct Finished {
+    /// The key it is for.
+    pub key: String,
+    /// The temporary file holding the bytes (directory backend).
+    staged: Option<PathBuf>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.staged.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Opens the storage a location names.
+pub fn open(location: &Location, s3: &S3Options) -> crate::error::Result<Arc<dyn Storage>> {
+    Ok(match location {
+        Location::Dir(path) => Arc::new(dir::DirStorage::new(path)),
+        Location::S3 { bucket, prefix } => Arc::new(s3::S3Storage::new(bucket, prefix, s3)?),
+    })
+}
+
+/// Joins a directory key and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}

@@ -1,0 +1,370 @@
+//! The S3 backend: keys are objects under `s3://BUCKET/PREFIX/`, through
+//! Apache OpenDAL.
+//!
+//! S3 has no rename, but it never shows a half-written object: a PUT, or a
+//! multipart upload, becomes visible only once it is complete. So uploads
+//! go straight to their final key, streamed in parts of [`PART_SIZE`]
+//! (objects smaller than that take a single PUT), and an upload that fails
+//! or is dropped is aborted. Transient failures (5xx, throttling, timeouts,
+//! refused connections) are retried with exponential backoff and jitter.
+//!
+//! OpenDAL is async; bk's programs are plain threads, so one small tokio
+//! runtime per process drives the requests and each call blocks on it.
+
+use std::future::IntoFuture;
+use std::io::{self, Write};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{services, ErrorKind, Operator};
+use tokio::runtime::{Handle, Runtime};
+
+use super::{Commit, Entry, Finished, KeyReader, S3Options, Stat, Storage, Upload};
+use crate::error::{Error, Result};
+
+/// Size of one part of a multipart upload (S3's minimum is 5 MiB); also
+/// the largest object sent in a single PUT.
+pub const PART_SIZE: usize = 8 << 20;
+
+/// How many times a failed request is retried (`BK_S3_RETRIES` overrides).
+pub const DEFAULT_RETRIES: usize = 6;
+
+/// The process's runtime for S3 requests.
+fn runtime() -> Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bk-s3")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::repo(format!("cannot start the S3 client: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// A repository in an S3 bucket.
+#[derive(Debug)]
+pub struct S3Storage {
+    op: Operator,
+    blocking: opendal::blocking::Operator,
+    rt: Handle,
+    shown: String,
+    endpoint: String,
+}
+
+impl S3Storage {
+    /// Connects (lazily: no request is made here) to `bucket` under
+    /// `prefix` with the given options and the standard AWS credentials.
+    pub fn new(bucket: &str, prefix: &str, opts: &S3Options) -> Result<S3Storage> {
+        opendal::install_default();
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let region = opts
+            .s3_region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let endpoint = opts
+            .s3_endpoint
+            .clone()
+            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env("AWS_ENDPOINT_URL"));
+        let mut builder = services::S3::default()
+            .bucket(bucket)
+            .root(&format!("/{prefix}"))
+            .region(&region);
+        if let Some(e) = &endpoint {
+            builder = builder.endpoint(e);
+        }
+        // Keys in the environment are used as they are; otherwise the
+        // default chain reads profile files (AWS_PROFILE, ~/.aws/…), web
+        // identity and instance metadata.
+        if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            builder = builder.access_key_id(&id).secret_access_key(&secret);
+            if let Some(token) = env("AWS_SESSION_TOKEN") {
+                builder = builder.session_token(&token);
+            }
+        }
+        if !opts.s3_path_style {
+            builder = builder.enable_virtual_host_style();
+        }
+        let retries = env("BK_S3_RETRIES")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_RETRIES);
+        let shown = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
+        let config_error = |e: opendal::Error| Error::usage(format!("{shown}: {}", e.message()));
+        let op = Operator::new(builder)
+            .map_err(config_error)?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(120))
+                    .with_io_timeout(Duration::from_secs(30)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(retries)
+                    .with_factor(2.0)
+                    .with_min_delay(Duration::from_millis(250))
+                    .with_max_delay(Duration::from_secs(8))
+                    .with_jitter(),
+            );
+        let rt = runtime()?;
+        let blocking = {
+            let _inside = rt.enter();
+            opendal::blocking::Operator::new(op.clone()).map_err(config_error)?
+        };
+        Ok(S3Storage {
+            op,
+            blocking,
+            rt: rt.handle().clone(),
+            shown,
+            endpoint: endpoint.unwrap_or_else(|| format!("s3.{region}.amazonaws.com")),
+        })
+    }
+
+    /// An OpenDAL error as an `io::Error` whose text tells the user what
+    /// to check. A missing key stays `NotFound`; a missing bucket does not.
+    fn error(&self, e: opendal::Error) -> io::Error {
+        let text = e.to_string();
+        let hint = if text.contains("NoSuchBucket") {
+            Some(format!(
+                "the bucket does not exist at {} (create it first; bk does not create buckets)",
+                self.endpoint
+            ))
+        } else if e.kind() == ErrorKind::PermissionDenied
+            || [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+            ]
+            .iter()
+            .any(|c| text.contains(c))
+        {
+            Some(
+                "access denied: check the credentials (AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the bucket's policy"
+                    .to_owned(),
+            )
+        } else if e.kind() == ErrorKind::Unexpected
+            && [
+                "connect",
+                "dns",
+                "timed out",
+                "timeout",
+                "error sending request",
+            ]
+            .iter()
+            .any(|w| text.to_ascii_lowercase().contains(w))
+        {
+            Some(format!("cannot reach the S3 endpoint {}", self.endpoint))
+        } else {
+            None
+        };
+        let kind = match (e.kind(), &hint) {
+            (ErrorKind::NotFound, None) => io::ErrorKind::NotFound,
+            (ErrorKind::PermissionDenied, _) => io::ErrorKind::PermissionDenied,
+            _ => io::ErrorKind::Other,
+        };
+        match hint {
+            Some(h) => io::Error::new(kind, format!("{h} ({})", one_line(&text))),
+            None => io::Error::new(kind, one_line(&text)),
+        }
+    }
+
+    fn is_not_found(e: &opendal::Error) -> bool {
+        e.kind() == ErrorKind::NotFound && !e.to_string().contains("NoSuchBucket")
+    }
+}
+
+/// OpenDAL's multi-line error text on one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Storage for S3Storage {
+    fn location(&self) -> &str {
+        &self.shown
+    }
+
+    fn stat(&self, key: &str) -> io::Result<Option<Stat>> {
+        match self.rt.block_on(self.op.stat(key)) {
+            Ok(m) => Ok(Some(Stat {
+                size: m.content_length(),
+                modified: m.last_modified().map(Into::into),
+            })),
+            Err(e) if Self::is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn open(&self, key: &str) -> io::Result<Option<KeyReader>> {
+        let reader = self
+            .blocking
+            .reader_options(
+                key,
+                opendal::options::ReaderOptions {
+                    chunk: Some(PART_SIZE),
+                    ..Default::default()
+                },
+            )
+            .and_then(|r| r.into_std_read(..));
+        match reader {
+            Ok(r) => Ok(Some(KeyReader(Box::new(r)))),
+            Err(e) if Self::is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
+        let path = if dir.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("{dir}/")
+        };
+        let entries = match self.rt.block_on(self.op.list(&path)) {
+            Ok(e) => e,
+            Err(e) if Self::is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(e)),
+        };
+        let mut out: Vec<Entry> = entries
+            .into_iter()
+            .filter_map(|e| {
+                let full = e.path().trim_start_matches('/');
+                let rest = full.strip_prefix(path.trim_start_matches('/'))?;
+                let name = rest.trim_end_matches('/');
+                if name.is_empty() || name.contains('/') {
+                    return None;
+                }
+                let meta = e.metadata();
+                Some(Entry {
+                    name: name.to_owned(),
+                    is_dir: meta.is_dir(),
+                    stat: Stat {
+                        size: if meta.is_dir() {
+                            0
+                        } else {
+                            meta.content_length()
+                        },
+                        modified: meta.last_modified().map(Into::into),
+                    },
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|a, b| a.name == b.name);
+        Ok(out)
+    }
+
+    fn create(&self, key: &str) -> io::Result<Box<dyn Upload>> {
+        let writer = self
+            .rt
+            .block_on(
+                self.op
+                    .writer_with(key)
+                    .chunk(PART_SIZE)
+                    .concurrent(2)
+                    .into_future(),
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(Box::new(S3Upload {
+            key: key.to_owned(),
+            rt: self.rt.clone(),
+            writer: Some(writer),
+            buf: Vec::with_capacity(WRITE_PIECE),
+        }))
+    }
+
+    fn commit(&self, batch: Vec<Finished>, _mode: Commit) -> io::Result<Vec<bool>> {
+        // Finished uploads are already complete, durable and visible.
+        Ok(batch.iter().map(|_| true).collect())
+    }
+
+    fn delete(&self, key: &str) -> io::Result<()> {
+        match self.rt.block_on(self.op.delete(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if Self::is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn touch(&self, _key: &str) {
+        // S3 cannot change an object's Last-Modified without copying it.
+    }
+
+    fn append(&self, _key: &str, _bytes: &[u8]) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// How much is gathered before it is handed to OpenDAL's writer (which
+/// collects parts of [`PART_SIZE`]).
+const WRITE_PIECE: usize = 1 << 20;
+
+/// An upload in progress; aborted unless finished.
+struct S3Upload {
+    key: String,
+    rt: Handle,
+    writer: Option<opendal::Writer>,
+    buf: Vec<u8>,
+}
+
+impl S3Upload {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(w) = self.writer.as_mut() else {
+            return Err(io::Error::other("upload already finished"));
+        };
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_PIECE));
+        self.rt.block_on(w.write(piece)).map_err(io::Error::from)
+    }
+}
+
+impl Write for S3Upload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = WRITE_PIECE - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= WRITE_PIECE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload for S3Upload {
+    fn finish(mut self: Box<Self>) -> io::Result<Finished> {
+        self.send()?;
+        let Some(mut w) = self.writer.take() else {
+            return Err(io::Error::other("upload already finished"));
+        };
+        if let Err(e) = self.rt.block_on(w.close()) {
+            let _ = self.rt.block_on(w.abort());
+            return Err(io::Error::from(e));
+        }
+        Ok(Finished {
+            key: std::mem::take(&mut self.key),
+            staged: None,
+        })
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            let _ = self.rt.block_on(w.abort());
+        }
+    }
+}
