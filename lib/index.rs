@@ -113,8 +113,10 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     let early_lock = crate::lock::lock_if_repo_exists(&handle, "bk-index write", args.wait.wait)?;
     let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
     let mut sorter = ExternalSorter::default();
+    let mut records = 0usize;
     for rec in record::stdin_records() {
         let rec = rec?;
+        records += 1;
         let root = rec
             .root_os()?
             .map(|r| r.as_bytes().to_vec())
@@ -156,6 +158,7 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         .replace(['-', ':'], "");
     let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
     let mut lines = SnapshotLines {
+        stored: StoredObjects::new(&repo, records)?,
         sorted,
         repo: &repo,
         summary: Summary {
@@ -208,8 +211,40 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Answers "is this object stored?" for every object a snapshot names: a
+/// stat each on a directory; on remote storage with many records, one
+/// listing of `objects/` up front instead of a round trip per object.
+struct StoredObjects {
+    listed: Option<std::collections::HashSet<[u8; 32]>>,
+}
+
+/// Above this many records, remote storage is listed rather than asked
+/// object by object (a listing page holds 1,000 keys).
+const LIST_OBJECTS_ABOVE: usize = 1000;
+
+impl StoredObjects {
+    fn new(repo: &Repo, records: usize) -> Result<StoredObjects> {
+        let listed = if repo.store().is_remote() && records > LIST_OBJECTS_ABOVE {
+            Some(repo.object_ids()?)
+        } else {
+            None
+        };
+        Ok(StoredObjects { listed })
+    }
+
+    fn contains(&self, repo: &Repo, id: &str) -> Result<bool> {
+        match &self.listed {
+            Some(ids) => {
+                let mut raw = [0u8; 32];
+                Ok(hex::decode_to_slice(id, &mut raw).is_ok() && ids.contains(&raw))
+            }
+            None => Ok(repo.object_size(id)?.is_some()),
+        }
+    }
+}
+
 /// A snapshot may only name objects that are already in the repository.
-fn check_sealed(repo: &Repo, rec: &Record) -> Result<()> {
+fn check_sealed(repo: &Repo, stored: &StoredObjects, rec: &Record) -> Result<()> {
     if rec.kind != Kind::File {
         return Ok(());
     }
@@ -221,7 +256,7 @@ fn check_sealed(repo: &Repo, rec: &Record) -> Result<()> {
     })?;
     for obj in objects {
         check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
-        if repo.object_size(&obj.id)?.is_none() {
+        if !stored.contains(repo, &obj.id)? {
             return Err(Error::repo(format!(
                 "{shown}: object {} is not in the repository (no snapshot written)",
                 obj.id
@@ -238,6 +273,7 @@ fn check_sealed(repo: &Repo, rec: &Record) -> Result<()> {
 struct SnapshotLines<'a> {
     sorted: Sorted,
     repo: &'a Repo,
+    stored: StoredObjects,
     summary: Summary,
     cache: CacheWriter,
     failure: Option<Error>,
@@ -252,7 +288,7 @@ impl SnapshotLines<'_> {
         };
         let item = item.map_err(|e| Error::io(&std::env::temp_dir(), e))?;
         let rec = Record::from_line(&item.line, 0)?;
-        check_sealed(self.repo, &rec)?;
+        check_sealed(self.repo, &self.stored, &rec)?;
         self.summary.add(&rec);
         self.cache.add(&item.root, &item.line);
         self.buf = item.line;

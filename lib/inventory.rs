@@ -147,23 +147,16 @@ fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
 
 /// Every object under `objects/` (two levels), as (id, stored size).
 pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
-    let store = repo.store();
     let mut out = Vec::new();
-    for sub in store
-        .list("objects")
-        .map_err(|e| repo.error("objects", &e))?
-    {
-        if !sub.is_dir {
-            continue;
-        }
-        let dir = storage::join("objects", &sub.name);
-        for f in store.list(&dir).map_err(|e| repo.error(&dir, &e))? {
-            if f.is_dir || check_object_id(&f.name).is_err() {
-                continue;
+    repo.store()
+        .walk("objects", &mut |rel, stat| {
+            if let Some((sub, id)) = rel.split_once('/') {
+                if check_object_id(id).is_ok() && id.starts_with(sub) {
+                    out.push((id.to_owned(), stat.size));
+                }
             }
-            out.push((f.name, f.stat.size));
-        }
-    }
+        })
+        .map_err(|e| repo.error("objects", &e))?;
     out.sort();
     Ok(out)
 }

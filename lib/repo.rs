@@ -110,9 +110,14 @@ impl Repo {
         let text = match store.read(CONFIG_KEY) {
             Ok(Some(t)) => t,
             Ok(None) => {
+                // A storage that cannot even list (a missing bucket, say)
+                // says why; otherwise there is simply no repository.
+                if let Err(e) = store.list("") {
+                    return Err(repo_err(&*store, "", &e));
+                }
                 return Err(Error::repo(format!(
                     "{location}: not a bk repository (no bk-repo.json); create one with `bk-seal --init`"
-                )))
+                )));
             }
             Err(e) => return Err(Error::repo(format!("{shown}: {}", io_cause(&e)))),
         };
@@ -287,6 +292,24 @@ impl Repo {
         }))
     }
 
+    /// Ids of every stored object, from one listing: for checking many ids
+    /// on remote storage, where a stat per object is a round trip each.
+    pub fn object_ids(&self) -> Result<std::collections::HashSet<[u8; 32]>> {
+        let mut ids = std::collections::HashSet::new();
+        self.store
+            .walk("objects", &mut |rel, _| {
+                let mut id = [0u8; 32];
+                if let Some((_, name)) = rel.split_once('/') {
+                    if check_object_id(name).is_ok() && hex::decode_to_slice(name, &mut id).is_ok()
+                    {
+                        ids.insert(id);
+                    }
+                }
+            })
+            .map_err(|e| self.error("objects", &e))?;
+        Ok(ids)
+    }
+
     /// Writes an object through `fill` so that no reader sees it yet: it
     /// gets its real name only in [`Repo::commit_objects`], which makes a
     /// whole batch durable at once. A crash before that leaves only
@@ -347,10 +370,12 @@ impl Repo {
     /// Makes a batch of written objects durable and visible under their
     /// real names (keeping an existing object of the same id), and records
     /// the new ones in the object inventory (see [`crate::inventory`]).
-    /// Returns how many were new and their stored bytes.
-    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64)> {
+    /// Returns how many were new, their stored bytes, and the ids that
+    /// were already stored by someone else (whose stored size may differ
+    /// from the one written here).
+    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64, Vec<String>)> {
         if batch.is_empty() {
-            return Ok((0, 0));
+            return Ok((0, 0, Vec::new()));
         }
         let mut facts = Vec::with_capacity(batch.len());
         let mut finished = Vec::with_capacity(batch.len());
@@ -364,15 +389,18 @@ impl Repo {
             .map_err(|e| self.write_error("objects", e))?;
         let (mut new, mut bytes) = (0, 0);
         let mut inventory = Vec::new();
+        let mut kept = Vec::new();
         for ((id, size, sha), created) in facts.iter().zip(created) {
             if created {
                 new += 1;
                 bytes += size;
                 inventory.push((id.as_str(), *size, sha.as_str()));
+            } else {
+                kept.push(id.clone());
             }
         }
         crate::inventory::append(self, &inventory)?;
-        Ok((new, bytes))
+        Ok((new, bytes, kept))
     }
 
     /// Writes a key atomically: readers see the old state or all of the new

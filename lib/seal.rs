@@ -13,7 +13,7 @@
 //! leaves a half-written object under a real name, and a snapshot (written
 //! after bk-seal's output ends) never names an object that is not durable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -100,6 +100,13 @@ pub fn run(cli: SealCli) -> Result<i32> {
     let mut held: Vec<Record> = Vec::new();
     let (mut new_objects, mut new_bytes) = (0u64, 0u64);
     let jobs = cli.jobs.count();
+    // On remote storage a small object's time is mostly the round trip,
+    // so more record workers keep the connection busy (each holds at most
+    // one small file's object; the chunk pool stays at `jobs`).
+    let record_workers = match cli.jobs.jobs {
+        None if sealer.repo.store().is_remote() => jobs * REMOTE_WORKERS_PER_CORE,
+        _ => jobs,
+    };
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
     let outcome = std::thread::scope(|scope| {
         // The chunk pool: encrypts chunks of large files, so that one huge
@@ -122,7 +129,14 @@ pub fn run(cli: SealCli) -> Result<i32> {
         }
         drop(chunk_rx);
         let chunk_tx = chunk_tx;
-        seal_stream(&sealer, jobs, &chunk_tx, &mut out, &mut progress, &mut held)
+        seal_stream(
+            &sealer,
+            record_workers,
+            &chunk_tx,
+            &mut out,
+            &mut progress,
+            &mut held,
+        )
     })?;
     let (n, b) = sealer.commit(&mut held, &mut out)?;
     new_objects += n;
@@ -184,6 +198,10 @@ struct ChunkJob {
     data: Vec<u8>,
     reply: crossbeam_channel::Sender<Result<PendingObject, StoreError>>,
 }
+
+/// Record workers per core when the repository is remote and `-j` is not
+/// given.
+const REMOTE_WORKERS_PER_CORE: usize = 4;
 
 /// Chunks of one file being encrypted at once (bounds memory per file).
 const CHUNKS_IN_FLIGHT: usize = 3;
@@ -429,16 +447,32 @@ impl Sealer {
         out: &mut record::RecordWriter<io::Stdout>,
     ) -> Result<(u64, u64)> {
         let batch = std::mem::take(&mut *lock(&self.pending));
-        let counts = self.repo.commit_objects(batch.objects)?;
+        let mut written: HashMap<String, u64> = batch
+            .objects
+            .iter()
+            .map(|o| (o.id.clone(), o.size))
+            .collect();
+        let (new, bytes, kept) = self.repo.commit_objects(batch.objects)?;
+        for id in &kept {
+            written.remove(id);
+        }
+        // Sizes are known for what this batch wrote and what was reused;
+        // only an object someone else stored first is looked up again.
         for mut rec in held.drain(..) {
             if let Some(objects) = rec.objects.as_mut() {
                 for obj in objects.iter_mut() {
-                    obj.stored = self.repo.object_size(&obj.id)?;
+                    obj.stored = match written.get(&obj.id) {
+                        Some(&size) => Some(size),
+                        None if obj.stored.is_none() || kept.contains(&obj.id) => {
+                            self.repo.object_size(&obj.id)?
+                        }
+                        None => obj.stored,
+                    };
                 }
             }
             out.write(&rec).map_err(record::stdout_error)?;
         }
-        Ok(counts)
+        Ok((new, bytes))
     }
 }
 

@@ -63,6 +63,9 @@ pub trait Storage: Debug + Send + Sync {
 
     /// A key as the user should see it in messages.
     fn describe(&self, key: &str) -> String {
+        if key.is_empty() {
+            return self.location().to_owned();
+        }
         format!("{}/{key}", self.location().trim_end_matches('/'))
     }
 
@@ -86,6 +89,35 @@ pub trait Storage: Debug + Send + Sync {
     /// `/`, or "" for the root), sorted by name. Temporary files are left
     /// out; a missing directory is empty.
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>>;
+
+    /// Calls `f` with the key (relative to `dir`) and stat of every stored
+    /// key below `dir`, at any depth, in no particular order; temporary
+    /// files are left out. Streams: memory does not grow with the count.
+    fn walk(&self, dir: &str, f: &mut dyn FnMut(&str, Stat)) -> io::Result<()> {
+        fn go(
+            store: &(impl Storage + ?Sized),
+            dir: &str,
+            rel: &str,
+            f: &mut dyn FnMut(&str, Stat),
+        ) -> io::Result<()> {
+            for e in store.list(dir)? {
+                let sub_rel = join(rel, &e.name);
+                if e.is_dir {
+                    go(store, &join(dir, &e.name), &sub_rel, f)?;
+                } else {
+                    f(&sub_rel, e.stat);
+                }
+            }
+            Ok(())
+        }
+        go(self, dir, "", f)
+    }
+
+    /// Whether each request is a network round trip (so one listing beats
+    /// many stats).
+    fn is_remote(&self) -> bool {
+        false
+    }
 
     /// Starts writing `key`. Nothing is visible under `key` until the
     /// upload is finished and committed; dropping an unfinished upload

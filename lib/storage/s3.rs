@@ -172,9 +172,10 @@ impl S3Storage {
             (ErrorKind::PermissionDenied, _) => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };
+        let cause = short_cause(&e, &text);
         match hint {
-            Some(h) => io::Error::new(kind, format!("{h} ({})", one_line(&text))),
-            None => io::Error::new(kind, one_line(&text)),
+            Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
+            None => io::Error::new(kind, cause),
         }
     }
 
@@ -183,9 +184,24 @@ impl S3Storage {
     }
 }
 
-/// OpenDAL's multi-line error text on one line.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// The gist of an OpenDAL error: the S3 error code and message where the
+/// server sent one, else what failed and why (without the request dump).
+fn short_cause(e: &opendal::Error, text: &str) -> String {
+    let field = |name: &str| {
+        let start = text.find(&format!("{name}: \""))? + name.len() + 3;
+        let len = text[start..].find('"')?;
+        Some(&text[start..start + len])
+    };
+    if let (Some(code), Some(message)) = (field("code"), field("message")) {
+        return format!("{code}: {message}");
+    }
+    let mut cause = format!("{}: {}", e.kind(), e.message());
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    cause.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl Storage for S3Storage {
@@ -260,6 +276,44 @@ impl Storage for S3Storage {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.dedup_by(|a, b| a.name == b.name);
         Ok(out)
+    }
+
+    fn walk(&self, dir: &str, f: &mut dyn FnMut(&str, Stat)) -> io::Result<()> {
+        let path = format!("{dir}/");
+        let lister = self.blocking.lister_options(
+            &path,
+            opendal::options::ListOptions {
+                recursive: true,
+                ..Default::default()
+            },
+        );
+        let lister = match lister {
+            Ok(l) => l,
+            Err(e) if Self::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(self.error(e)),
+        };
+        for entry in lister {
+            let entry = entry.map_err(|e| self.error(e))?;
+            let meta = entry.metadata();
+            let Some(rel) = entry.path().trim_start_matches('/').strip_prefix(&path) else {
+                continue;
+            };
+            if meta.is_dir() || rel.is_empty() {
+                continue;
+            }
+            f(
+                rel,
+                Stat {
+                    size: meta.content_length(),
+                    modified: meta.last_modified().map(Into::into),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 
     fn create(&self, key: &str) -> io::Result<Box<dyn Upload>> {
