@@ -12,7 +12,7 @@
 //! runtime per process drives the requests and each call blocks on it.
 
 use std::future::IntoFuture;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -131,7 +131,7 @@ impl S3Storage {
 
     /// An OpenDAL error as an `io::Error` whose text tells the user what
     /// to check. A missing key stays `NotFound`; a missing bucket does not.
-    fn error(&self, e: opendal::Error) -> io::Error {
+    fn error(&self, e: &opendal::Error) -> io::Error {
         let text = e.to_string();
         let hint = if text.contains("NoSuchBucket") {
             Some(format!(
@@ -172,7 +172,7 @@ impl S3Storage {
             (ErrorKind::PermissionDenied, _) => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::Other,
         };
-        let cause = short_cause(&e, &text);
+        let cause = short_cause(e, &text);
         match hint {
             Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
             None => io::Error::new(kind, cause),
@@ -216,26 +216,29 @@ impl Storage for S3Storage {
                 modified: m.last_modified().map(Into::into),
             })),
             Err(e) if Self::is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.error(e)),
+            Err(e) => Err(self.error(&e)),
         }
     }
 
     fn open(&self, key: &str) -> io::Result<Option<KeyReader>> {
-        let reader = self
-            .blocking
-            .reader_options(
-                key,
-                opendal::options::ReaderOptions {
-                    chunk: Some(PART_SIZE),
-                    ..Default::default()
-                },
-            )
-            .and_then(|r| r.into_std_read(..));
-        match reader {
-            Ok(r) => Ok(Some(KeyReader(Box::new(r)))),
-            Err(e) if Self::is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.error(e)),
+        // One streaming GET of the whole object (no size lookup first).
+        let reader = self.blocking.reader(key).and_then(|r| r.into_std_read(..));
+        let mut reader = match reader {
+            Ok(r) => r,
+            Err(e) if Self::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.error(&e)),
+        };
+        // The request is made on the first read: make it now, so that a
+        // missing key is told from a broken stream.
+        if let Err(e) = reader.fill_buf() {
+            let inner = e.get_ref().and_then(|i| i.downcast_ref::<opendal::Error>());
+            return match inner {
+                Some(oe) if Self::is_not_found(oe) => Ok(None),
+                Some(oe) => Err(self.error(oe)),
+                None => Err(e),
+            };
         }
+        Ok(Some(KeyReader(Box::new(reader))))
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
@@ -247,7 +250,7 @@ impl Storage for S3Storage {
         let entries = match self.rt.block_on(self.op.list(&path)) {
             Ok(e) => e,
             Err(e) if Self::is_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(e)),
+            Err(e) => return Err(self.error(&e)),
         };
         let mut out: Vec<Entry> = entries
             .into_iter()
@@ -290,10 +293,10 @@ impl Storage for S3Storage {
         let lister = match lister {
             Ok(l) => l,
             Err(e) if Self::is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(self.error(e)),
+            Err(e) => return Err(self.error(&e)),
         };
         for entry in lister {
-            let entry = entry.map_err(|e| self.error(e))?;
+            let entry = entry.map_err(|e| self.error(&e))?;
             let meta = entry.metadata();
             let Some(rel) = entry.path().trim_start_matches('/').strip_prefix(&path) else {
                 continue;
@@ -326,7 +329,7 @@ impl Storage for S3Storage {
                     .concurrent(2)
                     .into_future(),
             )
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.error(&e))?;
         Ok(Box::new(S3Upload {
             key: key.to_owned(),
             rt: self.rt.clone(),
@@ -344,7 +347,7 @@ impl Storage for S3Storage {
         match self.rt.block_on(self.op.delete(key)) {
             Ok(()) => Ok(()),
             Err(e) if Self::is_not_found(&e) => Ok(()),
-            Err(e) => Err(self.error(e)),
+            Err(e) => Err(self.error(&e)),
         }
     }
 
