@@ -113,10 +113,10 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     let early_lock = crate::lock::lock_if_repo_exists(&handle, "bk-index write", args.wait.wait)?;
     let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
     let mut sorter = ExternalSorter::default();
-    let mut records = 0usize;
+    let mut object_refs = 0usize;
     for rec in record::stdin_records() {
         let rec = rec?;
-        records += 1;
+        object_refs += rec.objects.as_ref().map_or(0, Vec::len);
         let root = rec
             .root_os()?
             .map(|r| r.as_bytes().to_vec())
@@ -158,7 +158,7 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         .replace(['-', ':'], "");
     let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
     let mut lines = SnapshotLines {
-        stored: StoredObjects::new(&repo, records)?,
+        stored: StoredObjects::new(&repo, object_refs)?,
         sorted,
         repo: &repo,
         summary: Summary {
@@ -215,17 +215,17 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
 /// stat each on a directory; on remote storage with many records, one
 /// listing of `objects/` up front instead of a round trip per object.
 struct StoredObjects {
-    listed: Option<std::collections::HashSet<[u8; 32]>>,
+    listed: Option<std::collections::HashMap<[u8; 32], u64>>,
 }
 
-/// Above this many records, remote storage is listed rather than asked
-/// object by object (a listing page holds 1,000 keys).
-const LIST_OBJECTS_ABOVE: usize = 1000;
+/// Above this many object references, remote storage is listed rather
+/// than asked object by object (a listing page holds 1,000 keys).
+const LIST_OBJECTS_ABOVE: usize = 256;
 
 impl StoredObjects {
-    fn new(repo: &Repo, records: usize) -> Result<StoredObjects> {
-        let listed = if repo.store().is_remote() && records > LIST_OBJECTS_ABOVE {
-            Some(repo.object_ids()?)
+    fn new(repo: &Repo, object_refs: usize) -> Result<StoredObjects> {
+        let listed = if repo.store().is_remote() && object_refs > LIST_OBJECTS_ABOVE {
+            Some(repo.object_sizes()?)
         } else {
             None
         };
@@ -235,8 +235,7 @@ impl StoredObjects {
     fn contains(&self, repo: &Repo, id: &str) -> Result<bool> {
         match &self.listed {
             Some(ids) => {
-                let mut raw = [0u8; 32];
-                Ok(hex::decode_to_slice(id, &mut raw).is_ok() && ids.contains(&raw))
+                Ok(crate::repo::raw_object_id(id).is_some_and(|raw| ids.contains_key(&raw)))
             }
             None => Ok(repo.object_size(id)?.is_some()),
         }

@@ -49,6 +49,10 @@ struct Pending {
 /// Everything the sealing workers share.
 struct Sealer {
     repo: Repo,
+    /// On remote storage: every stored object's size, listed once at the
+    /// start and kept up to date, so that deduplication needs no request
+    /// per object. `None` on a directory, where a stat is cheap.
+    catalogue: Option<Mutex<HashMap<[u8; 32], u64>>>,
     recipients: Recipients,
     id_key: IdKey,
     chunk_threshold: u64,
@@ -82,7 +86,13 @@ pub fn run(cli: SealCli) -> Result<i32> {
     )?;
     check_recipients(&repo, &recipients)?;
     let id_key = load_id_key(&cli, &repo)?;
+    let catalogue = if repo.store().is_remote() {
+        Some(Mutex::new(repo.object_sizes()?))
+    } else {
+        None
+    };
     let sealer = Sealer {
+        catalogue,
         repo,
         recipients,
         id_key,
@@ -309,7 +319,7 @@ impl Sealer {
             if crate::repo::check_object_id(&obj.id).is_err() {
                 return Ok(false);
             }
-            match self.repo.reuse_object(&obj.id)? {
+            match self.stored_size(&obj.id)? {
                 Some(size) if obj.stored.is_none_or(|s| s == size) => {}
                 _ => return Ok(false),
             }
@@ -424,7 +434,17 @@ impl Sealer {
         if lock(&self.pending).ids.contains(id) {
             return Ok(Some((None, true)));
         }
-        Ok(self.repo.reuse_object(id)?.map(|s| (Some(s), false)))
+        Ok(self.stored_size(id)?.map(|s| (Some(s), false)))
+    }
+
+    /// The stored size of an object this run reuses, or `None` if it is
+    /// not stored: from the catalogue on remote storage, else a stat (which
+    /// also refreshes an old object's time for prune's grace period).
+    fn stored_size(&self, id: &str) -> Result<Option<u64>> {
+        match (&self.catalogue, crate::repo::raw_object_id(id)) {
+            (Some(cat), Some(raw)) => Ok(lock(cat).get(&raw).copied()),
+            _ => self.repo.reuse_object(id),
+        }
     }
 
     fn add_pending(&self, obj: PendingObject) {
@@ -455,6 +475,14 @@ impl Sealer {
         let (new, bytes, kept) = self.repo.commit_objects(batch.objects)?;
         for id in &kept {
             written.remove(id);
+        }
+        if let Some(cat) = &self.catalogue {
+            let mut cat = lock(cat);
+            for (id, &size) in &written {
+                if let Some(raw) = crate::repo::raw_object_id(id) {
+                    cat.insert(raw, size);
+                }
+            }
         }
         // Sizes are known for what this batch wrote and what was reused;
         // only an object someone else stored first is looked up again.
