@@ -97,6 +97,7 @@ impl Kind {
 pub struct Error {
     kind: Kind,
     msg: String,
+    fatal: bool,
 }
 
 /// Result with bk's error type.
@@ -108,7 +109,20 @@ impl Error {
         Error {
             kind,
             msg: msg.into(),
+            fatal: false,
         }
+    }
+
+    /// The same error, marked as ending the whole run rather than one
+    /// record (the repository or the disk stopped working).
+    pub fn fatal(mut self) -> Self {
+        self.fatal = true;
+        self
+    }
+
+    /// Whether this error ends the whole run.
+    pub fn is_fatal(&self) -> bool {
+        self.fatal
     }
 
     /// Bad command line or configuration.
@@ -170,6 +184,7 @@ impl Error {
         Error {
             kind: self.kind,
             msg: format!("{what}: {}", self.msg),
+            fatal: self.fatal,
         }
     }
 }

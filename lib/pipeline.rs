@@ -21,7 +21,8 @@ enum Msg<O> {
 /// each result to `sink` on the calling thread.
 ///
 /// A per-record error from `work` is reported on stderr and the run goes
-/// on; a malformed input stops reading (records already read are still
+/// on, unless it is [fatal](Error::is_fatal): then it stops everything and
+/// is returned; a malformed input stops reading (records already read are still
 /// finished) and is reported; an error from `sink` (the output went away)
 /// stops everything and is returned. The returned [`Outcome`] holds the
 /// exit status earned by the reported errors.
@@ -86,6 +87,10 @@ where
                         sink_error = Some(e);
                         break;
                     }
+                }
+                Msg::ItemError(e) if e.is_fatal() => {
+                    sink_error = Some(e);
+                    break;
                 }
                 Msg::ItemError(e) | Msg::InputError(e) => outcome.report(program, &e),
             }

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use crate::cli::SealCli;
 use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::idkey::{self, IdKey};
 use crate::progress::Progress;
 use crate::record::{self, Kind, ObjectRef, Record};
@@ -182,7 +182,15 @@ fn seal_stream(
         record::stdin_records,
         |rec| {
             sealer.pause.wait();
-            sealer.seal(rec, chunk_tx).map(Some)
+            // A file that vanished or a malformed record spoils one
+            // record; a repository or disk that fails spoils the run.
+            sealer
+                .seal(rec, chunk_tx)
+                .map(Some)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::Partial | ErrorKind::BadInput => e,
+                    _ => e.fatal(),
+                })
         },
         |sealed: Sealed| {
             if sealed.rec.kind == Kind::File {

@@ -130,57 +130,63 @@ impl S3Storage {
     }
 
     /// An OpenDAL error as an `io::Error` whose text tells the user what
-    /// to check. A missing key stays `NotFound`; a missing bucket does not.
+    /// to check (see [`friendly_error`]).
     fn error(&self, e: &opendal::Error) -> io::Error {
-        let text = e.to_string();
-        let hint = if text.contains("NoSuchBucket") {
-            Some(format!(
-                "the bucket does not exist at {} (create it first; bk does not create buckets)",
-                self.endpoint
-            ))
-        } else if e.kind() == ErrorKind::PermissionDenied
-            || [
-                "InvalidAccessKeyId",
-                "SignatureDoesNotMatch",
-                "AccessDenied",
-            ]
-            .iter()
-            .any(|c| text.contains(c))
-        {
-            Some(
-                "access denied: check the credentials (AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the bucket's policy"
-                    .to_owned(),
-            )
-        } else if e.kind() == ErrorKind::Unexpected
-            && [
-                "connect",
-                "dns",
-                "timed out",
-                "timeout",
-                "error sending request",
-            ]
-            .iter()
-            .any(|w| text.to_ascii_lowercase().contains(w))
-        {
-            Some(format!("cannot reach the S3 endpoint {}", self.endpoint))
-        } else {
-            None
-        };
-        let kind = match (e.kind(), &hint) {
-            (ErrorKind::NotFound, None) => io::ErrorKind::NotFound,
-            (ErrorKind::PermissionDenied, _) => io::ErrorKind::PermissionDenied,
-            _ => io::ErrorKind::Other,
-        };
-        let cause = short_cause(e, &text);
-        match hint {
-            Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
-            None => io::Error::new(kind, cause),
-        }
+        friendly_error(e, &self.endpoint)
     }
 
     fn is_not_found(e: &opendal::Error) -> bool {
         e.kind() == ErrorKind::NotFound && !e.to_string().contains("NoSuchBucket")
+    }
+}
+
+/// An OpenDAL error as an `io::Error` whose text tells the user what
+/// to check. A missing key stays `NotFound`; a missing bucket does not.
+fn friendly_error(e: &opendal::Error, endpoint: &str) -> io::Error {
+    let text = e.to_string();
+    let hint = if text.contains("NoSuchBucket") {
+        Some(format!(
+            "the bucket does not exist at {} (create it first; bk does not create buckets)",
+            endpoint
+        ))
+    } else if e.kind() == ErrorKind::PermissionDenied
+        || [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+        ]
+        .iter()
+        .any(|c| text.contains(c))
+    {
+        Some(
+            "access denied: check the credentials (AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the bucket's policy"
+                .to_owned(),
+        )
+    } else if e.kind() == ErrorKind::Unexpected
+        && [
+            "connect",
+            "dns",
+            "timed out",
+            "timeout",
+            "error sending request",
+        ]
+        .iter()
+        .any(|w| text.to_ascii_lowercase().contains(w))
+    {
+        Some(format!("cannot reach the S3 endpoint {}", endpoint))
+    } else {
+        None
+    };
+    let kind = match (e.kind(), &hint) {
+        (ErrorKind::NotFound, None) => io::ErrorKind::NotFound,
+        (ErrorKind::PermissionDenied, _) => io::ErrorKind::PermissionDenied,
+        _ => io::ErrorKind::Other,
+    };
+    let cause = short_cause(e, &text);
+    match hint {
+        Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
+        None => io::Error::new(kind, cause),
     }
 }
 
@@ -332,6 +338,7 @@ impl Storage for S3Storage {
             .map_err(|e| self.error(&e))?;
         Ok(Box::new(S3Upload {
             key: key.to_owned(),
+            endpoint: self.endpoint.clone(),
             rt: self.rt.clone(),
             writer: Some(writer),
             buf: Vec::with_capacity(WRITE_PIECE),
@@ -367,6 +374,7 @@ const WRITE_PIECE: usize = 1 << 20;
 /// An upload in progress; aborted unless finished.
 struct S3Upload {
     key: String,
+    endpoint: String,
     rt: Handle,
     writer: Option<opendal::Writer>,
     buf: Vec<u8>,
@@ -381,7 +389,9 @@ impl S3Upload {
             return Err(io::Error::other("upload already finished"));
         };
         let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_PIECE));
-        self.rt.block_on(w.write(piece)).map_err(io::Error::from)
+        self.rt
+            .block_on(w.write(piece))
+            .map_err(|e| friendly_error(&e, &self.endpoint))
     }
 }
 
@@ -409,7 +419,7 @@ impl Upload for S3Upload {
         };
         if let Err(e) = self.rt.block_on(w.close()) {
             let _ = self.rt.block_on(w.abort());
-            return Err(io::Error::from(e));
+            return Err(friendly_error(&e, &self.endpoint));
         }
         Ok(Finished {
             key: std::mem::take(&mut self.key),
