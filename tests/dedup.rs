@@ -43,7 +43,10 @@ fn object_bytes(sb: &Sandbox) -> BTreeMap<PathBuf, Vec<u8>> {
     sb.object_files()
         .into_iter()
         .map(|p| {
-            let bytes = fs::read(sb.repo.join("objects").join(&p)).unwrap();
+            let rel = Path::new("objects").join(&p);
+            let bytes = sb
+                .read_repo_file(rel.to_str().unwrap())
+                .unwrap_or_else(|| panic!("{} vanished", rel.display()));
             (p, bytes)
         })
         .collect()
@@ -57,9 +60,7 @@ fn ids_as_paths(ids: &BTreeSet<String>) -> BTreeSet<PathBuf> {
     ids.iter().map(|id| Path::new(&id[..2]).join(id)).collect()
 }
 
-#[test]
-fn identical_contents_are_stored_once() {
-    let sb = Sandbox::new();
+fn identical_contents_are_stored_once(sb: Sandbox) {
     let src = sb.path("src");
     let dups = dup_tree(&src);
     let b = sb.backup(&src);
@@ -101,9 +102,7 @@ fn identical_contents_are_stored_once() {
     );
 }
 
-#[test]
-fn second_backup_of_unchanged_tree_adds_no_object() {
-    let sb = Sandbox::new();
+fn second_backup_of_unchanged_tree_adds_no_object(sb: Sandbox) {
     let src = sb.path("src");
     dup_tree(&src);
     let b1 = sb.backup(&src);
@@ -146,9 +145,7 @@ fn second_backup_of_unchanged_tree_adds_no_object() {
     assert_eq!(parse_records(&out.stdout).len(), 2, "{}", describe(&out));
 }
 
-#[test]
-fn new_content_adds_exactly_one_object_and_old_snapshot_is_kept() {
-    let sb = Sandbox::new();
+fn new_content_adds_exactly_one_object_and_old_snapshot_is_kept(sb: Sandbox) {
     let src = sb.path("src");
     dup_tree(&src);
     let b1 = sb.backup(&src);
@@ -177,9 +174,7 @@ fn new_content_adds_exactly_one_object_and_old_snapshot_is_kept() {
 
 /// "latest" must be the snapshot written last, also when several runs
 /// happen within one second (scripts, retries).
-#[test]
-fn latest_is_the_snapshot_written_last() {
-    let sb = Sandbox::new();
+fn latest_is_the_snapshot_written_last(sb: Sandbox) {
     let src = sb.path("src");
     write_file(&src.join("f.txt"), b"one\n", 0o644);
     let b = sb.backup(&src);
@@ -202,9 +197,7 @@ fn latest_is_the_snapshot_written_last() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-#[test]
-fn lost_local_id_key_is_recovered_with_the_secret_key() {
-    let sb = Sandbox::new();
+fn lost_local_id_key_is_recovered_with_the_secret_key(sb: Sandbox) {
     let src = sb.path("src");
     dup_tree(&src);
     let b1 = sb.backup(&src);
@@ -224,3 +217,12 @@ fn lost_local_id_key_is_recovered_with_the_secret_key() {
     );
     assert_eq!(sb.object_files(), before, "no object may be duplicated");
 }
+
+// Each of these runs once per backend (a directory, and S3 on moto).
+backend_tests!(
+    identical_contents_are_stored_once,
+    second_backup_of_unchanged_tree_adds_no_object,
+    new_content_adds_exactly_one_object_and_old_snapshot_is_kept,
+    latest_is_the_snapshot_written_last,
+    lost_local_id_key_is_recovered_with_the_secret_key,
+);

@@ -38,9 +38,7 @@ fn assert_show_matches_sealed(shown: &[u8], sealed: &[Value]) {
     }
 }
 
-#[test]
-fn roundtrip_rich_tree_restores_every_entry() {
-    let sb = Sandbox::new();
+fn roundtrip_rich_tree_restores_every_entry(sb: Sandbox) {
     let src = sb.path("src");
     make_rich_tree(&src);
     let expected = read_tree(&src);
@@ -129,9 +127,7 @@ fn small_tree(root: &Path) {
     }
 }
 
-#[test]
-fn restore_subset_filtered_from_index_show() {
-    let sb = Sandbox::new();
+fn restore_subset_filtered_from_index_show(sb: Sandbox) {
     let src = sb.path("src");
     small_tree(&src);
     sb.backup(&src);
@@ -173,9 +169,7 @@ fn restore_subset_filtered_from_index_show() {
     assert_eq!(mtime_ns(&got), mtime_ns(&want));
 }
 
-#[test]
-fn restore_sets_directory_modes_and_mtimes() {
-    let sb = Sandbox::new();
+fn restore_sets_directory_modes_and_mtimes(sb: Sandbox) {
     let src = sb.path("src");
     small_tree(&src);
     fs::create_dir(src.join("empty")).unwrap();
@@ -266,9 +260,7 @@ fn init_creates_repository_layout_and_private_id_key() {
     );
 }
 
-#[test]
-fn index_show_csv_lists_every_entry() {
-    let sb = Sandbox::new();
+fn index_show_csv_lists_every_entry(sb: Sandbox) {
     let src = sb.path("src");
     small_tree(&src);
     let odd = "a, \"quoted\"\nname.txt";
@@ -314,9 +306,7 @@ fn index_show_csv_lists_every_entry() {
     }
 }
 
-#[test]
-fn open_object_writes_plaintext_to_stdout() {
-    let sb = Sandbox::new();
+fn open_object_writes_plaintext_to_stdout(sb: Sandbox) {
     let src = sb.path("src");
     small_tree(&src);
     let b = sb.backup(&src);
@@ -338,9 +328,7 @@ fn open_object_writes_plaintext_to_stdout() {
     }
 }
 
-#[test]
-fn verify_clean_backup_reports_nothing() {
-    let sb = Sandbox::new();
+fn verify_clean_backup_reports_nothing(sb: Sandbox) {
     let src = sb.path("src");
     small_tree(&src);
     sb.backup(&src);
@@ -510,3 +498,13 @@ bk-index show latest | bk-open --to "$DEST"
     assert_eq!(sb.snapshot_names().len(), 1, "snapshot printed: {name:?}");
     assert_same_tree(&expected, &read_tree(&dest));
 }
+
+// Each of these runs once per backend (a directory, and S3 on moto).
+backend_tests!(
+    roundtrip_rich_tree_restores_every_entry,
+    restore_subset_filtered_from_index_show,
+    restore_sets_directory_modes_and_mtimes,
+    index_show_csv_lists_every_entry,
+    open_object_writes_plaintext_to_stdout,
+    verify_clean_backup_reports_nothing,
+);

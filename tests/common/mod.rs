@@ -33,6 +33,9 @@ macro_rules! args {
 #[allow(unused_imports)]
 pub(crate) use args;
 
+mod s3;
+pub use s3::*;
+
 /// How long one program may run before the test kills it and fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -475,7 +478,41 @@ pub struct Sandbox {
     pub sec_key: PathBuf,
     /// File holding the passphrase of a protected key.
     pub passphrase_file: Option<PathBuf>,
+    /// Where the repository lives when it is not the directory `repo`:
+    /// an S3 bucket on a moto server of this sandbox's own.
+    pub s3: Option<S3Repo>,
 }
+
+/// Where a sandbox keeps its repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The directory `Sandbox::repo`.
+    Dir,
+    /// `s3://BUCKET/PREFIX` on a moto server started for the sandbox.
+    S3,
+}
+
+/// Runs one test body against each backend: `backend_tests!(a, b);` for
+/// functions `fn a(sb: Sandbox)` makes the tests `a::dir` and `a::s3`.
+#[allow(unused_macros)]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn dir() {
+                    super::$name(super::Sandbox::on(super::Backend::Dir));
+                }
+                #[test]
+                fn s3() {
+                    super::$name(super::Sandbox::on(super::Backend::S3));
+                }
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use backend_tests;
 
 impl Default for Sandbox {
     fn default() -> Self {
@@ -524,7 +561,118 @@ impl Sandbox {
             pub_key,
             sec_key,
             passphrase_file,
+            s3: None,
         }
+    }
+
+    /// A sandbox whose repository is on `backend` (S3: under the prefix
+    /// `backups/bk` of a fresh bucket).
+    pub fn on(backend: Backend) -> Self {
+        match backend {
+            Backend::Dir => Self::new(),
+            Backend::S3 => Self::s3(),
+        }
+    }
+
+    /// A sandbox whose repository is `s3://BUCKET/backups/bk` on a moto
+    /// server of its own.
+    pub fn s3() -> Self {
+        Self::s3_with_prefix("backups/bk")
+    }
+
+    /// Like [`Sandbox::s3`] with the repository under `prefix` (`""`: at
+    /// the bucket's root).
+    pub fn s3_with_prefix(prefix: &str) -> Self {
+        let mut sb = Self::new();
+        // Nothing may use the directory by mistake.
+        sb.repo = sb.base.join("no-such-repo-the-repository-is-on-s3");
+        sb.s3 = Some(S3Repo::new(prefix));
+        sb
+    }
+
+    /// The sandbox's backend.
+    pub fn backend(&self) -> Backend {
+        if self.s3.is_some() {
+            Backend::S3
+        } else {
+            Backend::Dir
+        }
+    }
+
+    /// The S3 repository, panicking for a directory sandbox.
+    #[track_caller]
+    pub fn s3_repo(&self) -> &S3Repo {
+        self.s3
+            .as_ref()
+            .expect("this helper needs an S3 sandbox (Sandbox::s3)")
+    }
+
+    /// What `--repo` names: the directory, or `s3://BUCKET/PREFIX`.
+    pub fn repo_url(&self) -> OsString {
+        match &self.s3 {
+            Some(s3) => s3.url().into(),
+            None => self.repo.clone().into_os_string(),
+        }
+    }
+
+    /// The bytes of `rel` (a path inside the repository, e.g.
+    /// `"bk-repo.json"`), or None if there is no such file.
+    pub fn read_repo_file(&self, rel: &str) -> Option<Vec<u8>> {
+        match &self.s3 {
+            Some(s3) => s3.server.get(&s3.bucket, &s3.key(rel)),
+            None => fs::read(self.repo.join(rel)).ok(),
+        }
+    }
+
+    /// Writes `rel` inside the repository (creating directories).
+    pub fn write_repo_file(&self, rel: &str, data: &[u8]) {
+        match &self.s3 {
+            Some(s3) => s3.server.put(&s3.bucket, &s3.key(rel), data),
+            None => {
+                let p = self.repo.join(rel);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(&p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+            }
+        }
+    }
+
+    /// Removes `rel` from the repository.
+    pub fn remove_repo_file(&self, rel: &str) {
+        match &self.s3 {
+            Some(s3) => s3.server.delete(&s3.bucket, &s3.key(rel)),
+            None => fs::remove_file(self.repo.join(rel)).unwrap(),
+        }
+    }
+
+    /// Every file under the repository directory `rel` (`"objects"`,
+    /// `"locks"`, `""` for all), relative to it, with its size.
+    pub fn repo_files(&self, rel: &str) -> BTreeMap<String, u64> {
+        match &self.s3 {
+            Some(s3) => s3.files_under(rel),
+            None => {
+                let dir = self.repo.join(rel);
+                files_under(&dir)
+                    .into_iter()
+                    .map(|p| {
+                        let size = fs::metadata(dir.join(&p)).unwrap().len();
+                        (p.to_string_lossy().into_owned(), size)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Has the repository been created (`bk-repo.json` exists)?
+    pub fn repo_exists(&self) -> bool {
+        match &self.s3 {
+            Some(_) => self.read_repo_file("bk-repo.json").is_some(),
+            None => self.repo.exists(),
+        }
+    }
+
+    /// The stored bytes of object `id`, or None if it is missing.
+    pub fn object_bytes(&self, id: &str) -> Option<Vec<u8>> {
+        self.read_repo_file(&format!("objects/{}/{id}", &id[..2]))
     }
 
     /// A path inside the sandbox.
@@ -552,8 +700,21 @@ impl Sandbox {
 
     fn apply_env(&self, cmd: &mut Command) {
         for (k, _) in std::env::vars_os() {
-            if k.as_bytes().starts_with(b"BK_") {
+            if k.as_bytes().starts_with(b"BK_") || k.as_bytes().starts_with(b"AWS_") {
                 cmd.env_remove(&k);
+            }
+        }
+        // Never ask a cloud metadata service for credentials (it is not on
+        // this machine), and read no AWS profile files but the sandbox's.
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.base.join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.base.join("aws-credentials"),
+            );
+        if let Some(s3) = &self.s3 {
+            for (k, v) in s3.env() {
+                cmd.env(k, v);
             }
         }
         cmd.env("HOME", &self.home)
@@ -659,14 +820,14 @@ impl Sandbox {
         a
     }
 
-    /// `--repo R`.
+    /// `--repo R` (a directory or `s3://BUCKET/PREFIX`).
     pub fn repo_args(&self) -> Vec<OsString> {
-        args!["--repo", &self.repo]
+        args!["--repo", self.repo_url()]
     }
 
     /// `--repo R -r PUB`.
     pub fn seal_args(&self) -> Vec<OsString> {
-        args!["--repo", &self.repo, "-r", &self.pub_key]
+        args!["--repo", self.repo_url(), "-r", &self.pub_key]
     }
 
     /// bk-scan | bk-hash of `tree`: the hashed records.
@@ -682,7 +843,7 @@ impl Sandbox {
     /// not exist yet).
     pub fn seal(&self, hashed: &[u8]) -> Output {
         let mut a = self.seal_args();
-        if !self.repo.exists() {
+        if !self.repo_exists() {
             a.push("--init".into());
         }
         self.run("bk-seal", &a, hashed)
@@ -712,9 +873,9 @@ impl Sandbox {
             "snapshot name {name:?} should end in .pgp"
         );
         assert!(
-            self.repo.join("snapshots").join(&name).is_file(),
-            "bk-index write printed {printed:?} but {} does not exist",
-            self.repo.join("snapshots").join(&name).display()
+            self.snapshot_names().contains(&name),
+            "bk-index write printed {printed:?} but there is no snapshots/{name} in {:?}",
+            self.repo_url()
         );
         name
     }
@@ -775,22 +936,25 @@ impl Sandbox {
         self.run("bk-verify", &a, records)
     }
 
-    /// Where the object `id` lives: `repo/objects/<first two hex>/<id>`.
+    /// Where the object `id` lives: `repo/objects/<first two hex>/<id>`
+    /// (a directory repository; see [`Sandbox::object_bytes`] for both).
+    #[track_caller]
     pub fn object_path(&self, id: &str) -> PathBuf {
+        assert!(self.s3.is_none(), "object_path: the repository is on S3");
         self.repo.join("objects").join(&id[..2]).join(id)
     }
 
-    /// Every regular file under `repo/objects`, relative to it.
+    /// Every file under `objects/`, relative to it (either backend).
     pub fn object_files(&self) -> BTreeSet<PathBuf> {
-        files_under(&self.repo.join("objects"))
+        self.repo_files("objects")
+            .into_keys()
+            .map(PathBuf::from)
+            .collect()
     }
 
-    /// Snapshot file names under `repo/snapshots`.
+    /// Snapshot file names under `snapshots/` (either backend).
     pub fn snapshot_names(&self) -> BTreeSet<String> {
-        files_under(&self.repo.join("snapshots"))
-            .into_iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect()
+        self.repo_files("snapshots").into_keys().collect()
     }
 
     /// A fresh empty directory inside the sandbox.
@@ -1508,8 +1672,10 @@ impl Sandbox {
 
     /// The repository id, from `bk-repo.json`.
     pub fn repo_id(&self) -> String {
-        let v: Value =
-            serde_json::from_slice(&fs::read(self.repo.join("bk-repo.json")).unwrap()).unwrap();
+        let json = self
+            .read_repo_file("bk-repo.json")
+            .unwrap_or_else(|| panic!("no bk-repo.json in {:?}", self.repo_url()));
+        let v: Value = serde_json::from_slice(&json).unwrap();
         v["id"]
             .as_str()
             .unwrap_or_else(|| panic!("bk-repo.json without id: {v}"))
@@ -1555,7 +1721,7 @@ impl Sandbox {
 
     /// `--reuse auto --repo R`: the arguments of an incremental bk-hash.
     pub fn reuse_auto_args(&self) -> Vec<OsString> {
-        args!["--reuse", "auto", "--repo", &self.repo]
+        args!["--reuse", "auto", "--repo", self.repo_url()]
     }
 }
 
