@@ -13,7 +13,8 @@
 
 use std::future::IntoFuture;
 use std::io::{self, BufRead, Write};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -48,8 +49,13 @@ fn runtime() -> Result<&'static Runtime> {
 /// A repository in an S3 bucket.
 #[derive(Debug)]
 pub struct S3Storage {
-    op: Operator,
-    blocking: opendal::blocking::Operator,
+    /// Requests retried with backoff.
+    patient: Operators,
+    /// The same without retries: once the endpoint proved unreachable
+    /// (retries exhausted), the remaining requests of the run (other
+    /// workers, lock removal) fail at once instead of each waiting again.
+    impatient: Operators,
+    unreachable: Arc<AtomicBool>,
     rt: Handle,
     shown: String,
     endpoint: String,
@@ -100,29 +106,31 @@ impl S3Storage {
             format!("s3://{bucket}/{prefix}")
         };
         let config_error = |e: opendal::Error| Error::usage(format!("{shown}: {}", e.message()));
-        let op = Operator::new(builder)
-            .map_err(config_error)?
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(30)),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(retries)
-                    .with_factor(2.0)
-                    .with_min_delay(Duration::from_millis(250))
-                    .with_max_delay(Duration::from_secs(8))
-                    .with_jitter(),
-            );
+        let once = Operator::new(builder).map_err(config_error)?.layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(120))
+                .with_io_timeout(Duration::from_secs(30)),
+        );
+        let retrying = once.clone().layer(
+            RetryLayer::new()
+                .with_max_times(retries)
+                .with_factor(2.0)
+                .with_min_delay(Duration::from_millis(250))
+                .with_max_delay(Duration::from_secs(8))
+                .with_jitter(),
+        );
         let rt = runtime()?;
-        let blocking = {
+        let operators = |op: Operator| -> Result<Operators> {
             let _inside = rt.enter();
-            opendal::blocking::Operator::new(op.clone()).map_err(config_error)?
+            Ok(Operators {
+                blocking: opendal::blocking::Operator::new(op.clone()).map_err(config_error)?,
+                op,
+            })
         };
         Ok(S3Storage {
-            op,
-            blocking,
+            patient: operators(retrying)?,
+            impatient: operators(once)?,
+            unreachable: Arc::new(AtomicBool::new(false)),
             rt: rt.handle().clone(),
             shown,
             endpoint: endpoint.unwrap_or_else(|| format!("s3.{region}.amazonaws.com")),
@@ -132,7 +140,17 @@ impl S3Storage {
     /// An OpenDAL error as an `io::Error` whose text tells the user what
     /// to check (see [`friendly_error`]).
     fn error(&self, e: &opendal::Error) -> io::Error {
-        friendly_error(e, &self.endpoint)
+        friendly_error(e, &self.endpoint, &self.unreachable)
+    }
+
+    /// The operators to use now: retrying, unless the endpoint already
+    /// proved unreachable in this run.
+    fn ops(&self) -> &Operators {
+        if self.unreachable.load(Ordering::Relaxed) {
+            &self.impatient
+        } else {
+            &self.patient
+        }
     }
 
     fn is_not_found(e: &opendal::Error) -> bool {
@@ -142,7 +160,7 @@ impl S3Storage {
 
 /// An OpenDAL error as an `io::Error` whose text tells the user what
 /// to check. A missing key stays `NotFound`; a missing bucket does not.
-fn friendly_error(e: &opendal::Error, endpoint: &str) -> io::Error {
+fn friendly_error(e: &opendal::Error, endpoint: &str, unreachable: &AtomicBool) -> io::Error {
     let text = e.to_string();
     let hint = if text.contains("NoSuchBucket") {
         Some(format!(
@@ -174,7 +192,8 @@ fn friendly_error(e: &opendal::Error, endpoint: &str) -> io::Error {
         .iter()
         .any(|w| text.to_ascii_lowercase().contains(w))
     {
-        Some(format!("cannot reach the S3 endpoint {}", endpoint))
+        unreachable.store(true, Ordering::Relaxed);
+        Some(format!("cannot reach the S3 endpoint {endpoint}"))
     } else {
         None
     };
@@ -188,6 +207,13 @@ fn friendly_error(e: &opendal::Error, endpoint: &str) -> io::Error {
         Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
         None => io::Error::new(kind, cause),
     }
+}
+
+/// An async operator and its blocking twin.
+#[derive(Debug)]
+struct Operators {
+    op: Operator,
+    blocking: opendal::blocking::Operator,
 }
 
 /// The gist of an OpenDAL error: the S3 error code and message where the
@@ -216,7 +242,7 @@ impl Storage for S3Storage {
     }
 
     fn stat(&self, key: &str) -> io::Result<Option<Stat>> {
-        match self.rt.block_on(self.op.stat(key)) {
+        match self.rt.block_on(self.ops().op.stat(key)) {
             Ok(m) => Ok(Some(Stat {
                 size: m.content_length(),
                 modified: m.last_modified().map(Into::into),
@@ -228,7 +254,11 @@ impl Storage for S3Storage {
 
     fn open(&self, key: &str) -> io::Result<Option<KeyReader>> {
         // One streaming GET of the whole object (no size lookup first).
-        let reader = self.blocking.reader(key).and_then(|r| r.into_std_read(..));
+        let reader = self
+            .ops()
+            .blocking
+            .reader(key)
+            .and_then(|r| r.into_std_read(..));
         let mut reader = match reader {
             Ok(r) => r,
             Err(e) if Self::is_not_found(&e) => return Ok(None),
@@ -253,7 +283,7 @@ impl Storage for S3Storage {
         } else {
             format!("{dir}/")
         };
-        let entries = match self.rt.block_on(self.op.list(&path)) {
+        let entries = match self.rt.block_on(self.ops().op.list(&path)) {
             Ok(e) => e,
             Err(e) if Self::is_not_found(&e) => return Ok(Vec::new()),
             Err(e) => return Err(self.error(&e)),
@@ -289,7 +319,7 @@ impl Storage for S3Storage {
 
     fn walk(&self, dir: &str, f: &mut dyn FnMut(&str, Stat)) -> io::Result<()> {
         let path = format!("{dir}/");
-        let lister = self.blocking.lister_options(
+        let lister = self.ops().blocking.lister_options(
             &path,
             opendal::options::ListOptions {
                 recursive: true,
@@ -329,7 +359,8 @@ impl Storage for S3Storage {
         let writer = self
             .rt
             .block_on(
-                self.op
+                self.ops()
+                    .op
                     .writer_with(key)
                     .chunk(PART_SIZE)
                     .concurrent(2)
@@ -339,6 +370,7 @@ impl Storage for S3Storage {
         Ok(Box::new(S3Upload {
             key: key.to_owned(),
             endpoint: self.endpoint.clone(),
+            unreachable: Arc::clone(&self.unreachable),
             rt: self.rt.clone(),
             writer: Some(writer),
             buf: Vec::with_capacity(WRITE_PIECE),
@@ -351,7 +383,7 @@ impl Storage for S3Storage {
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
-        match self.rt.block_on(self.op.delete(key)) {
+        match self.rt.block_on(self.ops().op.delete(key)) {
             Ok(()) => Ok(()),
             Err(e) if Self::is_not_found(&e) => Ok(()),
             Err(e) => Err(self.error(&e)),
@@ -375,6 +407,7 @@ const WRITE_PIECE: usize = 1 << 20;
 struct S3Upload {
     key: String,
     endpoint: String,
+    unreachable: Arc<AtomicBool>,
     rt: Handle,
     writer: Option<opendal::Writer>,
     buf: Vec<u8>,
@@ -391,7 +424,7 @@ impl S3Upload {
         let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_PIECE));
         self.rt
             .block_on(w.write(piece))
-            .map_err(|e| friendly_error(&e, &self.endpoint))
+            .map_err(|e| friendly_error(&e, &self.endpoint, &self.unreachable))
     }
 }
 
@@ -419,7 +452,7 @@ impl Upload for S3Upload {
         };
         if let Err(e) = self.rt.block_on(w.close()) {
             let _ = self.rt.block_on(w.abort());
-            return Err(friendly_error(&e, &self.endpoint));
+            return Err(friendly_error(&e, &self.endpoint, &self.unreachable));
         }
         Ok(Finished {
             key: std::mem::take(&mut self.key),
