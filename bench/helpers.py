@@ -5,15 +5,22 @@ record filtering and the results table.
     helpers.py gen-small DIR FILES DIRS SEED
     helpers.py speed FILE              # kB/s of the 16384-byte column
     helpers.py root ROOT < records     # keep the records of one scanned root
-    helpers.py table RESULTS.tsv META.env OUT.md
+    helpers.py table RESULTS.tsv META.env OUT.md [S3.tsv]
+    helpers.py free-port               # a free TCP port on 127.0.0.1
+    helpers.py s3-count URL BUCKET PREFIX   # keys and bytes under PREFIX/
+    helpers.py s3-requests LOG FROM TO BUCKET PREFIX   # requests in lines FROM+1..TO
 """
 
 import json
 import os
 import random
 import re
+import socket
 import statistics
 import sys
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
 
 
 def gen_small(top, files, dirs, seed):
@@ -51,6 +58,81 @@ def keep_root(root):
     for line in sys.stdin:
         if json.loads(line).get("root") == root:
             sys.stdout.write(line)
+
+
+# --------------------------------------------------------------------------
+# The local S3 server (moto_server)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def s3_count(url, bucket, prefix):
+    """Keys and bytes under `prefix/`, by ListObjectsV2 (moto does not check
+    signatures, so plain unsigned GETs do). Prints `KEYS BYTES`."""
+    keys = size = 0
+    token = None
+    while True:
+        query = {"list-type": "2", "prefix": prefix.rstrip("/") + "/"}
+        if token:
+            query["continuation-token"] = token
+        with urllib.request.urlopen(f"{url}/{bucket}?{urllib.parse.urlencode(query)}") as r:
+            root = ET.fromstring(r.read())
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        for c in root.iter(f"{ns}Contents"):
+            keys += 1
+            size += int(c.findtext(f"{ns}Size") or 0)
+        if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
+            break
+        token = root.findtext(f"{ns}NextContinuationToken")
+    print(keys, size)
+
+
+# werkzeug's access log: 127.0.0.1 - - [date] "PUT /bucket/key?query HTTP/1.1" 200 -
+ACCESS = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/[\d.]+" (\d+)')
+
+
+def s3_requests(log, first, last, bucket, prefix):
+    """The requests logged in lines first+1..last of `log`, as one JSON
+    object: the total, counts per method, and per method, area and status
+    where the area is the key's first component under `prefix`
+    (`objects/`, `data/`, `locks/`…), `LIST dir/` for a listing, or the
+    bucket itself."""
+    methods, areas = {}, {}
+    total = 0
+    with open(log, errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if n <= first:
+                continue
+            if n > last:
+                break
+            m = ACCESS.search(line)
+            if not m:
+                continue
+            method, target, status = m.groups()
+            total += 1
+            methods[method] = methods.get(method, 0) + 1
+            parsed = urllib.parse.urlsplit(target)
+            path = urllib.parse.unquote(parsed.path).lstrip("/")
+            query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+            key = path[len(bucket):].lstrip("/") if path.startswith(bucket) else path
+            pre = prefix.strip("/") + "/"
+            if not key and ("list-type" in query or "prefix" in query):
+                listed = query.get("prefix", [""])[0]
+                area = "LIST " + ((listed[len(pre):] if listed.startswith(pre) else listed) or "/")
+            elif not key:
+                area = "bucket"
+            else:
+                rest = key[len(pre):] if key.startswith(pre) else key
+                area = rest.split("/", 1)[0] + ("/" if "/" in rest else "")
+                if "uploads" in query or "uploadId" in query:
+                    area += " (multipart)"
+            label = f"{method} {area} {status}"
+            areas[label] = areas.get(label, 0) + 1
+    print(json.dumps({"total": total, "methods": methods, "areas": areas}, sort_keys=True))
 
 
 # --------------------------------------------------------------------------
@@ -106,7 +188,7 @@ def mib(kib):
     return "–" if kib is None else f"{kib / 1024:.0f}"
 
 
-def table(results, meta_path, out_path):
+def table(results, meta_path, out_path, s3_path=None):
     meta = {}
     for line in open(meta_path):
         if "=" in line:
@@ -126,9 +208,12 @@ def table(results, meta_path, out_path):
     add(f"- encryption: bk OpenPGP SEIPDv1 AES-256 (CFB + SHA-1 MDC), no compression; "
         f"restic {meta.get('RESTIC_REPO', '?')} (AES-256-CTR + Poly1305-AES; compression auto, the default); "
         f"borg `{meta.get('BORG_ENC', '?')}` (compression lz4, the default)")
+    if meta.get("BK_BINARIES"):
+        add(f"- bk binaries not built by this run (`BENCH_NO_BUILD`): {meta['BK_BINARIES']}; the commit above is the benchmark's tree")
     if meta.get("BK_NOTE"):
         add(f"- note: {meta['BK_NOTE']}")
     add("")
+    start = len(lines)  # the directory cases (none if only the S3 case ran)
     add("| case | bk s | restic s | borg s | bk/restic | bk/borg | peak RSS MiB bk / restic / borg | bk/restic RSS | bytes added bk / restic / borg |")
     add("|---|---:|---:|---:|---|---|---|---|---|")
     details = []
@@ -205,10 +290,100 @@ def table(results, meta_path, out_path):
             if w:
                 mbs = big_bytes / 1e6 / w
                 add(f"| {t} | {mbs:.0f} | {mbs / (limit * cores):.2f} | {mbs / limit:.2f} |")
+    if not details_walls:
+        del lines[start:]
+    if s3_path and os.path.exists(s3_path) and os.path.getsize(s3_path):
+        lines.extend(s3_table(runs, s3_path, meta))
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     with open(out_path, "w") as f:
         f.write(text)
+
+
+S3_CASES = [
+    ("s3-big-backup", "S1. big: full backup to S3"),
+    ("s3-small-backup", "S2. small: full backup to S3"),
+]
+S3_STORED = {"bk": "objects/", "restic": "data/ (packs)"}
+
+
+def s3_table(runs, s3_path, meta):
+    """The S3 section: wall time, ratio, and the requests each tool made
+    per object it stored."""
+    s3 = {}
+    for line in open(s3_path):
+        if not line.strip():
+            continue
+        case, tool, rep, requests, objects, stored, server_rss, detail = line.rstrip("\n").split("\t")
+        s3.setdefault((case, tool), []).append(
+            {"requests": int(requests), "objects": int(objects), "stored": int(stored),
+             "server_rss": int(server_rss) if server_rss else None, "detail": json.loads(detail)}
+        )
+    tools = ["bk", "restic"]
+    out = []
+    add = out.append
+    add("")
+    add(f"## S3: backup to a local S3 server ({meta.get('MOTO_VERSION', 'moto_server')})")
+    add("")
+    add("Each run backs up into a fresh bucket on a freshly started `moto_server` on 127.0.0.1 "
+        "(in memory, path-style); requests are the server's access-log lines during the timed backup "
+        "(bk: the whole pipeline including `bk-seal --init`; restic: `restic backup`, after an untimed `restic init`). "
+        "Objects stored: keys under bk's `objects/`, pack files under restic's `data/`.")
+    add("")
+    add("| case | bk s | restic s | bk/restic | peak RSS MiB bk / restic | requests bk / restic | objects stored bk / restic | requests per object bk / restic |")
+    add("|---|---:|---:|---|---|---|---|---|")
+    walls, breakdown, by_area = [], [], []
+    for case, title in S3_CASES:
+        wall = {t: median([r["wall"] for r in runs.get((case, t), [])]) for t in tools}
+        if all(v is None for v in wall.values()):
+            continue
+        rss = {t: median([r["rss"] for r in runs.get((case, t), [])]) for t in tools}
+        req = {t: median([r["requests"] for r in s3.get((case, t), [])]) for t in tools}
+        obj = {t: median([r["objects"] for r in s3.get((case, t), [])]) for t in tools}
+        per = {t: req[t] / obj[t] if req[t] is not None and obj[t] else None for t in tools}
+        ratio = wall["bk"] / wall["restic"] if wall["bk"] and wall["restic"] else None
+        num = lambda x: "–" if x is None else f"{x:,.0f}"
+        add(f"| {title} | {fmt(wall['bk'])} | {fmt(wall['restic'])} | {fmt(ratio)} "
+            f"| {mib(rss['bk'])} / {mib(rss['restic'])} "
+            f"| {num(req['bk'])} / {num(req['restic'])} | {num(obj['bk'])} / {num(obj['restic'])} "
+            f"| {fmt(per['bk'])} / {fmt(per['restic'])} |")
+        walls.append(f"| {title} | " + " | ".join(str([round(r["wall"], 2) for r in runs.get((case, t), [])]) for t in tools) + " |")
+        bk_runs = s3.get((case, "bk"), [])
+        if bk_runs:
+            methods = ["GET", "PUT", "POST", "HEAD", "DELETE"]
+            m = {k: median([r["detail"]["methods"].get(k, 0) for r in bk_runs]) for k in methods}
+            o = median([r["objects"] for r in bk_runs])
+            breakdown.append(f"| {title} | " + " | ".join(
+                f"{m[k]:,.0f} ({m[k] / o:.2f})" if o else f"{m[k]:,.0f}" for k in methods) + f" | {o:,.0f} |")
+        for t in tools:
+            rs = s3.get((case, t), [])
+            if rs:
+                last = rs[-1]["detail"]["areas"]
+                parts = sorted(last.items(), key=lambda kv: (-kv[1], kv[0]))
+                by_area.append(f"| {title} | {t} | " + ", ".join(f"{k}: {v:,}" for k, v in parts) + " |")
+    add("")
+    add("bk's requests by method (per object stored in brackets), median over the runs:")
+    add("")
+    add("| case | GET | PUT | POST | HEAD | DELETE | objects stored |")
+    add("|---|---|---|---|---|---|---|")
+    out.extend(breakdown)
+    add("")
+    add("Requests by method, key area under the repository prefix and HTTP status (last run; `LIST x/` is a ListObjectsV2 of that prefix):")
+    add("")
+    add("| case | tool | requests |")
+    add("|---|---|---|")
+    out.extend(by_area)
+    add("")
+    add("Every S3 run's wall time (s):")
+    add("")
+    add("| case | bk | restic |")
+    add("|---|---|---|")
+    out.extend(walls)
+    peaks = [r["server_rss"] for rs in s3.values() for r in rs if r["server_rss"]]
+    if peaks:
+        add("")
+        add(f"moto_server's RSS after a run: up to {max(peaks) / 1024:.0f} MiB (the server is restarted for every run).")
+    return out
 
 
 details_walls = []
@@ -222,6 +397,12 @@ if __name__ == "__main__":
     elif cmd == "root":
         keep_root(sys.argv[2])
     elif cmd == "table":
-        table(sys.argv[2], sys.argv[3], sys.argv[4])
+        table(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
+    elif cmd == "free-port":
+        print(free_port())
+    elif cmd == "s3-count":
+        s3_count(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "s3-requests":
+        s3_requests(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6])
     else:
         sys.exit(__doc__)

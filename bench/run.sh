@@ -9,6 +9,8 @@
 #                    small (4 x 32 MiB + 2,000 small files) for a quick run
 #   BENCH_REPS       runs per case, median reported [default: 3]
 #   BENCH_TOOLS      which tools [default: "bk restic borg"]
+#   BENCH_CASES      which cases [default: "big small rerun edit s3"]
+#   BENCH_S3=0       skip the S3 case (bk and restic to a local moto_server)
 #   BENCH_BORG_ENC   borg init -e mode [default: repokey if sha256 beats
 #                    blake2b in openssl speed on this machine, else repokey-blake2]
 #   BENCH_NO_BUILD=1 use the bk binaries already in target/release
@@ -32,6 +34,16 @@ esac
 reps=${BENCH_REPS:-3}
 work=${BENCH_DIR:-/var/tmp/bk-bench}
 read -r -a tools <<<"${BENCH_TOOLS:-bk restic borg}"
+read -r -a cases <<<"${BENCH_CASES:-big small rerun edit s3}"
+for c in "${cases[@]}"; do
+    case $c in
+    big | small | rerun | edit | s3) ;;
+    *)
+        echo "BENCH_CASES: unknown case $c (big small rerun edit s3)" >&2
+        exit 2
+        ;;
+    esac
+done
 
 say() { printf '==> %s\n' "$*"; }
 die() {
@@ -40,6 +52,13 @@ die() {
 }
 trap 'die "command failed (status $?, run.sh line $LINENO): $BASH_COMMAND"' ERR
 has_tool() { [[ " ${tools[*]} " == *" $1 "* ]]; }
+want() { [[ " ${cases[*]} " == *" $1 "* ]]; }
+
+# The S3 case: bk and restic (borg has no S3 backend), unless BENCH_S3=0.
+s3_tools=()
+for t in bk restic; do has_tool "$t" && s3_tools+=("$t"); done
+s3=0
+if want s3 && [[ ${BENCH_S3:-1} != 0 ]] && ((${#s3_tools[@]})); then s3=1; fi
 
 # ---------------------------------------------------------------- 1. tools
 need_pkgs=()
@@ -54,6 +73,14 @@ if ((${#need_pkgs[@]})); then
     say "installing ${need_pkgs[*]} (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+command -v curl >/dev/null || { ((s3 == 0)) || die "the S3 case needs curl (or BENCH_S3=0)"; }
+if ((s3)) && ! command -v moto_server >/dev/null; then
+    say "installing moto[server] (pip) for the S3 case"
+    if ! python3 -m pip install --quiet 'moto[server]' || ! command -v moto_server >/dev/null; then
+        echo "    moto_server is not available: skipping the S3 case" >&2
+        s3=0
+    fi
 fi
 
 bin=${CARGO_TARGET_DIR:-$top/target}/release
@@ -83,9 +110,20 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 meta=$run/meta.env results=$run/results.tsv
 : >"$results"
 
+# The local S3 server of the S3 case (one per run: see s3_start).
+s3_pid="" s3_port="" s3_url="" s3_log=""
+s3_stop() {
+    if [[ -n $s3_pid ]]; then
+        kill "$s3_pid" 2>/dev/null || true
+        wait "$s3_pid" 2>/dev/null || true
+        s3_pid=""
+    fi
+}
+
 edit_file=$corpus/big/big-1.bin
 cleanup() {
     local status=$?
+    s3_stop
     # Never leave the corpus edited (case 4), even after a failure.
     restore_edit || true
     gpgconf --homedir "$GNUPGHOME" --kill gpg-agent >/dev/null 2>&1 || true
@@ -118,9 +156,12 @@ trap cleanup EXIT
     echo "LOAD=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "BK_VERSION=$(bk-seal --version | awk '{print $2}')"
     echo "BK_COMMIT=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)"
+    # With BENCH_NO_BUILD the binaries may come from another tree (CARGO_TARGET_DIR).
+    if [[ -n ${BENCH_NO_BUILD:-} ]]; then echo "BK_BINARIES=$bin, built $(date -u -r "$bin/bk-seal" +%Y-%m-%dT%H:%MZ)"; fi
     echo "RESTIC_VERSION=$(restic version | awk '{print $1, $2}')"
     echo "BORG_VERSION=$(borg --version)"
     echo "OPENSSL_VERSION=$(openssl version | awk '{print $1, $2}')"
+    if ((s3)); then echo "MOTO_VERSION=moto_server $(python3 -c 'import moto; print(moto.__version__)')"; fi
     echo "BIG_FILES=$big_files"
     echo "BIG_MIB=$big_mib"
     echo "BIG_BYTES=$((big_files * big_mib * 1048576))"
@@ -128,7 +169,7 @@ trap cleanup EXIT
     echo "SMALL_DIRS=$small_dirs"
 } >"$meta"
 say "versions"
-grep -E '^(NPROC|CPU|LOAD|BK_|RESTIC_VERSION|BORG_VERSION|OPENSSL)' "$meta" | sed 's/^/    /'
+grep -E '^(NPROC|CPU|LOAD|BK_|RESTIC_VERSION|BORG_VERSION|OPENSSL|MOTO)' "$meta" | sed 's/^/    /'
 
 # ---------------------------------------------------- single-core crypto limit
 say "openssl speed (one core, 16 KiB blocks)"
@@ -278,6 +319,13 @@ bk_rss() {
     return 0
 }
 
+restic_init() { # REPO (untimed)
+    restic -r "$1" init >>"$logf.restic-init" 2>&1
+    if ! grep -q RESTIC_REPO "$meta"; then
+        echo "RESTIC_REPO=repository format $(restic -r "$1" cat config | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')" >>"$meta"
+    fi
+}
+
 archive_no=0
 # backup TOOL REPO FIRST(0|1) TREE...: creates the repository when FIRST
 backup() {
@@ -286,12 +334,7 @@ backup() {
     case $tool in
     bk) bk_backup "$repo" "$first" "$@" ;;
     restic)
-        if ((first)); then
-            restic -r "$repo" init >>"$logf.restic-init" 2>&1
-            if ! grep -q RESTIC_REPO "$meta"; then
-                echo "RESTIC_REPO=repository format $(restic -r "$repo" cat config | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')" >>"$meta"
-            fi
-        fi
+        ((first)) && restic_init "$repo"
         timed restic restic -r "$repo" backup "$@"
         ;;
     borg)
@@ -374,112 +417,211 @@ prep() { sync; warm "$@"; }
 # the machine spreads over all of them.
 
 # ------------------------------------------------ case 1: big backup, restore
-say "case 1: big ($big_files x $big_mib MiB): full backup, then restore"
-cd "$corpus"
-for ((rep = 1; rep <= reps; rep++)); do
-    for tool in "${tools[@]}"; do
-        repo=$(fresh "$tool")
-        prep big
-        backup "$tool" "$repo" 1 "$big"
-        record big-backup "$tool" "$rep"
-        out=$run/restore
-        discard "$out"
-        sync
-        warm "$repo"
-        restore "$tool" "$repo" "$out"
-        record big-restore "$tool" "$rep"
-        check_same "$big" "$(restored "$out" big-0.bin)"
-        discard "$out" "$repo"
-    done
-done
-
-# ------------------------------------------------------ case 2: small backup
-say "case 2: small ($small_files files): full backup"
-for ((rep = 1; rep <= reps; rep++)); do
-    for tool in "${tools[@]}"; do
-        repo=$(fresh "$tool")
-        prep small
-        backup "$tool" "$repo" 1 "$small"
-        record small-backup "$tool" "$rep"
-        if ((rep == reps)); then # one check per tool that small files come back
+if want big; then
+    say "case 1: big ($big_files x $big_mib MiB): full backup, then restore"
+    cd "$corpus"
+    for ((rep = 1; rep <= reps; rep++)); do
+        for tool in "${tools[@]}"; do
+            repo=$(fresh "$tool")
+            prep big
+            backup "$tool" "$repo" 1 "$big"
+            record big-backup "$tool" "$rep"
             out=$run/restore
             discard "$out"
-            restore "$tool" "$repo" "$out" >/dev/null
-            check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
-            discard "$out"
-        fi
-        discard "$repo"
+            sync
+            warm "$repo"
+            restore "$tool" "$repo" "$out"
+            record big-restore "$tool" "$rep"
+            check_same "$big" "$(restored "$out" big-0.bin)"
+            discard "$out" "$repo"
+        done
     done
-done
+fi
+
+# ------------------------------------------------------ case 2: small backup
+if want small; then
+    say "case 2: small ($small_files files): full backup"
+    for ((rep = 1; rep <= reps; rep++)); do
+        for tool in "${tools[@]}"; do
+            repo=$(fresh "$tool")
+            prep small
+            backup "$tool" "$repo" 1 "$small"
+            record small-backup "$tool" "$rep"
+            if ((rep == reps)); then # one check per tool that small files come back
+                out=$run/restore
+                discard "$out"
+                restore "$tool" "$repo" "$out" >/dev/null
+                check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
+                discard "$out"
+            fi
+            discard "$repo"
+        done
+    done
+fi
 
 # -------------------------------------------- cases 3 and 4: both trees again
-say "cases 3 and 4: first backup of both trees (not timed in the table)"
-rm -rf "$XDG_CACHE_HOME/restic" "$XDG_CACHE_HOME/bk" "$BORG_BASE_DIR"
-for tool in "${tools[@]}"; do
-    repo=$run/repo2-$tool
-    discard "$repo"
-    prep big small
-    backup "$tool" "$repo" 1 "$big" "$small"
-    printf '    %-6s %6.2f s\n' "$tool" "$WALL"
-done
-
-say "case 3: re-run, both trees unchanged"
-for ((rep = 1; rep <= reps; rep++)); do
+if want rerun || want edit; then
+    say "cases 3 and 4: first backup of both trees (not timed in the table)"
+    rm -rf "$XDG_CACHE_HOME/restic" "$XDG_CACHE_HOME/bk" "$BORG_BASE_DIR"
     for tool in "${tools[@]}"; do
         repo=$run/repo2-$tool
+        discard "$repo"
         prep big small
-        before=$(du -sb "$repo" | cut -f1)
-        backup "$tool" "$repo" 0 "$big" "$small"
-        after=$(du -sb "$repo" | cut -f1)
-        record rerun "$tool" "$rep" $((after - before))
+        backup "$tool" "$repo" 1 "$big" "$small"
+        printf '    %-6s %6.2f s\n' "$tool" "$WALL"
     done
-done
 
-say "case 4: one byte changed in the middle of $(basename "$edit_file"), backup"
-size=$(stat -c %s "$edit_file")
-off=$((size / 2))
-orig=$(od -An -tx1 -j "$off" -N1 "$edit_file" | tr -d ' \n')
-echo "$off $orig" >"$corpus/EDITING"
-for ((rep = 1; rep <= reps; rep++)); do
-    # A different byte each time (orig XOR rep), so each run has new data.
-    new=$(printf '%02x' $((0x$orig ^ rep)))
-    printf '%b' "\\x$new" | dd of="$edit_file" bs=1 seek="$off" conv=notrunc status=none
-    for tool in "${tools[@]}"; do
-        repo=$run/repo2-$tool
-        prep big small
-        before=$(du -sb "$repo" | cut -f1)
-        backup "$tool" "$repo" 0 "$big" "$small"
-        after=$(du -sb "$repo" | cut -f1)
-        record edit "$tool" "$rep" $((after - before))
-    done
-done
-
-say "checking that each tool's latest snapshot restores both trees (edited state)"
-for tool in "${tools[@]}"; do
-    repo=$run/repo2-$tool out=$run/restore
-    discard "$out"
-    if [[ $tool == bk ]]; then
-        # Two roots in one snapshot: restore each into its own directory.
-        for tree in big small; do
-            mkdir -p "$out/$tree"
-            bk-index show latest --repo "$repo" --key "$sec" 2>>"$logf.bk-show" |
-                python3 "$helpers" root "$corpus/$tree" |
-                bk-open --repo "$repo" --key "$sec" --to "$out/$tree" >>"$logf.bk-open" 2>&1
+    if want rerun; then
+        say "case 3: re-run, both trees unchanged"
+        for ((rep = 1; rep <= reps; rep++)); do
+            for tool in "${tools[@]}"; do
+                repo=$run/repo2-$tool
+                prep big small
+                before=$(du -sb "$repo" | cut -f1)
+                backup "$tool" "$repo" 0 "$big" "$small"
+                after=$(du -sb "$repo" | cut -f1)
+                record rerun "$tool" "$rep" $((after - before))
+            done
         done
-    else
-        restore "$tool" "$repo" "$out"
     fi
-    check_same "$big" "$(restored "$out" big-0.bin)"
-    check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
-    echo "    $tool: ok"
-    rm -rf "$out" "$repo" # nothing is timed after this
-done
-restore_edit
+
+    if want edit; then
+        say "case 4: one byte changed in the middle of $(basename "$edit_file"), backup"
+        size=$(stat -c %s "$edit_file")
+        off=$((size / 2))
+        orig=$(od -An -tx1 -j "$off" -N1 "$edit_file" | tr -d ' \n')
+        echo "$off $orig" >"$corpus/EDITING"
+        for ((rep = 1; rep <= reps; rep++)); do
+            # A different byte each time (orig XOR rep), so each run has new data.
+            new=$(printf '%02x' $((0x$orig ^ rep)))
+            printf '%b' "\\x$new" | dd of="$edit_file" bs=1 seek="$off" conv=notrunc status=none
+            for tool in "${tools[@]}"; do
+                repo=$run/repo2-$tool
+                prep big small
+                before=$(du -sb "$repo" | cut -f1)
+                backup "$tool" "$repo" 0 "$big" "$small"
+                after=$(du -sb "$repo" | cut -f1)
+                record edit "$tool" "$rep" $((after - before))
+            done
+        done
+    fi
+
+    say "checking that each tool's latest snapshot restores both trees (edited state)"
+    for tool in "${tools[@]}"; do
+        repo=$run/repo2-$tool out=$run/restore
+        discard "$out"
+        if [[ $tool == bk ]]; then
+            # Two roots in one snapshot: restore each into its own directory.
+            for tree in big small; do
+                mkdir -p "$out/$tree"
+                bk-index show latest --repo "$repo" --key "$sec" 2>>"$logf.bk-show" |
+                    python3 "$helpers" root "$corpus/$tree" |
+                    bk-open --repo "$repo" --key "$sec" --to "$out/$tree" >>"$logf.bk-open" 2>&1
+            done
+        else
+            restore "$tool" "$repo" "$out"
+        fi
+        check_same "$big" "$(restored "$out" big-0.bin)"
+        check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
+        echo "    $tool: ok"
+        rm -rf "$out" "$repo" # nothing is timed after this
+    done
+    restore_edit
+fi
+
+# ---------------------------------------------------------------- 5. S3
+# bk and restic back up into a local S3 server (moto_server, in memory).
+# Every run gets a freshly started server and a new bucket, so runs are
+# independent and the server's memory does not grow from one to the next.
+# Requests are counted from the server's access log (werkzeug: one line per
+# request) between the start and the end of the timed backup.
+s3_tsv=$run/s3.tsv
+: >"$s3_tsv"
+
+s3_start() {
+    s3_port=$(python3 "$helpers" free-port)
+    s3_url=http://127.0.0.1:$s3_port
+    s3_log=$run/moto-$s3_port.log
+    moto_server -H 127.0.0.1 -p "$s3_port" >"$s3_log" 2>&1 &
+    s3_pid=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -s -o /dev/null "$s3_url/" && break
+        kill -0 "$s3_pid" 2>/dev/null || { cat "$s3_log" >&2; die "moto_server exited"; }
+        sleep 0.2
+    done
+    curl -s -o /dev/null "$s3_url/" || die "moto_server does not answer on $s3_url"
+    export BK_S3_ENDPOINT=$s3_url
+}
+
+s3_lines() { wc -l <"$s3_log"; }
+
+# s3_run CASE TOOL REP TREE CHECK(0|1): one timed backup into a fresh bucket;
+# CHECK restores it (untimed) and compares it with TREE.
+s3_run() {
+    local case=$1 tool=$2 rep=$3 tree=$4 check=$5
+    local bucket=bench-$tool-$rep repo prefix area n0 n1 counted keys bytes server_rss
+    s3_start
+    curl -sf -X PUT "$s3_url/$bucket" >/dev/null || die "cannot create bucket $bucket on $s3_url"
+    rm -rf "$XDG_CACHE_HOME/restic" "$XDG_CACHE_HOME/bk"
+    case $tool in
+    bk) prefix=bk area=objects repo=s3://$bucket/$prefix ;;
+    restic)
+        prefix=restic area=data repo=s3:$s3_url/$bucket/$prefix
+        restic_init "$repo"
+        ;;
+    esac
+    prep "$tree"
+    n0=$(s3_lines)
+    if [[ $tool == bk ]]; then
+        backup bk "$repo" 1 "$tree" # bk-seal --init is part of bk's pipeline
+    else
+        backup restic "$repo" 0 "$tree"
+    fi
+    sleep 0.3 # the last access-log line
+    n1=$(s3_lines)
+    record "s3-$case-backup" "$tool" "$rep"
+    counted=$(python3 "$helpers" s3-count "$s3_url" "$bucket" "$prefix/$area")
+    read -r keys bytes <<<"$counted"
+    server_rss=$(ps -o rss= -p "$s3_pid" | tr -d ' ')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "s3-$case-backup" "$tool" "$rep" "$((n1 - n0))" "$keys" "$bytes" "$server_rss" \
+        "$(python3 "$helpers" s3-requests "$s3_log" "$n0" "$n1" "$bucket" "$prefix")" >>"$s3_tsv"
+    printf '    %-12s %-6s run %s: %d requests, %d objects under %s/ (%.2f per object), server RSS %d MiB\n' \
+        "s3-$case" "$tool" "$rep" "$((n1 - n0))" "$keys" "$area" "$(awk -v r=$((n1 - n0)) -v k="$keys" 'BEGIN { print k ? r / k : 0 }')" $((server_rss / 1024))
+    if ((check)); then
+        local out=$run/restore
+        discard "$out"
+        restore "$tool" "$repo" "$out" >/dev/null
+        if [[ $case == big ]]; then
+            check_same "$tree" "$(restored "$out" big-0.bin)"
+        else
+            check_same "$tree" "$(restored "$out" "$(basename "$(find "$tree" -type f -print -quit)")")/.."
+        fi
+        echo "    $tool: restore from S3 ok"
+        discard "$out"
+    fi
+    s3_stop
+}
+
+if ((s3)); then
+    export BK_S3_PATH_STYLE=true AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+    for tree in big small; do
+        say "case S$([[ $tree == big ]] && echo 1 || echo 2): $tree: full backup to S3 (moto_server), ${s3_tools[*]}"
+        for ((rep = 1; rep <= reps; rep++)); do
+            for tool in "${s3_tools[@]}"; do
+                s3_run "$tree" "$tool" "$rep" "${corpus}/$tree" $((rep == reps))
+            done
+        done
+    done
+    unset BK_S3_ENDPOINT BK_S3_PATH_STYLE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+elif want s3; then
+    echo "    (S3 case skipped: ${BENCH_S3:+BENCH_S3=$BENCH_S3, }tools ${tools[*]}; it needs bk or restic and moto_server)"
+fi
 
 # ------------------------------------------------------------------ 6. table
 say "results"
 echo
 out_md=$here/results-$(date -u +%Y%m%d-%H%M)-$scale.md
-python3 "$helpers" table "$results" "$meta" "$out_md"
+python3 "$helpers" table "$results" "$meta" "$out_md" "$s3_tsv"
 echo
 echo "saved $out_md"
