@@ -11,7 +11,7 @@ CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN := $(TARGET_DIR)/release
 
-.PHONY: all build release test test-fast lint fmt docs demo install help bench
+.PHONY: all build release test s3-server test-fast lint fmt docs demo install help bench
 
 all: build
 
@@ -27,8 +27,13 @@ release:
 	$(CARGO) build --release --bins
 
 ## All tests, including the slow #[ignore] ones (1 GiB files and the like).
-test:
+## The S3 tests start a local moto_server (PyPI moto[server]), installed
+## here with pip if it is missing.
+test: s3-server
 	$(CARGO) test --release -- --include-ignored
+
+s3-server:
+	@command -v moto_server >/dev/null || python3 -m pip install --quiet 'moto[server]>=5,<6'
 
 ## The quick tests only (debug build).
 test-fast:
