@@ -439,16 +439,16 @@ impl<'a> Restorer<'a> {
         }
         let dir = dest.parent().unwrap_or(&self.base).to_path_buf();
         let (tmp, file) = TempPath::create(&dir).map_err(|e| self.io_error(&dir, e))?;
-        let mut out = SparseWriter::new(file);
+        let mut out = FileSink::new(file, rec.size);
         for obj in objects {
-            let before = out.count;
+            let before = out.count();
             if let Err(e) = decrypt_object(self.repo, self.key, &obj.id, &mut out, shown) {
-                return Err(match out.error.take() {
+                return Err(match out.take_error() {
                     Some(we) => self.io_error(dest, we).context(shown),
                     None => e.context(shown),
                 });
             }
-            let got = out.count - before;
+            let got = out.count() - before;
             if got != obj.size {
                 return Err(Error::repo(format!(
                     "{shown}: object {} holds {got} bytes, the record says {}: swapped, truncated or corrupt object; not restored",
@@ -908,6 +908,161 @@ impl Write for SparseWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Files at least this large are hashed and written on a second thread
+/// while the first decrypts (below it, a thread costs more than it saves).
+const OFFLOAD_FROM: u64 = 4 << 20;
+
+/// Buffers in flight to the writing thread.
+const OFFLOAD_QUEUE: usize = 4;
+
+/// Where a restored file's bytes go: straight into a [`SparseWriter`], or,
+/// for a large file, through a small bounded queue to a thread running it,
+/// so that decryption and hashing plus writing use two cores.
+enum FileSink {
+    Inline(SparseWriter),
+    Offloaded(Offload),
+}
+
+impl FileSink {
+    fn new(file: File, size: u64) -> FileSink {
+        if size < OFFLOAD_FROM {
+            return FileSink::Inline(SparseWriter::new(file));
+        }
+        FileSink::Offloaded(Offload::start(file))
+    }
+
+    /// Bytes accepted so far.
+    fn count(&self) -> u64 {
+        match self {
+            FileSink::Inline(w) => w.count,
+            FileSink::Offloaded(o) => o.count,
+        }
+    }
+
+    /// The write error that stopped the sink, if any (a full disk).
+    fn take_error(&mut self) -> Option<io::Error> {
+        match self {
+            FileSink::Inline(w) => w.error.take(),
+            FileSink::Offloaded(o) => o.error.take(),
+        }
+    }
+
+    /// Writes what is left; returns the byte count and hex SHA-256.
+    fn finish(self) -> io::Result<(u64, String)> {
+        match self {
+            FileSink::Inline(w) => w.finish(),
+            FileSink::Offloaded(o) => o.finish(),
+        }
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            FileSink::Inline(w) => w.write(data),
+            FileSink::Offloaded(o) => o.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sending side of a [`SparseWriter`] on its own thread.
+struct Offload {
+    tx: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    recycle: crossbeam_channel::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    count: u64,
+    worker: Option<std::thread::JoinHandle<io::Result<(u64, String)>>>,
+    error: Option<io::Error>,
+}
+
+impl Offload {
+    fn start(file: File) -> Offload {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(OFFLOAD_QUEUE);
+        let (recycle_tx, recycle) = crossbeam_channel::bounded::<Vec<u8>>(OFFLOAD_QUEUE + 1);
+        let worker = std::thread::spawn(move || {
+            let mut w = SparseWriter::new(file);
+            for mut chunk in rx {
+                w.write_all(&chunk)?;
+                chunk.clear();
+                let _ = recycle_tx.try_send(chunk);
+            }
+            w.finish()
+        });
+        Offload {
+            tx: Some(tx),
+            recycle,
+            buf: Vec::with_capacity(SPARSE_BUF),
+            count: 0,
+            worker: Some(worker),
+            error: None,
+        }
+    }
+
+    /// Hands the full buffer to the writing thread; if that thread has
+    /// stopped on an error, returns (and remembers) that error.
+    fn send(&mut self) -> io::Result<()> {
+        let next = self
+            .recycle
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(SPARSE_BUF));
+        let full = std::mem::replace(&mut self.buf, next);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+        if sent {
+            return Ok(());
+        }
+        let e = match self.join() {
+            Err(e) => e,
+            Ok(_) => io::Error::other("restore writer stopped"),
+        };
+        self.error = Some(copy_error(&e));
+        Err(e)
+    }
+
+    fn join(&mut self) -> io::Result<(u64, String)> {
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("restore writer thread panicked")),
+            None => Err(io::Error::other("restore writer already finished")),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(u64, String)> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()
+    }
+}
+
+impl Write for Offload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(SPARSE_BUF - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.count += n as u64;
+        if self.buf.len() == SPARSE_BUF {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            let _ = self.join();
+        }
     }
 }
 
