@@ -416,6 +416,9 @@ prep() { sync; warm "$@"; }
 # Tools alternate within each repetition, so that noise from other work on
 # the machine spreads over all of them.
 
+# Every case names the corpora relative to the corpus directory.
+cd "$corpus"
+
 # ------------------------------------------------ case 1: big backup, restore
 if want big; then
     say "case 1: big ($big_files x $big_mib MiB): full backup, then restore"
