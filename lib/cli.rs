@@ -96,7 +96,7 @@ impl JobsArg {
 #[derive(Debug, Clone, Args)]
 pub struct ProgressArg {
     /// Show progress on stderr (default: only when stderr is a terminal)
-    #[arg(long, env = "BK_PROGRESS")]
+    #[arg(long, env = "BK_PROGRESS", value_parser = clap::builder::BoolishValueParser::new())]
     pub progress: bool,
     /// Never show progress, even on a terminal
     #[arg(long, conflicts_with = "progress")]
@@ -114,7 +114,7 @@ pub struct SignerArgs {
     #[arg(long, env = "BK_SIGNER", value_name = "PUBLIC", value_delimiter = ',')]
     pub signer: Vec<PathBuf>,
     /// Refuse (exit status 5) any snapshot not signed by one of the --signer keys
-    #[arg(long, env = "BK_REQUIRE_SIGNATURE")]
+    #[arg(long, env = "BK_REQUIRE_SIGNATURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_signature: bool,
 }
 

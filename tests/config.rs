@@ -83,3 +83,22 @@ fn broken_config_file_is_a_usage_error_naming_the_file() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/x.toml"), "{err}");
 }
+
+/// Switches taken from the environment (or a config file) accept the usual
+/// spellings of yes and no, as the README promises (`1`/`true`, `0`/`false`),
+/// and refuse anything else as a usage error.
+#[test]
+fn boolean_switches_accept_1_and_0_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = "/nonexistent/bool-switch";
+    for var in ["BK_REQUIRE_SIGNATURE", "BK_S3_PATH_STYLE"] {
+        for value in ["1", "true", "yes", "0", "false", "no"] {
+            let (code, err) = verify(dir.path(), &["--repo", repo], &[(var, value)]);
+            assert_eq!(code, 5, "{var}={value} should parse: {err}");
+            assert!(err.contains("not a bk repository"), "{var}={value}: {err}");
+        }
+        let (code, err) = verify(dir.path(), &["--repo", repo], &[(var, "maybe")]);
+        assert_eq!(code, 2, "{var}=maybe should be refused: {err}");
+        assert!(err.contains("invalid value"), "{var}=maybe: {err}");
+    }
+}

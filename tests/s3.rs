@@ -1030,6 +1030,55 @@ fn bad_credentials_are_a_repository_error() {
             &["credential", "denied", "signature", "access key"],
         );
     }
-    let out = run("bk-index", &list, &env(&[]), b"");
-    assert_ok(&out, "bk-index list with the right credentials");
+    let with_env = run("bk-index", &list, &env(&[]), b"");
+    assert_ok(&with_env, "bk-index list with the right credentials");
+
+    // The same keys from a named profile in a shared credentials file
+    // (AWS_PROFILE), with none in the environment, work too.
+    let creds = sb.path("aws-credentials-profile");
+    fs::write(
+        &creds,
+        format!(
+            "[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            server.credentials.0, server.credentials.1
+        ),
+    )
+    .unwrap();
+    let creds = creds.to_str().unwrap();
+    let from_profile = env(&[
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_SHARED_CREDENTIALS_FILE", creds),
+        ("AWS_PROFILE", "backup"),
+    ]);
+    let out = run("bk-index", &list, &from_profile, b"");
+    assert_ok(&out, "bk-index list with credentials from AWS_PROFILE");
+    assert_eq!(
+        out.stdout, with_env.stdout,
+        "bk-index list with a profile differs from the one with keys in the environment"
+    );
+    // And a profile holding a wrong secret is refused like one in the
+    // environment (so the profile really is what was used).
+    let wrong = sb.path("aws-credentials-wrong");
+    fs::write(
+        &wrong,
+        format!(
+            "[backup]\naws_access_key_id = {}\naws_secret_access_key = wrong\n",
+            server.credentials.0
+        ),
+    )
+    .unwrap();
+    let mut from_wrong_profile = from_profile.clone();
+    from_wrong_profile.retain(|(k, _)| *k != "AWS_SHARED_CREDENTIALS_FILE");
+    from_wrong_profile.push((
+        "AWS_SHARED_CREDENTIALS_FILE",
+        wrong.to_str().unwrap().to_owned(),
+    ));
+    let out = run("bk-index", &list, &from_wrong_profile, b"");
+    assert_repo_error(
+        &out,
+        "bk-index list with a wrong secret in the profile",
+        &url,
+        &["credential", "denied", "signature", "access key"],
+    );
 }

@@ -118,7 +118,7 @@ pub struct S3Options {
     pub s3_region: Option<String>,
     /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for
     /// MinIO and most self-hosted servers)
-    #[arg(long, env = "BK_S3_PATH_STYLE")]
+    #[arg(long, env = "BK_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub s3_path_style: bool,
 }
 

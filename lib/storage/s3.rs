@@ -162,7 +162,13 @@ impl S3Storage {
 /// to check. A missing key stays `NotFound`; a missing bucket does not.
 fn friendly_error(e: &opendal::Error, endpoint: &str, unreachable: &AtomicBool) -> io::Error {
     let text = e.to_string();
-    let hint = if text.contains("NoSuchBucket") {
+    let hint = if text.contains("signing credential") {
+        Some(
+            "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or AWS_PROFILE with ~/.aws/credentials"
+                .to_owned(),
+        )
+    } else if text.contains("NoSuchBucket") {
         Some(format!(
             "the bucket does not exist at {} (create it first; bk does not create buckets)",
             endpoint
