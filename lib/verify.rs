@@ -100,6 +100,9 @@ impl Subset {
 
 struct Verifier {
     repo: Repo,
+    /// On remote storage: every stored object's size from one listing, so
+    /// that checking presence and size needs no request per object.
+    listed: Option<HashMap<[u8; 32], u64>>,
     key: Option<SecretKeys>,
     /// With `--read-data-subset`: the subset and the id key that checks
     /// each decrypted object against its id.
@@ -154,7 +157,13 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         Vec::new()
     };
     let snapshot_failed = Mutex::new(Outcome::default());
+    let listed = if repo.store().is_remote() {
+        Some(repo.object_sizes()?)
+    } else {
+        None
+    };
     let v = Verifier {
+        listed,
         repo,
         key,
         subset,
@@ -431,7 +440,11 @@ impl Verifier {
                 detail: e.to_string(),
             })
         } else {
-            match self.repo.object_size(id) {
+            let size = match (&self.listed, crate::repo::raw_object_id(id)) {
+                (Some(listed), Some(raw)) => Ok(listed.get(&raw).copied()),
+                _ => self.repo.object_size(id),
+            };
+            match size {
                 Ok(None) => Some(Problem {
                     problem: "missing",
                     object: Some(id.to_owned()),
