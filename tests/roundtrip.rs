@@ -357,6 +357,37 @@ fn verify_clean_backup_reports_nothing(sb: Sandbox) {
     );
 }
 
+/// An object that disappeared from the repository (on a disk or in a
+/// bucket) is reported by name, with the path that needs it, and exit 1.
+fn verify_reports_an_object_missing_from_the_repository(sb: Sandbox) {
+    let src = sb.path("src");
+    small_tree(&src);
+    sb.backup(&src);
+    let shown = sb.show_latest();
+    let records = parse_records(&shown);
+    let (path, id) = records
+        .iter()
+        .find_map(|r| {
+            let ids = object_ids(r);
+            Some((r["path"].as_str()?.to_owned(), ids.first()?.clone()))
+        })
+        .expect("a file with an object");
+    sb.remove_repo_file(&format!("objects/{}/{id}", &id[..2]));
+
+    let out = sb.verify(&shown, &[]);
+    assert_code(&out, 1, "bk-verify with an object removed");
+    let problems = parse_records(&out.stdout);
+    assert_eq!(
+        problems.len(),
+        1,
+        "exactly one problem record expected: {}",
+        describe(&out)
+    );
+    assert_eq!(problems[0]["problem"], "missing", "{}", describe(&out));
+    assert_eq!(problems[0]["object"], id.as_str(), "{}", describe(&out));
+    assert_eq!(problems[0]["path"], path.as_str(), "{}", describe(&out));
+}
+
 fn restore_and_compare(sb: &Sandbox, env: &[(&str, &std::ffi::OsStr)], src: &Path, shown: &[u8]) {
     let expected = read_tree(src);
     let dest = sb.fresh_dir("restore");
@@ -507,4 +538,5 @@ backend_tests!(
     index_show_csv_lists_every_entry,
     open_object_writes_plaintext_to_stdout,
     verify_clean_backup_reports_nothing,
+    verify_reports_an_object_missing_from_the_repository,
 );
