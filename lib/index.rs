@@ -18,7 +18,7 @@ use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Result};
 use crate::extsort::{ExternalSorter, SortItem, Sorted};
 use crate::record::{self, Kind, Record};
-use crate::repo::{check_object_id, Repo};
+use crate::repo::{check_object_id, ObjectSizes, Repo};
 use crate::signature::{Policy, SnapshotSigner};
 use crate::snapcache::CacheWriter;
 
@@ -158,7 +158,7 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
         .replace(['-', ':'], "");
     let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
     let mut lines = SnapshotLines {
-        stored: StoredObjects::new(&repo, object_refs)?,
+        stored: ObjectSizes::new(&repo, object_refs > LIST_OBJECTS_ABOVE)?,
         sorted,
         repo: &repo,
         summary: Summary {
@@ -211,39 +211,12 @@ fn write(args: IndexWriteArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Answers "is this object stored?" for every object a snapshot names: a
-/// stat each on a directory; on remote storage with many records, one
-/// listing of `objects/` up front instead of a round trip per object.
-struct StoredObjects {
-    listed: Option<std::collections::HashMap<[u8; 32], u64>>,
-}
-
 /// Above this many object references, remote storage is listed rather
 /// than asked object by object (a listing page holds 1,000 keys).
 const LIST_OBJECTS_ABOVE: usize = 256;
 
-impl StoredObjects {
-    fn new(repo: &Repo, object_refs: usize) -> Result<StoredObjects> {
-        let listed = if repo.store().is_remote() && object_refs > LIST_OBJECTS_ABOVE {
-            Some(repo.object_sizes()?)
-        } else {
-            None
-        };
-        Ok(StoredObjects { listed })
-    }
-
-    fn contains(&self, repo: &Repo, id: &str) -> Result<bool> {
-        match &self.listed {
-            Some(ids) => {
-                Ok(crate::repo::raw_object_id(id).is_some_and(|raw| ids.contains_key(&raw)))
-            }
-            None => Ok(repo.object_size(id)?.is_some()),
-        }
-    }
-}
-
 /// A snapshot may only name objects that are already in the repository.
-fn check_sealed(repo: &Repo, stored: &StoredObjects, rec: &Record) -> Result<()> {
+fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
     if rec.kind != Kind::File {
         return Ok(());
     }
@@ -255,7 +228,7 @@ fn check_sealed(repo: &Repo, stored: &StoredObjects, rec: &Record) -> Result<()>
     })?;
     for obj in objects {
         check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
-        if !stored.contains(repo, &obj.id)? {
+        if stored.get(repo, &obj.id)?.is_none() {
             return Err(Error::repo(format!(
                 "{shown}: object {} is not in the repository (no snapshot written)",
                 obj.id
@@ -272,7 +245,7 @@ fn check_sealed(repo: &Repo, stored: &StoredObjects, rec: &Record) -> Result<()>
 struct SnapshotLines<'a> {
     sorted: Sorted,
     repo: &'a Repo,
-    stored: StoredObjects,
+    stored: ObjectSizes,
     summary: Summary,
     cache: CacheWriter,
     failure: Option<Error>,

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{exit, io_cause, Error, Result};
 use crate::record;
-use crate::repo::{check_object_id, Repo};
+use crate::repo::Repo;
 use crate::storage::{self, Commit};
 
 /// The inventory directory of a repository.
@@ -148,15 +148,7 @@ fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
 /// Every object under `objects/` (two levels), as (id, stored size).
 pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
-    repo.store()
-        .walk("objects", &mut |rel, stat| {
-            if let Some((sub, id)) = rel.split_once('/') {
-                if check_object_id(id).is_ok() && id.starts_with(sub) {
-                    out.push((id.to_owned(), stat.size));
-                }
-            }
-        })
-        .map_err(|e| repo.error("objects", &e))?;
+    repo.for_each_object(&mut |id, size| out.push((id.to_owned(), size)))?;
     out.sort();
     Ok(out)
 }

@@ -16,8 +16,9 @@
 //! temporary name renamed into place, or a completed S3 upload), so a crash
 //! never leaves a half-written object or snapshot under a real name.
 
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -292,22 +293,19 @@ impl Repo {
         }))
     }
 
-    /// Every stored object's id and size, from one listing (one request
-    /// per 1,000 objects on S3): for checking many ids on remote storage,
-    /// where a stat per object is a round trip each.
-    pub fn object_sizes(&self) -> Result<std::collections::HashMap<[u8; 32], u64>> {
-        let mut sizes = std::collections::HashMap::new();
+    /// Calls `f` with the id and stored size of every object under
+    /// `objects/` (names that are not an object id in its right
+    /// sub-directory are skipped), in no particular order, streaming.
+    pub fn for_each_object(&self, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
         self.store
             .walk("objects", &mut |rel, stat| {
-                if let Some(id) = rel
-                    .split_once('/')
-                    .and_then(|(_, name)| raw_object_id(name))
-                {
-                    sizes.insert(id, stat.size);
+                if let Some((sub, id)) = rel.split_once('/') {
+                    if check_object_id(id).is_ok() && id.starts_with(sub) {
+                        f(id, stat.size);
+                    }
                 }
             })
-            .map_err(|e| self.error("objects", &e))?;
-        Ok(sizes)
+            .map_err(|e| self.error("objects", &e))
     }
 
     /// Writes an object through `fill` so that no reader sees it yet: it
@@ -482,6 +480,77 @@ pub fn check_object_id(id: &str) -> Result<()> {
             "object id {:?} is not 64 lower-case hex digits",
             id.chars().take(80).collect::<String>()
         )))
+    }
+}
+
+/// Stored sizes of objects a run looks up many times (deduplication, the
+/// checks of bk-index write and bk-verify). On remote storage, where each
+/// stat is a round trip, they come from one listing of `objects/` (one
+/// request per 1,000 objects on S3, about 50 bytes of memory per object),
+/// kept up to date with [`ObjectSizes::insert`]; on a directory, from a
+/// stat per lookup.
+#[derive(Debug)]
+pub struct ObjectSizes {
+    listed: Option<Mutex<HashMap<[u8; 32], u64>>>,
+}
+
+impl ObjectSizes {
+    /// Lists `objects/` up front if the storage is remote and `worth_it`
+    /// (the caller expects enough lookups to pay for the listing).
+    pub fn new(repo: &Repo, worth_it: bool) -> Result<ObjectSizes> {
+        if !(worth_it && repo.store().is_remote()) {
+            return Ok(ObjectSizes { listed: None });
+        }
+        let mut sizes = HashMap::new();
+        repo.for_each_object(&mut |id, size| {
+            if let Some(raw) = raw_object_id(id) {
+                sizes.insert(raw, size);
+            }
+        })?;
+        Ok(ObjectSizes {
+            listed: Some(Mutex::new(sizes)),
+        })
+    }
+
+    /// The stored size of an object, or `None` if it is absent.
+    pub fn get(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
+        match self.listed_size(id) {
+            Some(size) => Ok(size),
+            None => repo.object_size(id),
+        }
+    }
+
+    /// [`ObjectSizes::get`] for an object this run reuses: without a
+    /// listing, [`Repo::reuse_object`] (which refreshes an old object's
+    /// time for prune's grace period).
+    pub fn reuse(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
+        match self.listed_size(id) {
+            Some(size) => Ok(size),
+            None => repo.reuse_object(id),
+        }
+    }
+
+    /// Records an object this run stored.
+    pub fn insert(&self, id: &str, size: u64) {
+        if let (Some(listed), Some(raw)) = (&self.listed, raw_object_id(id)) {
+            listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(raw, size);
+        }
+    }
+
+    /// From the listing: `Some(size if stored)`; `None` without one.
+    fn listed_size(&self, id: &str) -> Option<Option<u64>> {
+        let listed = self.listed.as_ref()?;
+        let raw = raw_object_id(id)?;
+        Some(
+            listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&raw)
+                .copied(),
+        )
     }
 }
 

@@ -24,7 +24,7 @@ use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::idkey::{self, IdKey};
 use crate::progress::Progress;
 use crate::record::{self, Kind, ObjectRef, Record};
-use crate::repo::{PendingObject, Repo, RepoHandle, StoreError};
+use crate::repo::{ObjectSizes, PendingObject, Repo, RepoHandle, StoreError};
 use crate::source::{open_source, HashingReader};
 
 /// Smallest, average and largest chunk of a chunked file.
@@ -49,10 +49,8 @@ struct Pending {
 /// Everything the sealing workers share.
 struct Sealer {
     repo: Repo,
-    /// On remote storage: every stored object's size, listed once at the
-    /// start and kept up to date, so that deduplication needs no request
-    /// per object. `None` on a directory, where a stat is cheap.
-    catalogue: Option<Mutex<HashMap<[u8; 32], u64>>>,
+    /// Stored objects, for deduplication (one listing on remote storage).
+    stored: ObjectSizes,
     recipients: Recipients,
     id_key: IdKey,
     chunk_threshold: u64,
@@ -86,13 +84,8 @@ pub fn run(cli: SealCli) -> Result<i32> {
     )?;
     check_recipients(&repo, &recipients)?;
     let id_key = load_id_key(&cli, &repo)?;
-    let catalogue = if repo.store().is_remote() {
-        Some(Mutex::new(repo.object_sizes()?))
-    } else {
-        None
-    };
     let sealer = Sealer {
-        catalogue,
+        stored: ObjectSizes::new(&repo, true)?,
         repo,
         recipients,
         id_key,
@@ -327,7 +320,7 @@ impl Sealer {
             if crate::repo::check_object_id(&obj.id).is_err() {
                 return Ok(false);
             }
-            match self.stored_size(&obj.id)? {
+            match self.stored.reuse(&self.repo, &obj.id)? {
                 Some(size) if obj.stored.is_none_or(|s| s == size) => {}
                 _ => return Ok(false),
             }
@@ -442,17 +435,7 @@ impl Sealer {
         if lock(&self.pending).ids.contains(id) {
             return Ok(Some((None, true)));
         }
-        Ok(self.stored_size(id)?.map(|s| (Some(s), false)))
-    }
-
-    /// The stored size of an object this run reuses, or `None` if it is
-    /// not stored: from the catalogue on remote storage, else a stat (which
-    /// also refreshes an old object's time for prune's grace period).
-    fn stored_size(&self, id: &str) -> Result<Option<u64>> {
-        match (&self.catalogue, crate::repo::raw_object_id(id)) {
-            (Some(cat), Some(raw)) => Ok(lock(cat).get(&raw).copied()),
-            _ => self.repo.reuse_object(id),
-        }
+        Ok(self.stored.reuse(&self.repo, id)?.map(|s| (Some(s), false)))
     }
 
     fn add_pending(&self, obj: PendingObject) {
@@ -484,13 +467,8 @@ impl Sealer {
         for id in &kept {
             written.remove(id);
         }
-        if let Some(cat) = &self.catalogue {
-            let mut cat = lock(cat);
-            for (id, &size) in &written {
-                if let Some(raw) = crate::repo::raw_object_id(id) {
-                    cat.insert(raw, size);
-                }
-            }
+        for (id, &size) in &written {
+            self.stored.insert(id, size);
         }
         // Sizes are known for what this batch wrote and what was reused;
         // only an object someone else stored first is looked up again.

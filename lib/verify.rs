@@ -24,7 +24,7 @@ use crate::idkey::IdKey;
 use crate::index::{decrypt_snapshot, require_secret};
 use crate::open::decrypt_object;
 use crate::record::{self, Kind, Record};
-use crate::repo::{check_object_id, Repo};
+use crate::repo::{check_object_id, ObjectSizes, Repo};
 
 /// A problem found with one record.
 #[derive(Debug, Clone)]
@@ -100,9 +100,8 @@ impl Subset {
 
 struct Verifier {
     repo: Repo,
-    /// On remote storage: every stored object's size from one listing, so
-    /// that checking presence and size needs no request per object.
-    listed: Option<HashMap<[u8; 32], u64>>,
+    /// Stored object sizes (one listing on remote storage).
+    stored: ObjectSizes,
     key: Option<SecretKeys>,
     /// With `--read-data-subset`: the subset and the id key that checks
     /// each decrypted object against its id.
@@ -157,13 +156,8 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         Vec::new()
     };
     let snapshot_failed = Mutex::new(Outcome::default());
-    let listed = if repo.store().is_remote() {
-        Some(repo.object_sizes()?)
-    } else {
-        None
-    };
     let v = Verifier {
-        listed,
+        stored: ObjectSizes::new(&repo, true)?,
         repo,
         key,
         subset,
@@ -440,11 +434,7 @@ impl Verifier {
                 detail: e.to_string(),
             })
         } else {
-            let size = match (&self.listed, crate::repo::raw_object_id(id)) {
-                (Some(listed), Some(raw)) => Ok(listed.get(&raw).copied()),
-                _ => self.repo.object_size(id),
-            };
-            match size {
+            match self.stored.get(&self.repo, id) {
                 Ok(None) => Some(Problem {
                     problem: "missing",
                     object: Some(id.to_owned()),
