@@ -130,7 +130,7 @@ impl Recipients {
     ) -> io::Result<()> {
         let mut rng = rand::thread_rng();
         let (key, esk_packets) = {
-            let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = crate::sync::lock(&self.session);
             let fresh = guard.as_ref().is_none_or(|s| s.uses_left == 0);
             if fresh {
                 *guard = Some(self.new_session(&mut rng)?);

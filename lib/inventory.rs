@@ -84,7 +84,7 @@ pub fn append_removed(repo: &Repo, ids: &[String]) -> Result<()> {
 /// where the storage cannot append (S3), each call writes a new file.
 fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
     static WRITING: Mutex<u64> = Mutex::new(0);
-    let mut seq = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut seq = crate::sync::lock(&WRITING);
     let store = repo.store();
     let key = storage::join(DIR, &format!("{}.ndjson", file_stem()));
     if store.append(&key, text).map_err(|e| repo.error(&key, &e))? {
@@ -181,10 +181,10 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let next = crate::sync::lock(&queue).next();
                 let Some((id, _)) = next else { break };
                 if let Some(v) = check_one(repo, id, inventory.get(id), &bytes) {
-                    found.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                    crate::sync::lock(&found).push(v);
                 }
             });
         }

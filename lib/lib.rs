@@ -37,4 +37,5 @@ pub mod signature;
 pub mod snapcache;
 pub mod source;
 pub mod storage;
+pub mod sync;
 pub mod verify;

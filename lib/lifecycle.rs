@@ -66,16 +66,7 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     }
     let repo = Repo::open(&args.repo)?;
     let secret = load_secret(&args.secret)?;
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(RepoLock::acquire(
-            repo.store_arc(),
-            LockKind::Exclusive,
-            "bk-index forget",
-            args.wait.wait,
-        )?)
-    };
+    let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
     if secret.is_none() {
         eprintln!(
             "bk-index forget: no --key given: grouping snapshots by host only (with the secret \
@@ -236,16 +227,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     let repo = Repo::open(&args.repo)?;
     let key = require_secret(&args.secret, "bk-index prune")?;
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(RepoLock::acquire(
-            repo.store_arc(),
-            LockKind::Exclusive,
-            "bk-index prune",
-            args.wait.wait,
-        )?)
-    };
+    let _lock = exclusive_lock(&repo, args.dry_run, "bk-index prune", args.wait.wait)?;
     let mut deleted_ids: Vec<String> = Vec::new();
     let mut report = PruneReport {
         dry_run: args.dry_run,
@@ -398,6 +380,20 @@ fn parse_id(name: &str) -> Option<[u8; 32]> {
     let mut id = [0u8; 32];
     hex::decode_to_slice(name, &mut id).ok()?;
     Some(id)
+}
+
+/// The exclusive lock forget and prune hold while they delete; a dry run,
+/// which deletes nothing, takes none.
+fn exclusive_lock(
+    repo: &Repo,
+    dry_run: bool,
+    program: &str,
+    wait: Duration,
+) -> Result<Option<RepoLock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    RepoLock::acquire(repo.store_arc(), LockKind::Exclusive, program, wait).map(Some)
 }
 
 /// How long ago a key was last modified (zero if in the future or

@@ -255,7 +255,7 @@ impl Drop for RepoLock {
     fn drop(&mut self) {
         {
             let (flag, cv) = &*self.stop;
-            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            *crate::sync::lock(flag) = true;
             cv.notify_all();
         }
         if let Some(t) = self.refresher.take() {
@@ -285,7 +285,7 @@ pub fn lock_if_repo_exists(
 /// Rewrites `refreshed` every [`REFRESH_EVERY`] until told to stop.
 fn refresh_loop(store: &dyn Storage, key: &str, mut info: LockInfo, stop: &(Mutex<bool>, Condvar)) {
     let (flag, cv) = stop;
-    let mut stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+    let mut stopped = crate::sync::lock(flag);
     loop {
         // Checked before every wait: a stop signalled before this thread
         // first waited must not be missed.

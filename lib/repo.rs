@@ -533,10 +533,7 @@ impl ObjectSizes {
     /// Records an object this run stored.
     pub fn insert(&self, id: &str, size: u64) {
         if let (Some(listed), Some(raw)) = (&self.listed, raw_object_id(id)) {
-            listed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(raw, size);
+            crate::sync::lock(listed).insert(raw, size);
         }
     }
 
@@ -544,13 +541,7 @@ impl ObjectSizes {
     fn listed_size(&self, id: &str) -> Option<Option<u64>> {
         let listed = self.listed.as_ref()?;
         let raw = raw_object_id(id)?;
-        Some(
-            listed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&raw)
-                .copied(),
-        )
+        Some(crate::sync::lock(listed).get(&raw).copied())
     }
 }
 

@@ -26,6 +26,7 @@ use crate::progress::Progress;
 use crate::record::{self, Kind, ObjectRef, Record};
 use crate::repo::{ObjectSizes, PendingObject, Repo, RepoHandle, StoreError};
 use crate::source::{open_source, HashingReader};
+use crate::sync::lock;
 
 /// Smallest, average and largest chunk of a chunked file.
 pub const CHUNK_MIN: u32 = 512 << 10;
@@ -492,10 +493,6 @@ impl Sealer {
 
 fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {
     ObjectRef { id, size, stored }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 const CHANGED: &str = "content changed while reading";

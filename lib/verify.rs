@@ -25,6 +25,7 @@ use crate::index::{decrypt_snapshot, require_secret};
 use crate::open::decrypt_object;
 use crate::record::{self, Kind, Record};
 use crate::repo::{check_object_id, ObjectSizes, Repo};
+use crate::sync::lock;
 
 /// A problem found with one record.
 #[derive(Debug, Clone)]
@@ -515,10 +516,6 @@ fn remember(cache: &Mutex<HashMap<String, Option<Problem>>>, key: String, value:
         map.clear();
     }
     map.insert(key, value);
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A writer that only hashes and counts.
