@@ -158,13 +158,15 @@ impl Repo {
         encrypted_id_key: &[u8],
     ) -> Result<Repo> {
         let RepoHandle { store, location } = handle;
-        if let Some(dir) = location.as_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| repo_err(&*store, "", &e))?;
+        let not_empty = match location.as_dir() {
+            // Any entry counts here, hidden ones too (a listing leaves
+            // those out).
+            Some(dir) => std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::read_dir(dir))
+                .map(|mut entries| entries.next().is_some()),
+            None => store.list("").map(|entries| !entries.is_empty()),
         }
-        let not_empty = !store
-            .list("")
-            .map_err(|e| repo_err(&*store, "", &e))?
-            .is_empty();
+        .map_err(|e| repo_err(&*store, "", &e))?;
         if not_empty {
             return Err(Error::repo(format!(
                 "{location}: not empty and not a bk repository; refusing to create one there"
