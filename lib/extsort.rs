@@ -25,7 +25,8 @@ pub struct SortItem {
 }
 
 impl SortItem {
-    fn cmp_key(&self, other: &Self) -> Ordering {
+    /// The snapshot order: by root, then path (see [`crate::order`]).
+    pub fn cmp_key(&self, other: &Self) -> Ordering {
         cmp_entries(&self.root, &self.path, &other.root, &other.path)
     }
 

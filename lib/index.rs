@@ -3,29 +3,23 @@
 //! decrypts one back to records or CSV.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, BufRead, BufReader, Seek, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{
-    IndexCli, IndexCommand, IndexListArgs, IndexShowArgs, IndexWriteArgs, SecretKeyArgs,
-};
-use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
+use crate::cli::{IndexCli, IndexCommand, IndexListArgs, IndexShowArgs, SecretKeyArgs};
+use crate::crypto::{PassphraseSource, SecretKeys};
 use crate::error::{Error, Result};
-use crate::extsort::{ExternalSorter, SortItem, Sorted};
 use crate::record::{self, Kind, Record};
-use crate::repo::{check_object_id, ObjectSizes, Repo};
-use crate::signature::{Policy, SnapshotSigner};
-use crate::snapcache::CacheWriter;
+use crate::repo::Repo;
+use crate::signature::Policy;
 
 /// Runs bk-index; returns the exit status.
 pub fn run(cli: IndexCli) -> Result<i32> {
     match cli.command {
-        IndexCommand::Write(args) => write(args),
+        IndexCommand::Write(args) => crate::snapwrite::write(args),
         IndexCommand::List(args) => list(args),
         IndexCommand::Show(args) => show(args),
         IndexCommand::Forget(args) => crate::lifecycle::forget(args),
@@ -53,7 +47,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, rec: &Record) {
+    pub(crate) fn add(&mut self, rec: &Record) {
         self.entries += 1;
         if rec.kind == Kind::File {
             self.files += 1;
@@ -86,209 +80,6 @@ pub fn require_secret(args: &SecretKeyArgs, why: &str) -> Result<SecretKeys> {
     })
 }
 
-fn write(args: IndexWriteArgs) -> Result<i32> {
-    let recipients = Recipients::load(&args.recipients.recipients)?;
-    // Load (and unlock) the signing key before reading any input, so a
-    // wrong passphrase fails early.
-    let sign_key = args
-        .sign_key
-        .as_ref()
-        .map(|k| {
-            let keys = SecretKeys::load(
-                k,
-                &PassphraseSource {
-                    file: args.passphrase_file.clone(),
-                },
-            )?;
-            SnapshotSigner::from_secret(&keys)
-        })
-        .transpose()?;
-    // Read everything first: in `bk-seal --init … | bk-index write` the
-    // repository only exists once bk-seal is under way, and the snapshot
-    // may only be written once bk-seal has finished (EOF) anyway. Records
-    // beyond a memory limit are sorted in runs on disk.
-    // Lock before reading stdin: in `bk-seal | bk-index write` both start
-    // together, so the shared lock covers the whole pipeline with no gap.
-    let handle = crate::repo::RepoHandle::from_arg(&args.repo)?;
-    let early_lock = crate::lock::lock_if_repo_exists(&handle, "bk-index write", args.wait.wait)?;
-    let tmp_err = |e| Error::io(&std::env::temp_dir(), e);
-    let mut sorter = ExternalSorter::default();
-    let mut object_refs = 0usize;
-    for rec in record::stdin_records() {
-        let rec = rec?;
-        object_refs += rec.objects.as_ref().map_or(0, Vec::len);
-        let root = rec
-            .root_os()?
-            .map(|r| r.as_bytes().to_vec())
-            .unwrap_or_default();
-        let path = rec.path_os()?.as_bytes().to_vec();
-        sorter
-            .push(SortItem {
-                root,
-                path,
-                line: rec.to_line(),
-            })
-            .map_err(tmp_err)?;
-    }
-    if sorter.is_empty() {
-        return Err(Error::bad_input(
-            "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
-        ));
-    }
-    let repo = Repo::open_handle(handle)?;
-    let _lock = match early_lock {
-        Some(lock) => lock,
-        None => crate::lock::RepoLock::acquire(
-            repo.store_arc(),
-            crate::lock::LockKind::Shared,
-            "bk-index write",
-            args.wait.wait,
-        )?,
-    };
-    crate::seal::check_recipients(&repo, &recipients)?;
-    let sorted = sorter.finish().map_err(tmp_err)?;
-
-    let host = crate::host::file_safe(&args.host.unwrap_or_else(crate::host::this_host));
-    let now = SystemTime::now();
-    let mut rnd = [0u8; 4];
-    rand::thread_rng().fill_bytes(&mut rnd);
-    // Microseconds keep two runs in one second in the order they ran.
-    let stamp = humantime::format_rfc3339_micros(now)
-        .to_string()
-        .replace(['-', ':'], "");
-    let name = format!("{stamp}-{host}-{}.pgp", hex::encode(rnd));
-    let mut lines = SnapshotLines {
-        stored: ObjectSizes::new(&repo, object_refs > LIST_OBJECTS_ABOVE)?,
-        sorted,
-        repo: &repo,
-        summary: Summary {
-            name: name.clone(),
-            time: humantime::format_rfc3339_micros(now).to_string(),
-            host,
-            ..Summary::default()
-        },
-        cache: CacheWriter::new(repo.id()),
-        failure: None,
-        buf: Vec::new(),
-        pos: 0,
-    };
-    let written = repo.write_atomic(&repo.snapshot_key(&name), |w| {
-        recipients.encrypt_signed(
-            &mut lines,
-            w,
-            true,
-            sign_key.as_ref().map(SnapshotSigner::as_signing_key),
-        )
-    });
-    let SnapshotLines {
-        summary,
-        cache,
-        failure,
-        ..
-    } = lines;
-    if let Some(e) = failure {
-        cache.abort();
-        return Err(e);
-    }
-    if let Err(e) = written {
-        cache.abort();
-        return Err(e.context(format!("writing snapshot {name}")));
-    }
-    cache.commit();
-    save_summary(&repo, &summary);
-    let mut out = io::stdout().lock();
-    writeln!(out, "{name}")
-        .and_then(|_| out.flush())
-        .map_err(record::stdout_error)?;
-    let signed = sign_key
-        .as_ref()
-        .map(|k| format!(", signed by {}", k.fingerprint()))
-        .unwrap_or_default();
-    eprintln!(
-        "bk-index: wrote snapshot {name}: {} entries, {} files, {} bytes{signed}",
-        summary.entries, summary.files, summary.bytes
-    );
-    Ok(0)
-}
-
-/// Above this many object references, remote storage is listed rather
-/// than asked object by object (a listing page holds 1,000 keys).
-const LIST_OBJECTS_ABOVE: usize = 256;
-
-/// A snapshot may only name objects that are already in the repository.
-fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
-    if rec.kind != Kind::File {
-        return Ok(());
-    }
-    let shown = rec.display_path();
-    let objects = rec.objects.as_ref().ok_or_else(|| {
-        Error::bad_input(format!(
-            "{shown}: file record has no objects; pipe it through bk-seal first (no snapshot written)"
-        ))
-    })?;
-    for obj in objects {
-        check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
-        if stored.get(repo, &obj.id)?.is_none() {
-            return Err(Error::repo(format!(
-                "{shown}: object {} is not in the repository (no snapshot written)",
-                obj.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The sorted records as NDJSON bytes for the encoder: each record is
-/// checked (its objects must exist), counted, and copied to the local
-/// snapshot cache on the way. A failure is kept in `failure` and ends the
-/// stream with an error, so no snapshot is committed.
-struct SnapshotLines<'a> {
-    sorted: Sorted,
-    repo: &'a Repo,
-    stored: ObjectSizes,
-    summary: Summary,
-    cache: CacheWriter,
-    failure: Option<Error>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl SnapshotLines<'_> {
-    fn next_line(&mut self) -> Result<Option<()>> {
-        let Some(item) = self.sorted.next() else {
-            return Ok(None);
-        };
-        let item = item.map_err(|e| Error::io(&std::env::temp_dir(), e))?;
-        let rec = Record::from_line(&item.line, 0)?;
-        check_sealed(self.repo, &self.stored, &rec)?;
-        self.summary.add(&rec);
-        self.cache.add(&item.root, &item.line);
-        self.buf = item.line;
-        self.buf.push(b'\n');
-        self.pos = 0;
-        Ok(Some(()))
-    }
-}
-
-impl Read for SnapshotLines<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.next_line() {
-                Ok(Some(())) => {}
-                Ok(None) => return Ok(0),
-                Err(e) => {
-                    self.failure = Some(e);
-                    return Err(io::Error::other("snapshot input failed"));
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// The running program's name for warnings (`bk-index`, `bk-open`…).
 fn program_name() -> String {
     std::env::args_os()
@@ -310,7 +101,7 @@ pub fn summary_path(repo: &Repo, name: &str) -> PathBuf {
 
 /// Saves a summary in the local cache; a cache that cannot be written only
 /// costs a decryption later, so failures are ignored.
-fn save_summary(repo: &Repo, summary: &Summary) {
+pub(crate) fn save_summary(repo: &Repo, summary: &Summary) {
     let path = summary_path(repo, &summary.name);
     let made = path
         .parent()

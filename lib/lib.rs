@@ -5,6 +5,7 @@
 //! `bk-scan` → [`scan`], `bk-hash` → [`hash`], `bk-seal` → [`seal`],
 //! `bk-index` → [`index`], `bk-verify` → [`verify`], `bk-open` → [`open`].
 
+pub mod alloc;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -35,6 +36,7 @@ pub mod scan;
 pub mod seal;
 pub mod signature;
 pub mod snapcache;
+pub mod snapwrite;
 pub mod source;
 pub mod storage;
 pub mod sync;

@@ -9,6 +9,7 @@ use crate::error::{exit, Kind, Result};
 /// documented status. `run` returns the exit status of a run that went on
 /// after per-entry errors.
 pub fn main_with<C: Parser>(program: &str, run: impl FnOnce(C) -> Result<i32>) -> ! {
+    crate::alloc::tune();
     if let Err(e) = crate::config::load_into_env(program) {
         eprintln!("{program}: {e}");
         std::process::exit(exit::USAGE);

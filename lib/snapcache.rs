@@ -106,6 +106,16 @@ impl CacheWriter {
     /// Gives every written cache file its real name (after the snapshot
     /// itself was committed).
     pub fn commit(mut self) {
+        self.settle();
+    }
+
+    /// Drops every temporary file (the snapshot was not written).
+    pub fn abort(mut self) {
+        self.failed = true;
+        self.settle();
+    }
+
+    fn settle(&mut self) {
         if self.close_current().is_err() {
             self.failed = true;
         }
@@ -117,10 +127,15 @@ impl CacheWriter {
             }
         }
     }
+}
 
-    /// Drops every temporary file (the snapshot was not written).
-    pub fn abort(mut self) {
-        self.failed = true;
-        self.commit();
+impl Drop for CacheWriter {
+    /// A writer dropped without `commit` (an error ended the run) leaves no
+    /// temporary files behind.
+    fn drop(&mut self) {
+        if self.current.is_some() || !self.done.is_empty() {
+            self.failed = true;
+            self.settle();
+        }
     }
 }

