@@ -185,7 +185,8 @@ pub struct ScanCli {
     version,
     about = "Add the SHA-256 of each regular file's content to its record",
     long_about = "Read records on stdin and add \"sha256\" to every file record, hashing \
-files in parallel. Output order need not match input order. A file that vanished, \
+files in parallel. Records come out in the order they came in (a record may \
+be overtaken only when holding it back would take more than 16 MiB). A file that vanished, \
 changed size or could not be read is reported on stderr and left out.",
     after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash -j 4 | bk-seal\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  6   local I/O error writing the output\n  24  partial: some files vanished, changed or were unreadable")
 )]

@@ -2,9 +2,9 @@
 //!
 //! Three stages joined by bounded channels, so memory stays flat however
 //! long the stream: one thread parses stdin, `-j N` workers hash files, and
-//! the main thread writes records as they come back (in completion order,
-//! not input order). Records that need no hashing (not a file, or already
-//! hashed and sealed) pass through the workers untouched.
+//! the main thread writes records in input order (within a memory budget,
+//! see [`crate::reorder`]). Records that need no hashing (not a file, or
+//! already hashed and sealed) pass through the workers untouched.
 //!
 //! A file is checked against its record before and after it is read, and
 //! any sign that it changed since the scan (gone, replaced by a symlink or
@@ -35,6 +35,7 @@ use crate::progress::Progress;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, Kind, Record, RecordReader, RecordWriter,
 };
+use crate::reorder::{record_weight, Reorder, REORDER_BUDGET};
 use crate::reuse::{ReuseSource, Reuser};
 
 /// The program name in messages.
@@ -97,6 +98,7 @@ pub struct Stats {
 /// One unit of work: a record, and the file to hash for it if it needs
 /// hashing.
 struct Job {
+    seq: u64,
     rec: Record,
     file: Option<PathBuf>,
 }
@@ -122,7 +124,7 @@ where
     let jobs = jobs.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (job_tx, job_rx) = bounded::<Job>(jobs * QUEUE_PER_WORKER);
-    let (done_tx, done_rx) = bounded::<Result<Record>>(jobs * QUEUE_PER_WORKER);
+    let (done_tx, done_rx) = bounded::<(u64, Result<Record>)>(jobs * QUEUE_PER_WORKER);
 
     let reader_stats = Arc::clone(&stats);
     let reader = spawn("bk-hash-reader", move || {
@@ -202,6 +204,7 @@ fn read_jobs<R: BufRead>(
     mut reuse: Option<Reuser>,
     stats: &Stats,
 ) -> Result<()> {
+    let mut seq = 0;
     while let Some(item) = input.next() {
         let mut rec = item?;
         if rec.kind == Kind::File {
@@ -212,9 +215,10 @@ fn read_jobs<R: BufRead>(
         }
         let file =
             file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
-        if jobs.send(Job { rec, file }).is_err() {
+        if jobs.send(Job { seq, rec, file }).is_err() {
             break;
         }
+        seq += 1;
     }
     Ok(())
 }
@@ -257,13 +261,13 @@ pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
 /// goes away, or `stop` is set.
 fn work(
     jobs: &Receiver<Job>,
-    done: &Sender<Result<Record>>,
+    done: &Sender<(u64, Result<Record>)>,
     stop: &AtomicBool,
     stats: &Stats,
     pause: &Pause,
 ) {
     let mut buf = vec![0u8; BUF_SIZE];
-    for Job { mut rec, file } in jobs {
+    for Job { seq, mut rec, file } in jobs {
         pause.wait();
         let result = match file {
             None => Ok(rec),
@@ -274,30 +278,43 @@ fn work(
                 rec
             }),
         };
-        if stop.load(Ordering::Relaxed) || done.send(result).is_err() {
+        if stop.load(Ordering::Relaxed) || done.send((seq, result)).is_err() {
             return;
         }
     }
 }
 
-/// The writer stage: writes hashed records and reports skipped ones, until
-/// every worker is done. Fails only when the output cannot be written.
+/// The writer stage: writes hashed records in input order and reports
+/// skipped ones, until every worker is done. Fails only when the output
+/// cannot be written.
 fn write_results<W: Write>(
-    done: &Receiver<Result<Record>>,
+    done: &Receiver<(u64, Result<Record>)>,
     out: &mut RecordWriter<W>,
     outcome: &mut Outcome,
     progress: &mut Progress,
 ) -> Result<()> {
-    for result in done {
+    let mut order = Reorder::new(REORDER_BUDGET);
+    let mut ready = Vec::new();
+    for (seq, result) in done {
         match result {
             Ok(rec) => {
                 if rec.kind == Kind::File {
                     progress.add(1, rec.size);
                 }
-                out.write(&rec).map_err(stdout_error)?
+                let weight = record_weight(&rec);
+                order.push(seq, Some(rec), weight, &mut ready);
             }
-            Err(err) => outcome.report(PROGRAM, &err),
+            Err(err) => {
+                outcome.report(PROGRAM, &err);
+                order.push(seq, None, 0, &mut ready);
+            }
         }
+        for rec in ready.drain(..) {
+            out.write(&rec).map_err(stdout_error)?;
+        }
+    }
+    for rec in order.drain() {
+        out.write(&rec).map_err(stdout_error)?;
     }
     Ok(())
 }

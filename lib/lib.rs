@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod program;
 pub mod progress;
 pub mod record;
+pub mod reorder;
 pub mod repo;
 pub mod restore;
 pub mod retention;

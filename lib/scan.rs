@@ -35,6 +35,7 @@
 
 use std::fs::{self, Metadata};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use ignore::overrides::{Override, OverrideBuilder};
@@ -77,7 +78,15 @@ pub fn run(cli: ScanCli) -> Result<i32> {
     let opts = ScanOptions::from(&cli);
     check_excludes(&opts.exclude)?;
     let mut scanner = Scanner::new(opts, stdout_records());
-    for path in &cli.paths {
+    // Roots in snapshot order (bytewise), so the stream is sorted as a
+    // whole and bk-index can write the snapshot as it arrives.
+    let mut paths: Vec<&PathBuf> = cli.paths.iter().collect();
+    paths.sort_by_cached_key(|p| {
+        std::path::absolute(p)
+            .map(|abs| tidy(&abs).into_os_string().into_vec())
+            .unwrap_or_default()
+    });
+    for path in paths {
         scanner.scan_path(path)?;
     }
     scanner.finish()

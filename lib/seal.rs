@@ -186,15 +186,19 @@ fn seal_stream(
                     _ => e.fatal(),
                 })
         },
+        |sealed| crate::reorder::record_weight(&sealed.rec),
         |sealed: Sealed| {
             if sealed.rec.kind == Kind::File {
                 progress.add(1, sealed.rec.size);
             }
-            if !sealed.waits {
+            // A record whose objects are committed goes out at once, unless
+            // records before it still wait for the batch: input order is
+            // kept (see crate::reorder).
+            if !sealed.waits && held.is_empty() {
                 return out.write(&sealed.rec).map_err(record::stdout_error);
             }
             held.push(sealed.rec);
-            if sealer.batch_full() {
+            if sealer.batch_full() || held.len() >= HELD_RECORDS {
                 let (n, b) = sealer.commit(held, out)?;
                 sealer.committed_objects.fetch_add(n, Ordering::Relaxed);
                 sealer.committed_bytes.fetch_add(b, Ordering::Relaxed);
@@ -210,6 +214,10 @@ struct ChunkJob {
     data: Vec<u8>,
     reply: crossbeam_channel::Sender<Result<PendingObject, StoreError>>,
 }
+
+/// Records held behind ones waiting for a batch commit before the batch is
+/// committed early, to bound the memory they hold.
+const HELD_RECORDS: usize = 8192;
 
 /// Record workers per core when the repository is remote and `-j` is not
 /// given.

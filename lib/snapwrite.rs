@@ -1,14 +1,14 @@
 //! `bk-index write`: a sealed record stream becomes one sorted, compressed,
 //! encrypted (optionally signed) snapshot in the repository.
 //!
-//! Records arrive nearly sorted: bk-scan walks in snapshot order, and the
-//! parallel workers of bk-hash and bk-seal move a record only a few hundred
-//! places (at most 244 in 20,106 records, measured). So on a directory the
-//! snapshot is compressed and encrypted *while* the records arrive, through
-//! a small window that puts them back in order, and what is left after the
-//! last record is the end of the message. A record that arrives behind one
-//! already written (roots given out of order, a file slower than the window
-//! is long) ends that attempt: the partial snapshot is dropped, never
+//! Records arrive sorted: bk-scan walks in snapshot order, and bk-hash and
+//! bk-seal keep input order (within a memory budget, see
+//! [`crate::reorder`]). So on a directory the snapshot is compressed and
+//! encrypted *while* the records arrive, through a small window that also
+//! absorbs local disorder (hand-made or merged streams), and what is left
+//! after the last record is the end of the message. A record that arrives
+//! behind one already written (roots given out of order, a stage's reorder
+//! budget exceeded) ends that attempt: the partial snapshot is dropped, never
 //! committed, and everything is sorted first, as on remote storage, where
 //! the snapshot is always written after the last record (an upload cannot
 //! be left half-way as cheaply as a temporary file).
@@ -38,11 +38,11 @@ use crate::snapcache::CacheWriter;
 const PROGRAM: &str = "bk-index write";
 
 /// Records held back per core to restore their order before the snapshot
-/// is streamed. A record can only be overtaken by those in flight in
-/// bk-hash and bk-seal (two queues of 16 per worker, one worker per core,
-/// in each: 128 a core, 244 measured on two cores); what the window
-/// still holds at the end is written after the last record, so it is
-/// kept small.
+/// is streamed: enough for the records in flight in a stage that does not
+/// keep order (two queues of 16 per worker, one worker per core: 244
+/// places measured on two cores before bk-hash and bk-seal kept order);
+/// what the window still holds at the end is written after the last
+/// record, so it is kept small.
 const WINDOW_RECORDS_PER_CORE: usize = 512;
 
 /// Bytes of record lines held back at most, whatever their number.

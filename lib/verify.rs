@@ -187,6 +187,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         cli.jobs.count(),
         input,
         |rec| Ok(Some(v.check(&rec))),
+        |results| results.len() * 256,
         |results: Vec<Value>| {
             for r in &results {
                 problems += 1;

@@ -155,3 +155,71 @@ fn a_malformed_record_after_the_window_leaves_no_snapshot() {
         "the local snapshot cache changed"
     );
 }
+
+/// The paths of `ndjson`'s records, in the order they come.
+fn paths_in_order(ndjson: &[u8]) -> Vec<String> {
+    parse_records(ndjson)
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn hash_and_seal_keep_input_order_behind_a_slow_large_file() {
+    // A large file first (hashing and chunking it takes a while) and many
+    // small ones after it: the workers finish the small ones first, and
+    // both stages must still write the records in the order they came.
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    write_file(&src.join("a-large.bin"), &pseudo_random(7, 48 << 20), 0o644);
+    for i in 0..600 {
+        write_file(
+            &src.join(format!("b{i:04}.txt")),
+            format!("small {i}\n").as_bytes(),
+            0o644,
+        );
+    }
+    let (scan, hashed) = sb.scan_hash(&src);
+    let order = paths_in_order(&scan);
+    assert_eq!(order.len(), 602, "bk-scan records");
+    assert_eq!(paths_in_order(&hashed), order, "bk-hash output order");
+    let jobs = args!["-j", "4"];
+    let hashed4 = sb.run("bk-hash", &jobs, &scan);
+    assert_ok(&hashed4, "bk-hash -j 4");
+    assert_eq!(paths_in_order(&hashed4.stdout), order, "bk-hash -j 4 order");
+    let mut seal = sb.seal_args();
+    seal.extend(args!["--init", "-j", "4", "--chunk-threshold", "1M"]);
+    let sealed = sb.run("bk-seal", &seal, &hashed);
+    assert_ok(&sealed, "bk-seal");
+    assert_eq!(
+        paths_in_order(&sealed.stdout),
+        order,
+        "bk-seal output order"
+    );
+    let large = find_record(&parse_records(&sealed.stdout), b"a-large.bin").clone();
+    assert!(
+        object_ids(&large).len() > 2,
+        "the large file should be chunked: {large}"
+    );
+}
+
+#[test]
+fn scan_walks_its_roots_in_snapshot_order_whatever_the_argument_order() {
+    let sb = Sandbox::new();
+    for dir in ["b-root", "a-root"] {
+        write_file(&sb.path(dir).join("f.txt"), dir.as_bytes(), 0o644);
+    }
+    let out = sb.run("bk-scan", &args![sb.path("b-root"), sb.path("a-root")], b"");
+    assert_ok(&out, "bk-scan b-root a-root");
+    let roots: Vec<String> = parse_records(&out.stdout)
+        .iter()
+        .map(|r| r["root"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut sorted = roots.clone();
+    sorted.sort();
+    assert_eq!(
+        roots, sorted,
+        "records grouped by root, roots in byte order"
+    );
+    assert!(roots[0].ends_with("a-root"), "a-root first: {roots:?}");
+}
