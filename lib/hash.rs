@@ -35,7 +35,7 @@ use crate::progress::Progress;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, Kind, Record, RecordReader, RecordWriter,
 };
-use crate::reorder::{record_weight, Reorder, REORDER_BUDGET};
+use crate::reorder::{line_weight, Reorder, REORDER_BUDGET};
 use crate::reuse::{ReuseSource, Reuser};
 
 /// The program name in messages.
@@ -301,20 +301,22 @@ fn write_results<W: Write>(
                 if rec.kind == Kind::File {
                     progress.add(1, rec.size);
                 }
-                let weight = record_weight(&rec);
-                order.push(seq, Some(rec), weight, &mut ready);
+                let mut line = rec.to_line();
+                line.shrink_to_fit();
+                let weight = line_weight(&line);
+                order.push(seq, Some(line), weight, &mut ready);
             }
             Err(err) => {
                 outcome.report(PROGRAM, &err);
                 order.push(seq, None, 0, &mut ready);
             }
         }
-        for rec in ready.drain(..) {
-            out.write(&rec).map_err(stdout_error)?;
+        for line in ready.drain(..) {
+            out.write_line(&line).map_err(stdout_error)?;
         }
     }
-    for rec in order.drain() {
-        out.write(&rec).map_err(stdout_error)?;
+    for line in order.drain() {
+        out.write_line(&line).map_err(stdout_error)?;
     }
     Ok(())
 }

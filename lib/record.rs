@@ -365,6 +365,12 @@ impl<W: Write> RecordWriter<W> {
         self.out.write_all(b"\n")
     }
 
+    /// Writes one record already serialised with [`Record::to_line`].
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.out.write_all(line)?;
+        self.out.write_all(b"\n")
+    }
+
     /// Writes one arbitrary JSON value as a line (result records of bk-verify).
     pub fn write_value(&mut self, value: &Value) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;

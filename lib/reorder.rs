@@ -66,18 +66,25 @@ impl<T> Reorder<T> {
     }
 }
 
-/// About how many bytes a record holds in memory: the fixed fields, its
-/// names and its objects.
+/// About how many bytes a record holds in memory as a struct: the fixed
+/// fields, its names and its objects. Stages hold records that wait as
+/// serialised lines instead where they can (a third of the memory).
 pub fn record_weight(rec: &crate::record::Record) -> usize {
-    512 + rec.path.len()
+    1024 + rec.path.len()
         + rec.root.as_ref().map_or(0, String::len)
-        + rec.objects.as_ref().map_or(0, |o| o.len() * 120)
+        + rec.objects.as_ref().map_or(0, |o| o.len() * 160)
         + rec.xattrs.values().map(String::len).sum::<usize>()
 }
 
+/// About how many bytes a serialised record line holds in memory (with
+/// the buffer's bookkeeping).
+pub fn line_weight(line: &Vec<u8>) -> usize {
+    line.capacity() + 128
+}
+
 /// The budget of each stage's reorder buffer: enough for the tens of
-/// thousands of small records that overtake one large file.
-pub const REORDER_BUDGET: usize = 16 << 20;
+/// thousands of small records (as lines) that overtake one large file.
+pub const REORDER_BUDGET: usize = 12 << 20;
 
 #[cfg(test)]
 mod tests {

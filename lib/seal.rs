@@ -70,6 +70,49 @@ struct Sealed {
     waits: bool,
 }
 
+/// What a record worker hands to the writer, which keeps input order.
+enum Output {
+    /// Every object the record names is committed: its line, serialised
+    /// already (it may wait in memory behind other records, and a line
+    /// takes a third of the memory of a record).
+    Ready {
+        line: Vec<u8>,
+        file_size: Option<u64>,
+    },
+    /// The record names objects of the pending batch: written after the
+    /// commit, with their stored sizes. (Boxed: most outputs are lines,
+    /// and an inline record would make each of them as large.)
+    Waiting(Box<Record>),
+}
+
+impl Output {
+    fn new(sealed: Sealed) -> Output {
+        if sealed.waits {
+            return Output::Waiting(Box::new(sealed.rec));
+        }
+        let mut line = sealed.rec.to_line();
+        line.shrink_to_fit();
+        Output::Ready {
+            line,
+            file_size: (sealed.rec.kind == Kind::File).then_some(sealed.rec.size),
+        }
+    }
+
+    fn file_size(&self) -> Option<u64> {
+        match self {
+            Output::Ready { file_size, .. } => *file_size,
+            Output::Waiting(rec) => (rec.kind == Kind::File).then_some(rec.size),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Output::Ready { line, .. } => crate::reorder::line_weight(line),
+            Output::Waiting(rec) => crate::reorder::record_weight(rec),
+        }
+    }
+}
+
 /// Runs bk-seal; returns the exit status.
 pub fn run(cli: SealCli) -> Result<i32> {
     let started = std::time::Instant::now();
@@ -101,7 +144,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
     };
     let mut out = record::stdout_records();
     let mut progress = Progress::new(&cli.progress, "bk-seal");
-    let mut held: Vec<Record> = Vec::new();
+    let mut held: Vec<Output> = Vec::new();
     let (mut new_objects, mut new_bytes) = (0u64, 0u64);
     let jobs = cli.jobs.count();
     // On remote storage a small object's time is mostly the round trip,
@@ -168,7 +211,7 @@ fn seal_stream(
     chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
     out: &mut record::RecordWriter<io::Stdout>,
     progress: &mut Progress,
-    held: &mut Vec<Record>,
+    held: &mut Vec<Output>,
 ) -> Result<crate::error::Outcome> {
     crate::pipeline::run(
         "bk-seal",
@@ -180,24 +223,26 @@ fn seal_stream(
             // record; a repository or disk that fails spoils the run.
             sealer
                 .seal(rec, chunk_tx)
-                .map(Some)
+                .map(|sealed| Some(Output::new(sealed)))
                 .map_err(|e| match e.kind() {
                     ErrorKind::Partial | ErrorKind::BadInput => e,
                     _ => e.fatal(),
                 })
         },
-        |sealed| crate::reorder::record_weight(&sealed.rec),
-        |sealed: Sealed| {
-            if sealed.rec.kind == Kind::File {
-                progress.add(1, sealed.rec.size);
+        Output::weight,
+        |output: Output| {
+            if let Some(size) = output.file_size() {
+                progress.add(1, size);
             }
             // A record whose objects are committed goes out at once, unless
             // records before it still wait for the batch: input order is
             // kept (see crate::reorder).
-            if !sealed.waits && held.is_empty() {
-                return out.write(&sealed.rec).map_err(record::stdout_error);
+            match output {
+                Output::Ready { line, .. } if held.is_empty() => {
+                    return out.write_line(&line).map_err(record::stdout_error)
+                }
+                output => held.push(output),
             }
-            held.push(sealed.rec);
             if sealer.batch_full() || held.len() >= HELD_RECORDS {
                 let (n, b) = sealer.commit(held, out)?;
                 sealer.committed_objects.fetch_add(n, Ordering::Relaxed);
@@ -463,7 +508,7 @@ impl Sealer {
     /// them, with the stored size of each object as it now is.
     fn commit(
         &self,
-        held: &mut Vec<Record>,
+        held: &mut Vec<Output>,
         out: &mut record::RecordWriter<io::Stdout>,
     ) -> Result<(u64, u64)> {
         let batch = std::mem::take(&mut *lock(&self.pending));
@@ -481,7 +526,14 @@ impl Sealer {
         }
         // Sizes are known for what this batch wrote and what was reused;
         // only an object someone else stored first is looked up again.
-        for mut rec in held.drain(..) {
+        for output in held.drain(..) {
+            let mut rec = match output {
+                Output::Ready { line, .. } => {
+                    out.write_line(&line).map_err(record::stdout_error)?;
+                    continue;
+                }
+                Output::Waiting(rec) => *rec,
+            };
             if let Some(objects) = rec.objects.as_mut() {
                 for obj in objects.iter_mut() {
                     obj.stored = match written.get(&obj.id) {
