@@ -4,12 +4,13 @@
 //! `inventory/<UTC time>-<rand>.ndjson` (one file per process):
 //!
 //! ```text
-//! {"id":"<object id>","stored":<bytes>,"sha256":"<hex SHA-256 of the object file>"}
+//! {"id":"<object id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the object file>"}
 //! ```
 //!
-//! These are public facts: the id is already the file's name, `stored` its
-//! size, and the SHA-256 is over the ciphertext (random session keys make it
-//! unrelated to the plaintext). So `bk-verify --inventory` can re-hash every
+//! (Lines written by earlier builds carry `"sha256"` instead and are
+//! checked with SHA-256.) These are public facts: the id
+//! is already the file's name, `stored` its size, and the hash is over the
+//! ciphertext (random session keys make it unrelated to the plaintext). So `bk-verify --inventory` can re-hash every
 //! object file and detect bit rot, truncation or loss on the storage side
 //! without any key. It detects accidents, not a malicious operator, who
 //! could rewrite the inventory too (the secret-key checks catch that).
@@ -47,15 +48,15 @@ fn file_stem() -> &'static str {
     })
 }
 
-/// Appends `(id, stored bytes, hex sha256)` lines to this process's
+/// Appends `(id, stored bytes, hex BLAKE3)` lines to this process's
 /// inventory file and makes them durable.
 pub fn append(repo: &Repo, entries: &[(&str, u64, &str)]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
     let mut text = Vec::new();
-    for (id, stored, sha) in entries {
-        let line = json!({"id": id, "stored": stored, "sha256": sha});
+    for (id, stored, hash) in entries {
+        let line = json!({"id": id, "stored": stored, "blake3": hash});
         text.extend_from_slice(line.to_string().as_bytes());
         text.push(b'\n');
     }
@@ -99,7 +100,61 @@ fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
 #[derive(Debug, Clone)]
 struct Entry {
     stored: u64,
-    sha256: String,
+    hash: FileHash,
+}
+
+/// The hash of an object file the inventory holds, with its algorithm.
+#[derive(Debug, Clone)]
+enum FileHash {
+    Blake3(String),
+    /// Lines written before the inventory used BLAKE3.
+    Sha256(String),
+}
+
+impl FileHash {
+    fn hex(&self) -> &str {
+        match self {
+            FileHash::Blake3(h) | FileHash::Sha256(h) => h,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            FileHash::Blake3(_) => "BLAKE3",
+            FileHash::Sha256(_) => "SHA-256",
+        }
+    }
+}
+
+/// Hashes a stream the way one inventory entry was made.
+enum Hasher {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(Sha256),
+}
+
+impl Hasher {
+    fn for_entry(hash: &FileHash) -> Hasher {
+        match hash {
+            FileHash::Blake3(_) => Hasher::Blake3(Box::default()),
+            FileHash::Sha256(_) => Hasher::Sha256(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn hex(self) -> String {
+        match self {
+            Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
+            Hasher::Sha256(h) => hex::encode(h.finalize()),
+        }
+    }
 }
 
 /// Reads every inventory file: `None` if the repository has none at all.
@@ -132,14 +187,12 @@ fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
                 continue;
             }
             let stored = v["stored"].as_u64().ok_or_else(|| bad("no \"stored\""))?;
-            let sha256 = v["sha256"].as_str().ok_or_else(|| bad("no \"sha256\""))?;
-            map.insert(
-                id.to_owned(),
-                Entry {
-                    stored,
-                    sha256: sha256.to_owned(),
-                },
-            );
+            let hash = match (v["blake3"].as_str(), v["sha256"].as_str()) {
+                (Some(h), _) => FileHash::Blake3(h.to_owned()),
+                (None, Some(h)) => FileHash::Sha256(h.to_owned()),
+                (None, None) => return Err(bad("no \"blake3\" (or \"sha256\")")),
+            };
+            map.insert(id.to_owned(), Entry { stored, hash });
         }
     }
     Ok(Some(map))
@@ -225,7 +278,7 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
         Ok(None) => return problem("missing", format!("object {id}: missing")),
         Err(e) => return problem("missing", format!("object {id}: {}", io_cause(&e))),
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::for_entry(&want.hash);
     let mut buf = vec![0u8; 256 << 10];
     let mut n = 0u64;
     loop {
@@ -254,13 +307,14 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
             ),
         );
     }
-    let got = hex::encode(hasher.finalize());
-    if got != want.sha256 {
+    let got = hasher.hex();
+    if got != want.hash.hex() {
         return problem(
             "bitrot",
             format!(
-                "object {id}: SHA-256 {got} differs from the inventory's {} (corrupted in storage)",
-                want.sha256
+                "object {id}: {} {got} differs from the inventory's {} (corrupted in storage)",
+                want.hash.name(),
+                want.hash.hex()
             ),
         );
     }

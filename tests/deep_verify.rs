@@ -200,10 +200,10 @@ fn inventory_check_needs_no_key_and_finds_bitrot() {
                 .keys()
                 .map(|k| k.as_str())
                 .collect();
-            assert_eq!(keys, BTreeSet::from(["id", "stored", "sha256"]), "{line}");
+            assert_eq!(keys, BTreeSet::from(["id", "stored", "blake3"]), "{line}");
             let id = line["id"].as_str().unwrap().to_owned();
             let bytes = fs::read(sb.object_path(&id)).unwrap();
-            assert_eq!(line["sha256"], sha256_hex(&bytes).as_str());
+            assert_eq!(line["blake3"], blake3::hash(&bytes).to_hex().as_str());
             assert_eq!(line["stored"], bytes.len() as u64);
             ids.insert(id);
         }
@@ -264,6 +264,46 @@ fn inventory_check_needs_no_key_and_finds_bitrot() {
     );
     assert!(
         stderr(&out).contains("no object inventory"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn inventory_lines_of_earlier_builds_with_sha256_are_still_checked() {
+    let sb = Sandbox::new();
+    two_snapshots(&sb);
+    // Rewrite every line the way builds before the BLAKE3 inventory wrote
+    // them: the ciphertext's SHA-256 under "sha256".
+    let dir = sb.repo.join("inventory");
+    let mut ids = Vec::new();
+    for f in files_under(&dir) {
+        let text = fs::read(dir.join(&f)).unwrap();
+        let mut old = Vec::new();
+        for line in parse_records(&text) {
+            let id = line["id"].as_str().unwrap().to_owned();
+            let bytes = fs::read(sb.object_path(&id)).unwrap();
+            let legacy = serde_json::json!({
+                "id": id, "stored": bytes.len(), "sha256": sha256_hex(&bytes)
+            });
+            old.extend_from_slice(legacy.to_string().as_bytes());
+            old.push(b'\n');
+            ids.push(id);
+        }
+        fs::write(dir.join(&f), old).unwrap();
+    }
+    let out = sb.verify(b"", &args!["--inventory"]);
+    assert_ok(&out, "bk-verify --inventory on sha256 lines");
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    corrupt(&sb, &ids[0]);
+    let out = sb.verify(b"", &args!["--inventory"]);
+    assert_code(&out, 1, "bk-verify --inventory, sha256 line, bit rot");
+    let found = problems(&out);
+    assert_eq!(found.len(), 1, "{}", describe(&out));
+    assert_eq!(found[0]["problem"], "bitrot");
+    assert_eq!(found[0]["object"], ids[0].as_str());
+    assert!(
+        found[0]["detail"].as_str().unwrap().contains("SHA-256"),
         "{}",
         describe(&out)
     );
