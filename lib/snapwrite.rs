@@ -83,8 +83,12 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
         wait: args.wait.wait,
     };
     let host = crate::host::file_safe(&args.host.unwrap_or_else(crate::host::this_host));
-    let written =
-        std::thread::scope(|scope| collect(scope, &target, &recipients, signer.as_ref(), &host))?;
+    let maker = Maker {
+        recipients: &recipients,
+        signer: signer.as_ref(),
+        host: &host,
+    };
+    let written = std::thread::scope(|scope| collect(scope, &target, maker))?;
     report(&written, signer.as_ref())
 }
 
@@ -140,6 +144,15 @@ impl Target {
     }
 }
 
+/// How this run's snapshot is made: the keys it is encrypted to, the key
+/// that signs it, if any, and the host named in it.
+#[derive(Clone, Copy)]
+struct Maker<'a> {
+    recipients: &'a Recipients,
+    signer: Option<&'a SnapshotSigner>,
+    host: &'a str,
+}
+
 /// A snapshot committed to the repository.
 struct Written<'a> {
     repo: &'a Repo,
@@ -151,9 +164,7 @@ struct Written<'a> {
 fn collect<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     target: &'env Target,
-    recipients: &'env Recipients,
-    signer: Option<&'env SnapshotSigner>,
-    host: &str,
+    maker: Maker<'env>,
 ) -> Result<Written<'env>> {
     let mut stream: Option<SnapshotStream<'scope, 'env>> = None;
     let mut tried = false;
@@ -167,7 +178,7 @@ fn collect<'scope, 'env>(
         let item = sort_item(&rec)?;
         if !tried {
             tried = true;
-            stream = start_stream(scope, target, recipients, signer, host)?;
+            stream = start_stream(scope, target, maker)?;
         }
         match stream.as_mut() {
             Some(s) => {
@@ -191,9 +202,9 @@ fn collect<'scope, 'env>(
         return s.finish();
     }
     let repo = target.repo()?;
-    crate::seal::check_recipients(repo, recipients)?;
+    crate::seal::check_recipients(repo, maker.recipients)?;
     let sorted = sorter.finish().map_err(tmp_err)?;
-    write_sorted(repo, sorted, object_refs, recipients, signer, host)
+    write_sorted(repo, sorted, object_refs, maker)
 }
 
 /// The stream is tried on a directory repository that exists by the first
@@ -202,19 +213,15 @@ fn collect<'scope, 'env>(
 fn start_stream<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     target: &'env Target,
-    recipients: &'env Recipients,
-    signer: Option<&'env SnapshotSigner>,
-    host: &str,
+    maker: Maker<'env>,
 ) -> Result<Option<SnapshotStream<'scope, 'env>>> {
     let Some(repo) = target.repo_if_exists()? else {
         return Ok(None);
     };
-    if repo.store().is_remote() || crate::seal::check_recipients(repo, recipients).is_err() {
+    if repo.store().is_remote() || crate::seal::check_recipients(repo, maker.recipients).is_err() {
         return Ok(None);
     }
-    Ok(Some(SnapshotStream::start(
-        scope, repo, recipients, signer, host,
-    )?))
+    Ok(Some(SnapshotStream::start(scope, repo, maker)?))
 }
 
 fn tmp_err(e: io::Error) -> Error {
@@ -311,15 +318,14 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
 
 /// Encrypts `input` as the snapshot `name`, committed only if `input` ends
 /// cleanly.
-fn encrypt_snapshot(
-    repo: &Repo,
-    name: &str,
-    input: impl Read,
-    recipients: &Recipients,
-    signer: Option<&SnapshotSigner>,
-) -> Result<()> {
+fn encrypt_snapshot(repo: &Repo, name: &str, input: impl Read, maker: Maker) -> Result<()> {
     repo.write_atomic(&repo.snapshot_key(name), |w: &mut dyn Write| {
-        recipients.encrypt_signed(input, w, true, signer.map(SnapshotSigner::as_signing_key))
+        maker.recipients.encrypt_signed(
+            input,
+            w,
+            true,
+            maker.signer.map(SnapshotSigner::as_signing_key),
+        )
     })
     .map_err(|e| e.context(format!("writing snapshot {name}")))
 }
@@ -330,12 +336,10 @@ fn write_sorted<'env>(
     repo: &'env Repo,
     sorted: Sorted,
     object_refs: usize,
-    recipients: &Recipients,
-    signer: Option<&SnapshotSigner>,
-    host: &str,
+    maker: Maker,
 ) -> Result<Written<'env>> {
     let mut lines = SortedLines {
-        catalogue: Catalogue::new(repo, host, object_refs > LIST_OBJECTS_ABOVE)?,
+        catalogue: Catalogue::new(repo, maker.host, object_refs > LIST_OBJECTS_ABOVE)?,
         sorted,
         repo,
         failure: None,
@@ -343,7 +347,7 @@ fn write_sorted<'env>(
         pos: 0,
     };
     let name = lines.catalogue.summary.name.clone();
-    let written = encrypt_snapshot(repo, &name, &mut lines, recipients, signer);
+    let written = encrypt_snapshot(repo, &name, &mut lines, maker);
     let SortedLines {
         catalogue, failure, ..
     } = lines;
@@ -459,11 +463,9 @@ impl<'scope, 'env> SnapshotStream<'scope, 'env> {
     fn start(
         scope: &'scope Scope<'scope, 'env>,
         repo: &'env Repo,
-        recipients: &'env Recipients,
-        signer: Option<&'env SnapshotSigner>,
-        host: &str,
+        maker: Maker<'env>,
     ) -> Result<Self> {
-        let catalogue = Catalogue::new(repo, host, false)?;
+        let catalogue = Catalogue::new(repo, maker.host, false)?;
         let name = catalogue.summary.name.clone();
         let (tx, rx) = bounded::<Line>(8);
         let encoder = scope.spawn(move || {
@@ -473,7 +475,7 @@ impl<'scope, 'env> SnapshotStream<'scope, 'env> {
                 pos: 0,
                 ended: false,
             };
-            encrypt_snapshot(repo, &name, input, recipients, signer)
+            encrypt_snapshot(repo, &name, input, maker)
         });
         Ok(SnapshotStream {
             repo,
