@@ -127,8 +127,9 @@ where
     let (done_tx, done_rx) = bounded::<(u64, Result<Record>)>(jobs * QUEUE_PER_WORKER);
 
     let reader_stats = Arc::clone(&stats);
+    let passed = done_tx.clone();
     let reader = spawn("bk-hash-reader", move || {
-        read_jobs(open_input(), &job_tx, reuse, &reader_stats)
+        read_jobs(open_input(), &job_tx, &passed, reuse, &reader_stats)
     })?;
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
@@ -138,8 +139,8 @@ where
             work(&rx, &tx, &stop, &stats, &pause)
         })?);
     }
-    // Only the workers may keep the channels open, so that the loops below
-    // end when the work does.
+    // Only the workers and the reader may keep the channels open, so that
+    // the loops below end when the work does.
     drop((job_rx, done_tx));
 
     let mut outcome = Outcome::default();
@@ -196,11 +197,13 @@ fn join_workers(workers: Vec<JoinHandle<()>>, outcome: &mut Outcome) {
 }
 
 /// The reader stage: parses records, works out which file each needs
-/// hashed, and queues them. Stops at the first bad line (returning its
-/// error) or when the workers are gone.
+/// hashed, and queues them; a record with nothing to hash (not a file, or
+/// reused) goes straight to the writer, which keeps input order. Stops at
+/// the first bad line (returning its error) or when the workers are gone.
 fn read_jobs<R: BufRead>(
     mut input: RecordReader<R>,
     jobs: &Sender<Job>,
+    passed: &Sender<(u64, Result<Record>)>,
     mut reuse: Option<Reuser>,
     stats: &Stats,
 ) -> Result<()> {
@@ -215,7 +218,11 @@ fn read_jobs<R: BufRead>(
         }
         let file =
             file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
-        if jobs.send(Job { seq, rec, file }).is_err() {
+        let sent = match file {
+            None => passed.send((seq, Ok(rec))).is_ok(),
+            file => jobs.send(Job { seq, rec, file }).is_ok(),
+        };
+        if !sent {
             break;
         }
         seq += 1;
