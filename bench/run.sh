@@ -474,17 +474,24 @@ if want rerun || want edit; then
         printf '    %-6s %6.2f s\n' "$tool" "$WALL"
     done
 
+    # backup_both_trees CASE REP: each tool backs up both trees into its
+    # repository of cases 3 and 4; records the time and the bytes added.
+    backup_both_trees() {
+        local tool repo before after
+        for tool in "${tools[@]}"; do
+            repo=$run/repo2-$tool
+            prep big small
+            before=$(du -sb "$repo" | cut -f1)
+            backup "$tool" "$repo" 0 "$big" "$small"
+            after=$(du -sb "$repo" | cut -f1)
+            record "$1" "$tool" "$2" $((after - before))
+        done
+    }
+
     if want rerun; then
         say "case 3: re-run, both trees unchanged"
         for ((rep = 1; rep <= reps; rep++)); do
-            for tool in "${tools[@]}"; do
-                repo=$run/repo2-$tool
-                prep big small
-                before=$(du -sb "$repo" | cut -f1)
-                backup "$tool" "$repo" 0 "$big" "$small"
-                after=$(du -sb "$repo" | cut -f1)
-                record rerun "$tool" "$rep" $((after - before))
-            done
+            backup_both_trees rerun "$rep"
         done
     fi
 
@@ -498,14 +505,7 @@ if want rerun || want edit; then
             # A different byte each time (orig XOR rep), so each run has new data.
             new=$(printf '%02x' $((0x$orig ^ rep)))
             printf '%b' "\\x$new" | dd of="$edit_file" bs=1 seek="$off" conv=notrunc status=none
-            for tool in "${tools[@]}"; do
-                repo=$run/repo2-$tool
-                prep big small
-                before=$(du -sb "$repo" | cut -f1)
-                backup "$tool" "$repo" 0 "$big" "$small"
-                after=$(du -sb "$repo" | cut -f1)
-                record edit "$tool" "$rep" $((after - before))
-            done
+            backup_both_trees edit "$rep"
         done
     fi
 

@@ -730,6 +730,47 @@ fn fault_tree(sb: &Sandbox) -> (std::path::PathBuf, std::path::PathBuf) {
     (src, input)
 }
 
+/// A backup of [`fault_tree`] under way for the server-fault tests:
+/// bk-seal has stored 50 objects and is still running, piped into
+/// bk-index write.
+struct UnderWay {
+    /// bk-seal's input (the hashed records), for a rerun.
+    input: std::path::PathBuf,
+    /// The source tree as it should be restored.
+    expected: BTreeMap<Vec<u8>, Entry>,
+    seal: Child,
+    idx: Child,
+}
+
+fn backup_under_way(sb: &Sandbox) -> UnderWay {
+    let (src, input) = fault_tree(sb);
+    let expected = read_tree(&src);
+    let before = sb.object_files().len();
+    let (mut seal, idx) = spawn_pipeline(sb, &input);
+    wait_for_objects(sb, &mut seal, before + 50);
+    UnderWay {
+        input,
+        expected,
+        seal,
+        idx,
+    }
+}
+
+/// Shows snapshot `name`, checks that it verifies with `--read-data` and
+/// restores to `expected`; returns its records.
+fn assert_snapshot_sound(
+    sb: &Sandbox,
+    name: &str,
+    what: &str,
+    expected: &BTreeMap<Vec<u8>, Entry>,
+) -> Vec<u8> {
+    let shown = sb.show(name.trim_end_matches(".pgp"), &[]);
+    assert_ok(&shown, &format!("bk-index show of {what}"));
+    assert_verifies(sb, &shown.stdout, what);
+    assert_restores(sb, &shown.stdout, "restore", expected);
+    shown.stdout
+}
+
 /// Waits until bk-seal has stored `n` more objects than `before`.
 fn wait_for_objects(sb: &Sandbox, seal: &mut Child, more_than: usize) {
     let start = Instant::now();
@@ -756,12 +797,12 @@ fn wait_for_objects(sb: &Sandbox, seal: &mut Child, more_than: usize) {
 #[test]
 fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
     let sb = Sandbox::s3();
-    let (src, input) = fault_tree(&sb);
-    let expected = read_tree(&src);
-    let before = sb.object_files().len();
-
-    let (mut seal, mut idx) = spawn_pipeline(&sb, &input);
-    wait_for_objects(&sb, &mut seal, before + 50);
+    let UnderWay {
+        input,
+        expected,
+        mut seal,
+        mut idx,
+    } = backup_under_way(&sb);
     let server = &sb.s3_repo().server;
     server.stop();
     let (status, took) = wait_for(&mut seal, Duration::from_secs(120), "bk-seal");
@@ -810,14 +851,11 @@ fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
     let sealed = sb.seal(&hashed);
     assert_ok(&sealed, "bk-seal rerun after the restart");
     let name = sb.index_write(&sealed.stdout);
-    let shown = sb.show(name.trim_end_matches(".pgp"), &[]);
-    assert_ok(&shown, "bk-index show of the rerun");
+    let shown = assert_snapshot_sound(&sb, &name, "the rerun's snapshot", &expected);
     let objects = bucket_objects(&sb);
-    for (id, size) in stored_sizes(&parse_records(&shown.stdout)) {
+    for (id, size) in stored_sizes(&parse_records(&shown)) {
         assert_eq!(objects.get(&id), Some(&size), "object {id} after the rerun");
     }
-    assert_verifies(&sb, &shown.stdout, "the rerun's snapshot");
-    assert_restores(&sb, &shown.stdout, "restore", &expected);
 }
 
 /// A short outage (server down about two seconds, then back with its
@@ -825,12 +863,12 @@ fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
 #[test]
 fn short_server_outage_is_retried_and_the_run_completes() {
     let sb = Sandbox::s3();
-    let (src, input) = fault_tree(&sb);
-    let expected = read_tree(&src);
-    let before = sb.object_files().len();
-
-    let (mut seal, mut idx) = spawn_pipeline(&sb, &input);
-    wait_for_objects(&sb, &mut seal, before + 50);
+    let UnderWay {
+        input: _,
+        expected,
+        mut seal,
+        mut idx,
+    } = backup_under_way(&sb);
     let server = &sb.s3_repo().server;
     let down = Instant::now();
     server.stop();
@@ -855,10 +893,7 @@ fn short_server_outage_is_retried_and_the_run_completes() {
         "bk-index write across a short outage: {idx_status}; stderr: {idx_err}"
     );
     let name = idx_out.trim().rsplit('/').next().unwrap().to_owned();
-    let shown = sb.show(name.trim_end_matches(".pgp"), &[]);
-    assert_ok(&shown, "bk-index show of the run");
-    assert_verifies(&sb, &shown.stdout, "the run across the outage");
-    assert_restores(&sb, &shown.stdout, "restore", &expected);
+    assert_snapshot_sound(&sb, &name, "the run across the outage", &expected);
 }
 
 /// Runs `program args` against an S3 repository with `env` overriding the
