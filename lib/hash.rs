@@ -4,7 +4,8 @@
 //! long the stream: one thread parses stdin, `-j N` workers hash files, and
 //! the main thread writes records in input order (within a memory budget,
 //! see [`crate::reorder`]). Records that need no hashing (not a file, or
-//! already hashed and sealed) pass through the workers untouched.
+//! already hashed and sealed, or reused) go from the reader straight to the
+//! writer.
 //!
 //! A file is checked against its record before and after it is read, and
 //! any sign that it changed since the scan (gone, replaced by a symlink or
@@ -95,12 +96,12 @@ pub struct Stats {
     pub bytes_read: AtomicU64,
 }
 
-/// One unit of work: a record, and the file to hash for it if it needs
-/// hashing.
+/// One unit of work: a record (input number `seq`) and the file to hash
+/// for it.
 struct Job {
     seq: u64,
     rec: Record,
-    file: Option<PathBuf>,
+    file: PathBuf,
 }
 
 /// Hashes the records `open_input` yields with `jobs` workers and writes
@@ -220,7 +221,7 @@ fn read_jobs<R: BufRead>(
             file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
         let sent = match file {
             None => passed.send((seq, Ok(rec))).is_ok(),
-            file => jobs.send(Job { seq, rec, file }).is_ok(),
+            Some(file) => jobs.send(Job { seq, rec, file }).is_ok(),
         };
         if !sent {
             break;
@@ -276,15 +277,12 @@ fn work(
     let mut buf = vec![0u8; BUF_SIZE];
     for Job { seq, mut rec, file } in jobs {
         pause.wait();
-        let result = match file {
-            None => Ok(rec),
-            Some(file) => hash_file(&file, rec.size, &mut buf, stop).map(|sha| {
-                stats.hashed.fetch_add(1, Ordering::Relaxed);
-                stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
-                rec.sha256 = Some(sha);
-                rec
-            }),
-        };
+        let result = hash_file(&file, rec.size, &mut buf, stop).map(|sha| {
+            stats.hashed.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
+            rec.sha256 = Some(sha);
+            rec
+        });
         if stop.load(Ordering::Relaxed) || done.send((seq, result)).is_err() {
             return;
         }

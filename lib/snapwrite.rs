@@ -538,12 +538,10 @@ impl<'scope, 'env> SnapshotStream<'scope, 'env> {
             .is_some_and(|tx| tx.send(Line::Records(batch)).is_ok());
         if !sent {
             // The encoder stopped: its error says why.
-            return Err(self.join_encoder().err().unwrap_or_else(|| {
-                Error::io(
-                    &std::env::temp_dir(),
-                    io::Error::other("the snapshot encoder stopped"),
-                )
-            }));
+            return Err(self
+                .join_encoder()
+                .err()
+                .unwrap_or_else(|| tmp_err(io::Error::other("the snapshot encoder stopped"))));
         }
         Ok(())
     }
