@@ -6,6 +6,7 @@
 //! `bk-index` → [`index`], `bk-verify` → [`verify`], `bk-open` → [`open`].
 
 pub mod alloc;
+pub mod chunker;
 pub mod cli;
 pub mod config;
 pub mod crypto;

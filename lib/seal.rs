@@ -18,6 +18,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::chunker::Chunker;
 use crate::cli::SealCli;
 use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Kind as ErrorKind, Result};
@@ -156,21 +157,14 @@ pub fn run(cli: SealCli) -> Result<i32> {
     };
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
     let outcome = std::thread::scope(|scope| {
-        // The chunk pool: encrypts chunks of large files, so that one huge
-        // file keeps every core busy.
+        // The chunk pool: hashes, and encrypts when new, the chunks of
+        // large files, so that one huge file keeps every core busy.
         for _ in 0..jobs {
             let rx = chunk_rx.clone();
             let sealer = &sealer;
             scope.spawn(move || {
                 for job in rx {
-                    let result = sealer.repo.write_object_unsynced(&job.id, |out| {
-                        sealer.recipients.encrypt_object(
-                            &job.data[..],
-                            out,
-                            Some(job.data.len() as u64),
-                        )
-                    });
-                    let _ = job.reply.send(result);
+                    let _ = job.reply.send(sealer.store_chunk(&job.data));
                 }
             });
         }
@@ -253,11 +247,18 @@ fn seal_stream(
     )
 }
 
-/// One chunk of a large file for the chunk pool to encrypt and write.
+/// One chunk of a large file for the chunk pool to hash and, when new,
+/// encrypt and write.
 struct ChunkJob {
-    id: String,
     data: Vec<u8>,
-    reply: crossbeam_channel::Sender<Result<PendingObject, StoreError>>,
+    reply: crossbeam_channel::Sender<Result<ChunkDone, StoreError>>,
+}
+
+/// A chunk the pool has dealt with: its object, and whether that object
+/// awaits a commit.
+struct ChunkDone {
+    object: ObjectRef,
+    waits: bool,
 }
 
 /// Records held behind ones waiting for a batch commit before the batch is
@@ -418,38 +419,34 @@ impl Sealer {
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(file);
         let mut objects = Vec::new();
-        let mut in_flight = std::collections::VecDeque::new();
         let mut waits = false;
-        let chunker = fastcdc::v2020::StreamCDC::new(&mut reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
-        for chunk in chunker {
-            let chunk = chunk.map_err(|e| {
-                Error::partial(format!("{shown}: {}; not stored", chunk_error_cause(e)))
+        let mut take = |result| -> Result<()> {
+            let done = finish_chunk(result, shown)?;
+            waits |= done.waits;
+            objects.push(done.object);
+            Ok(())
+        };
+        let mut in_flight = std::collections::VecDeque::new();
+        for chunk in Chunker::new(&mut reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+            let data = chunk.map_err(|e| {
+                Error::partial(format!(
+                    "{shown}: {}; not stored",
+                    crate::error::io_cause(&e)
+                ))
             })?;
-            let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&chunk.data));
-            let id = self.id_key.object_id(&chunk_sha)?;
-            let size = chunk.data.len() as u64;
-            if let Some((stored, w)) = self.known(&id)? {
-                waits |= w;
-                objects.push(obj_ref(id, size, stored));
-                continue;
-            }
             let (reply, result) = crossbeam_channel::bounded(1);
-            objects.push(obj_ref(id.clone(), size, None));
             chunk_tx
-                .send(ChunkJob {
-                    id,
-                    data: chunk.data,
-                    reply,
-                })
+                .send(ChunkJob { data, reply })
                 .map_err(|_| Error::fault("chunk pool stopped"))?;
-            in_flight.push_back((objects.len() - 1, result));
-            waits = true;
+            in_flight.push_back(result);
             while in_flight.len() > CHUNKS_IN_FLIGHT {
-                self.finish_chunk(in_flight.pop_front(), &mut objects, shown)?;
+                if let Some(result) = in_flight.pop_front() {
+                    take(result)?;
+                }
             }
         }
-        while !in_flight.is_empty() {
-            self.finish_chunk(in_flight.pop_front(), &mut objects, shown)?;
+        while let Some(result) = in_flight.pop_front() {
+            take(result)?;
         }
         let count = reader.count();
         self.read_bytes.fetch_add(count, Ordering::Relaxed);
@@ -461,26 +458,30 @@ impl Sealer {
         Ok((objects, waits))
     }
 
-    /// Waits for one chunk from the pool and records its object.
-    fn finish_chunk(
-        &self,
-        job: Option<(
-            usize,
-            crossbeam_channel::Receiver<Result<PendingObject, StoreError>>,
-        )>,
-        objects: &mut [ObjectRef],
-        shown: &str,
-    ) -> Result<()> {
-        let Some((index, result)) = job else {
-            return Ok(());
-        };
-        let pending = result
-            .recv()
-            .map_err(|_| Error::fault("chunk pool stopped"))?
-            .map_err(|e| store_error(e, shown))?;
-        objects[index].stored = Some(pending.size);
+    /// The chunk pool's work on one chunk: its id (from its SHA-256), and
+    /// its object, stored unless the repository or this run has it.
+    fn store_chunk(&self, data: &[u8]) -> Result<ChunkDone, StoreError> {
+        let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        let id = self
+            .id_key
+            .object_id(&chunk_sha)
+            .map_err(StoreError::Write)?;
+        let size = data.len() as u64;
+        if let Some((stored, waits)) = self.known(&id).map_err(StoreError::Write)? {
+            return Ok(ChunkDone {
+                object: obj_ref(id, size, stored),
+                waits,
+            });
+        }
+        let pending = self.repo.write_object_unsynced(&id, |out| {
+            self.recipients.encrypt_object(data, out, Some(size))
+        })?;
+        let stored = pending.size;
         self.add_pending(pending);
-        Ok(())
+        Ok(ChunkDone {
+            object: obj_ref(id, size, Some(stored)),
+            waits: true,
+        })
     }
 
     /// Whether object `id` is stored already or pending in this run:
@@ -551,6 +552,17 @@ impl Sealer {
     }
 }
 
+/// Waits for the pool's answer on one chunk of the file `shown`.
+fn finish_chunk(
+    result: crossbeam_channel::Receiver<Result<ChunkDone, StoreError>>,
+    shown: &str,
+) -> Result<ChunkDone> {
+    result
+        .recv()
+        .map_err(|_| Error::fault("chunk pool stopped"))?
+        .map_err(|e| store_error(e, shown))
+}
+
 fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {
     ObjectRef { id, size, stored }
 }
@@ -569,12 +581,5 @@ fn store_error(err: StoreError, shown: &str) -> Error {
             crate::error::io_cause(&e)
         )),
         StoreError::Write(e) => e.context(format!("storing {shown}")),
-    }
-}
-
-fn chunk_error_cause(err: fastcdc::v2020::Error) -> String {
-    match err {
-        fastcdc::v2020::Error::IoError(e) => crate::error::io_cause(&e),
-        other => other.to_string(),
     }
 }
