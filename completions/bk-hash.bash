@@ -23,7 +23,7 @@ _bk__hash() {
 
     case "${cmd}" in
         bk__hash)
-            opts="-j -h -V --config --jobs --reuse --repo --s3-endpoint --s3-region --s3-path-style --progress --no-progress --pause-file --help --version"
+            opts="-j -h -V --config --jobs --reuse --chunk-threshold --repo --s3-endpoint --s3-region --s3-path-style --progress --no-progress --pause-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,10 @@ _bk__hash() {
                     return 0
                     ;;
                 --reuse)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chunk-threshold)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -13,6 +13,13 @@ use std::io::{self, Read};
 
 use fastcdc::v2020::FastCDC;
 
+/// Smallest chunk of a chunked file (but the last).
+pub const CHUNK_MIN: u32 = 512 << 10;
+/// Average chunk size.
+pub const CHUNK_AVG: u32 = 1 << 20;
+/// Largest chunk size (bounds memory per chunk in flight).
+pub const CHUNK_MAX: u32 = 4 << 20;
+
 /// Cuts the bytes of `source` into chunks of `min..=max` bytes (except a
 /// shorter last one), averaging `avg`; reads at most `max` bytes ahead.
 pub struct Chunker<R> {
@@ -28,9 +35,14 @@ pub struct Chunker<R> {
 }
 
 impl<R: Read> Chunker<R> {
-    /// A chunker over `source`. The sizes must be within `fastcdc`'s
-    /// limits (the bk-seal constants are).
-    pub fn new(source: R, min: u32, avg: u32, max: u32) -> Self {
+    /// A chunker over `source` with bk's chunk sizes: bk-hash and bk-seal
+    /// must cut alike, or chunk hashes would not name the chunks stored.
+    pub fn new(source: R) -> Self {
+        Self::with_sizes(source, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+    }
+
+    /// A chunker over `source` with other sizes, within `fastcdc`'s limits.
+    pub fn with_sizes(source: R, min: u32, avg: u32, max: u32) -> Self {
         Chunker {
             source,
             buf: vec![0; 2 * max as usize],
@@ -67,21 +79,22 @@ impl<R: Read> Chunker<R> {
         Ok(())
     }
 
-    /// The next chunk, or `None` at the end of the source.
-    fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// The next chunk, borrowed from the buffer, or `None` at the end of
+    /// the source (for a caller that only looks at the bytes).
+    pub fn next_slice(&mut self) -> io::Result<Option<&[u8]>> {
         self.fill()?;
         if self.len == 0 {
             return Ok(None);
         }
-        let buffered = &self.buf[self.start..self.start + self.len];
+        let start = self.start;
+        let buffered = &self.buf[start..start + self.len];
         let (_, end) = FastCDC::new(buffered, self.min, self.avg, self.max).cut(0, self.len);
         if end == 0 {
             return Ok(None);
         }
-        let chunk = buffered[..end].to_vec();
         self.start += end;
         self.len -= end;
-        Ok(Some(chunk))
+        Ok(Some(&self.buf[start..start + end]))
     }
 }
 
@@ -89,7 +102,7 @@ impl<R: Read> Iterator for Chunker<R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_chunk().transpose()
+        self.next_slice().map(|c| c.map(<[u8]>::to_vec)).transpose()
     }
 }
 
@@ -130,9 +143,10 @@ mod tests {
         let expected = stream_cdc_chunks(&data, min, avg, max);
         assert!(expected.len() > 50, "{} chunks", expected.len());
         for step in [usize::MAX, 1000, 65536] {
-            let got: Vec<Vec<u8>> = Chunker::new(Trickle { data: &data, step }, min, avg, max)
-                .collect::<io::Result<_>>()
-                .expect("in-memory read");
+            let got: Vec<Vec<u8>> =
+                Chunker::with_sizes(Trickle { data: &data, step }, min, avg, max)
+                    .collect::<io::Result<_>>()
+                    .expect("in-memory read");
             assert_eq!(got.len(), expected.len(), "read step {step}");
             assert!(got == expected, "read step {step}: chunks differ");
         }
@@ -140,9 +154,9 @@ mod tests {
 
     #[test]
     fn empty_and_short_sources() {
-        assert_eq!(Chunker::new(&[][..], 4096, 16384, 65536).count(), 0);
+        assert_eq!(Chunker::with_sizes(&[][..], 4096, 16384, 65536).count(), 0);
         let short = [5u8; 100];
-        let chunks: Vec<Vec<u8>> = Chunker::new(&short[..], 4096, 16384, 65536)
+        let chunks: Vec<Vec<u8>> = Chunker::with_sizes(&short[..], 4096, 16384, 65536)
             .collect::<io::Result<_>>()
             .expect("in-memory read");
         assert_eq!(chunks, vec![short.to_vec()]);
@@ -156,7 +170,7 @@ mod tests {
                 Err(io::Error::other("disk on fire"))
             }
         }
-        let err = Chunker::new(Failing, 4096, 16384, 65536)
+        let err = Chunker::with_sizes(Failing, 4096, 16384, 65536)
             .next()
             .expect("an item")
             .expect_err("the read error");

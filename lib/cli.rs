@@ -75,6 +75,18 @@ pub struct SecretKeyArgs {
     pub passphrase_file: Option<PathBuf>,
 }
 
+/// `--chunk-threshold`: which files are stored in content-defined chunks.
+/// bk-hash and bk-seal both take it (and `BK_CHUNK_THRESHOLD`): bk-hash
+/// hashes the chunks of such files while it reads them, so that bk-seal
+/// reads only the chunks the repository lacks.
+#[derive(Debug, Clone, Args)]
+pub struct ChunkArg {
+    /// Files larger than this are split into content-defined chunks, each
+    /// its own object (suffixes K, M, G: powers of 1024)
+    #[arg(long, env = "BK_CHUNK_THRESHOLD", value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    pub chunk_threshold: u64,
+}
+
 /// `-j N`: worker threads.
 #[derive(Debug, Clone, Args)]
 pub struct JobsArg {
@@ -201,6 +213,8 @@ pub struct HashCli {
     /// "auto" for the local copy of the latest snapshot of each root in --repo
     #[arg(long, env = "BK_REUSE", value_name = "INDEX|auto")]
     pub reuse: Option<String>,
+    #[command(flatten)]
+    pub chunk: ChunkArg,
     /// Repository whose cached latest snapshot `--reuse auto` uses
     #[arg(long, env = "BK_REPO", value_name = "DIR|s3://BUCKET/PREFIX", value_parser = LocationParser)]
     pub repo: Option<Location>,
@@ -243,10 +257,8 @@ pub struct SealCli {
     pub secret: SecretKeyArgs,
     #[command(flatten)]
     pub jobs: JobsArg,
-    /// Files larger than this are split into content-defined chunks, each
-    /// its own object (suffixes K, M, G: powers of 1024)
-    #[arg(long, env = "BK_CHUNK_THRESHOLD", value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
-    pub chunk_threshold: u64,
+    #[command(flatten)]
+    pub chunk: ChunkArg,
     #[command(flatten)]
     pub progress: ProgressArg,
     #[command(flatten)]

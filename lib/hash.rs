@@ -13,6 +13,12 @@
 //! the record out with a message on stderr: a hash that does not belong to
 //! the recorded file must never reach the snapshot. Such a run exits 24.
 //!
+//! A file above `--chunk-threshold` is also cut into content-defined chunks
+//! while it is read (exactly as bk-seal cuts), and each chunk's SHA-256
+//! goes into the record's `chunks`: bk-seal then reads only the chunks the
+//! repository lacks, and checks each against its hash, instead of reading
+//! and hashing the whole file a second time.
+//!
 //! A malformed input line, or a file record without a root to find the
 //! file under, stops the run with exit status 3; nothing after that line is
 //! emitted.
@@ -28,16 +34,19 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 
+use crate::chunker::Chunker;
 use crate::cli::HashCli;
 use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
 use crate::pause::Pause;
 use crate::progress::Progress;
 use crate::record::{
-    stdin_records, stdout_error, stdout_records, Kind, Record, RecordReader, RecordWriter,
+    stdin_records, stdout_error, stdout_records, ChunkHash, Kind, Record, RecordReader,
+    RecordWriter,
 };
 use crate::reorder::{line_weight, Reorder, REORDER_BUDGET};
 use crate::reuse::{ReuseSource, Reuser};
+use crate::source::HashingReader;
 
 /// The program name in messages.
 const PROGRAM: &str = "bk-hash";
@@ -62,8 +71,12 @@ pub fn run(cli: HashCli) -> Result<i32> {
     let stats = Arc::new(Stats::default());
     let mut progress = Progress::new(&cli.progress, PROGRAM);
     let pause = Arc::new(Pause::new(PROGRAM, cli.pause.pause_file.as_deref()));
+    let settings = Settings {
+        jobs: cli.jobs.count(),
+        chunk_threshold: cli.chunk.chunk_threshold,
+    };
     let code = hash_stream(
-        cli.jobs.count(),
+        settings,
         stdin_records,
         stdout_records(),
         reuse,
@@ -96,6 +109,15 @@ pub struct Stats {
     pub bytes_read: AtomicU64,
 }
 
+/// How bk-hash hashes.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Worker threads.
+    pub jobs: usize,
+    /// Files larger than this get their chunks hashed too (`--chunk-threshold`).
+    pub chunk_threshold: u64,
+}
+
 /// One unit of work: a record (input number `seq`) and the file to hash
 /// for it.
 struct Job {
@@ -104,12 +126,12 @@ struct Job {
     file: PathBuf,
 }
 
-/// Hashes the records `open_input` yields with `jobs` workers and writes
+/// Hashes the records `open_input` yields with `settings.jobs` workers and writes
 /// them to `out`; returns the exit status. `open_input` runs on the reader
 /// thread (stdin's lock cannot move between threads). Workers wait before
 /// each file while `pause` says so.
 pub fn hash_stream<R, F, W>(
-    jobs: usize,
+    settings: Settings,
     open_input: F,
     mut out: RecordWriter<W>,
     reuse: Option<Reuser>,
@@ -122,7 +144,7 @@ where
     F: FnOnce() -> RecordReader<R> + Send + 'static,
     W: Write,
 {
-    let jobs = jobs.max(1);
+    let jobs = settings.jobs.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (job_tx, job_rx) = bounded::<Job>(jobs * QUEUE_PER_WORKER);
     let (done_tx, done_rx) = bounded::<(u64, Result<Record>)>(jobs * QUEUE_PER_WORKER);
@@ -137,7 +159,7 @@ where
         let (rx, tx, stop) = (job_rx.clone(), done_tx.clone(), Arc::clone(&stop));
         let (stats, pause) = (Arc::clone(&stats), Arc::clone(&pause));
         workers.push(spawn("bk-hash-worker", move || {
-            work(&rx, &tx, &stop, &stats, &pause)
+            work(&rx, &tx, &stop, &stats, &pause, settings.chunk_threshold)
         })?);
     }
     // Only the workers and the reader may keep the channels open, so that
@@ -273,14 +295,17 @@ fn work(
     stop: &AtomicBool,
     stats: &Stats,
     pause: &Pause,
+    chunk_threshold: u64,
 ) {
     let mut buf = vec![0u8; BUF_SIZE];
     for Job { seq, mut rec, file } in jobs {
         pause.wait();
-        let result = hash_file(&file, rec.size, &mut buf, stop).map(|sha| {
+        let chunked = rec.size > chunk_threshold;
+        let result = hash_file(&file, rec.size, chunked, &mut buf, stop).map(|hashed| {
             stats.hashed.fetch_add(1, Ordering::Relaxed);
             stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
-            rec.sha256 = Some(sha);
+            rec.sha256 = Some(hashed.sha256);
+            rec.chunks = hashed.chunks;
             rec
         });
         if stop.load(Ordering::Relaxed) || done.send((seq, result)).is_err() {
@@ -326,10 +351,26 @@ fn write_results<W: Write>(
     Ok(())
 }
 
-/// The lowercase hex SHA-256 of the regular file at `path`, which the
-/// record says has `size` bytes. Any sign that the file is not the one
-/// scanned, or changed while being read, is a partial error naming it.
-pub fn hash_file(path: &Path, size: u64, buf: &mut [u8], stop: &AtomicBool) -> Result<String> {
+/// What hashing one file found.
+#[derive(Debug)]
+pub struct Hashed {
+    /// Lowercase hex SHA-256 of the content.
+    pub sha256: String,
+    /// The content-defined chunks, when asked for.
+    pub chunks: Option<Vec<ChunkHash>>,
+}
+
+/// Hashes the regular file at `path`, which the record says has `size`
+/// bytes, and with `chunked` its content-defined chunks too (cut as bk-seal
+/// cuts). Any sign that the file is not the one scanned, or changed while
+/// being read, is a partial error naming it.
+pub fn hash_file(
+    path: &Path,
+    size: u64,
+    chunked: bool,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> Result<Hashed> {
     let file = open_nofollow(path).map_err(|e| open_error(path, &e))?;
     let before = file.metadata().map_err(|e| read_error(path, &e))?;
     if !before.is_file() {
@@ -338,7 +379,19 @@ pub fn hash_file(path: &Path, size: u64, buf: &mut [u8], stop: &AtomicBool) -> R
     if before.len() != size {
         return Err(changed(path, &format!("size {size} → {}", before.len())));
     }
-    let (digest, read) = digest(&file, size, buf, stop).map_err(|e| read_error(path, &e))?;
+    // At most `size + 1` bytes: enough to notice the file grew without
+    // following a file that keeps growing.
+    let input = HashingReader::new((&file).take(size.saturating_add(1)));
+    let (input, chunks) = if chunked {
+        let (input, chunks) = hash_chunks(input, stop).map_err(|e| read_error(path, &e))?;
+        (input, Some(chunks))
+    } else {
+        (
+            drain(input, buf, stop).map_err(|e| read_error(path, &e))?,
+            None,
+        )
+    };
+    let read = input.count();
     if read != size {
         return Err(changed(
             path,
@@ -352,7 +405,10 @@ pub fn hash_file(path: &Path, size: u64, buf: &mut [u8], stop: &AtomicBool) -> R
     if modified(&before, &after) {
         return Err(changed(path, "modified while being read"));
     }
-    Ok(digest)
+    Ok(Hashed {
+        sha256: input.hex_digest(),
+        chunks,
+    })
 }
 
 /// Opens `path` for reading without following a final symlink, and without
@@ -366,28 +422,67 @@ fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Hashes at most `size + 1` bytes of `file` (enough to notice it grew
-/// without following a file that keeps growing), returning the hex digest
-/// and the bytes read. Stops early, with an error, when `stop` is set.
-fn digest(file: &File, size: u64, buf: &mut [u8], stop: &AtomicBool) -> io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut input = file.take(size.saturating_add(1));
-    let mut read = 0u64;
+/// Reads `input` to its end through `buf`. Stops early, with an error,
+/// when `stop` is set.
+fn drain<R: Read>(mut input: R, buf: &mut [u8], stop: &AtomicBool) -> io::Result<R> {
     loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
-        }
+        check_stop(stop)?;
         match input.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                read += n as u64;
-            }
+            Ok(0) => return Ok(input),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok((hex::encode(hasher.finalize()), read))
+}
+
+/// Reads `input` to its end, cutting it into content-defined chunks and
+/// hashing each. The chunk hashes are computed on a second thread while
+/// this one reads, cuts and hashes the whole content, so that one large
+/// file takes the time of one SHA-256 pass, not two. Stops early, with an
+/// error, when `stop` is set.
+fn hash_chunks<R: Read>(mut input: R, stop: &AtomicBool) -> io::Result<(R, Vec<ChunkHash>)> {
+    let chunks = thread::scope(|scope| {
+        let (to_hash, chunks_rx) = bounded::<Vec<u8>>(CHUNKS_QUEUED);
+        let hasher = thread::Builder::new()
+            .name("bk-hash-chunks".into())
+            .spawn_scoped(scope, move || {
+                chunks_rx
+                    .iter()
+                    .map(|chunk| ChunkHash {
+                        sha256: hex::encode(Sha256::digest(&chunk)),
+                        size: chunk.len() as u64,
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+        let mut cut = || -> io::Result<()> {
+            let mut chunker = Chunker::new(&mut input);
+            while let Some(chunk) = chunker.next_slice()? {
+                check_stop(stop)?;
+                if to_hash.send(chunk.to_vec()).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let cut = cut();
+        drop(to_hash);
+        let chunks = hasher
+            .join()
+            .map_err(|_| io::Error::other("the chunk hashing thread panicked"))?;
+        cut.map(|()| chunks)
+    })?;
+    Ok((input, chunks))
+}
+
+/// Chunks waiting for the chunk hashing thread (each at most `CHUNK_MAX`).
+const CHUNKS_QUEUED: usize = 2;
+
+fn check_stop(stop: &AtomicBool) -> io::Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+    }
+    Ok(())
 }
 
 /// Whether the file's size or modification time moved between two fstats.
@@ -440,8 +535,37 @@ mod tests {
         let data: Vec<u8> = (0..BUF_SIZE * 2 + 17).map(|i| (i % 251) as u8).collect();
         fs::write(&p, &data).unwrap();
         let mut buf = vec![0; BUF_SIZE];
-        let got = hash_file(&p, data.len() as u64, &mut buf, &no_stop()).unwrap();
+        let got = hash_file(&p, data.len() as u64, false, &mut buf, &no_stop())
+            .unwrap()
+            .sha256;
         assert_eq!(got, sha_hex(&data));
+    }
+
+    #[test]
+    fn chunked_hash_lists_the_chunks_as_cut_for_objects() {
+        use rand::{RngCore, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        let mut data = vec![0u8; 6 << 20];
+        rand::rngs::StdRng::seed_from_u64(3).fill_bytes(&mut data);
+        fs::write(&p, &data).unwrap();
+        let mut buf = vec![0; BUF_SIZE];
+        let hashed = hash_file(&p, data.len() as u64, true, &mut buf, &no_stop()).unwrap();
+        assert_eq!(hashed.sha256, sha_hex(&data));
+        let expected: Vec<ChunkHash> = Chunker::new(&data[..])
+            .map(|c| {
+                let c = c.unwrap();
+                ChunkHash {
+                    sha256: sha_hex(&c),
+                    size: c.len() as u64,
+                }
+            })
+            .collect();
+        assert!(expected.len() >= 3, "{} chunks", expected.len());
+        assert_eq!(hashed.chunks, Some(expected));
+        // A file that grew since the scan is refused, chunked or not.
+        let err = hash_file(&p, data.len() as u64 - 1, true, &mut buf, &no_stop()).unwrap_err();
+        assert!(err.to_string().contains("changed since scan"), "{err}");
     }
 
     #[test]
@@ -450,13 +574,13 @@ mod tests {
         let p = dir.path().join("f");
         fs::write(&p, b"abc").unwrap();
         let mut buf = vec![0; 16];
-        let err = hash_file(&p, 2, &mut buf, &no_stop()).unwrap_err();
+        let err = hash_file(&p, 2, false, &mut buf, &no_stop()).unwrap_err();
         assert_eq!(err.exit_code(), exit::PARTIAL);
         assert!(
             err.to_string().contains("changed since scan (size 2 → 3)"),
             "{err}"
         );
-        let err = hash_file(&dir.path().join("gone"), 2, &mut buf, &no_stop()).unwrap_err();
+        let err = hash_file(&dir.path().join("gone"), 2, false, &mut buf, &no_stop()).unwrap_err();
         assert!(
             err.to_string().ends_with("gone: vanished since scan"),
             "{err}"
@@ -471,9 +595,9 @@ mod tests {
         let fifo = dir.path().join("p");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         let mut buf = vec![0; 16];
-        let err = hash_file(&dir.path().join("l"), 3, &mut buf, &no_stop()).unwrap_err();
+        let err = hash_file(&dir.path().join("l"), 3, false, &mut buf, &no_stop()).unwrap_err();
         assert!(err.to_string().contains("now a symlink"), "{err}");
-        let err = hash_file(&fifo, 0, &mut buf, &no_stop()).unwrap_err();
+        let err = hash_file(&fifo, 0, false, &mut buf, &no_stop()).unwrap_err();
         assert!(
             err.to_string().contains("no longer a regular file"),
             "{err}"
@@ -504,7 +628,10 @@ mod tests {
         let input = format!("{good}\n{{oops\n{good}\n");
         let mut out = Vec::new();
         let code = hash_stream(
-            3,
+            Settings {
+                jobs: 3,
+                chunk_threshold: u64::MAX,
+            },
             move || RecordReader::new(io::Cursor::new(input.into_bytes())),
             RecordWriter::new(&mut out),
             None,
@@ -548,7 +675,10 @@ mod tests {
         let line = r#"{"v":1,"kind":"dir","path":"d"}"#;
         let input = format!("{line}\n").repeat(100_000);
         let err = hash_stream(
-            2,
+            Settings {
+                jobs: 2,
+                chunk_threshold: u64::MAX,
+            },
             move || RecordReader::new(io::Cursor::new(input.into_bytes())),
             RecordWriter::new(ClosedPipe),
             None,

@@ -76,6 +76,15 @@ pub struct ObjectRef {
     pub stored: Option<u64>,
 }
 
+/// One content-defined chunk of a large file as bk-hash read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkHash {
+    /// Hex SHA-256 of the chunk.
+    pub sha256: String,
+    /// Bytes in the chunk.
+    pub size: u64,
+}
+
 /// One file-system entry, as streamed between the programs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -143,6 +152,11 @@ pub struct Record {
     /// Hex SHA-256 of the whole content (files only; added by bk-hash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The SHA-256 and size of each content-defined chunk of a large file,
+    /// in order (added by bk-hash while it hashes the file, so that bk-seal
+    /// reads only the chunks the repository lacks; bk-seal removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Vec<ChunkHash>>,
     /// The objects holding the content, in order (added by bk-seal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<Vec<ObjectRef>>,
@@ -177,6 +191,7 @@ impl Record {
             nlink: 0,
             xattrs: BTreeMap::new(),
             sha256: None,
+            chunks: None,
             objects: None,
             extra: Map::new(),
         };

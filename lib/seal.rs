@@ -24,17 +24,12 @@ use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::idkey::{self, IdKey};
 use crate::progress::Progress;
-use crate::record::{self, Kind, ObjectRef, Record};
+use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
 use crate::repo::{ObjectSizes, PendingObject, Repo, RepoHandle, StoreError};
 use crate::source::{open_source, HashingReader};
 use crate::sync::lock;
 
-/// Smallest, average and largest chunk of a chunked file.
-pub const CHUNK_MIN: u32 = 512 << 10;
-/// Average chunk size.
-pub const CHUNK_AVG: u32 = 1 << 20;
-/// Largest chunk size (bounds memory per chunk in flight).
-pub const CHUNK_MAX: u32 = 4 << 20;
+pub use crate::chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
 
 /// A batch is committed when this many objects or bytes are pending.
 const BATCH_OBJECTS: usize = 2000;
@@ -134,7 +129,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         repo,
         recipients,
         id_key,
-        chunk_threshold: cli.chunk_threshold,
+        chunk_threshold: cli.chunk.chunk_threshold,
         pending: Mutex::new(Pending::default()),
         files: AtomicU64::new(0),
         reused: AtomicU64::new(0),
@@ -164,7 +159,9 @@ pub fn run(cli: SealCli) -> Result<i32> {
             let sealer = &sealer;
             scope.spawn(move || {
                 for job in rx {
-                    let _ = job.reply.send(sealer.store_chunk(&job.data));
+                    let _ = job
+                        .reply
+                        .send(sealer.store_chunk(&job.data, job.expect.as_deref()));
                 }
             });
         }
@@ -251,6 +248,8 @@ fn seal_stream(
 /// encrypt and write.
 struct ChunkJob {
     data: Vec<u8>,
+    /// The chunk's SHA-256 as bk-hash found it, when it did.
+    expect: Option<String>,
     reply: crossbeam_channel::Sender<Result<ChunkDone, StoreError>>,
 }
 
@@ -352,12 +351,18 @@ impl Sealer {
                 "{shown}: file record has no sha256; pipe it through bk-hash first"
             ))
         })?;
+        // The chunk hashes are bk-hash's word to bk-seal, not for the
+        // snapshot.
+        let chunks = rec.chunks.take();
         if self.objects_present(&rec)? {
             self.reused.fetch_add(1, Ordering::Relaxed);
             return Ok(Sealed { rec, waits: false });
         }
         let (objects, waits) = if rec.size > self.chunk_threshold {
-            self.store_chunked(&rec, &sha, &shown, chunk_tx)?
+            match chunks {
+                Some(chunks) => self.store_hashed_chunks(&rec, &chunks, &shown, chunk_tx)?,
+                None => self.store_chunked(&rec, &sha, &shown, chunk_tx)?,
+            }
         } else {
             self.store_whole(&rec, &sha, &shown)?
         };
@@ -406,7 +411,8 @@ impl Sealer {
         Ok((vec![obj_ref(id, rec.size, Some(stored))], true))
     }
 
-    /// Content-defined chunks, each its own object; the whole-file hash is
+    /// Content-defined chunks, each its own object, for a record without
+    /// bk-hash's chunk list: the whole file is read and the whole-file hash
     /// checked at the end (chunks stored before a mismatch are sound
     /// objects of the content read, only the record is refused).
     fn store_chunked(
@@ -418,36 +424,17 @@ impl Sealer {
     ) -> Result<(Vec<ObjectRef>, bool)> {
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(file);
-        let mut objects = Vec::new();
-        let mut waits = false;
-        let mut take = |result| -> Result<()> {
-            let done = finish_chunk(result, shown)?;
-            waits |= done.waits;
-            objects.push(done.object);
-            Ok(())
-        };
-        let mut in_flight = std::collections::VecDeque::new();
-        for chunk in Chunker::new(&mut reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+        let mut in_flight = InFlight::new(shown);
+        for chunk in Chunker::new(&mut reader) {
             let data = chunk.map_err(|e| {
                 Error::partial(format!(
                     "{shown}: {}; not stored",
                     crate::error::io_cause(&e)
                 ))
             })?;
-            let (reply, result) = crossbeam_channel::bounded(1);
-            chunk_tx
-                .send(ChunkJob { data, reply })
-                .map_err(|_| Error::fault("chunk pool stopped"))?;
-            in_flight.push_back(result);
-            while in_flight.len() > CHUNKS_IN_FLIGHT {
-                if let Some(result) = in_flight.pop_front() {
-                    take(result)?;
-                }
-            }
+            in_flight.push(send_chunk(chunk_tx, data, None)?)?;
         }
-        while let Some(result) = in_flight.pop_front() {
-            take(result)?;
-        }
+        let (objects, waits) = in_flight.finish()?;
         let count = reader.count();
         self.read_bytes.fetch_add(count, Ordering::Relaxed);
         if count != rec.size || reader.hex_digest() != sha {
@@ -458,10 +445,55 @@ impl Sealer {
         Ok((objects, waits))
     }
 
+    /// Chunks bk-hash cut and hashed: only those the repository lacks are
+    /// read (each checked against its hash in the pool), so an edit in a
+    /// large file costs reading the edited chunks, not the file.
+    fn store_hashed_chunks(
+        &self,
+        rec: &Record,
+        chunks: &[ChunkHash],
+        shown: &str,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<(Vec<ObjectRef>, bool)> {
+        check_chunk_list(chunks, rec.size, shown)?;
+        let mut file = None;
+        let mut offset = 0;
+        let mut in_flight = InFlight::new(shown);
+        for chunk in chunks {
+            let id = self
+                .id_key
+                .object_id(&chunk.sha256)
+                .map_err(|e| e.context(shown))?;
+            let slot = match self.known(&id)? {
+                Some((stored, waits)) => Slot::Done(ChunkDone {
+                    object: obj_ref(id, chunk.size, stored),
+                    waits,
+                }),
+                None => {
+                    let source = match &file {
+                        Some(source) => source,
+                        None => file.insert(open_source(&rec.source_path()?, shown)?),
+                    };
+                    let data = read_chunk(source, offset, chunk.size, shown)?;
+                    self.read_bytes.fetch_add(chunk.size, Ordering::Relaxed);
+                    send_chunk(chunk_tx, data, Some(chunk.sha256.clone()))?
+                }
+            };
+            in_flight.push(slot)?;
+            offset += chunk.size;
+        }
+        in_flight.finish()
+    }
+
     /// The chunk pool's work on one chunk: its id (from its SHA-256), and
     /// its object, stored unless the repository or this run has it.
-    fn store_chunk(&self, data: &[u8]) -> Result<ChunkDone, StoreError> {
+    /// With `expect`, a chunk whose hash differs is refused: its file
+    /// changed since bk-hash read it.
+    fn store_chunk(&self, data: &[u8], expect: Option<&str>) -> Result<ChunkDone, StoreError> {
         let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        if expect.is_some_and(|e| e != chunk_sha) {
+            return Err(StoreError::Fill(io::Error::other(CHANGED)));
+        }
         let id = self
             .id_key
             .object_id(&chunk_sha)
@@ -552,15 +584,114 @@ impl Sealer {
     }
 }
 
-/// Waits for the pool's answer on one chunk of the file `shown`.
-fn finish_chunk(
-    result: crossbeam_channel::Receiver<Result<ChunkDone, StoreError>>,
-    shown: &str,
-) -> Result<ChunkDone> {
-    result
-        .recv()
-        .map_err(|_| Error::fault("chunk pool stopped"))?
-        .map_err(|e| store_error(e, shown))
+/// The pool's answer on one chunk.
+type ChunkReply = crossbeam_channel::Receiver<Result<ChunkDone, StoreError>>;
+
+/// Hands one chunk to the pool.
+fn send_chunk(
+    chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    data: Vec<u8>,
+    expect: Option<String>,
+) -> Result<Slot> {
+    let (reply, result) = crossbeam_channel::bounded(1);
+    chunk_tx
+        .send(ChunkJob {
+            data,
+            expect,
+            reply,
+        })
+        .map_err(|_| Error::fault("chunk pool stopped"))?;
+    Ok(Slot::Sent(result))
+}
+
+/// One chunk of a file, in file order: known already, or with the pool.
+enum Slot {
+    Done(ChunkDone),
+    Sent(ChunkReply),
+}
+
+/// The chunks of one file on their way to becoming its object list, at
+/// most [`CHUNKS_IN_FLIGHT`] of them with the pool at once.
+struct InFlight<'a> {
+    shown: &'a str,
+    slots: std::collections::VecDeque<Slot>,
+    objects: Vec<ObjectRef>,
+    waits: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shown: &'a str) -> Self {
+        InFlight {
+            shown,
+            slots: Default::default(),
+            objects: Vec::new(),
+            waits: false,
+        }
+    }
+
+    /// Adds the next chunk, first waiting for the oldest when too many are
+    /// with the pool.
+    fn push(&mut self, slot: Slot) -> Result<()> {
+        self.slots.push_back(slot);
+        while self.slots.len() > CHUNKS_IN_FLIGHT {
+            self.take_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn take_oldest(&mut self) -> Result<()> {
+        let done = match self.slots.pop_front() {
+            Some(Slot::Done(done)) => done,
+            Some(Slot::Sent(result)) => result
+                .recv()
+                .map_err(|_| Error::fault("chunk pool stopped"))?
+                .map_err(|e| store_error(e, self.shown))?,
+            None => return Ok(()),
+        };
+        self.waits |= done.waits;
+        self.objects.push(done.object);
+        Ok(())
+    }
+
+    /// The file's objects in order, and whether any awaits a commit.
+    fn finish(mut self) -> Result<(Vec<ObjectRef>, bool)> {
+        while !self.slots.is_empty() {
+            self.take_oldest()?;
+        }
+        Ok((self.objects, self.waits))
+    }
+}
+
+/// Checks bk-hash's chunk list before trusting it with reads: sizes that
+/// add up to the file's and fit a chunk.
+fn check_chunk_list(chunks: &[ChunkHash], size: u64, shown: &str) -> Result<()> {
+    let fits = |c: &ChunkHash| c.size > 0 && c.size <= u64::from(CHUNK_MAX);
+    let total = chunks.iter().try_fold(0u64, |t, c| t.checked_add(c.size));
+    if !chunks.iter().all(fits) || total != Some(size) {
+        return Err(Error::bad_input(format!(
+            "{shown}: its \"chunks\" do not add up to its size in chunks of at most {CHUNK_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one chunk of a source file.
+fn read_chunk(file: &std::fs::File, offset: u64, size: u64, shown: &str) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut data = vec![0; size as usize];
+    file.read_exact_at(&mut data, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::partial(format!(
+                "{shown}: changed since it was hashed (shorter now); not stored"
+            ))
+        } else {
+            Error::partial(format!(
+                "{shown}: {}; not stored",
+                crate::error::io_cause(&e)
+            ))
+        }
+    })?;
+    Ok(data)
 }
 
 fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {

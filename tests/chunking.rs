@@ -123,6 +123,17 @@ fn one_byte_edit_in_a_large_file_stores_at_most_two_chunks() {
     assert_eq!(run.hash_count("hashed"), 1, "{}", run.hash_stderr);
     let rec2 = find_record(&run.backup.records(), b"big.bin").clone();
     assert_eq!(rec2["sha256"].as_str(), Some(sha2.as_str()));
+    assert!(
+        rec2.get("chunks").is_none(),
+        "bk-hash's chunk hashes stay out of the snapshot: {rec2}"
+    );
+    // bk-hash hashed the chunks while it read the file, so bk-seal read
+    // only the chunks the repository lacked, not the 256 MiB.
+    let sealed_read = run.seal_count("bytes read");
+    assert!(
+        sealed_read <= 2 * u64::from(CHUNK_MAX),
+        "bk-seal read {sealed_read} bytes for a 1-byte edit (want ≤ 2 × CHUNK_MAX)"
+    );
     check_chunks(&sb, &rec2, len);
     let added = new_files(&before, &sb.object_files());
     let added_bytes = object_files_size(&sb.repo, &added);
@@ -277,4 +288,121 @@ fn chunks_are_shared_by_copies_and_survive_a_shift() {
     let out = sb.restore(&to_ndjson(&recs), &dest);
     assert_ok(&out, "bk-open --to c.bin");
     assert_eq!(sha256_file(&dest.join("c.bin")), sha256_file(&c));
+}
+
+/// The `chunks` bk-hash adds to a large file's record: each chunk's size
+/// and SHA-256, in order, adding up to the file; only above the threshold.
+#[test]
+fn bk_hash_lists_the_chunks_of_files_above_the_threshold() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    let big = tree.join("big.bin");
+    write_pseudo_random_file(&big, 7, 24 * MIB);
+    write_pseudo_random_file(&tree.join("mid.bin"), 8, 10 * MIB);
+    let (scanned, _) = sb.scan_hash(&tree);
+    let out = sb.run("bk-hash", &args!["--chunk-threshold", "16M"], &scanned);
+    assert_ok(&out, "bk-hash --chunk-threshold 16M");
+    let records = parse_records(&out.stdout);
+    assert!(
+        find_record(&records, b"mid.bin").get("chunks").is_none(),
+        "a 10 MiB file is below a 16M threshold"
+    );
+    let chunks = find_record(&records, b"big.bin")["chunks"]
+        .as_array()
+        .expect("chunks of the 24 MiB file")
+        .clone();
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    let data = fs::read(&big).unwrap();
+    let mut at = 0usize;
+    for c in &chunks {
+        let size = c["size"].as_u64().expect("chunk size") as usize;
+        assert_eq!(
+            c["sha256"].as_str(),
+            Some(sha256_hex(&data[at..at + size]).as_str()),
+            "chunk at {at}"
+        );
+        at += size;
+    }
+    assert_eq!(at, data.len(), "chunk sizes add up to the file");
+}
+
+/// A large file changed between bk-hash and bk-seal: the chunk that
+/// changed no longer matches bk-hash's hash, so the record is left out
+/// (exit 24, naming the file) and nothing of it is stored under its name.
+#[test]
+fn file_changed_after_hashing_is_not_stored_from_its_chunk_list() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    let big = tree.join("big.bin");
+    let len = 24 * MIB;
+    write_pseudo_random_file(&big, 9, len);
+    write_file(&tree.join("small.txt"), b"small\n", 0o644);
+    let (_, hashed) = sb.scan_hash(&tree);
+    assert!(
+        find_record(&parse_records(&hashed), b"big.bin")
+            .get("chunks")
+            .is_some(),
+        "bk-hash lists the chunks of a 24 MiB file"
+    );
+
+    // Same size, one byte different in the middle.
+    let f = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.write_all_at(&[0x5A ^ 0xFF], len / 2).unwrap();
+    drop(f);
+    let out = sb.seal(&hashed);
+    assert_code(&out, 24, "bk-seal after the file changed");
+    let err = stderr(&out);
+    assert!(
+        err.contains("big.bin\": changed since it was hashed"),
+        "stderr names the file and the cause: {err}"
+    );
+    let records = parse_records(&out.stdout);
+    assert!(
+        records.iter().all(|r| rec_path(r) != b"big.bin"),
+        "no record for the changed file"
+    );
+    find_record(&records, b"small.txt");
+    assert!(leftover_tmp_objects(&sb.repo).is_empty());
+
+    // Shorter now: the chunks past the end cannot be read.
+    let f = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.set_len(len / 3).unwrap();
+    drop(f);
+    let out = sb.seal(&hashed);
+    assert_code(&out, 24, "bk-seal after the file shrank");
+    assert!(
+        stderr(&out).contains("big.bin\": changed since it was hashed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A chunk list that does not describe the file (hand-edited, or from a
+/// buggy stage) is refused for that record, never trusted for reads.
+#[test]
+fn chunk_list_that_does_not_add_up_is_refused() {
+    let sb = Sandbox::new();
+    let tree = sb.path("tree");
+    write_pseudo_random_file(&tree.join("big.bin"), 10, 12 * MIB);
+    let (_, hashed) = sb.scan_hash(&tree);
+    let mut records = parse_records(&hashed);
+    let rec = records
+        .iter_mut()
+        .find(|r| rec_path(r) == b"big.bin")
+        .expect("big.bin record");
+    let chunks = rec["chunks"].as_array_mut().expect("chunks");
+    chunks.pop();
+    let out = sb.seal(&to_ndjson(&records));
+    assert_code(&out, 3, "bk-seal with a short chunk list");
+    let err = stderr(&out);
+    assert!(
+        err.contains("big.bin\": its \"chunks\" do not add up to its size"),
+        "{err}"
+    );
+    assert!(
+        parse_records(&out.stdout)
+            .iter()
+            .all(|r| rec_path(r) != b"big.bin"),
+        "no record for big.bin"
+    );
 }
