@@ -279,9 +279,9 @@ def table(results, meta_path, out_path, s3_path=None):
             f"Limit for encrypt + hash of every byte = 1/(1/aes + 1/sha256) = **{limit:.0f} MB/s per core**, {limit * cores:.0f} MB/s on {cores} cores.")
         if sha1:
             full = 1 / (1 / aes + 3 / sha + 1 / sha1)
-            add(f"(What bk does per byte of a new large file today: SHA-256 in bk-hash, then in bk-seal SHA-256 of each chunk (its id) "
-                f"and of the whole file (the check that what is stored is what was hashed), the FastCDC gear hash, AES-256-CFB, SHA-1 for the MDC "
-                f"and BLAKE3 of the ciphertext (the object inventory, about a quarter of a SHA-256 pass): "
+            add(f"(What bk does per byte of a new large file today: in bk-hash the FastCDC gear hash, SHA-256 of the whole file and of each chunk "
+                f"(on two threads), then in bk-seal SHA-256 of each new chunk again (the check that what is stored is what bk-hash hashed), "
+                f"AES-256-CFB, SHA-1 for the MDC and BLAKE3 of the ciphertext (the object inventory, about a quarter of a SHA-256 pass): "
                 f"without the gear hash and copies, 1/(1/aes + 3/sha256 + 1/sha1) = {full:.0f} MB/s per core.)")
         add("")
         add("| big full backup | MB/s | ÷ (limit × cores) | ÷ limit (one core) |")

@@ -17,8 +17,9 @@
 //!
 //! A live holder rewrites its `refreshed` time every few minutes from a
 //! background thread. A lock is **stale** when its process is not running
-//! on this host (same host name, no such pid), or, for other hosts, when it
-//! has not been refreshed for [`STALE_AFTER`]. Stale locks are ignored with
+//! on this host (same host name, and no such pid, or a process with that
+//! pid that started at another time or boot: the pid was reused), or, for
+//! other hosts, when it has not been refreshed for [`STALE_AFTER`]. Stale locks are ignored with
 //! a warning; `bk-index unlock` removes them.
 
 use std::io::{self, Write};
@@ -87,6 +88,11 @@ pub struct LockInfo {
     pub time: String,
     /// When the holder last showed it is alive (RFC 3339).
     pub refreshed: String,
+    /// Which run of the process `pid` holds it: the boot id and the
+    /// process start time (Linux `/proc`), so that a live process that
+    /// only reuses the pid of a dead holder does not keep its lock alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
 }
 
 /// One lock file found in `locks/`.
@@ -150,6 +156,7 @@ impl RepoLock {
         let started = std::time::Instant::now();
         let host = crate::host::this_host();
         let pid = std::process::id();
+        let process_started = process_start(pid);
         let mut warned = std::collections::BTreeSet::new();
         loop {
             let now = rfc3339(SystemTime::now());
@@ -160,6 +167,7 @@ impl RepoLock {
                 program: program.to_owned(),
                 time: now.clone(),
                 refreshed: now,
+                started: process_started.clone(),
             };
             let mut rnd = [0u8; 4];
             rand::thread_rng().fill_bytes(&mut rnd);
@@ -384,6 +392,12 @@ fn judge(
         Some(i) if i.host == host && i.pid != std::process::id() && !pid_alive(i.pid) => {
             Some(format!("process {} is not running on this host", i.pid))
         }
+        Some(i) if i.host == host && i.pid != std::process::id() && !same_process(i) => {
+            Some(format!(
+                "process {} on this host is not the one that took the lock (pid reused)",
+                i.pid
+            ))
+        }
         _ if silent > STALE_AFTER => Some(format!(
             "not refreshed for {}",
             humantime::format_duration(round_secs(silent))
@@ -434,6 +448,29 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Whether the live process `info.pid` is the one that wrote the lock:
+/// same boot and start time. Unknown (an older lock file, or no `/proc`)
+/// counts as the same, so a lock is never taken for stale on a guess.
+fn same_process(info: &LockInfo) -> bool {
+    match (&info.started, process_start(info.pid)) {
+        (Some(then), Some(now)) => *then == now,
+        _ => true,
+    }
+}
+
+/// `<boot id>:<start time in clock ticks since boot>` of process `pid`,
+/// from `/proc` (Linux); `None` where that cannot be read.
+pub fn process_start(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: the state is field 3 and the start time field 22.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start = after_name.split_whitespace().nth(22 - 3)?;
+    start.parse::<u64>().ok()?;
+    Some(format!("{}:{start}", boot.trim()))
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -454,6 +491,40 @@ mod tests {
             program: "t".into(),
             time: rfc3339(refreshed),
             refreshed: rfc3339(refreshed),
+            started: None,
+        }
+    }
+
+    #[test]
+    fn live_pid_of_another_process_run_is_stale() {
+        let now = SystemTime::now();
+        let host = crate::host::this_host();
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        let started = process_start(parent).expect("/proc on Linux");
+        let judged = |started: Option<String>| {
+            let mut i = info(&host, parent, now);
+            i.started = started;
+            judge(
+                "x".into(),
+                "x".into(),
+                LockKind::Exclusive,
+                Some(i),
+                now,
+                now,
+                &host,
+            )
+            .stale
+        };
+        // The parent itself: live. An older lock without a start time: live.
+        assert_eq!(judged(Some(started.clone())), None);
+        assert_eq!(judged(None), None);
+        // The same pid in an earlier run (other start time, or other boot).
+        let (boot, ticks) = started.split_once(':').unwrap();
+        let earlier = format!("{boot}:{}", ticks.parse::<u64>().unwrap() + 1);
+        let other_boot = format!("00000000-0000-0000-0000-000000000000:{ticks}");
+        for then in [earlier, other_boot] {
+            let why = judged(Some(then.clone())).unwrap_or_else(|| panic!("{then}: live"));
+            assert!(why.contains("not the one that took the lock"), "{why}");
         }
     }
 

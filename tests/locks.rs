@@ -269,3 +269,50 @@ fn init_pipeline_creates_and_locks_the_repository() {
     let shown = sb.show_latest();
     assert_eq!(parse_records(&shown).len(), parse_records(&hashed).len());
 }
+
+/// A lock whose pid now belongs to another process (pids are reused, e.g.
+/// after a reboot) is stale: its holder's start time no longer matches. The
+/// same pid with the holder's own start time keeps the lock live.
+#[test]
+fn a_lock_whose_pid_was_reused_is_stale() {
+    let (sb, hashed) = setup();
+    let host = bk::host::this_host();
+    let me = std::process::id();
+    let started = bk::lock::process_start(me).expect("/proc on Linux");
+    let plant = |started: &str| {
+        let path = write_lock(
+            &sb.repo,
+            "exclusive",
+            "bk-index prune",
+            &host,
+            me,
+            SystemTime::now(),
+        );
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json["started"] = started.into();
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+
+    let own = plant(&started);
+    let out = seal_with(&sb, &hashed, &[]);
+    assert_code(&out, 11, "bk-seal under a live lock with its start time");
+    std::fs::remove_file(&own).unwrap();
+
+    let (boot, ticks) = started.split_once(':').unwrap();
+    let reused = plant(&format!("{boot}:{}", ticks.parse::<u64>().unwrap() + 7));
+    let out = seal_with(&sb, &hashed, &[]);
+    assert_ok(&out, "bk-seal beside a lock whose pid was reused");
+    let err = stderr(&out);
+    assert!(
+        err.contains("ignoring stale lock")
+            && err.contains(&format!(
+                "process {me} on this host is not the one that took the lock (pid reused)"
+            )),
+        "{err}"
+    );
+    let out = unlock(&sb, &[]);
+    assert_ok(&out, "bk-index unlock");
+    assert!(!reused.exists(), "unlock removed the reused-pid lock");
+}
