@@ -284,6 +284,29 @@ fn full_disk_under_a_restore_stops_with_a_clear_error() {
     assert!(complete < 12, "the disk was not full after all");
 }
 
+/// A large file is restored with direct writes where the file system takes
+/// them; a full disk must still be the same clear error, leaving nothing.
+#[test]
+fn full_disk_under_a_large_file_restore_stops_with_a_clear_error() {
+    if !have_root("full_disk_under_a_large_file_restore_stops_with_a_clear_error") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("big"), noise(400, 6 << 20)).unwrap();
+    sb.backup(&src);
+    let dest = sb.path("dest");
+    let _mount = Mount::tmpfs(&dest, "4m");
+    let out = sb.restore(&sb.show_latest(), &dest);
+    let err = stderr(&out);
+    assert_eq!(code(&out), IO, "{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    let mut left = Vec::new();
+    walk(&dest, &mut |p| left.push(p.to_path_buf()));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn vanished_and_changed_files_are_reported_and_the_rest_is_good() {
     let sb = Sandbox::new();
