@@ -936,7 +936,7 @@ impl SparseWriter {
     /// cache (from then on).
     fn write_run(&mut self, from: usize, to: usize) -> io::Result<()> {
         let at = self.pos + from as u64;
-        if self.direct && (to - from) % DIRECT_ALIGN != 0 {
+        if self.direct && !(to - from).is_multiple_of(DIRECT_ALIGN) {
             self.direct = false;
             set_direct(&self.file, false)?;
         }
