@@ -470,7 +470,7 @@ impl Sealer {
                     waits,
                 }),
                 None => {
-                    let source = match &file {
+                    let source = match &mut file {
                         Some(source) => source,
                         None => file.insert(open_source(&rec.source_path()?, shown)?),
                     };
@@ -675,23 +675,24 @@ fn check_chunk_list(chunks: &[ChunkHash], size: u64, shown: &str) -> Result<()> 
     Ok(())
 }
 
-/// Reads one chunk of a source file.
-fn read_chunk(file: &std::fs::File, offset: u64, size: u64, shown: &str) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut data = vec![0; size as usize];
-    file.read_exact_at(&mut data, offset).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::partial(format!(
-                "{shown}: changed since it was hashed (shorter now); not stored"
-            ))
-        } else {
-            Error::partial(format!(
-                "{shown}: {}; not stored",
-                crate::error::io_cause(&e)
-            ))
-        }
-    })?;
-    Ok(data)
+/// Reads one chunk of a source file (into fresh capacity: no zeroing pass
+/// over memory that the read overwrites anyway).
+fn read_chunk(file: &mut std::fs::File, offset: u64, size: u64, shown: &str) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut data = Vec::with_capacity(size as usize);
+    let read = file
+        .seek(SeekFrom::Start(offset))
+        .and_then(|_| file.take(size).read_to_end(&mut data));
+    match read {
+        Ok(n) if n as u64 == size => Ok(data),
+        Ok(_) => Err(Error::partial(format!(
+            "{shown}: changed since it was hashed (shorter now); not stored"
+        ))),
+        Err(e) => Err(Error::partial(format!(
+            "{shown}: {}; not stored",
+            crate::error::io_cause(&e)
+        ))),
+    }
 }
 
 fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {
