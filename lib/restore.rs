@@ -858,35 +858,41 @@ struct SparseWriter {
 const DIRECT_ALIGN: usize = 4096;
 
 /// A [`SPARSE_BUF`]-byte buffer whose start is [`DIRECT_ALIGN`]-aligned,
-/// as `O_DIRECT` writes need.
+/// as `O_DIRECT` writes need. Only the bytes before the aligned start are
+/// initialised up front: every small file restored gets one of these, and
+/// zeroing 256 KiB each time would be a memory pass per file for nothing.
 struct AlignedBuf {
     storage: Vec<u8>,
     start: usize,
-    len: usize,
 }
 
 impl AlignedBuf {
     fn new() -> Self {
-        let storage = vec![0u8; SPARSE_BUF + DIRECT_ALIGN];
+        let mut storage = Vec::<u8>::with_capacity(SPARSE_BUF + DIRECT_ALIGN);
         let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf {
-            storage,
-            start,
-            len: 0,
-        }
+        storage.resize(start, 0);
+        AlignedBuf { storage, start }
+    }
+
+    fn len(&self) -> usize {
+        self.storage.len() - self.start
     }
 
     fn filled(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
+        &self.storage[self.start..]
     }
 
-    /// Appends as much of `data` as fits; returns how much did.
+    /// Appends as much of `data` as fits; returns how much did. (The
+    /// capacity holds the aligned start plus [`SPARSE_BUF`], so this never
+    /// reallocates and the start stays aligned.)
     fn push(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(SPARSE_BUF - self.len);
-        let at = self.start + self.len;
-        self.storage[at..at + n].copy_from_slice(&data[..n]);
-        self.len += n;
+        let n = data.len().min(SPARSE_BUF - self.len());
+        self.storage.extend_from_slice(&data[..n]);
         n
+    }
+
+    fn clear(&mut self) {
+        self.storage.truncate(self.start);
     }
 }
 
@@ -908,7 +914,7 @@ impl SparseWriter {
     /// Writes the buffer at its offset, skipping all-zero blocks.
     fn write_buf(&mut self) -> io::Result<()> {
         let mut run: Option<usize> = None;
-        let len = self.buf.len;
+        let len = self.buf.len();
         let blocks = len.div_ceil(SPARSE_BLOCK);
         for i in 0..=blocks {
             let start = i * SPARSE_BLOCK;
@@ -927,7 +933,7 @@ impl SparseWriter {
             }
         }
         self.pos += len as u64;
-        self.buf.len = 0;
+        self.buf.clear();
         Ok(())
     }
 
@@ -981,7 +987,7 @@ impl Write for SparseWriter {
         let n = self.buf.push(data);
         self.hasher.update(&data[..n]);
         self.count += n as u64;
-        if self.buf.len == SPARSE_BUF {
+        if self.buf.len() == SPARSE_BUF {
             if let Err(e) = self.write_buf() {
                 self.error = Some(copy_error(&e));
                 return Err(e);
