@@ -24,7 +24,7 @@
 //! emitted.
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,9 +39,10 @@ use crate::cli::HashCli;
 use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
 use crate::pause::Pause;
+use crate::pipeline::{Batcher, BATCH_RECORDS};
 use crate::progress::Progress;
 use crate::record::{
-    stdin_records, stdout_error, stdout_records, ChunkHash, Kind, Record, RecordReader,
+    stdin_records, stdout_error, stdout_records, ChunkHash, Kind, Peek, Record, RecordReader,
     RecordWriter,
 };
 use crate::reorder::{line_weight, Reorder, REORDER_BUDGET};
@@ -120,6 +121,9 @@ pub struct Settings {
 
 /// One unit of work: a record (input number `seq`) and the file to hash
 /// for it.
+/// Results for the writer, in batches: `(input number, record or error)`.
+type Done = Vec<(u64, Result<Record>)>;
+
 struct Job {
     seq: u64,
     rec: Record,
@@ -140,14 +144,14 @@ pub fn hash_stream<R, F, W>(
     pause: Arc<Pause>,
 ) -> Result<i32>
 where
-    R: BufRead,
+    R: Peek,
     F: FnOnce() -> RecordReader<R> + Send + 'static,
     W: Write,
 {
     let jobs = settings.jobs.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (job_tx, job_rx) = bounded::<Job>(jobs * QUEUE_PER_WORKER);
-    let (done_tx, done_rx) = bounded::<(u64, Result<Record>)>(jobs * QUEUE_PER_WORKER);
+    let (done_tx, done_rx) = bounded::<Done>(jobs * QUEUE_PER_WORKER);
 
     let reader_stats = Arc::clone(&stats);
     let passed = done_tx.clone();
@@ -223,11 +227,31 @@ fn join_workers(workers: Vec<JoinHandle<()>>, outcome: &mut Outcome) {
 /// hashed, and queues them; a record with nothing to hash (not a file, or
 /// reused) goes straight to the writer, which keeps input order. Stops at
 /// the first bad line (returning its error) or when the workers are gone.
-fn read_jobs<R: BufRead>(
+fn read_jobs<R: Peek>(
     mut input: RecordReader<R>,
     jobs: &Sender<Job>,
-    passed: &Sender<(u64, Result<Record>)>,
+    passed: &Sender<Done>,
     mut reuse: Option<Reuser>,
+    stats: &Stats,
+) -> Result<()> {
+    // Records passed on travel in batches (a re-run passes on nearly all);
+    // what is gathered goes out before the reader could wait: on input, or
+    // on a full job queue.
+    let mut batcher = Batcher::new(BATCH_RECORDS);
+    let result = read_into(&mut input, jobs, passed, &mut batcher, &mut reuse, stats);
+    if let Some(batch) = batcher.take() {
+        let _ = passed.send(batch);
+    }
+    result
+}
+
+/// [`read_jobs`]' loop.
+fn read_into<R: Peek>(
+    input: &mut RecordReader<R>,
+    jobs: &Sender<Job>,
+    passed: &Sender<Done>,
+    batcher: &mut Batcher<(u64, Result<Record>)>,
+    reuse: &mut Option<Reuser>,
     stats: &Stats,
 ) -> Result<()> {
     let mut seq = 0;
@@ -242,8 +266,14 @@ fn read_jobs<R: BufRead>(
         let file =
             file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
         let sent = match file {
-            None => passed.send((seq, Ok(rec))).is_ok(),
-            Some(file) => jobs.send(Job { seq, rec, file }).is_ok(),
+            None => match batcher.add((seq, Ok(rec)), 0, input.next_ready()) {
+                Some(batch) => passed.send(batch).is_ok(),
+                None => true,
+            },
+            Some(file) => {
+                let flushed = batcher.take().is_none_or(|b| passed.send(b).is_ok());
+                flushed && jobs.send(Job { seq, rec, file }).is_ok()
+            }
         };
         if !sent {
             break;
@@ -291,7 +321,7 @@ pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
 /// goes away, or `stop` is set.
 fn work(
     jobs: &Receiver<Job>,
-    done: &Sender<(u64, Result<Record>)>,
+    done: &Sender<Done>,
     stop: &AtomicBool,
     stats: &Stats,
     pause: &Pause,
@@ -308,7 +338,7 @@ fn work(
             rec.chunks = hashed.chunks;
             rec
         });
-        if stop.load(Ordering::Relaxed) || done.send((seq, result)).is_err() {
+        if stop.load(Ordering::Relaxed) || done.send(vec![(seq, result)]).is_err() {
             return;
         }
     }
@@ -318,14 +348,14 @@ fn work(
 /// skipped ones, until every worker is done. Fails only when the output
 /// cannot be written.
 fn write_results<W: Write>(
-    done: &Receiver<(u64, Result<Record>)>,
+    done: &Receiver<Done>,
     out: &mut RecordWriter<W>,
     outcome: &mut Outcome,
     progress: &mut Progress,
 ) -> Result<()> {
     let mut order = Reorder::new(REORDER_BUDGET);
     let mut ready = Vec::new();
-    for (seq, result) in done {
+    for (seq, result) in done.iter().flatten() {
         match result {
             Ok(rec) => {
                 if rec.kind == Kind::File {

@@ -327,6 +327,59 @@ impl<R: BufRead> RecordReader<R> {
     }
 }
 
+impl<R: Peek> RecordReader<R> {
+    /// Whether the next line is already buffered, so that reading it will
+    /// not wait on the input: a stage hands on what it has gathered before
+    /// it might wait.
+    pub fn next_ready(&self) -> bool {
+        self.input.buffered().contains(&b'\n')
+    }
+}
+
+/// Input whose buffered, not yet consumed bytes can be seen without
+/// reading more.
+pub trait Peek: BufRead {
+    /// The bytes buffered.
+    fn buffered(&self) -> &[u8];
+}
+
+impl<R: io::Read> Peek for io::BufReader<R> {
+    fn buffered(&self) -> &[u8] {
+        self.buffer()
+    }
+}
+
+impl Peek for &[u8] {
+    fn buffered(&self) -> &[u8] {
+        self
+    }
+}
+
+impl<T: AsRef<[u8]>> Peek for io::Cursor<T> {
+    fn buffered(&self) -> &[u8] {
+        let all = self.get_ref().as_ref();
+        &all[(self.position() as usize).min(all.len())..]
+    }
+}
+
+/// Standard input read through a duplicate of its descriptor, unbuffered,
+/// so that the [`RecordReader`]'s own buffer is the only one and can be
+/// seen (std's is private). Where the descriptor cannot be duplicated,
+/// std's stdin.
+pub enum StdinFd {
+    Dup(std::fs::File),
+    Std(io::Stdin),
+}
+
+impl io::Read for StdinFd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StdinFd::Dup(f) => f.read(buf),
+            StdinFd::Std(s) => s.read(buf),
+        }
+    }
+}
+
 impl<R: BufRead> Iterator for RecordReader<R> {
     type Item = Result<Record>;
 
@@ -399,9 +452,18 @@ impl<W: Write> RecordWriter<W> {
 }
 
 /// Records on stdin, locked and buffered.
-pub fn stdin_records() -> RecordReader<io::StdinLock<'static>> {
-    RecordReader::new(io::stdin().lock())
+pub fn stdin_records() -> RecordReader<io::BufReader<StdinFd>> {
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let input = match stdin.as_fd().try_clone_to_owned() {
+        Ok(fd) => StdinFd::Dup(std::fs::File::from(fd)),
+        Err(_) => StdinFd::Std(stdin),
+    };
+    RecordReader::new(io::BufReader::with_capacity(STDIN_BUFFER, input))
 }
+
+/// Bytes of stdin read at once.
+const STDIN_BUFFER: usize = 64 << 10;
 
 /// A record writer on stdout.
 pub fn stdout_records() -> RecordWriter<io::Stdout> {
@@ -443,5 +505,17 @@ mod tests {
             .to_string()
             .starts_with("stdin line 7: malformed record"));
         assert_eq!(err.exit_code(), crate::error::exit::BAD_INPUT);
+    }
+
+    #[test]
+    fn next_ready_tells_whether_a_whole_line_is_buffered() {
+        let a = br#"{"v":1,"kind":"dir","path":"a"}"#;
+        let input = [&a[..], b"\n", &a[..], b"\n", &a[..4]].concat();
+        let mut reader = RecordReader::new(io::BufReader::with_capacity(1 << 10, &input[..]));
+        assert!(!reader.next_ready(), "nothing read from the input yet");
+        assert!(reader.next().unwrap().is_ok());
+        assert!(reader.next_ready(), "the second line is in the buffer");
+        assert!(reader.next().unwrap().is_ok());
+        assert!(!reader.next_ready(), "only part of a line is left");
     }
 }

@@ -175,16 +175,24 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let v_ref = &v;
     let failed_ref = &snapshot_failed;
     let policy_ref = &policy;
-    let input = move || -> Box<dyn Iterator<Item = Result<Record>>> {
+    let input = move || -> Box<dyn crate::pipeline::Source> {
         if all_snapshots {
-            Box::new(v_ref.all_snapshot_records(snapshots, policy_ref, failed_ref))
+            Box::new(crate::pipeline::Unbatched(
+                v_ref.all_snapshot_records(snapshots, policy_ref, failed_ref),
+            ))
         } else {
             Box::new(record::stdin_records())
         }
     };
+    let batch = if v.repo.store().is_remote() {
+        1
+    } else {
+        crate::pipeline::BATCH_RECORDS
+    };
     let mut outcome = crate::pipeline::run(
         "bk-verify",
         cli.jobs.count(),
+        batch,
         input,
         |rec| Ok(Some(v.check(&rec))),
         |results| results.len() * 256,
