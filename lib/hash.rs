@@ -39,7 +39,7 @@ use crate::cli::HashCli;
 use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
 use crate::pause::Pause;
-use crate::pipeline::{Batcher, BATCH_RECORDS};
+use crate::pipeline::{Batcher, BATCH_FILE_BYTES, BATCH_RECORDS};
 use crate::progress::Progress;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, ChunkHash, Kind, Peek, Record, RecordReader,
@@ -150,7 +150,7 @@ where
 {
     let jobs = settings.jobs.max(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let (job_tx, job_rx) = bounded::<Job>(jobs * QUEUE_PER_WORKER);
+    let (job_tx, job_rx) = bounded::<Vec<Job>>(jobs * QUEUE_PER_WORKER);
     let (done_tx, done_rx) = bounded::<Done>(jobs * QUEUE_PER_WORKER);
 
     let reader_stats = Arc::clone(&stats);
@@ -229,28 +229,26 @@ fn join_workers(workers: Vec<JoinHandle<()>>, outcome: &mut Outcome) {
 /// the first bad line (returning its error) or when the workers are gone.
 fn read_jobs<R: Peek>(
     mut input: RecordReader<R>,
-    jobs: &Sender<Job>,
+    jobs: &Sender<Vec<Job>>,
     passed: &Sender<Done>,
     mut reuse: Option<Reuser>,
     stats: &Stats,
 ) -> Result<()> {
-    // Records passed on travel in batches (a re-run passes on nearly all);
-    // what is gathered goes out before the reader could wait: on input, or
-    // on a full job queue.
-    let mut batcher = Batcher::new(BATCH_RECORDS);
-    let result = read_into(&mut input, jobs, passed, &mut batcher, &mut reuse, stats);
-    if let Some(batch) = batcher.take() {
-        let _ = passed.send(batch);
-    }
+    let mut out = Outgoing {
+        jobs,
+        passed,
+        hashing: Batcher::new(BATCH_RECORDS),
+        passing: Batcher::new(BATCH_RECORDS),
+    };
+    let result = read_into(&mut input, &mut out, &mut reuse, stats);
+    out.flush();
     result
 }
 
 /// [`read_jobs`]' loop.
 fn read_into<R: Peek>(
     input: &mut RecordReader<R>,
-    jobs: &Sender<Job>,
-    passed: &Sender<Done>,
-    batcher: &mut Batcher<(u64, Result<Record>)>,
+    out: &mut Outgoing,
     reuse: &mut Option<Reuser>,
     stats: &Stats,
 ) -> Result<()> {
@@ -266,21 +264,60 @@ fn read_into<R: Peek>(
         let file =
             file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
         let sent = match file {
-            None => match batcher.add((seq, Ok(rec)), 0, input.next_ready()) {
-                Some(batch) => passed.send(batch).is_ok(),
-                None => true,
-            },
-            Some(file) => {
-                let flushed = batcher.take().is_none_or(|b| passed.send(b).is_ok());
-                flushed && jobs.send(Job { seq, rec, file }).is_ok()
-            }
+            None => out.pass(seq, rec),
+            Some(file) => out.hash(Job { seq, rec, file }),
         };
-        if !sent {
+        if !sent || (!input.next_ready() && !out.flush()) {
             break;
         }
         seq += 1;
     }
     Ok(())
+}
+
+/// The reader's two outgoing streams, in batches (see [`Batcher`]): files
+/// for the workers to hash, and records passed straight to the writer (a
+/// re-run passes on nearly all). Each method returns false once the other
+/// side is gone.
+struct Outgoing<'a> {
+    jobs: &'a Sender<Vec<Job>>,
+    passed: &'a Sender<Done>,
+    hashing: Batcher<Job>,
+    passing: Batcher<(u64, Result<Record>)>,
+}
+
+impl Outgoing<'_> {
+    fn pass(&mut self, seq: u64, rec: Record) -> bool {
+        match self.passing.add((seq, Ok(rec)), 0, true) {
+            Some(batch) => self.passed.send(batch).is_ok(),
+            None => true,
+        }
+    }
+
+    fn hash(&mut self, job: Job) -> bool {
+        let size = job.rec.size;
+        match self.hashing.add(job, size, true) {
+            // The writer gets what was passed first: the job queue may be
+            // full, and the reader would wait there.
+            Some(batch) => self.flush_passed() && self.jobs.send(batch).is_ok(),
+            None => true,
+        }
+    }
+
+    /// Hands on everything gathered (before the reader might wait).
+    fn flush(&mut self) -> bool {
+        self.flush_passed()
+            && self
+                .hashing
+                .take()
+                .is_none_or(|b| self.jobs.send(b).is_ok())
+    }
+
+    fn flush_passed(&mut self) -> bool {
+        self.passing
+            .take()
+            .is_none_or(|b| self.passed.send(b).is_ok())
+    }
 }
 
 /// Whether a record needs its content hashed: every file, except one that
@@ -320,7 +357,7 @@ pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
 /// A worker: hashes queued files until the queue closes, the output side
 /// goes away, or `stop` is set.
 fn work(
-    jobs: &Receiver<Job>,
+    jobs: &Receiver<Vec<Job>>,
     done: &Sender<Done>,
     stop: &AtomicBool,
     stats: &Stats,
@@ -328,17 +365,30 @@ fn work(
     chunk_threshold: u64,
 ) {
     let mut buf = vec![0u8; BUF_SIZE];
-    for Job { seq, mut rec, file } in jobs {
-        pause.wait();
-        let chunked = rec.size > chunk_threshold;
-        let result = hash_file(&file, rec.size, chunked, &mut buf, stop).map(|hashed| {
-            stats.hashed.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
-            rec.sha256 = Some(hashed.sha256);
-            rec.chunks = hashed.chunks;
-            rec
-        });
-        if stop.load(Ordering::Relaxed) || done.send(vec![(seq, result)]).is_err() {
+    for batch in jobs {
+        let mut results = Vec::with_capacity(batch.len());
+        for Job { seq, mut rec, file } in batch {
+            // What is done goes out before a large file holds it back.
+            if rec.size >= BATCH_FILE_BYTES && !results.is_empty() {
+                if done.send(std::mem::take(&mut results)).is_err() {
+                    return;
+                }
+            }
+            pause.wait();
+            let chunked = rec.size > chunk_threshold;
+            let result = hash_file(&file, rec.size, chunked, &mut buf, stop).map(|hashed| {
+                stats.hashed.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
+                rec.sha256 = Some(hashed.sha256);
+                rec.chunks = hashed.chunks;
+                rec
+            });
+            results.push((seq, result));
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        if done.send(results).is_err() {
             return;
         }
     }
