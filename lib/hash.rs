@@ -369,10 +369,9 @@ fn work(
         let mut results = Vec::with_capacity(batch.len());
         for Job { seq, mut rec, file } in batch {
             // What is done goes out before a large file holds it back.
-            if rec.size >= BATCH_FILE_BYTES && !results.is_empty() {
-                if done.send(std::mem::take(&mut results)).is_err() {
-                    return;
-                }
+            let large = rec.size >= BATCH_FILE_BYTES && !results.is_empty();
+            if large && done.send(std::mem::take(&mut results)).is_err() {
+                return;
             }
             pause.wait();
             let chunked = rec.size > chunk_threshold;
