@@ -272,16 +272,21 @@ mod tests {
         assert_eq!(file_bytes(&Record::new(Kind::Dir, Path::new("d"))), 0);
     }
 
-    /// Records from a byte stream through `jobs` workers in batches of
-    /// `batch`: every record comes out once, in input order.
-    fn through(jobs: usize, batch: usize, n: u64) -> Vec<u64> {
-        let input: Vec<u8> = (0..n)
+    /// `n` file records, sized 0 to n-1, as NDJSON.
+    fn lines(n: u64) -> Vec<u8> {
+        (0..n)
             .flat_map(|i| {
                 let mut line = file(i).to_line();
                 line.push(b'\n');
                 line
             })
-            .collect();
+            .collect()
+    }
+
+    /// Records from a byte stream through `jobs` workers in batches of
+    /// `batch`: every record comes out once, in input order.
+    fn through(jobs: usize, batch: usize, n: u64) -> Vec<u64> {
+        let input = lines(n);
         let mut out = Vec::new();
         let outcome = run(
             "test",
@@ -314,13 +319,7 @@ mod tests {
 
     #[test]
     fn a_fatal_error_stops_the_run_and_is_returned() {
-        let input: Vec<u8> = (0..1000u64)
-            .flat_map(|i| {
-                let mut line = file(i).to_line();
-                line.push(b'\n');
-                line
-            })
-            .collect();
+        let input = lines(1000);
         let mut seen = 0;
         let err = run(
             "test",
