@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use sha2::{Digest, Sha256};
 
 use crate::chunker::Chunker;
@@ -404,30 +404,57 @@ fn write_results<W: Write>(
 ) -> Result<()> {
     let mut order = Reorder::new(REORDER_BUDGET);
     let mut ready = Vec::new();
-    for (seq, result) in done.iter().flatten() {
-        match result {
-            Ok(rec) => {
-                if rec.kind == Kind::File {
-                    progress.add(1, rec.size);
+    loop {
+        let batch = match done.try_recv() {
+            Ok(batch) => batch,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                // Nothing ready: what is written goes on down the pipe, so
+                // that bk-seal works on it while a large file is hashed.
+                out.flush().map_err(stdout_error)?;
+                match done.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => break,
                 }
-                let mut line = rec.to_line();
-                line.shrink_to_fit();
-                let weight = line_weight(&line);
-                order.push(seq, Some(line), weight, &mut ready);
             }
-            Err(err) => {
-                outcome.report(PROGRAM, &err);
-                order.push(seq, None, 0, &mut ready);
+        };
+        for (seq, result) in batch {
+            place_result(seq, result, &mut order, &mut ready, outcome, progress);
+            for line in ready.drain(..) {
+                out.write_line(&line).map_err(stdout_error)?;
             }
-        }
-        for line in ready.drain(..) {
-            out.write_line(&line).map_err(stdout_error)?;
         }
     }
     for line in order.drain() {
         out.write_line(&line).map_err(stdout_error)?;
     }
     Ok(())
+}
+
+/// Puts one worker result in its place in `order`.
+fn place_result(
+    seq: u64,
+    result: Result<Record>,
+    order: &mut Reorder<Vec<u8>>,
+    ready: &mut Vec<Vec<u8>>,
+    outcome: &mut Outcome,
+    progress: &mut Progress,
+) {
+    match result {
+        Ok(rec) => {
+            if rec.kind == Kind::File {
+                progress.add(1, rec.size);
+            }
+            let mut line = rec.to_line();
+            line.shrink_to_fit();
+            let weight = line_weight(&line);
+            order.push(seq, Some(line), weight, ready);
+        }
+        Err(err) => {
+            outcome.report(PROGRAM, &err);
+            order.push(seq, None, 0, ready);
+        }
+    }
 }
 
 /// What hashing one file found.

@@ -10,7 +10,7 @@
 //! arrived; and a file with much to read closes its batch, so that large
 //! files still spread over the workers.
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, TryRecvError};
 
 use crate::error::{Error, Outcome, Result};
 use crate::record::{Kind, Peek, Record, RecordReader};
@@ -116,7 +116,10 @@ enum Msg<O> {
 /// network round trip, so that they overlap) and hands
 /// each result to `sink` on the calling thread, in input order as far as
 /// the reorder budget allows (`weight` estimates an output's bytes; see
-/// [`crate::reorder`]).
+/// [`crate::reorder`]). `sink` is also handed `None` whenever no result is
+/// ready and the stage is about to wait: the moment to flush buffered
+/// output, so that the next program works on it meanwhile (a large file
+/// being hashed must not keep the records before it from bk-seal).
 ///
 /// A per-record error from `work` is reported on stderr and the run goes
 /// on, unless it is [fatal](Error::is_fatal): then it stops everything and
@@ -137,7 +140,7 @@ where
     It: Source,
     O: Send,
     F: Fn(Record) -> Result<Option<O>> + Sync,
-    S: FnMut(O) -> Result<()>,
+    S: FnMut(Option<O>) -> Result<()>,
 {
     let jobs = jobs.max(1);
     let (in_tx, in_rx) = bounded::<Vec<(u64, Record)>>(jobs * QUEUE_PER_WORKER);
@@ -203,7 +206,21 @@ where
         drop(out_tx);
         let mut order = Reorder::new(REORDER_BUDGET);
         let mut ready = Vec::new();
-        'receiving: for msgs in &out_rx {
+        'receiving: loop {
+            let msgs = match out_rx.try_recv() {
+                Ok(msgs) => msgs,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    if let Err(e) = sink(None) {
+                        sink_error = Some(e);
+                        break;
+                    }
+                    match out_rx.recv() {
+                        Ok(msgs) => msgs,
+                        Err(_) => break,
+                    }
+                }
+            };
             for msg in msgs {
                 match msg {
                     Msg::Out(seq, o) => {
@@ -220,14 +237,14 @@ where
                     }
                     Msg::InputError(e) => outcome.report(program, &e),
                 }
-                if let Err(e) = ready.drain(..).try_for_each(&mut sink) {
+                if let Err(e) = ready.drain(..).try_for_each(|o| sink(Some(o))) {
                     sink_error = Some(e);
                     break 'receiving;
                 }
             }
         }
         if sink_error.is_none() {
-            if let Err(e) = order.drain().try_for_each(&mut sink) {
+            if let Err(e) = order.drain().try_for_each(|o| sink(Some(o))) {
                 sink_error = Some(e);
             }
         }
@@ -296,7 +313,7 @@ mod tests {
             |rec| Ok(Some(rec.size)),
             |_| 8,
             |size| {
-                out.push(size);
+                out.extend(size);
                 Ok(())
             },
         )
@@ -334,9 +351,11 @@ mod tests {
                 }
             },
             |_| 8,
-            |size: u64| {
-                assert!(size < 500, "nothing after the failed record: {size}");
-                seen += 1;
+            |size: Option<u64>| {
+                if let Some(size) = size {
+                    assert!(size < 500, "nothing after the failed record: {size}");
+                    seen += 1;
+                }
                 Ok(())
             },
         )

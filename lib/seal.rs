@@ -227,7 +227,11 @@ fn seal_stream(
                 })
         },
         Output::weight,
-        |output: Output| {
+        |output: Option<Output>| {
+            let Some(output) = output else {
+                // Nothing ready: what is written goes on down the pipe.
+                return out.flush().map_err(record::stdout_error);
+            };
             if let Some(size) = output.file_size() {
                 progress.add(1, size);
             }

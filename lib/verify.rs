@@ -196,7 +196,10 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         input,
         |rec| Ok(Some(v.check(&rec))),
         |results| results.len() * 256,
-        |results: Vec<Value>| {
+        |results: Option<Vec<Value>>| {
+            let Some(results) = results else {
+                return out.flush().map_err(record::stdout_error);
+            };
             for r in &results {
                 problems += 1;
                 out.write_value(r).map_err(record::stdout_error)?;

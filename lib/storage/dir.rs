@@ -108,6 +108,7 @@ impl Storage for DirStorage {
             key: key.to_owned(),
             tmp,
             out: Some(BufWriter::with_capacity(256 << 10, file)),
+            written: 0,
         }))
     }
 
@@ -241,14 +242,17 @@ struct DirUpload {
     key: String,
     tmp: PathBuf,
     out: Option<BufWriter<File>>,
+    written: u64,
 }
 
 impl Write for DirUpload {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.out {
-            Some(w) => w.write(buf),
-            None => Err(io::Error::other("upload already finished")),
-        }
+        let n = match &mut self.out {
+            Some(w) => w.write(buf)?,
+            None => return Err(io::Error::other("upload already finished")),
+        };
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -262,7 +266,10 @@ impl Write for DirUpload {
 impl Upload for DirUpload {
     fn finish(mut self: Box<Self>) -> io::Result<Finished> {
         if let Some(w) = self.out.take() {
-            w.into_inner().map_err(|e| e.into_error())?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            if self.written >= EARLY_WRITEBACK_FROM {
+                start_writeback(&file);
+            }
         }
         Ok(Finished {
             key: std::mem::take(&mut self.key),
@@ -276,6 +283,26 @@ impl Drop for DirUpload {
         if !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// Files at least this large start going to disk as soon as they are
+/// written.
+const EARLY_WRITEBACK_FROM: u64 = 1 << 20;
+
+/// Asks the kernel to start writing `file`'s dirty pages now, without
+/// waiting for them. A batch is made durable by one `syncfs` at its end;
+/// left to the kernel's own timing, the chunks of a large backup were
+/// still being written then, and that `syncfs` kept the run waiting
+/// (measured: 0.3 s at the end of a 1 GiB backup, with both cores idle).
+/// Small files are left alone: one writeback each would cost more than
+/// the batched one. Best effort: durability still comes from the `syncfs`.
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps
+    // open for the duration of the call; it changes no memory of ours.
+    unsafe {
+        nix::libc::sync_file_range(file.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
