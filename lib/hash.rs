@@ -119,11 +119,11 @@ pub struct Settings {
     pub chunk_threshold: u64,
 }
 
-/// One unit of work: a record (input number `seq`) and the file to hash
-/// for it.
 /// Results for the writer, in batches: `(input number, record or error)`.
 type Done = Vec<(u64, Result<Record>)>;
 
+/// One unit of work: a record (input number `seq`) and the file to hash
+/// for it.
 struct Job {
     seq: u64,
     rec: Record,

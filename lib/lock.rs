@@ -19,8 +19,8 @@
 //! background thread. A lock is **stale** when its process is not running
 //! on this host (same host name, and no such pid, or a process with that
 //! pid that started at another time or boot: the pid was reused), or, for
-//! other hosts, when it has not been refreshed for [`STALE_AFTER`]. Stale locks are ignored with
-//! a warning; `bk-index unlock` removes them.
+//! other hosts, when it has not been refreshed for [`STALE_AFTER`]. Stale
+//! locks are ignored with a warning; `bk-index unlock` removes them.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex};

@@ -451,7 +451,8 @@ impl<W: Write> RecordWriter<W> {
     }
 }
 
-/// Records on stdin, locked and buffered.
+/// Records on stdin, through a buffer whose contents can be seen (see
+/// [`RecordReader::next_ready`]).
 pub fn stdin_records() -> RecordReader<io::BufReader<StdinFd>> {
     use std::os::fd::AsFd;
     let stdin = io::stdin();
