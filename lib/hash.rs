@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest, Sha256};
 
 use crate::chunker::Chunker;
@@ -39,7 +39,7 @@ use crate::cli::HashCli;
 use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
 use crate::pause::Pause;
-use crate::pipeline::{Batcher, BATCH_FILE_BYTES, BATCH_RECORDS};
+use crate::pipeline::{recv_or_idle, Batcher, BATCH_FILE_BYTES, BATCH_RECORDS};
 use crate::progress::Progress;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, ChunkHash, Kind, Peek, Record, RecordReader,
@@ -404,20 +404,9 @@ fn write_results<W: Write>(
 ) -> Result<()> {
     let mut order = Reorder::new(REORDER_BUDGET);
     let mut ready = Vec::new();
-    loop {
-        let batch = match done.try_recv() {
-            Ok(batch) => batch,
-            Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {
-                // Nothing ready: what is written goes on down the pipe, so
-                // that bk-seal works on it while a large file is hashed.
-                out.flush().map_err(stdout_error)?;
-                match done.recv() {
-                    Ok(batch) => batch,
-                    Err(_) => break,
-                }
-            }
-        };
+    // Whenever nothing is ready, what is written goes on down the pipe, so
+    // that bk-seal works on it while a large file is hashed.
+    while let Some(batch) = recv_or_idle(done, || out.flush().map_err(stdout_error))? {
         for (seq, result) in batch {
             place_result(seq, result, &mut order, &mut ready, outcome, progress);
             for line in ready.drain(..) {

@@ -10,7 +10,7 @@
 //! arrived; and a file with much to read closes its batch, so that large
 //! files still spread over the workers.
 
-use crossbeam_channel::{bounded, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, TryRecvError};
 
 use crate::error::{Error, Outcome, Result};
 use crate::record::{Kind, Peek, Record, RecordReader};
@@ -58,6 +58,31 @@ impl<I: Iterator<Item = Result<Record>>> Iterator for Unbatched<I> {
 impl<I: Iterator<Item = Result<Record>>> Source for Unbatched<I> {
     fn next_ready(&self) -> bool {
         false
+    }
+}
+
+/// Records per batch for a stage storing into or reading from `repo`: 1
+/// where each record waits on a network round trip (so that they
+/// overlap), [`BATCH_RECORDS`] on a local directory.
+pub fn batch_for(repo: &crate::repo::Repo) -> usize {
+    if repo.store().is_remote() {
+        1
+    } else {
+        BATCH_RECORDS
+    }
+}
+
+/// The next message from `rx`, calling `idle` first when none is ready
+/// (the moment to flush buffered output before waiting); `None` once every
+/// sender is gone.
+pub fn recv_or_idle<T>(rx: &Receiver<T>, idle: impl FnOnce() -> Result<()>) -> Result<Option<T>> {
+    match rx.try_recv() {
+        Ok(msg) => Ok(Some(msg)),
+        Err(TryRecvError::Disconnected) => Ok(None),
+        Err(TryRecvError::Empty) => {
+            idle()?;
+            Ok(rx.recv().ok())
+        }
     }
 }
 
@@ -207,18 +232,12 @@ where
         let mut order = Reorder::new(REORDER_BUDGET);
         let mut ready = Vec::new();
         'receiving: loop {
-            let msgs = match out_rx.try_recv() {
-                Ok(msgs) => msgs,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    if let Err(e) = sink(None) {
-                        sink_error = Some(e);
-                        break;
-                    }
-                    match out_rx.recv() {
-                        Ok(msgs) => msgs,
-                        Err(_) => break,
-                    }
+            let msgs = match recv_or_idle(&out_rx, || sink(None)) {
+                Ok(Some(msgs)) => msgs,
+                Ok(None) => break,
+                Err(e) => {
+                    sink_error = Some(e);
+                    break;
                 }
             };
             for msg in msgs {

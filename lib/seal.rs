@@ -204,15 +204,10 @@ fn seal_stream(
     progress: &mut Progress,
     held: &mut Vec<Output>,
 ) -> Result<crate::error::Outcome> {
-    let batch = if sealer.repo.store().is_remote() {
-        1
-    } else {
-        crate::pipeline::BATCH_RECORDS
-    };
     crate::pipeline::run(
         "bk-seal",
         jobs,
-        batch,
+        crate::pipeline::batch_for(&sealer.repo),
         record::stdin_records,
         |rec| {
             sealer.pause.wait();

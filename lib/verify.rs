@@ -184,15 +184,10 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
             Box::new(record::stdin_records())
         }
     };
-    let batch = if v.repo.store().is_remote() {
-        1
-    } else {
-        crate::pipeline::BATCH_RECORDS
-    };
     let mut outcome = crate::pipeline::run(
         "bk-verify",
         cli.jobs.count(),
-        batch,
+        crate::pipeline::batch_for(&v.repo),
         input,
         |rec| Ok(Some(v.check(&rec))),
         |results| results.len() * 256,
