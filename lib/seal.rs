@@ -431,21 +431,14 @@ impl Sealer {
         let mut reader = HashingReader::new(file);
         let mut in_flight = InFlight::new(shown);
         for chunk in Chunker::new(&mut reader) {
-            let data = chunk.map_err(|e| {
-                Error::partial(format!(
-                    "{shown}: {}; not stored",
-                    crate::error::io_cause(&e)
-                ))
-            })?;
+            let data = chunk.map_err(|e| unreadable(shown, &e))?;
             in_flight.push(send_chunk(chunk_tx, data, None)?)?;
         }
         let (objects, waits) = in_flight.finish()?;
         let count = reader.count();
         self.read_bytes.fetch_add(count, Ordering::Relaxed);
         if count != rec.size || reader.hex_digest() != sha {
-            return Err(Error::partial(format!(
-                "{shown}: changed since it was hashed (size or sha256 differs); not stored"
-            )));
+            return Err(changed_since_hashed(shown, "size or sha256 differs"));
         }
         Ok((objects, waits))
     }
@@ -690,13 +683,8 @@ fn read_chunk(file: &mut std::fs::File, offset: u64, size: u64, shown: &str) -> 
         .and_then(|_| file.take(size).read_to_end(&mut data));
     match read {
         Ok(n) if n as u64 == size => Ok(data),
-        Ok(_) => Err(Error::partial(format!(
-            "{shown}: changed since it was hashed (shorter now); not stored"
-        ))),
-        Err(e) => Err(Error::partial(format!(
-            "{shown}: {}; not stored",
-            crate::error::io_cause(&e)
-        ))),
+        Ok(_) => Err(changed_since_hashed(shown, "shorter now")),
+        Err(e) => Err(unreadable(shown, &e)),
     }
 }
 
@@ -710,13 +698,27 @@ const CHANGED: &str = "content changed while reading";
 /// "partial", a failing repository is reported as such.
 fn store_error(err: StoreError, shown: &str) -> Error {
     match err {
-        StoreError::Fill(e) if e.to_string() == CHANGED => Error::partial(format!(
-            "{shown}: changed since it was hashed (size or sha256 differs); not stored"
-        )),
-        StoreError::Fill(e) => Error::partial(format!(
-            "{shown}: {}; not stored",
-            crate::error::io_cause(&e)
-        )),
+        StoreError::Fill(e) if e.to_string() == CHANGED => {
+            changed_since_hashed(shown, "size or sha256 differs")
+        }
+        StoreError::Fill(e) => unreadable(shown, &e),
         StoreError::Write(e) => e.context(format!("storing {shown}")),
     }
+}
+
+/// The error for a source file that could not be read: that file is left
+/// out (exit 24), the run goes on.
+fn unreadable(shown: &str, err: &io::Error) -> Error {
+    Error::partial(format!(
+        "{shown}: {}; not stored",
+        crate::error::io_cause(err)
+    ))
+}
+
+/// The error for a source file whose content is not what bk-hash hashed:
+/// that file is left out (exit 24), the run goes on.
+fn changed_since_hashed(shown: &str, how: &str) -> Error {
+    Error::partial(format!(
+        "{shown}: changed since it was hashed ({how}); not stored"
+    ))
 }
