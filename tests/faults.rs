@@ -246,27 +246,52 @@ fn full_disk_under_the_repository_is_a_clear_error_and_nothing_corrupt() {
     assert_eq!(restore_matches(&sb, &src, &sb.path("restored")), 44);
 }
 
+/// A restore of `files` (name, content), backed up first, onto a 4 MiB
+/// tmpfs: it must stop with exit 6 and "no space left on device".
+struct FullDiskRestore {
+    _mount: Mount,
+    /// Kept for its directory (dropped after the unmount).
+    _sb: Sandbox,
+    src: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    err: String,
+}
+
+fn restore_onto_full_disk(files: &[(String, Vec<u8>)]) -> FullDiskRestore {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    for (name, data) in files {
+        fs::write(src.join(name), data).unwrap();
+    }
+    sb.backup(&src);
+    let dest = sb.path("dest");
+    let mount = Mount::tmpfs(&dest, "4m");
+    let out = sb.restore(&sb.show_latest(), &dest);
+    let err = stderr(&out);
+    assert_eq!(code(&out), IO, "{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    FullDiskRestore {
+        _mount: mount,
+        _sb: sb,
+        src,
+        dest,
+        err,
+    }
+}
+
 #[test]
 fn full_disk_under_a_restore_stops_with_a_clear_error() {
     if !have_root("full_disk_under_a_restore_stops_with_a_clear_error") {
         return;
     }
-    let sb = Sandbox::new();
-    let src = sb.path("src");
-    fs::create_dir(&src).unwrap();
-    for i in 0..12u64 {
-        fs::write(src.join(format!("f{i:02}")), noise(300 + i, 1 << 20)).unwrap();
-    }
-    sb.backup(&src);
-    let dest = sb.path("dest");
-    let _mount = Mount::tmpfs(&dest, "4m");
-    let out = sb.restore(&sb.show_latest(), &dest);
-    let err = stderr(&out);
-    assert_eq!(code(&out), IO, "{err}");
-    assert!(err.contains("no space left on device"), "{err}");
+    let files: Vec<_> = (0..12u64)
+        .map(|i| (format!("f{i:02}"), noise(300 + i, 1 << 20)))
+        .collect();
+    let FullDiskRestore { src, dest, err, .. } = &restore_onto_full_disk(&files);
     assert!(err.contains("stopping"), "{err}");
     let mut complete = 0;
-    walk(&dest, &mut |p| {
+    walk(dest, &mut |p| {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
             !name.starts_with(".bk-restore"),
@@ -291,19 +316,9 @@ fn full_disk_under_a_large_file_restore_stops_with_a_clear_error() {
     if !have_root("full_disk_under_a_large_file_restore_stops_with_a_clear_error") {
         return;
     }
-    let sb = Sandbox::new();
-    let src = sb.path("src");
-    fs::create_dir(&src).unwrap();
-    fs::write(src.join("big"), noise(400, 6 << 20)).unwrap();
-    sb.backup(&src);
-    let dest = sb.path("dest");
-    let _mount = Mount::tmpfs(&dest, "4m");
-    let out = sb.restore(&sb.show_latest(), &dest);
-    let err = stderr(&out);
-    assert_eq!(code(&out), IO, "{err}");
-    assert!(err.contains("no space left on device"), "{err}");
+    let restore = restore_onto_full_disk(&[("big".into(), noise(400, 6 << 20))]);
     let mut left = Vec::new();
-    walk(&dest, &mut |p| left.push(p.to_path_buf()));
+    walk(&restore.dest, &mut |p| left.push(p.to_path_buf()));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
