@@ -88,7 +88,7 @@ impl CacheWriter {
             .mode(0o600)
             .open(&tmp)
             .map_err(|_| ())?;
-        self.current = Some((root.to_vec(), tmp, BufWriter::new(file)));
+        self.current = Some((root.to_vec(), tmp, BufWriter::with_capacity(256 << 10, file)));
         self.done.push((PathBuf::new(), final_path));
         Ok(())
     }
@@ -123,9 +123,25 @@ impl CacheWriter {
             if self.failed {
                 let _ = fs::remove_file(&tmp);
             } else {
-                let _ = fs::rename(&tmp, &final_path);
+                let _ = replace(&tmp, &final_path);
             }
         }
+    }
+}
+
+/// Puts `new` in the place of `old`: an atomic swap, then the old file is
+/// removed. A plain rename over an existing file is the same to readers,
+/// but ext4 then allocates and starts writing back the new file inside the
+/// rename (its `auto_da_alloc` guard for programs that forget to fsync):
+/// 7–8 ms for a 9 MB cache here, at the very end of every run. The cache
+/// needs no such guard: a cache file cut short by a crash only ends reuse
+/// at its first bad line. Falls back to a rename where there is nothing to
+/// swap with or the file system cannot swap.
+fn replace(new: &Path, old: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(None, new, None, old, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => fs::remove_file(new),
+        Err(_) => fs::rename(new, old),
     }
 }
 
