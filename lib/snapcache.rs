@@ -88,7 +88,11 @@ impl CacheWriter {
             .mode(0o600)
             .open(&tmp)
             .map_err(|_| ())?;
-        self.current = Some((root.to_vec(), tmp, BufWriter::with_capacity(256 << 10, file)));
+        self.current = Some((
+            root.to_vec(),
+            tmp,
+            BufWriter::with_capacity(256 << 10, file),
+        ));
         self.done.push((PathBuf::new(), final_path));
         Ok(())
     }
@@ -153,5 +157,35 @@ impl Drop for CacheWriter {
             self.failed = true;
             self.settle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_swaps_in_the_new_file_and_removes_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, old) = (dir.path().join(".tmp-1"), dir.path().join("root.ndjson"));
+        fs::write(&old, "old\n").unwrap();
+        fs::write(&new, "new\n").unwrap();
+        replace(&new, &old).unwrap();
+        assert_eq!(fs::read_to_string(&old).unwrap(), "new\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["root.ndjson"]);
+    }
+
+    #[test]
+    fn replace_renames_when_there_is_no_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, old) = (dir.path().join(".tmp-1"), dir.path().join("root.ndjson"));
+        fs::write(&new, "first\n").unwrap();
+        replace(&new, &old).unwrap();
+        assert_eq!(fs::read_to_string(&old).unwrap(), "first\n");
+        assert!(!new.exists());
     }
 }

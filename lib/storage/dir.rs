@@ -23,6 +23,10 @@ pub const TMP_PREFIX: &str = ".tmp-";
 pub struct DirStorage {
     root: PathBuf,
     shown: String,
+    /// The repository directory, open once it exists: lookups of keys
+    /// relative to it skip walking the root's path again for every object
+    /// (a re-run looks up every object it names, twice).
+    root_dir: std::sync::OnceLock<std::os::fd::OwnedFd>,
 }
 
 impl DirStorage {
@@ -31,7 +35,31 @@ impl DirStorage {
         DirStorage {
             root: root.to_path_buf(),
             shown: root.display().to_string(),
+            root_dir: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where `key` is found by the `*at` system calls: relative to the open
+    /// repository directory, or by its full path while there is none.
+    fn at<'k>(&self, key: &'k str) -> (Option<std::os::fd::RawFd>, std::borrow::Cow<'k, Path>) {
+        match self.root_dir().filter(|_| !key.is_empty()) {
+            Some(dir) => (Some(dir), std::borrow::Cow::Borrowed(Path::new(key))),
+            None => (None, std::borrow::Cow::Owned(self.path(key))),
+        }
+    }
+
+    /// The open repository directory; `None` while it does not exist (or
+    /// cannot be opened: then keys are looked up by their full path).
+    fn root_dir(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        if let Some(fd) = self.root_dir.get() {
+            return Some(fd.as_raw_fd());
+        }
+        let dir = File::open(&self.root).ok()?;
+        if !dir.metadata().ok()?.is_dir() {
+            return None;
+        }
+        Some(self.root_dir.get_or_init(|| OwnedFd::from(dir)).as_raw_fd())
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -64,14 +92,28 @@ impl Storage for DirStorage {
     }
 
     fn stat(&self, key: &str) -> io::Result<Option<Stat>> {
-        match fs::metadata(self.path(key)) {
-            Ok(m) if m.is_file() => Ok(Some(Stat {
-                size: m.len(),
-                modified: m.modified().ok(),
-            })),
+        use nix::sys::stat::{fstatat, SFlag};
+        let (Some(dir), key) = self.at(key) else {
+            return match fs::metadata(self.path(key)) {
+                Ok(m) if m.is_file() => Ok(Some(Stat {
+                    size: m.len(),
+                    modified: m.modified().ok(),
+                })),
+                Ok(_) => Err(io::Error::other("not a regular file")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+        };
+        match fstatat(Some(dir), key.as_ref(), nix::fcntl::AtFlags::empty()) {
+            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG => {
+                Ok(Some(Stat {
+                    size: st.st_size as u64,
+                    modified: modified_time(st.st_mtime, st.st_mtime_nsec),
+                }))
+            }
             Ok(_) => Err(io::Error::other("not a regular file")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(io::Error::from(e)),
         }
     }
 
@@ -168,9 +210,10 @@ impl Storage for DirStorage {
     fn touch(&self, key: &str) {
         use nix::sys::stat::{utimensat, UtimensatFlags};
         use nix::sys::time::TimeSpec;
+        let (dir, path) = self.at(key);
         let _ = utimensat(
-            None,
-            &self.path(key),
+            dir,
+            path.as_ref(),
             &TimeSpec::UTIME_OMIT,
             &TimeSpec::UTIME_NOW,
             UtimensatFlags::FollowSymlink,
@@ -306,6 +349,20 @@ fn start_writeback(file: &File) {
     }
 }
 
+/// A file's modification time from `stat` fields; `None` if it does not
+/// fit a `SystemTime`.
+fn modified_time(secs: i64, nanos: i64) -> Option<std::time::SystemTime> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let nanos = u32::try_from(nanos).ok()?;
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(secs.unsigned_abs(), nanos))
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::new(secs.unsigned_abs(), 0))?
+            .checked_add(Duration::from_nanos(u64::from(nanos)))
+    }
+}
+
 /// Renames `from` to `to` unless `to` exists, in which case `from` is
 /// removed: two writers of the same object both succeed and the first one's
 /// bytes stay. Uses `renameat2(RENAME_NOREPLACE)`, falling back to
@@ -352,4 +409,45 @@ pub fn create_private_file(dir: &Path, prefix: &str) -> io::Result<(PathBuf, Fil
 /// fsyncs a directory so that renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_finds_keys_of_a_directory_made_after_the_storage() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("repo");
+        let store = DirStorage::new(&root);
+        assert!(store.stat("objects/ab/x.pgp").unwrap().is_none());
+        fs::create_dir_all(root.join("objects/ab")).unwrap();
+        fs::write(root.join("objects/ab/x.pgp"), b"12345").unwrap();
+        let stat = store.stat("objects/ab/x.pgp").unwrap().unwrap();
+        assert_eq!(stat.size, 5);
+        let meta = fs::metadata(root.join("objects/ab/x.pgp")).unwrap();
+        assert_eq!(stat.modified, Some(meta.modified().unwrap()));
+        assert!(store.stat("objects/ab/y.pgp").unwrap().is_none());
+        let err = store.stat("objects/ab").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn touch_changes_the_time_of_the_key_not_of_a_file_in_the_working_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("repo");
+        fs::create_dir_all(&root).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let key = root.join("k");
+        fs::write(&key, b"x").unwrap();
+        File::options()
+            .write(true)
+            .open(&key)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let store = DirStorage::new(&root);
+        store.touch("k");
+        assert!(fs::metadata(&key).unwrap().modified().unwrap() > old);
+    }
 }
