@@ -19,3 +19,26 @@ pub fn tune() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
+
+/// Limits glibc to `n` malloc arenas. Each thread otherwise gets an arena
+/// of its own, up to eight per core, and with the thresholds above every
+/// arena keeps the most it ever held, so peak memory grows with the number
+/// of threads. bk-seal on S3 runs four record workers per core besides the
+/// chunk pool and the S3 client's threads: sealing four 256 MiB files
+/// peaked at 77-80 MiB, against 44-48 MiB with one arena, in the same time
+/// (3,000 small files: 3% slower, against a local server). Call it before
+/// the threads start (arenas that exist already stay). Does nothing
+/// outside glibc.
+pub fn limit_arenas(n: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter (glibc takes its own
+    // lock); arenas that exist already are kept.
+    unsafe {
+        libc::mallopt(
+            libc::M_ARENA_MAX,
+            libc::c_int::try_from(n.max(1)).unwrap_or(libc::c_int::MAX),
+        );
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
+}

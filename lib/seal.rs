@@ -58,6 +58,8 @@ struct Sealer {
     committed_objects: AtomicU64,
     committed_bytes: AtomicU64,
     pause: crate::pause::Pause,
+    /// Files being cut into chunks at once: at most one per chunk worker.
+    chunking: Turns,
 }
 
 /// A sealed record, and whether some of its objects await a commit.
@@ -112,6 +114,12 @@ impl Output {
 /// Runs bk-seal; returns the exit status.
 pub fn run(cli: SealCli) -> Result<i32> {
     let started = std::time::Instant::now();
+    if cli.repo.repo.as_dir().is_none() {
+        // Remote storage: many threads (record workers for the round trips,
+        // the S3 client's), bound by the network rather than the allocator.
+        // Set before any of them starts.
+        crate::alloc::limit_arenas(1);
+    }
     let recipients = Recipients::load(&cli.recipients.recipients)?;
     let repo = open_or_init(&cli, &recipients)?;
     // Shared lock for the whole run: no prune can run while it stores or
@@ -137,6 +145,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         committed_objects: AtomicU64::new(0),
         committed_bytes: AtomicU64::new(0),
         pause: crate::pause::Pause::new("bk-seal", cli.pause.pause_file.as_deref()),
+        chunking: Turns::new(cli.jobs.count()),
     };
     let mut out = record::stdout_records();
     let mut progress = Progress::new(&cli.progress, "bk-seal");
@@ -150,6 +159,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         None if sealer.repo.store().is_remote() => jobs * REMOTE_WORKERS_PER_CORE,
         _ => jobs,
     };
+
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
     let outcome = std::thread::scope(|scope| {
         // The chunk pool: hashes, and encrypts when new, the chunks of
@@ -364,6 +374,7 @@ impl Sealer {
             return Ok(Sealed { rec, waits: false });
         }
         let (objects, waits) = if rec.size > self.chunk_threshold {
+            let _turn = self.chunking.enter();
             match chunks {
                 Some(chunks) => self.store_hashed_chunks(&rec, &chunks, &shown, chunk_tx)?,
                 None => self.store_chunked(&rec, &sha, &shown, chunk_tx)?,
@@ -579,6 +590,40 @@ impl Sealer {
             out.write(&rec).map_err(record::stdout_error)?;
         }
         Ok((new, bytes))
+    }
+}
+
+/// Lets at most `n` threads at a time through. A file being cut into
+/// chunks holds up to [`CHUNK_MAX`] bytes in its chunker and a chunk
+/// waiting for the pool, so the pool's size, not the number of record
+/// workers (four per core on remote storage, for the round trips of small
+/// files), should bound how many files are cut at once: more would not be
+/// faster, the pool being the bottleneck.
+struct Turns {
+    taken: crossbeam_channel::Sender<()>,
+    given_back: crossbeam_channel::Receiver<()>,
+}
+
+impl Turns {
+    fn new(n: usize) -> Turns {
+        let (taken, given_back) = crossbeam_channel::bounded(n.max(1));
+        Turns { taken, given_back }
+    }
+
+    /// Waits for a turn, which lasts until the returned guard is dropped.
+    fn enter(&self) -> Turn<'_> {
+        // Both ends live in `self`, so the send cannot fail.
+        let _ = self.taken.send(());
+        Turn(self)
+    }
+}
+
+/// A turn through [`Turns`], given back when dropped.
+struct Turn<'a>(&'a Turns);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.given_back.try_recv();
     }
 }
 
