@@ -114,10 +114,12 @@ impl Output {
 /// Runs bk-seal; returns the exit status.
 pub fn run(cli: SealCli) -> Result<i32> {
     let started = std::time::Instant::now();
-    if cli.repo.repo.as_dir().is_none() {
-        // Remote storage: many threads (record workers for the round trips,
-        // the S3 client's), bound by the network rather than the allocator.
-        // Set before any of them starts.
+    let jobs = cli.jobs.count();
+    let remote = cli.repo.repo.as_dir().is_none();
+    if remote {
+        // Many threads (record workers for the round trips, the S3
+        // client's), bound by the network rather than the allocator. Set
+        // before any of them starts.
         crate::alloc::limit_arenas(1);
     }
     let recipients = Recipients::load(&cli.recipients.recipients)?;
@@ -145,21 +147,19 @@ pub fn run(cli: SealCli) -> Result<i32> {
         committed_objects: AtomicU64::new(0),
         committed_bytes: AtomicU64::new(0),
         pause: crate::pause::Pause::new("bk-seal", cli.pause.pause_file.as_deref()),
-        chunking: Turns::new(cli.jobs.count()),
+        chunking: Turns::new(jobs),
     };
     let mut out = record::stdout_records();
     let mut progress = Progress::new(&cli.progress, "bk-seal");
     let mut held: Vec<Output> = Vec::new();
     let (mut new_objects, mut new_bytes) = (0u64, 0u64);
-    let jobs = cli.jobs.count();
     // On remote storage a small object's time is mostly the round trip,
     // so more record workers keep the connection busy (each holds at most
     // one small file's object; the chunk pool stays at `jobs`).
     let record_workers = match cli.jobs.jobs {
-        None if sealer.repo.store().is_remote() => jobs * REMOTE_WORKERS_PER_CORE,
+        None if remote => jobs * REMOTE_WORKERS_PER_CORE,
         _ => jobs,
     };
-
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
     let outcome = std::thread::scope(|scope| {
         // The chunk pool: hashes, and encrypts when new, the chunks of
@@ -594,11 +594,12 @@ impl Sealer {
 }
 
 /// Lets at most `n` threads at a time through. A file being cut into
-/// chunks holds up to [`CHUNK_MAX`] bytes in its chunker and a chunk
-/// waiting for the pool, so the pool's size, not the number of record
-/// workers (four per core on remote storage, for the round trips of small
-/// files), should bound how many files are cut at once: more would not be
-/// faster, the pool being the bottleneck.
+/// chunks holds a chunk of up to [`CHUNK_MAX`] bytes waiting for the pool
+/// (and, without bk-hash's chunk list, its chunker's buffer), so the pool's
+/// size, not the number of record workers (four per core on remote
+/// storage, for the round trips of small files), should bound how many
+/// files are cut at once: more would not be faster, the pool being the
+/// bottleneck.
 struct Turns {
     taken: crossbeam_channel::Sender<()>,
     given_back: crossbeam_channel::Receiver<()>,

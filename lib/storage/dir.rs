@@ -93,18 +93,8 @@ impl Storage for DirStorage {
 
     fn stat(&self, key: &str) -> io::Result<Option<Stat>> {
         use nix::sys::stat::{fstatat, SFlag};
-        let (Some(dir), key) = self.at(key) else {
-            return match fs::metadata(self.path(key)) {
-                Ok(m) if m.is_file() => Ok(Some(Stat {
-                    size: m.len(),
-                    modified: m.modified().ok(),
-                })),
-                Ok(_) => Err(io::Error::other("not a regular file")),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            };
-        };
-        match fstatat(Some(dir), key.as_ref(), nix::fcntl::AtFlags::empty()) {
+        let (dir, path) = self.at(key);
+        match fstatat(dir, path.as_ref(), nix::fcntl::AtFlags::empty()) {
             Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG => {
                 Ok(Some(Stat {
                     size: st.st_size as u64,
