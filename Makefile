@@ -48,7 +48,7 @@ fmt:
 
 ## Man pages and shell completions, generated from the clap definitions.
 docs:
-	$(CARGO) run --quiet --bin bk-gen-docs -- .
+	$(CARGO) run --release --quiet --bin bk-gen-docs -- .
 
 demo: release
 	BK_BIN=$(abspath $(RELEASE_BIN)) demo/demo.sh

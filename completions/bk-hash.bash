@@ -23,7 +23,7 @@ _bk__hash() {
 
     case "${cmd}" in
         bk__hash)
-            opts="-j -h -V --config --jobs --reuse --chunk-threshold --repo --s3-endpoint --s3-region --s3-path-style --progress --no-progress --pause-file --help --version"
+            opts="-j -h -V --config --jobs --reuse --chunk-threshold --repo --id-key --s3-endpoint --s3-region --s3-path-style --progress --no-progress --pause-file --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,6 +50,10 @@ _bk__hash() {
                     return 0
                     ;;
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

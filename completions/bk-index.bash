@@ -16,6 +16,9 @@ _bk__index() {
             ",$1")
                 cmd="bk__index"
                 ;;
+            bk__index,certify)
+                cmd="bk__index__subcmd__certify"
+                ;;
             bk__index,forget)
                 cmd="bk__index__subcmd__forget"
                 ;;
@@ -41,7 +44,7 @@ _bk__index() {
 
     case "${cmd}" in
         bk__index)
-            opts="-h -V --config --help --version write list show forget prune unlock"
+            opts="-h -V --config --help --version write list show forget prune unlock certify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,8 +61,54 @@ _bk__index() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bk__subcmd__index__subcmd__certify)
+            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --id-key --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bk__subcmd__index__subcmd__forget)
-            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --host --dry-run --json --wait --config --help"
+            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --keep-within --host --id-key --allow-unauthenticated --signer --require-signature --dry-run --json --wait --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -121,6 +170,14 @@ _bk__index() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --id-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -137,7 +194,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__list)
-            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --json --signer --require-signature --config --help"
+            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --json --id-key --allow-unauthenticated --signer --require-signature --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -164,6 +221,10 @@ _bk__index() {
                     return 0
                     ;;
                 --passphrase-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -233,7 +294,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__show)
-            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --csv --signer --require-signature --config --help"
+            opts="-k -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --csv --id-key --allow-unauthenticated --signer --require-signature --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -260,6 +321,10 @@ _bk__index() {
                     return 0
                     ;;
                 --passphrase-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -309,7 +374,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__write)
-            opts="-r -h --repo --s3-endpoint --s3-region --s3-path-style --recipient --host --sign-key --passphrase-file --wait --config --help"
+            opts="-r -h --repo --s3-endpoint --s3-region --s3-path-style --recipient --host --time --id-key --sign-key --passphrase-file --wait --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -336,6 +401,14 @@ _bk__index() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --time)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

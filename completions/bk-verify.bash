@@ -23,7 +23,7 @@ _bk__verify() {
 
     case "${cmd}" in
         bk__verify)
-            opts="-k -j -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --read-data --read-data-subset --all-snapshots --orphans --orphans-fail --inventory --key --passphrase-file --signer --require-signature --jobs --help --version"
+            opts="-k -j -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --read-data --read-data-subset --all-snapshots --orphans --orphans-fail --inventory --key --passphrase-file --id-key --allow-unauthenticated --signer --require-signature --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,10 @@ _bk__verify() {
                     return 0
                     ;;
                 --passphrase-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -130,6 +130,38 @@ pub struct SignerArgs {
     pub require_signature: bool,
 }
 
+/// How a reader authenticates snapshots: this machine's id key, the
+/// signers, and the explicit opt-out.
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// This machine's id key file of the repository, which authenticates
+    /// snapshots [default: $XDG_DATA_HOME/bk/<repo id>.idkey]; without it,
+    /// the repository's id key is used if your key certified it (`bk-index
+    /// certify`)
+    #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
+    pub id_key: Option<PathBuf>,
+    /// Read snapshots that cannot be authenticated (no valid MAC of this
+    /// repository's backing-up hosts and no good --signer signature) with a
+    /// warning instead of refusing them: anyone holding your public key
+    /// could have made them
+    #[arg(long, env = "BK_ALLOW_UNAUTHENTICATED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_unauthenticated: bool,
+    #[command(flatten)]
+    pub signers: SignerArgs,
+}
+
+impl TrustArgs {
+    /// The options the trust layer takes.
+    pub fn options(&self) -> crate::trust::TrustOptions {
+        crate::trust::TrustOptions {
+            id_key: self.id_key.clone(),
+            allow_unauthenticated: self.allow_unauthenticated,
+            signers: self.signers.signer.clone(),
+            require_signature: self.signers.require_signature,
+        }
+    }
+}
+
 /// `--pause-file PATH`: pause while a file exists.
 #[derive(Debug, Clone, Args)]
 pub struct PauseArg {
@@ -146,6 +178,12 @@ pub struct WaitArg {
     /// long before giving up with exit status 11 (e.g. 30s, 10m, 2h)
     #[arg(long, env = "BK_WAIT", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub wait: Duration,
+}
+
+/// Parses an RFC 3339 time such as `2026-01-31T02:00:00Z`.
+pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text.trim())
+        .map_err(|e| format!("{text:?} is not a time (e.g. 2026-01-31T02:00:00Z): {e}"))
 }
 
 /// Parses a duration such as `30s`, `10m`, `24h`, `7days` or `1h 30m`.
@@ -218,6 +256,10 @@ pub struct HashCli {
     /// Repository whose cached latest snapshot `--reuse auto` uses
     #[arg(long, env = "BK_REPO", value_name = "DIR|s3://BUCKET/PREFIX", value_parser = LocationParser)]
     pub repo: Option<Location>,
+    /// Local file holding the repository's id key, which authenticates the
+    /// cache `--reuse auto` reads [default: $XDG_DATA_HOME/bk/<repo id>.idkey]
+    #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
+    pub id_key: Option<PathBuf>,
     #[command(flatten)]
     pub s3: S3Options,
     #[command(flatten)]
@@ -324,6 +366,36 @@ pub enum IndexCommand {
     /// Remove stale locks (of dead or silent processes), or every lock with --all
     #[command(after_help = UNLOCK_HELP)]
     Unlock(IndexUnlockArgs),
+    /// Sign the repository's id key with your key, once, so that a machine
+    /// with only your secret key can authenticate snapshots
+    #[command(after_help = CERTIFY_HELP)]
+    Certify(IndexCertifyArgs),
+}
+
+const CERTIFY_HELP: &str = "\
+Snapshots carry a MAC under a key derived from the repository's id key, which every \
+backing-up host holds; the repository holds it only encrypted to your public key, so \
+anyone with that public key could replace it. `certify` decrypts it with your secret key, \
+compares it with this machine's id key file when there is one, and stores a detached \
+signature by your key over the repository id and the id key's check value \
+(keys/certified-by-<FINGERPRINT>.sig). Run it once where your secret key is; after that, \
+a machine with nothing but your secret key can tell your snapshots from forged ones. \
+`bk-seal --init --key SECRET` certifies the new repository itself.
+
+Examples:
+  bk-index certify --repo /mnt/backup --key ~/me-secret.asc";
+
+/// `bk-index certify`.
+#[derive(Debug, Args)]
+pub struct IndexCertifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// This machine's id key file of the repository, compared with the
+    /// repository's before certifying [default: $XDG_DATA_HOME/bk/<repo id>.idkey]
+    #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
+    pub id_key: Option<PathBuf>,
 }
 
 const FORGET_HELP: &str = "\
@@ -370,6 +442,14 @@ pub struct IndexWriteArgs {
     /// Host name recorded in the snapshot name [default: this machine's]
     #[arg(long, env = "BK_HOST", value_name = "NAME")]
     pub host: Option<String>,
+    /// Time recorded in the snapshot name, RFC 3339 (e.g. 2026-01-31T02:00:00Z),
+    /// for importing older backups [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub time: Option<std::time::SystemTime>,
+    /// Local file holding the repository's id key, which authenticates the
+    /// snapshot and the reuse cache [default: $XDG_DATA_HOME/bk/<repo id>.idkey]
+    #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
+    pub id_key: Option<PathBuf>,
     /// Sign the snapshot with this secret key (its signing subkey, else its
     /// primary key), inside the encryption
     #[arg(long, env = "BK_SIGN_KEY", value_name = "SECRET")]
@@ -416,6 +496,8 @@ pub struct IndexForgetArgs {
     /// Only consider snapshots of this host (others are left alone)
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Print what would be kept and removed, and remove nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
@@ -472,7 +554,7 @@ pub struct IndexListArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub signers: SignerArgs,
+    pub trust: TrustArgs,
 }
 
 /// `bk-index show`.
@@ -489,7 +571,7 @@ pub struct IndexShowArgs {
     #[arg(long)]
     pub csv: bool,
     #[command(flatten)]
-    pub signers: SignerArgs,
+    pub trust: TrustArgs,
 }
 
 /// bk-verify: check records against the repository.
@@ -536,7 +618,7 @@ pub struct VerifyCli {
     #[command(flatten)]
     pub secret: SecretKeyArgs,
     #[command(flatten)]
-    pub signers: SignerArgs,
+    pub trust: TrustArgs,
     #[command(flatten)]
     pub jobs: JobsArg,
 }
@@ -578,7 +660,7 @@ pub struct OpenCli {
     #[arg(long, value_name = "SNAPSHOT", requires = "to")]
     pub snapshot: Option<String>,
     #[command(flatten)]
-    pub signers: SignerArgs,
+    pub trust: TrustArgs,
     #[command(flatten)]
     pub progress: ProgressArg,
 }

@@ -66,7 +66,7 @@ pub fn run(cli: HashCli) -> Result<i32> {
     let reuse = cli
         .reuse
         .as_deref()
-        .map(|arg| ReuseSource::from_arg(arg, cli.repo.as_ref(), &cli.s3))
+        .map(|arg| ReuseSource::from_arg(arg, cli.repo.as_ref(), &cli.s3, cli.id_key.as_deref()))
         .transpose()?
         .map(Reuser::new);
     let stats = Arc::new(Stats::default());

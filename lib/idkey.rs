@@ -38,6 +38,18 @@ impl IdKey {
         IdKey(k)
     }
 
+    /// A key with these bytes (tests and derivations).
+    pub fn from_bytes(bytes: [u8; 32]) -> IdKey {
+        IdKey(Zeroizing::new(bytes))
+    }
+
+    /// The key's bytes, for deriving the keys that authenticate snapshots
+    /// and caches ([`crate::authkey`]); never written anywhere in clear but
+    /// the local key file.
+    pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn mac(&self, data: &[u8]) -> String {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())

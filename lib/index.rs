@@ -3,7 +3,7 @@
 //! decrypts one back to records or CSV.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Seek, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,7 +14,9 @@ use crate::crypto::{PassphraseSource, SecretKeys};
 use crate::error::{Error, Result};
 use crate::record::{self, Kind, Record};
 use crate::repo::Repo;
-use crate::signature::Policy;
+use crate::snapshot_name::SnapshotName;
+use crate::trailer::Splitter;
+use crate::trust::{NameCheck, Trust};
 
 /// Runs bk-index; returns the exit status.
 pub fn run(cli: IndexCli) -> Result<i32> {
@@ -25,6 +27,7 @@ pub fn run(cli: IndexCli) -> Result<i32> {
         IndexCommand::Forget(args) => crate::lifecycle::forget(args),
         IndexCommand::Prune(args) => crate::lifecycle::prune(args),
         IndexCommand::Unlock(args) => crate::lifecycle::unlock(args),
+        IndexCommand::Certify(args) => crate::certify::run(args),
     }
 }
 
@@ -47,6 +50,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// An empty summary of the snapshot `name` (time and host from it).
+    pub fn named(name: &str) -> Summary {
+        let parsed = SnapshotName::parse(name);
+        Summary {
+            name: name.to_owned(),
+            time: parsed
+                .as_ref()
+                .map_or_else(String::new, |p| p.time().to_owned()),
+            host: parsed
+                .as_ref()
+                .map_or_else(String::new, |p| p.host().to_owned()),
+            ..Summary::default()
+        }
+    }
+
     pub(crate) fn add(&mut self, rec: &Record) {
         self.entries += 1;
         if rec.kind == Kind::File {
@@ -118,85 +136,140 @@ fn load_summary(repo: &Repo, name: &str) -> Option<Summary> {
     serde_json::from_slice(&data).ok()
 }
 
-/// Time and host parsed from a snapshot name
-/// (`20261124T031500.123456Z-host-0a1b2c3d.pgp`).
-fn name_parts(name: &str) -> (String, String) {
-    let stem = name.strip_suffix(".pgp").unwrap_or(name);
-    let Some((stamp, rest)) = stem.split_once('-') else {
-        return (String::new(), String::new());
-    };
-    let time = match (stamp.get(0..8), stamp.get(9..15), stamp.get(15..)) {
-        (Some(d), Some(t), Some(frac)) if stamp.get(8..9) == Some("T") => format!(
-            "{}-{}-{}T{}:{}:{}{}",
-            &d[0..4],
-            &d[4..6],
-            &d[6..8],
-            &t[0..2],
-            &t[2..4],
-            &t[4..6],
-            frac
-        ),
-        _ => String::new(),
-    };
-    let host = rest
-        .rsplit_once('-')
-        .map_or_else(String::new, |(h, _)| h.to_owned());
-    (time, host)
-}
-
 fn list(args: IndexListArgs) -> Result<i32> {
+    const PROGRAM: &str = "bk-index list";
     let repo = Repo::open(&args.repo)?;
     let secret = load_secret(&args.secret)?;
-    let policy = Policy::load(&args.signers.signer, args.signers.require_signature)?;
-    let mut out = io::stdout().lock();
-    if !args.json {
-        writeln!(
-            out,
-            "{:<44} {:<20} {:<16} {:>9} {:>15}",
-            "SNAPSHOT", "TIME", "HOST", "FILES", "BYTES"
-        )
-        .map_err(record::stdout_error)?;
+    let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
+    if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
+        return Err(Error::repo(format!(
+            "cannot tell your snapshots from forged ones: {}; run this on a backing-up host of the repository, or give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated to list every snapshot unchecked",
+            trust.basis()
+        )));
     }
+    let mut rows = Vec::new();
+    let mut refused = 0u64;
     for name in repo.snapshots()? {
-        let (time, host) = name_parts(&name);
-        let summary = match (load_summary(&repo, &name), &secret) {
-            (Some(s), _) => Some(s),
-            (None, Some(key)) => {
-                let mut s = summarize(&repo, key, &name, &policy)?;
-                s.time = time.clone();
-                s.host = host.clone();
-                save_summary(&repo, &s);
-                Some(s)
+        let named = trust.check_name(&name);
+        if let NameCheck::NotAuthentic(why) = named {
+            if !trust.allows_unauthenticated() {
+                crate::say!("{PROGRAM}: refusing snapshot {name}: {why}");
+                refused += 1;
+                continue;
             }
-            (None, None) => None,
+        }
+        let summary = match (load_summary(&repo, &name), &secret) {
+            (Some(s), _) if named == NameCheck::Authentic => Some(s),
+            (_, Some(key)) => match summarize(&repo, key, &name, &trust) {
+                Ok(s) => {
+                    save_summary(&repo, &s);
+                    Some(s)
+                }
+                Err(e) if e.kind() == crate::error::Kind::Repo => {
+                    crate::say!("{PROGRAM}: refusing snapshot {name}: {e}");
+                    refused += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+            (cached, None) => cached,
         };
-        let line = if args.json {
-            let mut v = serde_json::json!({"name": name, "time": time, "host": host});
-            if let Some(s) = &summary {
+        let authenticated = named == NameCheck::Authentic
+            || (named == NameCheck::Unchecked && summary.is_some() && secret.is_some());
+        rows.push(Row {
+            parsed: SnapshotName::parse(&name),
+            name,
+            summary,
+            authenticated,
+        });
+    }
+    write_list(&rows, args.json, trust.allows_unauthenticated())?;
+    if refused > 0 {
+        return Err(Error::repo(format!(
+            "{refused} snapshots refused (see above): nobody holding this repository's id key made them, so anyone holding your public key could have; they are not listed (--allow-unauthenticated lists them)"
+        )));
+    }
+    Ok(0)
+}
+
+/// One line of `list`.
+struct Row {
+    name: String,
+    parsed: Option<SnapshotName>,
+    summary: Option<Summary>,
+    authenticated: bool,
+}
+
+/// Prints the rows as a table whose columns fit the widest value, or as
+/// JSON lines.
+fn write_list(rows: &[Row], json: bool, show_auth: bool) -> Result<()> {
+    let mut out = io::stdout().lock();
+    let time_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.time()).to_owned();
+    let host_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.host()).to_owned();
+    let mut text = String::new();
+    if json {
+        for r in rows {
+            let mut v = serde_json::json!({"name": r.name, "time": time_of(r), "host": host_of(r), "authenticated": r.authenticated});
+            if let Some(s) = &r.summary {
                 v["files"] = s.files.into();
                 v["entries"] = s.entries.into();
                 v["bytes"] = s.bytes.into();
             }
-            v.to_string()
-        } else {
-            let (files, bytes) = summary.as_ref().map_or(("-".into(), "-".into()), |s| {
-                (s.files.to_string(), s.bytes.to_string())
-            });
-            format!("{name:<51} {time:<27} {host:<16} {files:>9} {bytes:>15}")
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+    } else {
+        let width = |head: &str, f: &dyn Fn(&Row) -> String| {
+            rows.iter()
+                .map(|r| f(r).len())
+                .max()
+                .unwrap_or(0)
+                .max(head.len())
         };
-        writeln!(out, "{line}").map_err(record::stdout_error)?;
+        let nw = width("SNAPSHOT", &|r| r.name.clone());
+        let tw = width("TIME", &time_of);
+        let hw = width("HOST", &host_of);
+        let count = |r: &Row, f: fn(&Summary) -> u64| {
+            r.summary
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| f(s).to_string())
+        };
+        let line = |n: &str, t: &str, h: &str, files: &str, bytes: &str, auth: &str| {
+            let row = format!("{n:<nw$}  {t:<tw$}  {h:<hw$}  {files:>9}  {bytes:>15}");
+            if show_auth {
+                format!("{row}  {auth}\n")
+            } else {
+                format!("{row}\n")
+            }
+        };
+        text.push_str(&line(
+            "SNAPSHOT",
+            "TIME",
+            "HOST",
+            "FILES",
+            "BYTES",
+            "AUTHENTICATED",
+        ));
+        for r in rows {
+            text.push_str(&line(
+                &r.name,
+                &time_of(r),
+                &host_of(r),
+                &count(r, |s| s.files),
+                &count(r, |s| s.bytes),
+                if r.authenticated { "yes" } else { "NO" },
+            ));
+        }
     }
-    out.flush().map_err(record::stdout_error)?;
-    Ok(0)
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(record::stdout_error)
 }
 
 /// Counts a snapshot's files and bytes by decrypting it.
-fn summarize(repo: &Repo, key: &SecretKeys, name: &str, policy: &Policy) -> Result<Summary> {
-    let spool = decrypt_snapshot(repo, key, name, policy)?;
-    let mut summary = Summary {
-        name: name.to_owned(),
-        ..Summary::default()
-    };
+fn summarize(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result<Summary> {
+    let spool = decrypt_snapshot(repo, key, name, trust)?;
+    let mut summary = Summary::named(name);
     for rec in record::RecordReader::new(BufReader::new(spool)) {
         let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
         summary.add(&rec);
@@ -204,35 +277,98 @@ fn summarize(repo: &Repo, key: &SecretKeys, name: &str, policy: &Policy) -> Resu
     Ok(summary)
 }
 
-/// Decrypts a snapshot fully into an anonymous temporary file, so nothing
-/// is trusted before the message's integrity check, and its signature
-/// (checked against `policy`, see [`crate::signature`]), have passed at its
-/// end.
+/// Decrypts a snapshot fully into an anonymous temporary file and judges
+/// it (see [`crate::trust`]) before anything is used: its MAC line, which
+/// the file does not get, and its signature, both at the message's end,
+/// after its integrity check. Lines are bounded by [`record::MAX_LINE`].
 pub fn decrypt_snapshot(
     repo: &Repo,
     key: &SecretKeys,
     name: &str,
-    policy: &Policy,
+    trust: &Trust,
 ) -> Result<fs::File> {
     let what = format!("snapshot {name}");
+    let tmp = std::env::temp_dir();
     let input = repo.open_key(&repo.snapshot_key(name), &what)?;
     let mut msg = key.decrypt(input, &what)?;
-    let mut spool = tempfile::tempfile().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
-    crate::crypto::copy_plaintext(&mut msg, &what, &mut spool, &std::env::temp_dir())?;
-    let status = policy.status(&msg);
-    policy.enforce(&program_name(), name, &status)?;
-    spool
-        .rewind()
-        .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let spool = tempfile::tempfile().map_err(|e| Error::io(&tmp, e))?;
+    let mut split = Splitter::new(
+        LineBound::new(spool),
+        trust.keys().map(|k| k.snapshot_mac(name)),
+    );
+    let copied = crate::crypto::copy_plaintext(&mut msg, &what, &mut split, &tmp);
+    if split.get_ref().too_long {
+        return Err(LineBound::too_long(&what));
+    }
+    copied?;
+    let found = split.finish();
+    if split.get_ref().too_long {
+        return Err(LineBound::too_long(&what));
+    }
+    let found = found.map_err(|e| Error::io(&tmp, e))?;
+    let status = trust.signature_status(&msg);
+    trust.judge(&program_name(), name, &found, &status)?;
+    let mut spool = split.into_inner().out;
+    spool.rewind().map_err(|e| Error::io(&tmp, e))?;
     Ok(spool)
+}
+
+/// A writer that refuses a line longer than [`record::MAX_LINE`], so a
+/// forged snapshot of one endless line cannot take the memory of whoever
+/// reads it line by line.
+struct LineBound {
+    out: fs::File,
+    /// Bytes of the line not yet ended.
+    line: usize,
+    too_long: bool,
+}
+
+impl LineBound {
+    fn new(out: fs::File) -> Self {
+        LineBound {
+            out,
+            line: 0,
+            too_long: false,
+        }
+    }
+
+    /// The error for a snapshot whose line was too long.
+    fn too_long(what: &str) -> Error {
+        Error::repo(format!(
+            "{what}: a line longer than {} bytes: not a record stream; refusing it",
+            record::MAX_LINE
+        ))
+    }
+}
+
+impl Write for LineBound {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut pieces = buf.split(|&b| b == b'\n');
+        let mut current = self.line + pieces.next().map_or(0, <[u8]>::len);
+        for piece in pieces {
+            self.too_long |= current > record::MAX_LINE;
+            current = piece.len();
+        }
+        self.too_long |= current > record::MAX_LINE;
+        if self.too_long {
+            return Err(io::Error::other("snapshot line too long"));
+        }
+        self.out.write_all(buf)?;
+        self.line = current;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 fn show(args: IndexShowArgs) -> Result<i32> {
     let repo = Repo::open(&args.repo)?;
     let key = require_secret(&args.secret, "bk-index show")?;
-    let policy = Policy::load(&args.signers.signer, args.signers.require_signature)?;
-    let name = repo.find_snapshot(&args.snapshot)?;
-    let spool = decrypt_snapshot(&repo, &key, &name, &policy)?;
+    let trust = Trust::establish(&repo, Some(&key), &args.trust.options())?;
+    let name = trust.find_snapshot("bk-index show", &repo, &args.snapshot)?;
+    let spool = decrypt_snapshot(&repo, &key, &name, &trust)?;
     if args.csv {
         return write_csv(&name, spool);
     }
@@ -242,7 +378,8 @@ fn show(args: IndexShowArgs) -> Result<i32> {
     let mut line_no = 0u64;
     loop {
         line.clear();
-        let n = input
+        let n = (&mut input)
+            .take(record::MAX_LINE as u64 + 2)
             .read_until(b'\n', &mut line)
             .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
         if n == 0 {
@@ -321,13 +458,6 @@ pub fn iso_time(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn name_parts_parse_time_and_host() {
-        let (t, h) = name_parts("20261124T031500.123456Z-my-host.lan-0a1b2c3d.pgp");
-        assert_eq!(t, "2026-11-24T03:15:00.123456Z");
-        assert_eq!(h, "my-host.lan");
-    }
 
     #[test]
     fn host_is_sanitized() {

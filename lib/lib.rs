@@ -6,6 +6,8 @@
 //! `bk-index` → [`index`], `bk-verify` → [`verify`], `bk-open` → [`open`].
 
 pub mod alloc;
+pub mod authkey;
+pub mod certify;
 pub mod chunker;
 pub mod cli;
 pub mod config;
@@ -34,12 +36,16 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod reuse;
+pub mod say;
 pub mod scan;
 pub mod seal;
 pub mod signature;
 pub mod snapcache;
+pub mod snapshot_name;
 pub mod snapwrite;
 pub mod source;
 pub mod storage;
 pub mod sync;
+pub mod trailer;
+pub mod trust;
 pub mod verify;

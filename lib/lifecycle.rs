@@ -34,8 +34,10 @@ use crate::index::{decrypt_snapshot, load_secret, require_secret, summary_path};
 use crate::lock::{LockKind, RepoLock};
 use crate::record::{self, RecordReader};
 use crate::repo::{check_object_id, Repo};
-use crate::retention::{parse_name, Policy};
+use crate::retention::Policy;
+use crate::snapshot_name::SnapshotName;
 use crate::storage;
+use crate::trust::{NameCheck, Trust};
 
 /// One snapshot as forget sees it.
 struct Snap {
@@ -44,6 +46,8 @@ struct Snap {
     host: String,
     roots: Option<Vec<String>>,
     reasons: Vec<String>,
+    /// Why forget leaves it alone without counting it, if it does.
+    excluded: Option<String>,
 }
 
 /// `bk-index forget`.
@@ -66,6 +70,13 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     }
     let repo = Repo::open(&args.repo)?;
     let secret = load_secret(&args.secret)?;
+    let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
+    if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
+        return Err(Error::repo(format!(
+            "bk-index forget: cannot tell your snapshots from forged ones ({}), and a forged snapshot counted as kept could push yours out: forgetting nothing; run this on a backing-up host, give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated",
+            trust.basis()
+        )));
+    }
     let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
     if secret.is_none() {
         eprintln!(
@@ -75,26 +86,48 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     }
     let mut snaps = Vec::new();
     for name in repo.snapshots()? {
-        let parsed = parse_name(&name);
-        let host = parsed.as_ref().map_or_else(String::new, |(_, h)| h.clone());
+        let parsed = SnapshotName::parse(&name);
+        let host = parsed
+            .as_ref()
+            .map_or_else(String::new, |p| p.host().to_owned());
         if args.host.as_ref().is_some_and(|h| *h != host) {
             continue;
         }
-        let roots = match &secret {
-            Some(key) => Some(snapshot_roots(&repo, key, &name)?),
-            None => None,
+        let mut excluded = match trust.check_name(&name) {
+            NameCheck::NotAuthentic(why) if !trust.allows_unauthenticated() => Some(why.to_owned()),
+            _ => None,
         };
+        let roots = match (&secret, &excluded) {
+            (Some(key), None) => match snapshot_roots(&repo, key, &name, &trust) {
+                Ok(roots) => Some(roots),
+                Err(e) if e.kind() == crate::error::Kind::Repo => {
+                    excluded = Some(e.to_string());
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            _ => None,
+        };
+        if let Some(why) = &excluded {
+            crate::say!("bk-index forget: leaving snapshot {name} alone, neither counted nor removed: {why}");
+        }
         snaps.push(Snap {
-            time: parsed.map(|(t, _)| t),
+            time: parsed.map(|p| p.micros()),
             name,
             host,
             roots,
             reasons: Vec::new(),
+            excluded: excluded
+                .map(|_| "not authenticated (never removed, never counted)".to_owned()),
         });
     }
     // Group by host and roots, then apply the policy to each group.
     let mut groups: BTreeMap<(String, Option<Vec<String>>), Vec<usize>> = BTreeMap::new();
     for (i, s) in snaps.iter_mut().enumerate() {
+        if let Some(why) = s.excluded.take() {
+            s.reasons.push(why);
+            continue;
+        }
         if s.time.is_none() {
             s.reasons.push("unrecognised name (never removed)".into());
             continue;
@@ -181,8 +214,8 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
 }
 
 /// The distinct roots a snapshot's records name, sorted.
-fn snapshot_roots(repo: &Repo, key: &SecretKeys, name: &str) -> Result<Vec<String>> {
-    let spool = decrypt_snapshot(repo, key, name, &crate::signature::Policy::none())?;
+fn snapshot_roots(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result<Vec<String>> {
+    let spool = decrypt_snapshot(repo, key, name, trust)?;
     let mut roots = BTreeSet::new();
     for rec in RecordReader::new(BufReader::new(spool)) {
         let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
@@ -358,7 +391,8 @@ fn collect_references(
     name: &str,
     set: &mut HashSet<[u8; 32]>,
 ) -> Result<()> {
-    let spool = decrypt_snapshot(repo, key, name, &crate::signature::Policy::none())?;
+    // Every snapshot counts, trusted or not: prune keeps what any names.
+    let spool = decrypt_snapshot(repo, key, name, &Trust::everything())?;
     for rec in RecordReader::new(BufReader::new(spool)) {
         let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
         for obj in rec.objects.iter().flatten() {

@@ -28,10 +28,9 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         // Straight from the repository: the snapshot is decrypted and its
         // signature checked in full before the first record is restored.
         Some(wanted) => {
-            let policy =
-                crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
-            let name = repo.find_snapshot(wanted)?;
-            let spool = crate::index::decrypt_snapshot(&repo, &key, &name, &policy)?;
+            let trust = crate::trust::Trust::establish(&repo, Some(&key), &cli.trust.options())?;
+            let name = trust.find_snapshot("bk-open", &repo, wanted)?;
+            let spool = crate::index::decrypt_snapshot(&repo, &key, &name, &trust)?;
             let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
                 .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
             crate::restore::restore(&repo, &key, to, records)?

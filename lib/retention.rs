@@ -100,42 +100,6 @@ impl Policy {
     }
 }
 
-/// Time (µs since the epoch, UTC) and host of a snapshot name
-/// `20261124T031500.123456Z-host-0a1b2c3d.pgp`; `None` if it has another
-/// shape.
-pub fn parse_name(name: &str) -> Option<(i64, String)> {
-    let stem = name.strip_suffix(".pgp")?;
-    let (stamp, rest) = stem.split_once('-')?;
-    let (host, _rand) = rest.rsplit_once('-')?;
-    let b = stamp.as_bytes();
-    if b.len() < 16 || b[8] != b'T' || !stamp.ends_with('Z') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = stamp.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let frac = &stamp[15..stamp.len() - 1];
-    let micros = match frac.strip_prefix('.') {
-        None if frac.is_empty() => 0,
-        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit()) => {
-            let padded = format!("{f:0<6}");
-            padded[..6].parse::<i64>().ok()?
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
-    Some((secs * 1_000_000 + micros, host.to_owned()))
-}
-
 fn split(us: i64) -> (i64, i64) {
     let secs = us.div_euclid(1_000_000);
     (secs.div_euclid(86_400), secs.rem_euclid(86_400))
@@ -178,7 +142,7 @@ fn iso_week(days: i64) -> (i64, i64) {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -209,14 +173,16 @@ mod tests {
     /// µs of a UTC time "YYYY-MM-DD HH:MM".
     fn t(s: &str) -> i64 {
         let name = format!(
-            "{}{}{}T{}{}00.000000Z-h-00.pgp",
+            "{}{}{}T{}{}00.000000Z-h-00000000.pgp",
             &s[0..4],
             &s[5..7],
             &s[8..10],
             &s[11..13],
             &s[14..16]
         );
-        parse_name(&name).unwrap().0
+        crate::snapshot_name::SnapshotName::parse(&name)
+            .unwrap()
+            .micros()
     }
 
     /// The times kept by `policy`, as the input strings.
@@ -233,24 +199,6 @@ mod tests {
 
     fn days(n: u64) -> Duration {
         Duration::from_secs(n * 86_400)
-    }
-
-    #[test]
-    fn names_parse() {
-        let (us, host) = parse_name("20261124T031500.123456Z-my-host.lan-0a1b2c3d.pgp").unwrap();
-        assert_eq!(host, "my-host.lan");
-        assert_eq!(us, 1_795_490_100_123_456);
-        assert_eq!(
-            humantime::format_rfc3339_micros(
-                std::time::UNIX_EPOCH + Duration::from_micros(us as u64)
-            )
-            .to_string(),
-            "2026-11-24T03:15:00.123456Z"
-        );
-        assert!(parse_name("garbage.pgp").is_none());
-        assert!(parse_name("20261324T031500.1Z-h-1.pgp").is_none());
-        assert!(parse_name("2026112xT031500Z-h-1.pgp").is_none());
-        assert!(parse_name("20261124T031500Z-h.pgp").is_none());
     }
 
     #[test]

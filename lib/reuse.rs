@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -25,6 +25,8 @@ pub enum ReuseSource {
     Cache {
         /// Repository id.
         repo_id: String,
+        /// The keys its MAC lines are checked with.
+        keys: crate::authkey::AuthKeys,
     },
     /// One plaintext record file (e.g. saved `bk-index show` output).
     File(PathBuf),
@@ -33,11 +35,13 @@ pub enum ReuseSource {
 }
 
 impl ReuseSource {
-    /// Parses `--reuse`: "auto" needs the repository.
+    /// Parses `--reuse`: "auto" needs the repository, and this machine's
+    /// id key (`id_key`, else the default file) to check the cache with.
     pub fn from_arg(
         arg: &str,
         repo: Option<&crate::storage::Location>,
         s3: &crate::storage::S3Options,
+        id_key: Option<&std::path::Path>,
     ) -> Result<ReuseSource> {
         if arg == "auto" {
             let repo = repo.ok_or_else(|| {
@@ -50,7 +54,20 @@ impl ReuseSource {
                 return Ok(ReuseSource::Nothing);
             }
             let repo = crate::repo::Repo::open_handle(handle)?;
+            let path = id_key.map_or_else(|| crate::idkey::default_path(repo.id()), Into::into);
+            let key = match crate::idkey::load_local(&path)? {
+                Some(k) if k.check_value() == repo.config().id_key_check => k,
+                found => {
+                    crate::say!(
+                        "bk-hash: --reuse auto: {} {}, which checks the reuse cache: every file is read (give --id-key FILE, the one bk-seal uses)",
+                        path.display(),
+                        if found.is_some() { "does not hold this repository's id key" } else { "does not exist" }
+                    );
+                    return Ok(ReuseSource::Nothing);
+                }
+            };
             return Ok(ReuseSource::Cache {
+                keys: crate::authkey::AuthKeys::derive(&key, repo.id()),
                 repo_id: repo.id().to_owned(),
             });
         }
@@ -63,10 +80,14 @@ impl ReuseSource {
         Ok(ReuseSource::File(path))
     }
 
-    fn open(&self, root: &[u8]) -> Option<RecordReader<BufReader<File>>> {
-        let reader = match self {
-            ReuseSource::Cache { repo_id } => crate::snapcache::open(repo_id, root)?,
-            ReuseSource::File(path) => BufReader::with_capacity(256 << 10, File::open(path).ok()?),
+    fn open(&self, root: &[u8]) -> Option<RecordReader<Box<dyn BufRead + Send>>> {
+        let reader: Box<dyn BufRead + Send> = match self {
+            ReuseSource::Cache { repo_id, keys } => {
+                Box::new(crate::snapcache::open(repo_id, root, keys)?)
+            }
+            ReuseSource::File(path) => {
+                Box::new(BufReader::with_capacity(256 << 10, File::open(path).ok()?))
+            }
             ReuseSource::Nothing => return None,
         };
         Some(RecordReader::new(reader))
@@ -75,7 +96,7 @@ impl ReuseSource {
 
 /// One cursor per root over the earlier records of that root.
 struct Cursor {
-    reader: Option<RecordReader<BufReader<File>>>,
+    reader: Option<RecordReader<Box<dyn BufRead + Send>>>,
     root: Vec<u8>,
     current: Option<(Vec<u8>, Record)>,
 }

@@ -306,12 +306,33 @@ fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
         .clone()
         .unwrap_or_else(|| idkey::default_path(repo.id()));
     idkey::save_local(&key, &path)?;
-    eprintln!(
-        "bk-seal: created repository {} (id {}); its id key is saved in {} (keep it private; the repository holds it only encrypted)",
+    crate::say!(
+        "bk-seal: created repository {} (id {}); its id key is saved in {} (keep it private; the repository holds it only encrypted), check value {}",
         repo.location(),
         repo.id(),
-        path.display()
+        path.display(),
+        key.check_value()
     );
+    match &cli.secret.key {
+        Some(file) => {
+            let secret = SecretKeys::load(
+                file,
+                &PassphraseSource {
+                    file: cli.secret.passphrase_file.clone(),
+                },
+            )?;
+            let cert = crate::certify::certify(&repo, &secret, &key)?;
+            crate::say!(
+                "bk-seal: certified the id key with {} ({}): a machine with only your secret key can authenticate this repository's snapshots",
+                secret.describe(),
+                repo.store().describe(&cert)
+            );
+        }
+        None => crate::say!(
+            "bk-seal: once, where your secret key is, run `bk-index certify --repo {} --key SECRET`: until then only this machine can tell your snapshots from forged ones",
+            repo.location()
+        ),
+    }
     Ok(repo)
 }
 
@@ -361,11 +382,19 @@ impl Sealer {
         }
         self.files.fetch_add(1, Ordering::Relaxed);
         let shown = rec.display_path();
-        let sha = rec.sha256.clone().ok_or_else(|| {
+        let mut sha = rec.sha256.clone().ok_or_else(|| {
             Error::bad_input(format!(
                 "{shown}: file record has no sha256; pipe it through bk-hash first"
             ))
         })?;
+        if !self.objects_agree(&rec, &sha) {
+            crate::say!(
+                "bk-seal: {shown}: its objects do not match its size and sha256 (a damaged reuse cache, or an edited record): reading the file again"
+            );
+            rec.objects = None;
+            sha = self.rehash(&rec)?;
+            rec.sha256 = Some(sha.clone());
+        }
         // The chunk hashes are bk-hash's word to bk-seal, not for the
         // snapshot.
         let chunks = rec.chunks.take();
@@ -384,6 +413,39 @@ impl Sealer {
         };
         rec.objects = Some(objects);
         Ok(Sealed { rec, waits })
+    }
+
+    /// Whether the objects a record arrives with (reused by bk-hash) can
+    /// be its content: their sizes add up to the file's, and a single
+    /// object's id is the one its sha256 gives. A record without objects
+    /// agrees trivially.
+    fn objects_agree(&self, rec: &Record, sha: &str) -> bool {
+        let Some(objects) = rec.objects.as_ref() else {
+            return true;
+        };
+        let total = objects.iter().try_fold(0u64, |t, o| t.checked_add(o.size));
+        if total != Some(rec.size) || (objects.is_empty() && rec.size > 0) {
+            return false;
+        }
+        match objects.as_slice() {
+            [one] => self.id_key.object_id(sha).is_ok_and(|id| id == one.id),
+            _ => true,
+        }
+    }
+
+    /// Hashes the file again, for a record whose hash cannot be trusted.
+    fn rehash(&self, rec: &Record) -> Result<String> {
+        let path = rec.source_path()?;
+        let mut buf = vec![0u8; 128 << 10];
+        let hashed = crate::hash::hash_file(
+            &path,
+            rec.size,
+            false,
+            &mut buf,
+            &std::sync::atomic::AtomicBool::new(false),
+        )?;
+        self.read_bytes.fetch_add(rec.size, Ordering::Relaxed);
+        Ok(hashed.sha256)
     }
 
     /// Whether the record already names objects that are all in the

@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use pgp::composed::{Message, SignedPublicKey};
+use pgp::composed::{Deserializable, DetachedSignature, Message, SignedPublicKey};
 use pgp::packet::{PublicKey, PublicSubkey, SecretKey, SecretSubkey, Signature, SignatureType};
 use pgp::types::{KeyDetails, SigningKey, VerifyingKey};
 
@@ -139,12 +139,106 @@ struct Signer {
 
 impl Signer {
     fn load(file: &Path) -> Result<Signer> {
-        let key = load_public_key(file)?;
-        Ok(Signer {
-            fingerprint: fingerprint_hex(&key),
-            candidates: candidates(&key),
-        })
+        Ok(Signer::from_key(&load_public_key(file)?))
     }
+
+    fn from_key(key: &SignedPublicKey) -> Signer {
+        Signer {
+            fingerprint: fingerprint_hex(key),
+            candidates: candidates(key),
+        }
+    }
+
+    /// Whether the detached signature `sig` is one of this signer's keys'
+    /// over `data`.
+    fn verifies(&self, sig: &Signature, data: &[u8]) -> bool {
+        sig.typ() == Some(SignatureType::Binary)
+            && self.candidates.iter().any(|c| {
+                let named = sig
+                    .issuer_fingerprint()
+                    .iter()
+                    .any(|f| format!("{f:X}") == c.fingerprint())
+                    || sig
+                        .issuer_key_id()
+                        .iter()
+                        .any(|k| hex::encode_upper(k) == c.key_id());
+                named
+                    && match c {
+                        Candidate::Primary(k) => sig.verify(k, data).is_ok(),
+                        Candidate::Subkey(k) => sig.verify(k, data).is_ok(),
+                    }
+            })
+    }
+}
+
+/// The keys whose detached signatures a reader accepts: its own (the
+/// public part of its secret key) and the `--signer` keys.
+#[derive(Debug, Clone, Default)]
+pub struct Certifiers {
+    signers: Vec<Signer>,
+}
+
+impl Certifiers {
+    /// The public part of `own`, then the policy's signers.
+    pub fn new(own: Option<&SecretKeys>, policy: &Policy) -> Certifiers {
+        let mut signers: Vec<Signer> = own
+            .map(|k| Signer::from_key(&k.signed_key().to_public_key()))
+            .into_iter()
+            .collect();
+        for s in &policy.signers {
+            if !signers.iter().any(|o| o.fingerprint == s.fingerprint) {
+                signers.push(s.clone());
+            }
+        }
+        Certifiers { signers }
+    }
+
+    /// Upper-case primary fingerprints, in order.
+    pub fn fingerprints(&self) -> impl Iterator<Item = &str> {
+        self.signers.iter().map(|s| s.fingerprint.as_str())
+    }
+
+    /// Checks an armored detached signature over `data` by the key with
+    /// primary fingerprint `fingerprint`; the error says why it fails.
+    pub fn verify_detached(
+        &self,
+        fingerprint: &str,
+        armored: &[u8],
+        data: &[u8],
+    ) -> std::result::Result<(), String> {
+        let signer = self
+            .signers
+            .iter()
+            .find(|s| s.fingerprint == fingerprint)
+            .ok_or_else(|| format!("key {fingerprint} is not one of yours"))?;
+        let (sig, _) = DetachedSignature::from_armor_single(std::io::Cursor::new(armored))
+            .map_err(|e| format!("not an OpenPGP signature ({e})"))?;
+        if signer.verifies(&sig.signature, data) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the signature does not verify with key {fingerprint}"
+            ))
+        }
+    }
+}
+
+/// An armored detached signature over `data` by `signer` (SHA-256).
+pub fn sign_detached(signer: &SnapshotSigner, data: &[u8]) -> Result<Vec<u8>> {
+    let mut rng = rand::thread_rng();
+    let hash = pgp::crypto::hash::HashAlgorithm::Sha256;
+    let pw = pgp::types::Password::empty();
+    let sig = match signer {
+        SnapshotSigner::Subkey(k) => {
+            DetachedSignature::sign_binary_data(&mut rng, k, &pw, hash, data)
+        }
+        SnapshotSigner::Primary(k) => {
+            DetachedSignature::sign_binary_data(&mut rng, k, &pw, hash, data)
+        }
+    }
+    .and_then(|sig| sig.to_armored_bytes(Default::default()))
+    .map_err(|e| Error::key(format!("signing with key {}: {e}", signer.fingerprint())))?;
+    Ok(sig)
 }
 
 /// The primary key and every subkey whose binding verifies and allows

@@ -4,14 +4,21 @@
 //!
 //! Files live under `$XDG_CACHE_HOME/bk/<repo id>/latest/<root hash>.ndjson`
 //! (mode 0600, directory 0700): they hold file names and hashes, which are
-//! private, so they never leave this machine.
+//! private, so they never leave this machine. Each ends with a MAC line
+//! (see [`crate::trailer`]) under a key derived from the id key and bound
+//! to the root, and is read only after that MAC checks out: a damaged or
+//! edited cache is reported once and ignored (every file of that root is
+//! then read), never trusted.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use crate::authkey::{AuthKeys, CacheMac};
+use crate::trailer;
 
 /// Directory of the cached snapshots of one repository.
 pub fn dir(repo_id: &str) -> PathBuf {
@@ -27,27 +34,87 @@ pub fn path_for_root(repo_id: &str, root: &[u8]) -> PathBuf {
     dir(repo_id).join(format!("{}.ndjson", &digest[..32]))
 }
 
-/// Opens the cached snapshot for `root`, if there is one.
-pub fn open(repo_id: &str, root: &[u8]) -> Option<BufReader<File>> {
-    File::open(path_for_root(repo_id, root))
-        .ok()
-        .map(|f| BufReader::with_capacity(256 << 10, f))
+/// The record lines of the cached snapshot for `root`, once its MAC has
+/// checked out: `None` if there is no cache for the root, or (after one
+/// message on stderr) if it is damaged or was edited.
+pub fn open(repo_id: &str, root: &[u8], keys: &AuthKeys) -> Option<BufReader<std::io::Take<File>>> {
+    let path = path_for_root(repo_id, root);
+    let mut file = File::open(&path).ok()?;
+    match verified_len(&mut file, keys.cache_mac(root)) {
+        Ok(Some(len)) => Some(BufReader::with_capacity(256 << 10, file.take(len))),
+        Ok(None) => {
+            crate::say!(
+                "bk-hash: the reuse cache {} is damaged or was edited (its MAC does not match): ignoring it, so every file of {} is read",
+                path.display(),
+                String::from_utf8_lossy(root)
+            );
+            None
+        }
+        Err(e) => {
+            crate::say!(
+                "bk-hash: cannot read the reuse cache {}: {}; every file of {} is read",
+                path.display(),
+                crate::error::io_cause(&e),
+                String::from_utf8_lossy(root)
+            );
+            None
+        }
+    }
+}
+
+/// Checks the MAC line at the end of `file` against everything before it;
+/// the length of what it covers if it matches, with the file rewound.
+fn verified_len(file: &mut File, mut mac: CacheMac) -> std::io::Result<Option<u64>> {
+    let size = file.metadata()?.len();
+    let tail = trailer::Of::Cache.line_len() as u64;
+    let Some(len) = size.checked_sub(tail) else {
+        return Ok(None);
+    };
+    let mut body = (&mut *file).take(len);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut read = 0u64;
+    loop {
+        let n = body.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        mac.update(&buf[..n]);
+        read += n as u64;
+    }
+    let mut last = Vec::with_capacity(tail as usize);
+    (&mut *file).take(tail).read_to_end(&mut last)?;
+    if read != len || !trailer::parse(trailer::Of::Cache, &last).is_some_and(|m| mac.matches(m)) {
+        return Ok(None);
+    }
+    file.rewind()?;
+    Ok(Some(len))
 }
 
 /// Writes the cache files of one snapshot, one root at a time (records
 /// arrive sorted by root), each under a temporary name until `commit`.
 pub struct CacheWriter {
     repo_id: String,
-    current: Option<(Vec<u8>, PathBuf, BufWriter<File>)>,
+    keys: AuthKeys,
+    current: Option<Current>,
     done: Vec<(PathBuf, PathBuf)>,
     failed: bool,
 }
 
+/// The cache file of the root being written.
+struct Current {
+    root: Vec<u8>,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    mac: CacheMac,
+}
+
 impl CacheWriter {
-    /// A writer for the repository's cache; failures only disable caching.
-    pub fn new(repo_id: &str) -> Self {
+    /// A writer for the repository's cache, authenticated with `keys`;
+    /// failures only disable caching.
+    pub fn new(repo_id: &str, keys: &AuthKeys) -> Self {
         CacheWriter {
             repo_id: repo_id.to_owned(),
+            keys: keys.clone(),
             current: None,
             done: Vec::new(),
             failed: false,
@@ -59,14 +126,20 @@ impl CacheWriter {
         if self.failed {
             return;
         }
-        if self.current.as_ref().map(|c| c.0.as_slice()) != Some(root) {
+        if self.current.as_ref().map(|c| c.root.as_slice()) != Some(root) {
             if let Err(()) = self.close_current().and_then(|_| self.start(root)) {
                 self.failed = true;
                 return;
             }
         }
-        if let Some((_, _, w)) = &mut self.current {
-            if w.write_all(line).and_then(|_| w.write_all(b"\n")).is_err() {
+        if let Some(c) = &mut self.current {
+            c.mac.update(line);
+            c.mac.update(b"\n");
+            if c.out
+                .write_all(line)
+                .and_then(|_| c.out.write_all(b"\n"))
+                .is_err()
+            {
                 self.failed = true;
             }
         }
@@ -88,21 +161,29 @@ impl CacheWriter {
             .mode(0o600)
             .open(&tmp)
             .map_err(|_| ())?;
-        self.current = Some((
-            root.to_vec(),
+        self.current = Some(Current {
+            root: root.to_vec(),
             tmp,
-            BufWriter::with_capacity(256 << 10, file),
-        ));
+            out: BufWriter::with_capacity(256 << 10, file),
+            mac: self.keys.cache_mac(root),
+        });
         self.done.push((PathBuf::new(), final_path));
         Ok(())
     }
 
     fn close_current(&mut self) -> Result<(), ()> {
-        if let Some((_, tmp, mut w)) = self.current.take() {
-            w.flush().map_err(|_| ())?;
+        if let Some(Current {
+            tmp, mut out, mac, ..
+        }) = self.current.take()
+        {
+            // The temporary name goes on the list first, so that a failure
+            // below still removes the file.
             if let Some(last) = self.done.last_mut() {
                 last.0 = tmp;
             }
+            out.write_all(&trailer::line(trailer::Of::Cache, &mac.finish()))
+                .and_then(|_| out.flush())
+                .map_err(|_| ())?;
         }
         Ok(())
     }

@@ -22,8 +22,8 @@ use std::thread::{Scope, ScopedJoinHandle};
 use std::time::SystemTime;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use rand::RngCore;
 
+use crate::authkey::{AuthKeys, StreamMac};
 use crate::cli::IndexWriteArgs;
 use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Result};
@@ -34,6 +34,8 @@ use crate::record::{self, Kind, Record};
 use crate::repo::{check_object_id, ObjectSizes, Repo, RepoHandle};
 use crate::signature::SnapshotSigner;
 use crate::snapcache::CacheWriter;
+use crate::snapshot_name::SnapshotName;
+use crate::trailer;
 
 const PROGRAM: &str = "bk-index write";
 
@@ -79,6 +81,8 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
     let target = Target {
         handle: RefCell::new(Some(handle)),
         repo: OnceCell::new(),
+        keys: OnceCell::new(),
+        id_key: args.id_key.clone(),
         lock: RefCell::new(lock),
         wait: args.wait.wait,
     };
@@ -87,16 +91,20 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
         recipients: &recipients,
         signer: signer.as_ref(),
         host: &host,
+        time: args.time,
     };
     let written = std::thread::scope(|scope| collect(scope, &target, maker))?;
     report(&written, signer.as_ref())
 }
 
-/// The repository, opened once it exists, and the lock that covers the
-/// run (only the main thread touches it; the encoder gets the `Repo`).
+/// The repository, opened once it exists, the keys its snapshots are
+/// authenticated with, and the lock that covers the run (only the main
+/// thread touches it; the encoder gets the `Repo`).
 struct Target {
     handle: RefCell<Option<RepoHandle>>,
     repo: OnceCell<Repo>,
+    keys: OnceCell<AuthKeys>,
+    id_key: Option<std::path::PathBuf>,
     lock: RefCell<Option<RepoLock>>,
     wait: std::time::Duration,
 }
@@ -125,11 +133,20 @@ impl Target {
             .ok_or_else(|| Error::repo("the repository could not be opened"))
     }
 
+    /// The keys of the open repository.
+    fn keys(&self) -> Result<&AuthKeys> {
+        self.keys
+            .get()
+            .ok_or_else(|| Error::repo("the repository could not be opened"))
+    }
+
     fn open(&self) -> Result<()> {
         let Some(handle) = self.handle.borrow_mut().take() else {
             return Ok(());
         };
         let repo = Repo::open_handle(handle)?;
+        let keys = load_keys(&repo, self.id_key.as_deref())?;
+        let _ = self.keys.set(keys);
         let mut lock = self.lock.borrow_mut();
         if lock.is_none() {
             *lock = Some(RepoLock::acquire(
@@ -144,13 +161,35 @@ impl Target {
     }
 }
 
+/// The keys that authenticate the snapshot and the reuse cache, from this
+/// machine's id key file (the one bk-seal uses).
+fn load_keys(repo: &Repo, explicit: Option<&std::path::Path>) -> Result<AuthKeys> {
+    let path = explicit.map_or_else(|| crate::idkey::default_path(repo.id()), Into::into);
+    let key = crate::idkey::load_local(&path)?.ok_or_else(|| {
+        Error::key(format!(
+            "no id key for repository {} at {}: it authenticates the snapshot; give --id-key FILE (or BK_ID_KEY), the file bk-seal uses",
+            repo.id(),
+            path.display()
+        ))
+    })?;
+    if key.check_value() != repo.config().id_key_check {
+        return Err(Error::key(format!(
+            "id key file {} does not belong to repository {} (check value differs)",
+            path.display(),
+            repo.id()
+        )));
+    }
+    Ok(AuthKeys::derive(&key, repo.id()))
+}
+
 /// How this run's snapshot is made: the keys it is encrypted to, the key
-/// that signs it, if any, and the host named in it.
+/// that signs it, if any, and the host and time named in it.
 #[derive(Clone, Copy)]
 struct Maker<'a> {
     recipients: &'a Recipients,
     signer: Option<&'a SnapshotSigner>,
     host: &'a str,
+    time: Option<SystemTime>,
 }
 
 /// A snapshot committed to the repository.
@@ -204,7 +243,7 @@ fn collect<'scope, 'env>(
     let repo = target.repo()?;
     crate::seal::check_recipients(repo, maker.recipients)?;
     let sorted = sorter.finish().map_err(tmp_err)?;
-    write_sorted(repo, sorted, object_refs, maker)
+    write_sorted(repo, target.keys()?, sorted, object_refs, maker)
 }
 
 /// The stream is tried on a directory repository that exists by the first
@@ -221,7 +260,12 @@ fn start_stream<'scope, 'env>(
     if repo.store().is_remote() || crate::seal::check_recipients(repo, maker.recipients).is_err() {
         return Ok(None);
     }
-    Ok(Some(SnapshotStream::start(scope, repo, maker)?))
+    Ok(Some(SnapshotStream::start(
+        scope,
+        repo,
+        target.keys()?,
+        maker,
+    )?))
 }
 
 fn tmp_err(e: io::Error) -> Error {
@@ -239,47 +283,46 @@ fn sort_item(rec: &Record) -> Result<SortItem> {
     })
 }
 
-/// A new snapshot's name (UTC time with microseconds, host, random) and
-/// its summary so far.
-fn new_summary(host: &str) -> Summary {
-    let now = SystemTime::now();
-    let mut rnd = [0u8; 4];
-    rand::thread_rng().fill_bytes(&mut rnd);
-    // Microseconds keep two runs in one second in the order they ran.
-    let stamp = humantime::format_rfc3339_micros(now)
-        .to_string()
-        .replace(['-', ':'], "");
-    Summary {
-        name: format!("{stamp}-{host}-{}.pgp", hex::encode(rnd)),
-        time: humantime::format_rfc3339_micros(now).to_string(),
-        host: host.to_owned(),
-        ..Summary::default()
-    }
-}
-
 /// What every record of a snapshot goes through, in order, on its way in:
-/// the check that its objects are stored, the counts, and the local
-/// plaintext copy that `bk-hash --reuse` reads next time.
+/// the check that its objects are stored, the counts, the MAC that ends
+/// the snapshot, and the local plaintext copy that `bk-hash --reuse`
+/// reads next time.
 struct Catalogue {
     stored: ObjectSizes,
     summary: Summary,
+    mac: Option<StreamMac>,
     cache: CacheWriter,
 }
 
 impl Catalogue {
-    fn new(repo: &Repo, host: &str, list_objects: bool) -> Result<Catalogue> {
+    fn new(repo: &Repo, keys: &AuthKeys, maker: Maker, list_objects: bool) -> Result<Catalogue> {
+        // Microseconds in the name keep two runs in one second in order.
+        let name = SnapshotName::new(maker.time.unwrap_or_else(SystemTime::now), maker.host, keys);
         Ok(Catalogue {
             stored: ObjectSizes::new(repo, list_objects)?,
-            summary: new_summary(host),
-            cache: CacheWriter::new(repo.id()),
+            mac: Some(keys.snapshot_mac(name.as_str())),
+            summary: Summary::named(name.as_str()),
+            cache: CacheWriter::new(repo.id(), keys),
         })
     }
 
+    /// Takes one record on its way into the snapshot (`item.line`, which
+    /// the snapshot gets followed by a newline).
     fn add(&mut self, repo: &Repo, item: &SortItem, rec: &Record) -> Result<()> {
         check_sealed(repo, &self.stored, rec)?;
         self.summary.add(rec);
+        if let Some(mac) = &mut self.mac {
+            mac.update(&item.line);
+            mac.update(b"\n");
+        }
         self.cache.add(&item.root, &item.line);
         Ok(())
+    }
+
+    /// The line that ends the snapshot: the MAC of everything before it.
+    fn trailer(&mut self) -> Vec<u8> {
+        let mac = self.mac.take().map(StreamMac::finish).unwrap_or_default();
+        trailer::line(trailer::Of::Snapshot, &mac)
     }
 
     /// Keeps the local copy once the snapshot is committed, or drops it.
@@ -334,12 +377,13 @@ fn encrypt_snapshot(repo: &Repo, name: &str, input: impl Read, maker: Maker) -> 
 /// arrived).
 fn write_sorted<'env>(
     repo: &'env Repo,
+    keys: &AuthKeys,
     sorted: Sorted,
     object_refs: usize,
     maker: Maker,
 ) -> Result<Written<'env>> {
     let mut lines = SortedLines {
-        catalogue: Catalogue::new(repo, maker.host, object_refs > LIST_OBJECTS_ABOVE)?,
+        catalogue: Catalogue::new(repo, keys, maker, object_refs > LIST_OBJECTS_ABOVE)?,
         sorted,
         repo,
         failure: None,
@@ -374,7 +418,12 @@ struct SortedLines<'a> {
 impl SortedLines<'_> {
     fn next_line(&mut self) -> Result<Option<()>> {
         let Some(item) = self.sorted.next() else {
-            return Ok(None);
+            if self.catalogue.mac.is_none() {
+                return Ok(None);
+            }
+            self.buf = self.catalogue.trailer();
+            self.pos = 0;
+            return Ok(Some(()));
         };
         let item = item.map_err(tmp_err)?;
         let rec = Record::from_line(&item.line, 0)?;
@@ -463,9 +512,10 @@ impl<'scope, 'env> SnapshotStream<'scope, 'env> {
     fn start(
         scope: &'scope Scope<'scope, 'env>,
         repo: &'env Repo,
+        keys: &AuthKeys,
         maker: Maker<'env>,
     ) -> Result<Self> {
-        let catalogue = Catalogue::new(repo, maker.host, false)?;
+        let catalogue = Catalogue::new(repo, keys, maker, false)?;
         let name = catalogue.summary.name.clone();
         let (tx, rx) = bounded::<Line>(8);
         let encoder = scope.spawn(move || {
@@ -561,6 +611,8 @@ impl<'scope, 'env> SnapshotStream<'scope, 'env> {
             while !self.window.is_empty() {
                 self.emit_smallest()?;
             }
+            let trailer = self.catalogue.trailer();
+            self.batch.extend_from_slice(&trailer);
             self.send_batch()?;
             if let Some(tx) = &self.lines {
                 // A failed send means the encoder stopped; join says why.
@@ -636,9 +688,22 @@ fn report(written: &Written, signer: Option<&SnapshotSigner>) -> Result<i32> {
     let signed = signer
         .map(|k| format!(", signed by {}", k.fingerprint()))
         .unwrap_or_default();
-    eprintln!(
+    crate::say!(
         "bk-index: wrote snapshot {}: {} entries, {} files, {} bytes{signed}",
-        summary.name, summary.entries, summary.files, summary.bytes
+        summary.name,
+        summary.entries,
+        summary.files,
+        summary.bytes
     );
+    let certified = written.repo.store().list("keys").is_ok_and(|keys| {
+        keys.iter()
+            .any(|k| k.name.starts_with("certified-by-") && k.name.ends_with(".sig"))
+    });
+    if !certified {
+        crate::say!(
+            "bk-index: note: the repository's id key is not certified yet, so a machine with only your secret key could not tell your snapshots from forged ones: run `bk-index certify --repo {} --key SECRET` once where your secret key is",
+            written.repo.location()
+        );
+    }
     Ok(0)
 }

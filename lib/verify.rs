@@ -127,8 +127,6 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         return crate::inventory::verify(&repo, cli.jobs.count());
     }
     let all_snapshots = cli.all_snapshots || cli.orphans;
-    let policy =
-        crate::signature::Policy::load(&cli.signers.signer, cli.signers.require_signature)?;
     let subset = cli
         .read_data_subset
         .as_deref()
@@ -151,10 +149,12 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         (Some(s), Some(k)) => Some((s, crate::idkey::recover(&repo, k)?)),
         _ => None,
     };
-    let snapshots = if all_snapshots {
-        repo.snapshots()?
-    } else {
-        Vec::new()
+    let (snapshots, trust) = match (&key, all_snapshots) {
+        (Some(key), true) => (
+            repo.snapshots()?,
+            crate::trust::Trust::establish(&repo, Some(key), &cli.trust.options())?,
+        ),
+        _ => (Vec::new(), crate::trust::Trust::everything()),
     };
     let snapshot_failed = Mutex::new(Outcome::default());
     let v = Verifier {
@@ -174,7 +174,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let mut problems = 0u64;
     let v_ref = &v;
     let failed_ref = &snapshot_failed;
-    let policy_ref = &policy;
+    let policy_ref = &trust;
     let input = move || -> Box<dyn crate::pipeline::Source> {
         if all_snapshots {
             Box::new(crate::pipeline::Unbatched(
@@ -293,7 +293,7 @@ impl Verifier {
     fn all_snapshot_records<'a>(
         &'a self,
         names: Vec<String>,
-        policy: &'a crate::signature::Policy,
+        policy: &'a crate::trust::Trust,
         failed: &'a Mutex<Outcome>,
     ) -> impl Iterator<Item = Result<Record>> + 'a {
         names.into_iter().flat_map(move |name| {

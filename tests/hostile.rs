@@ -71,14 +71,28 @@ fn snapshot_of(dir: &Path) -> Vec<(PathBuf, u32, u64, i64, Vec<u8>)> {
     out
 }
 
+/// The name an attacker gives a planted snapshot, to be the latest.
+const EVIL: &str = "99991231T235959.999999Z-evil-00000000.pgp";
+
+/// `bk-index show NAME` with `extra` options.
+fn show(sb: &Sandbox, name: &str, extra: &[&str]) -> std::process::Output {
+    run(
+        sb.cmd("bk-index")
+            .args(["show", name, "--repo"])
+            .arg(&sb.repo)
+            .arg("--key")
+            .arg(&keys().secret)
+            .args(extra),
+        b"",
+    )
+}
+
 /// Writes `recs` as a snapshot the way an attacker would: plain gpg,
 /// encrypted to the repository's public key, named to be the latest.
 fn plant_snapshot(sb: &Sandbox, recs: &[Record]) {
     let plain = sb.path("evil.ndjson");
     fs::write(&plain, ndjson(recs)).unwrap();
-    let name = sb
-        .repo
-        .join("snapshots/99991231T235959.999999Z-evil-00000000.pgp");
+    let name = sb.repo.join("snapshots").join(EVIL);
     let k = keys();
     gpg(
         &k.gnupghome,
@@ -146,7 +160,20 @@ fn hostile_paths_write_nothing_outside_and_each_is_refused() {
         hl2,                                              // must not link the symlink
     ];
     plant_snapshot(&sb, &evil);
-    let shown = sb.show_latest();
+    // Snapshots are authenticated: the planted one is refused by name and
+    // "latest" passes it by.
+    let refused = show(&sb, EVIL, &[]);
+    assert_eq!(code(&refused), REPO, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not authenticated"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_ne!(records(&sb.show_latest()).len(), evil.len());
+    // A user who opts out still gets a safe restore.
+    let out = show(&sb, EVIL, &["--allow-unauthenticated"]);
+    ok(&out, "bk-index show --allow-unauthenticated");
+    let shown = out.stdout;
     assert_eq!(
         records(&shown).len(),
         evil.len(),

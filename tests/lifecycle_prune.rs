@@ -15,9 +15,19 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// `bk-index write --host HOST` of sealed records; the snapshot's name.
-fn write_as(sb: &Sandbox, sealed: &[u8], host: &str) -> String {
-    let mut a = args!["write", "--host", host];
+/// `bk-index write --host HOST --time STAMP` of sealed records (STAMP as
+/// `20250101T080000`); the snapshot's name.
+fn write_as(sb: &Sandbox, sealed: &[u8], host: &str, stamp: &str) -> String {
+    let time = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    let mut a = args!["write", "--host", host, "--time", time];
     a.extend(sb.seal_args());
     let out = sb.run("bk-index", &a, sealed);
     assert_ok(&out, "bk-index write --host");
@@ -99,8 +109,7 @@ fn forget_applies_policies_per_host_and_roots() {
         (&sealed2.stdout, "alpha", "20250601T090000"), // c2
     ];
     for (sealed, host, stamp) in plan {
-        let name = write_as(&sb, sealed, host);
-        retime_snapshot(&sb.repo, &name, stamp, host);
+        write_as(&sb, sealed, host, stamp);
     }
     let all = stamps(&sb);
     assert_eq!(all.len(), 10, "{all:?}");

@@ -50,18 +50,18 @@ fn verify_all(sb: &Sandbox, extra: &[OsString]) -> std::process::Output {
     sb.verify(b"", &a)
 }
 
-fn open_snapshot(sb: &Sandbox, to: &Path, extra: &[OsString]) -> std::process::Output {
+fn open_snapshot(sb: &Sandbox, name: &str, to: &Path, extra: &[OsString]) -> std::process::Output {
     let mut a = sb.repo_args();
     a.extend(sb.key_args());
-    a.extend(args!["--snapshot", "latest", "--to", to]);
+    a.extend(args!["--snapshot", name, "--to", to]);
     a.extend(extra.iter().cloned());
     sb.run("bk-open", &a, b"")
 }
 
-/// Every way of reading the latest snapshot refuses it with status 5 and a
+/// Every way of reading the snapshot `name` refuses it with status 5 and a
 /// message containing `why`, and restores nothing.
 fn assert_refused(sb: &Sandbox, name: &str, why: &str) {
-    let out = show(sb, "latest", &strict(sb));
+    let out = show(sb, name, &strict(sb));
     assert_code(&out, 5, "bk-index show --require-signature");
     assert!(
         out.stdout.is_empty(),
@@ -80,7 +80,7 @@ fn assert_refused(sb: &Sandbox, name: &str, why: &str) {
     assert!(stderr(&out).contains(why), "{}", describe(&out));
 
     let to = sb.path(format!("restore-{}", name.len() + why.len()));
-    let out = open_snapshot(sb, &to, &strict(sb));
+    let out = open_snapshot(sb, name, &to, &strict(sb));
     assert_code(&out, 5, "bk-open --snapshot --require-signature");
     assert!(stderr(&out).contains(why), "{}", describe(&out));
     assert!(
@@ -105,7 +105,7 @@ fn genuine_signed_snapshot_passes_everywhere_and_gpg_says_good() {
     assert!(out.stdout.is_empty(), "{}", describe(&out));
 
     let to = sb.path("restore");
-    let out = open_snapshot(&sb, &to, &strict(&sb));
+    let out = open_snapshot(&sb, "latest", &to, &strict(&sb));
     assert_ok(&out, "bk-open --snapshot latest");
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
     assert_eq!(
@@ -130,7 +130,10 @@ fn genuine_signed_snapshot_passes_everywhere_and_gpg_says_good() {
     assert_ok(&out, "gpg --decrypt of a signed snapshot");
     let err = stderr(&out);
     assert!(err.contains("Good signature"), "gpg said: {err}");
-    assert_eq!(parse_records(&out.stdout), records);
+    assert_eq!(
+        parse_records(without_mac_line(&out.stdout, "snapshot")),
+        records
+    );
 }
 
 #[test]
@@ -153,18 +156,27 @@ fn snapshot_forged_with_the_public_key_only_is_refused() {
     let name = sb.plant_snapshot(&forged);
     assert_refused(&sb, &name, "not signed");
 
-    // Without --require-signature it is a warning, and without --signer
-    // nothing is checked (the snapshot is still a valid record stream).
-    let out = show(&sb, "latest", &args!["--signer", &sb.pub_key]);
-    assert_ok(&out, "bk-index show --signer (unsigned snapshot)");
+    // Without --require-signature the missing signature is a warning, but
+    // the snapshot carries no MAC of the repository either: refused unless
+    // the user opts out.
+    let out = show(&sb, &name, &args!["--signer", &sb.pub_key]);
+    assert_code(
+        &out,
+        5,
+        "bk-index show --signer (unsigned, unauthenticated snapshot)",
+    );
     assert!(
-        stderr(&out).contains(&format!("warning: snapshot {name} is not signed")),
+        stderr(&out).contains(&format!("warning: snapshot {name} is not signed"))
+            && stderr(&out).contains("is not authenticated"),
         "{}",
         describe(&out)
     );
-    let out = show(&sb, "latest", &[]);
-    assert_ok(&out, "bk-index show without --signer");
+    let out = show(&sb, &name, &[]);
+    assert_code(&out, 5, "bk-index show without --signer");
     assert!(!stderr(&out).contains("signed"), "{}", describe(&out));
+    let out = show(&sb, &name, &args!["--allow-unauthenticated"]);
+    assert_ok(&out, "bk-index show --allow-unauthenticated");
+    assert_eq!(parse_records(&out.stdout), records);
 
     // --require-signature without any signer cannot ever pass: usage error.
     let out = show(&sb, "latest", &args!["--require-signature"]);
@@ -182,8 +194,12 @@ fn snapshot_signed_by_another_key_is_refused() {
     let forged = sb.gpg_encrypt_as_attacker(&plain, Some(other));
     let name = sb.plant_snapshot(&forged);
     assert_refused(&sb, &name, "not among the --signer keys");
-    let out = show(&sb, "latest", &args!["--signer", &sb.pub_key]);
-    assert_ok(&out, "show --signer of a foreign-signed snapshot");
+    let out = show(&sb, &name, &args!["--signer", &sb.pub_key]);
+    assert_code(
+        &out,
+        5,
+        "show --signer of a foreign-signed snapshot without a MAC",
+    );
     assert!(
         stderr(&out).contains(&format!(
             "warning: snapshot {name} is signed by key {}",
@@ -196,7 +212,7 @@ fn snapshot_signed_by_another_key_is_refused() {
     let (other_pub, _) = sb.add_key(KeyKind::Other, "other");
     let mut trust_both = strict(&sb);
     trust_both.extend(args!["--signer", &other_pub]);
-    assert_ok(&show(&sb, "latest", &trust_both), "show with both signers");
+    assert_ok(&show(&sb, &name, &trust_both), "show with both signers");
 
     fs::remove_file(sb.repo.join("snapshots").join(&name)).unwrap();
     let (_, other_sec) = sb.add_key(KeyKind::Other, "other");
@@ -248,7 +264,11 @@ fn signature_that_does_not_verify_is_always_an_error() {
     let name = sb.plant_snapshot(&forged);
     assert_refused(&sb, &name, "signature does not verify");
     // Even without --require-signature: a bad signature is never a warning.
-    let out = show(&sb, "latest", &args!["--signer", &sb.pub_key]);
+    let out = show(
+        &sb,
+        &name,
+        &args!["--signer", &sb.pub_key, "--allow-unauthenticated"],
+    );
     assert_code(&out, 5, "show --signer of a badly signed snapshot");
     assert!(out.stdout.is_empty(), "{}", describe(&out));
     assert!(

@@ -352,6 +352,23 @@ pub fn parse_records(ndjson: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// The records of a snapshot's (or reuse cache file's) plaintext as gpg
+/// or the file gives it, without the MAC line that ends it
+/// (`{"bk":"snapshot"|"cache","v":1,"mac":…}`); panics if that line is
+/// missing.
+#[track_caller]
+pub fn without_mac_line<'a>(plain: &'a [u8], of: &str) -> &'a [u8] {
+    let body = plain.strip_suffix(b"\n").unwrap_or(plain);
+    let cut = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let last = String::from_utf8_lossy(&body[cut..]);
+    let prefix = format!("{{\"bk\":\"{of}\",\"v\":1,\"mac\":\"");
+    assert!(
+        last.starts_with(&prefix) && last.len() == prefix.len() + 66,
+        "the last line should be the {of} MAC line, is {last:?}"
+    );
+    &plain[..cut]
+}
+
 /// Serialises records back to NDJSON.
 pub fn to_ndjson<'a>(records: impl IntoIterator<Item = &'a Value>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -1443,21 +1460,6 @@ pub fn dead_pid() -> u32 {
     let pid = child.id();
     child.wait().unwrap();
     pid
-}
-
-/// Renames snapshot `name` to carry the UTC time `stamp`
-/// (`YYYYMMDDTHHMMSS`) and `host`, keeping its random suffix; returns the
-/// new name. Snapshot names are the only source of a snapshot's time.
-pub fn retime_snapshot(repo: &Path, name: &str, stamp: &str, host: &str) -> String {
-    let rand = name
-        .trim_end_matches(".pgp")
-        .rsplit('-')
-        .next()
-        .expect("random suffix");
-    let new = format!("{stamp}.000000Z-{host}-{rand}.pgp");
-    let dir = repo.join("snapshots");
-    fs::rename(dir.join(name), dir.join(&new)).unwrap();
-    new
 }
 
 /// Apparent size of a directory tree in bytes (`du -sb`).
