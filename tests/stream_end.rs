@@ -159,10 +159,10 @@ fn seal_killed_mid_stream_commits_nothing() {
     let index = index_cmd(&sb, Stdio::from(seal.stdout.take().unwrap()))
         .spawn()
         .unwrap();
-    // Killed once a batch of objects is committed: its records have gone
-    // on to bk-index write.
+    // Killed once its first batch of 2,000 objects is committed and their
+    // records have had a moment to go on to bk-index write.
     let start = Instant::now();
-    while sb.object_files().len() <= objects {
+    while sb.object_files().len() < objects + 2000 {
         assert!(
             seal.try_wait().unwrap().is_none(),
             "bk-seal finished before it could be killed"
@@ -173,6 +173,7 @@ fn seal_killed_mid_stream_commits_nothing() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+    std::thread::sleep(Duration::from_millis(100));
     seal.kill().unwrap();
     let seal = seal.wait_with_output().unwrap();
     assert_eq!(
@@ -206,7 +207,6 @@ fn hash_killed_mid_stream_fails_every_later_stage() {
     let scan = sb.run("bk-scan", &args![&src], b"");
     assert_ok(&scan, "bk-scan");
     let scanned = lines(&scan.stdout);
-    assert_eq!(scanned[0], &BEGIN[..BEGIN.len() - 1]);
 
     // bk-hash | bk-seal | bk-index write; bk-hash gets the first half of
     // bk-scan's stream, and is killed while it waits for the rest.
@@ -278,24 +278,6 @@ fn a_stream_that_begins_but_does_not_end_is_refused_at_every_stage() {
         sealed,
         ..
     } = run.backup;
-    for (what, stream) in [
-        ("bk-scan", &scan),
-        ("bk-hash", &hashed),
-        ("bk-seal", &sealed),
-    ] {
-        let all = lines(stream);
-        assert_eq!(all[0], &BEGIN[..BEGIN.len() - 1], "{what}'s first line");
-        assert_eq!(
-            all[all.len() - 1],
-            &END[..END.len() - 1],
-            "{what}'s last line"
-        );
-        assert_eq!(
-            parse_records(stream).len(),
-            all.len() - 2,
-            "{what}: the control records are the only lines that are not records"
-        );
-    }
     let before = committed(&sb);
 
     let cut = |s: &[u8]| without_last_line(s);
@@ -371,6 +353,26 @@ fn a_stream_that_begins_but_does_not_end_is_refused_at_every_stage() {
         "bk-hash passed an end on after a malformed input"
     );
     assert_nothing_committed(&sb, &before, "malformed streams");
+
+    // Each stage's whole stream: a begin record, the records, an end.
+    for (what, stream) in [
+        ("bk-scan", &scan),
+        ("bk-hash", &hashed),
+        ("bk-seal", &sealed),
+    ] {
+        let all = lines(stream);
+        assert_eq!(all[0], &BEGIN[..BEGIN.len() - 1], "{what}'s first line");
+        assert_eq!(
+            all[all.len() - 1],
+            &END[..END.len() - 1],
+            "{what}'s last line"
+        );
+        assert_eq!(
+            parse_records(stream).len(),
+            all.len() - 2,
+            "{what}: the control records are the only lines that are not records"
+        );
+    }
 }
 
 #[test]
