@@ -46,7 +46,7 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l passphrase-f
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
-complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s h -l help -d 'Print help'
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l s3-region -d 'S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r

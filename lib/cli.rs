@@ -19,7 +19,7 @@ Exit status:
   0   success
   1   faults found (bk-verify problems, entries bk-open could not restore)
   2   bad command line or configuration
-  3   malformed input record
+  3   malformed or incomplete input (a stage before stopped early: no end record)
   4   key problem (unreadable key, wrong secret key, wrong passphrase)
   5   repository problem (missing/unknown repository, missing or corrupt object or snapshot)
   6   local I/O error (disk full, permission denied on output)
@@ -201,7 +201,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     long_about = "Walk directory trees and print one schema-1 record (NDJSON) per entry: \
 files, directories, symlinks and special files with mode, owner, times, inode, \
 device, link count and extended attributes. Symlinks are never followed. \
-.bkignore files (gitignore syntax) and --exclude globs leave entries out.",
+.bkignore files (gitignore syntax) and --exclude globs leave entries out. The stream \
+starts with {\"bk\":\"begin\",\"v\":1} and ends with {\"bk\":\"end\",\"v\":1} only when the \
+walk finished (exit status 0 or 24).",
     after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-scan -x --exclude '*.tmp' / > root.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  6   local I/O error writing the output\n  24  partial: some entries could not be read (each named on stderr)")
 )]
 pub struct ScanCli {
@@ -237,8 +239,11 @@ pub struct ScanCli {
     long_about = "Read records on stdin and add \"sha256\" to every file record, hashing \
 files in parallel. Records come out in the order they came in (a record may \
 be overtaken only when holding it back would take more than 16 MiB). A file that vanished, \
-changed size or could not be read is reported on stderr and left out.",
-    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash -j 4 | bk-seal\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  6   local I/O error writing the output\n  24  partial: some files vanished, changed or were unreadable")
+changed size or could not be read is reported on stderr and left out. An input that \
+starts with a begin record ({\"bk\":\"begin\",\"v\":1}) gets one in the output too, and an \
+end record ({\"bk\":\"end\",\"v\":1}) only if the input had its end record and the run \
+finished (exit status 0 or 24).",
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash -j 4 | bk-seal\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed or incomplete input (the stage before stopped early: no end record written)\n  6   local I/O error writing the output\n  24  partial: some files vanished, changed or were unreadable")
 )]
 pub struct HashCli {
     #[command(flatten)]
@@ -278,8 +283,10 @@ pub struct HashCli {
 the repository, encrypt it (streaming, OpenPGP, AES-256) to every recipient and store it \
 atomically as an object; add \"objects\" to the record and print it. Only public keys are \
 needed. The object id is HMAC-SHA256(id key, sha256), so the repository cannot be probed \
-for known files.",
-    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal --init --repo /mnt/backup -r me.asc | bk-index write --repo /mnt/backup -r me.asc\n  BK_REPO=/mnt/backup BK_RECIPIENT=me.asc bk-seal < hashed.ndjson > sealed.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem\n  6   local I/O error (disk full)\n  11  repository locked by another run (bk-index forget/prune)\n  24  partial: some files changed or vanished before they were sealed")
+for known files. An input that starts with a begin record ({\"bk\":\"begin\",\"v\":1}) gets \
+one in the output too, and an end record ({\"bk\":\"end\",\"v\":1}), after the last object \
+is durable, only if the input had its end record and the run finished (exit status 0 or 24).",
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal --init --repo /mnt/backup -r me.asc | bk-index write --repo /mnt/backup -r me.asc\n  BK_REPO=/mnt/backup BK_RECIPIENT=me.asc bk-seal < hashed.ndjson > sealed.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed or incomplete input (the stage before stopped early: no end record written)\n  4   key problem\n  5   repository problem\n  6   local I/O error (disk full)\n  11  repository locked by another run (bk-index forget/prune)\n  24  partial: some files changed or vanished before they were sealed")
 )]
 pub struct SealCli {
     #[command(flatten)]
@@ -339,7 +346,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     name = "bk-index",
     version,
     about = "Write, list and show encrypted snapshots (the catalogue)",
-    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n  bk-index forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  bk-index prune --key secret.asc --wait 1h\n  bk-index unlock\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing object, unknown snapshot)\n  6   local I/O error\n  11  repository locked by another run (try again later, or give --wait)")
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n  bk-index forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  bk-index prune --key secret.asc --wait 1h\n  bk-index unlock\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed or incomplete input (write: a stage before stopped early, no snapshot written)\n  4   key problem\n  5   repository problem (missing object, unknown snapshot)\n  6   local I/O error\n  11  repository locked by another run (try again later, or give --wait)")
 )]
 pub struct IndexCli {
     #[command(flatten)]
@@ -352,6 +359,12 @@ pub struct IndexCli {
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
     /// Collect sealed records from stdin into one encrypted snapshot; print its name
+    ///
+    /// A stream that starts with a begin record ({"bk":"begin","v":1}, as every bk stage
+    /// writes) is committed only if it ends with its end record: a stream cut short because a
+    /// stage before was killed or failed is refused (exit 3) and nothing is written, neither
+    /// snapshot nor reuse cache. A stream without a begin record (typed by hand, filtered by
+    /// jq) is written, with a note that its completeness could not be checked.
     Write(IndexWriteArgs),
     /// List snapshots: time, host, files and bytes
     List(IndexListArgs),

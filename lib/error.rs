@@ -15,7 +15,9 @@ pub mod exit {
     pub const FAULTS: i32 = 1;
     /// Bad command line or configuration.
     pub const USAGE: i32 = 2;
-    /// A malformed input record.
+    /// Malformed or incomplete input: a line that is not a record, or a
+    /// checked stream that ended before its end record (a stage before
+    /// stopped early), or records after it.
     pub const BAD_INPUT: i32 = 3;
     /// A key problem: unreadable key, wrong secret key, wrong passphrase,
     /// no usable encryption subkey.
@@ -33,6 +35,13 @@ pub mod exit {
     pub const LOCKED: i32 = 11;
     /// The reader of our output went away, as if killed by SIGPIPE.
     pub const BROKEN_PIPE: i32 = 141;
+
+    /// Whether a stage that ends with `code` finished its stream, so that it
+    /// writes the end record: success, or partial (files that vanished or
+    /// could not be read were left out, as a finished walk does).
+    pub fn finished(code: i32) -> bool {
+        code == OK || code == PARTIAL
+    }
 }
 
 /// What went wrong, grouped by the exit status it earns.
@@ -40,7 +49,7 @@ pub mod exit {
 pub enum Kind {
     /// Bad command line or configuration.
     Usage,
-    /// Malformed input record.
+    /// Malformed or incomplete input.
     BadInput,
     /// Key or passphrase problem.
     Key,
@@ -130,7 +139,7 @@ impl Error {
         Self::new(Kind::Usage, msg)
     }
 
-    /// Malformed input record.
+    /// Malformed or incomplete input.
     pub fn bad_input(msg: impl Into<String>) -> Self {
         Self::new(Kind::BadInput, msg)
     }

@@ -21,7 +21,10 @@
 //!
 //! A malformed input line, or a file record without a root to find the
 //! file under, stops the run with exit status 3; nothing after that line is
-//! emitted.
+//! emitted. So does a checked input (one that starts with a begin record,
+//! see [`crate::record`]) that ends before its end record: the stage before
+//! stopped early. Only a run that handed on every record (exit status 0 or
+//! 24) of a complete checked input ends its own output with an end record.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
@@ -36,14 +39,14 @@ use sha2::{Digest, Sha256};
 
 use crate::chunker::Chunker;
 use crate::cli::HashCli;
-use crate::error::{io_cause, Error, Kind as ErrorKind, Outcome, Result};
+use crate::error::{exit, io_cause, Error, Kind as ErrorKind, Outcome, Result};
 use crate::meta::shown;
 use crate::pause::Pause;
 use crate::pipeline::{recv_or_idle, Batcher, BATCH_FILE_BYTES, BATCH_RECORDS};
 use crate::progress::Progress;
 use crate::record::{
-    stdin_records, stdout_error, stdout_records, ChunkHash, Kind, Peek, Record, RecordReader,
-    RecordWriter,
+    stdin_records, stdout_error, stdout_records, Check, ChunkHash, Kind, Peek, Record,
+    RecordReader, RecordWriter,
 };
 use crate::reorder::{line_weight, Reorder, REORDER_BUDGET};
 use crate::reuse::{ReuseSource, Reuser};
@@ -78,7 +81,7 @@ pub fn run(cli: HashCli) -> Result<i32> {
     };
     let code = hash_stream(
         settings,
-        stdin_records,
+        stdin_records().checking(Check::Stage(PROGRAM)),
         stdout_records(),
         reuse,
         Arc::clone(&stats),
@@ -130,13 +133,16 @@ struct Job {
     file: PathBuf,
 }
 
-/// Hashes the records `open_input` yields with `settings.jobs` workers and writes
-/// them to `out`; returns the exit status. `open_input` runs on the reader
-/// thread (stdin's lock cannot move between threads). Workers wait before
-/// each file while `pause` says so.
-pub fn hash_stream<R, F, W>(
+/// Hashes the records of `input` (read on a thread of its own) with
+/// `settings.jobs` workers and writes them to `out`; returns the exit
+/// status. Workers wait before each file while `pause` says so.
+///
+/// A checked input (see [`crate::record`]) makes a checked output: a begin
+/// record first, and an end record last if every record was handed on
+/// (exit status 0 or 24) and the input had its end records.
+pub fn hash_stream<R, W>(
     settings: Settings,
-    open_input: F,
+    mut input: RecordReader<R>,
     mut out: RecordWriter<W>,
     reuse: Option<Reuser>,
     stats: Arc<Stats>,
@@ -144,10 +150,13 @@ pub fn hash_stream<R, F, W>(
     pause: Arc<Pause>,
 ) -> Result<i32>
 where
-    R: Peek,
-    F: FnOnce() -> RecordReader<R> + Send + 'static,
+    R: Peek + Send + 'static,
     W: Write,
 {
+    let checked = input.is_checked();
+    if checked {
+        out.write_begin().map_err(stdout_error)?;
+    }
     let jobs = settings.jobs.max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let (job_tx, job_rx) = bounded::<Vec<Job>>(jobs * QUEUE_PER_WORKER);
@@ -156,7 +165,7 @@ where
     let reader_stats = Arc::clone(&stats);
     let passed = done_tx.clone();
     let reader = spawn("bk-hash-reader", move || {
-        read_jobs(open_input(), &job_tx, &passed, reuse, &reader_stats)
+        read_jobs(input, &job_tx, &passed, reuse, &reader_stats)
     })?;
     let mut workers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
@@ -186,8 +195,12 @@ where
         Ok(Err(err)) => outcome.report(PROGRAM, &err),
         Err(_) => outcome.report(PROGRAM, &panicked("reader")),
     }
+    let code = outcome.exit_code();
+    if checked && exit::finished(code) {
+        out.write_end().map_err(stdout_error)?;
+    }
     out.flush().map_err(stdout_error)?;
-    Ok(outcome.exit_code())
+    Ok(code)
 }
 
 /// Starts a named thread; failing to start one is a local resource problem.
@@ -612,7 +625,6 @@ fn read_error(path: &Path, err: &io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::exit;
     use std::fs;
 
     fn no_stop() -> AtomicBool {
@@ -727,7 +739,7 @@ mod tests {
                 jobs: 3,
                 chunk_threshold: u64::MAX,
             },
-            move || RecordReader::new(io::Cursor::new(input.into_bytes())),
+            RecordReader::new(io::Cursor::new(input.into_bytes())),
             RecordWriter::new(&mut out),
             None,
             Arc::new(Stats::default()),
@@ -741,6 +753,52 @@ mod tests {
             .filter(|l| !l.is_empty())
             .collect();
         assert_eq!(lines.len(), 1);
+    }
+
+    /// bk-hash of `input` with a checking reader: exit status and output.
+    fn hash_checked(input: String) -> (i32, String) {
+        let mut out = Vec::new();
+        let code = hash_stream(
+            Settings {
+                jobs: 2,
+                chunk_threshold: u64::MAX,
+            },
+            RecordReader::new(io::Cursor::new(input.into_bytes())).checking(Check::Stage(PROGRAM)),
+            RecordWriter::new(&mut out),
+            None,
+            Arc::new(Stats::default()),
+            &mut quiet(),
+            Arc::default(),
+        )
+        .unwrap();
+        (code, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_checked_input_makes_a_checked_output_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"x").unwrap();
+        let root = dir.path().to_str().unwrap();
+        let rec = format!(r#"{{"v":1,"kind":"file","root":"{root}","path":"a","size":1}}"#);
+        let (begin, end) = (r#"{"bk":"begin","v":1}"#, r#"{"bk":"end","v":1}"#);
+        let (code, out) = hash_checked(format!("{begin}\n{rec}\n{end}\n"));
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!((lines.len(), lines[0], lines[2]), (3, begin, end), "{out}");
+        assert!(lines[1].contains(&sha_hex(b"x")), "{out}");
+        // Cut short: the record goes on, the end does not.
+        let (code, out) = hash_checked(format!("{begin}\n{rec}\n"));
+        assert_eq!(code, exit::BAD_INPUT);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!((lines.len(), lines[0]), (2, begin), "{out}");
+        // A file that vanished still ends the stream (exit 24).
+        let gone = rec.replace(r#""path":"a""#, r#""path":"gone""#);
+        let (code, out) = hash_checked(format!("{begin}\n{gone}\n{rec}\n{end}\n"));
+        assert_eq!(code, exit::PARTIAL);
+        assert_eq!(out.lines().last(), Some(end), "{out}");
+        // Unchecked in, unchecked out.
+        let (code, out) = hash_checked(format!("{rec}\n"));
+        assert_eq!((code, out.lines().count()), (0, 1), "{out}");
     }
 
     fn quiet() -> Progress {
@@ -774,7 +832,7 @@ mod tests {
                 jobs: 2,
                 chunk_threshold: u64::MAX,
             },
-            move || RecordReader::new(io::Cursor::new(input.into_bytes())),
+            RecordReader::new(io::Cursor::new(input.into_bytes())),
             RecordWriter::new(ClosedPipe),
             None,
             Arc::new(Stats::default()),

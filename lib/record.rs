@@ -6,6 +6,21 @@
 //! fields. Names that are not valid UTF-8 are carried losslessly in
 //! `path_b64`/`target_b64`/`root_b64` (base64 of the raw bytes), with a
 //! lossy `path` kept beside them for display and `jq` filters.
+//!
+//! # Control records
+//!
+//! A stream that a bk stage produces starts with a begin record and, only
+//! if the stage finished, ends with an end record, one line each:
+//! `{"bk":"begin","v":1}` … `{"bk":"end","v":1}`. They have no `kind` or
+//! `path`, so they can never be taken for an entry. The [`RecordReader`]
+//! is the one place that recognises them: it never hands them on as
+//! records, and with [`Check::Stage`] or [`Check::Index`] it checks them.
+//! A stream whose first line is a begin record is *checked*: every begin
+//! needs its end (concatenated streams hold several pairs), records come
+//! only between a begin and its end, and an input that ends before its end
+//! record is an error, because the stage that wrote it stopped early
+//! (killed, or failed). A stream whose first line is not a begin record
+//! (typed by hand, made by `jq`) is *unchecked*: it is read as before.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -303,36 +318,236 @@ fn decode_name(s: &str, b64: Option<&str>, field: &str) -> Result<OsString> {
     }
 }
 
+/// The begin record: the first line of a stream a bk stage writes.
+pub const BEGIN_LINE: &[u8] = br#"{"bk":"begin","v":1}"#;
+
+/// The end record: the last line of a stream whose stage finished.
+pub const END_LINE: &[u8] = br#"{"bk":"end","v":1}"#;
+
+/// How the control records bk writes start (records start with `{"v"`).
+const CONTROL_PREFIX: &[u8] = br#"{"bk""#;
+
+/// The only control record version this build reads and writes.
+const CONTROL_VERSION: u32 = 1;
+
+/// What a [`RecordReader`] does with control records (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Skip them: readers of streams whose completeness is not theirs to
+    /// judge (bk-open, bk-verify, `bk-hash --reuse FILE`, snapshots).
+    Ignore,
+    /// Check them, as the stage named here (bk-hash, bk-seal) that passes
+    /// the stream on: an input cut short is an error, and the stage then
+    /// writes no end record of its own.
+    Stage(&'static str),
+    /// Check them, as bk-index write: an input cut short is an error, and
+    /// no snapshot is written.
+    Index,
+}
+
+impl Check {
+    /// The error for a checked input that ended before its end record.
+    fn cut_short(self) -> Error {
+        let program = match self {
+            Check::Index => {
+                return Error::bad_input(
+                    "the record stream ended before its end record: a stage before bk-index \
+write stopped early (killed, disk full, lost server…); no snapshot written",
+                )
+            }
+            Check::Stage(program) => program,
+            Check::Ignore => "this stage",
+        };
+        Error::bad_input(format!(
+            "the input ended before its end record: the stage before {program} stopped early \
+(killed or failed); not writing an end record"
+        ))
+    }
+}
+
+/// One line of input, parsed but not yet checked against the stream.
+/// (Not boxed: nearly every line is a record, moved on at once, as the
+/// `Result<Record>` it becomes is.)
+#[allow(clippy::large_enum_variant)]
+enum Line {
+    Record(Record),
+    Begin,
+    End,
+    /// A control record this build does not know (a reader that ignores
+    /// control records skips it too).
+    OtherControl(Error),
+    /// A line that is neither; `cut` if it was the input's last and had no
+    /// newline (a writer killed in the middle of it).
+    Bad {
+        err: Error,
+        cut: bool,
+    },
+}
+
+/// The fields of a control record. A line with `kind` or `path` is never
+/// one (it is a record, perhaps a malformed one).
+#[derive(Deserialize)]
+struct ControlLine {
+    bk: String,
+    #[serde(default)]
+    v: Option<u32>,
+    #[serde(default)]
+    kind: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    path: Option<serde::de::IgnoredAny>,
+}
+
 /// Reads records, one per line, from a buffered reader; blank lines are
-/// skipped. Each error names the line.
+/// skipped and control records are recognised (see the module
+/// documentation), never returned. Each error names the line.
 pub struct RecordReader<R> {
     input: R,
     line_no: u64,
     buf: Vec<u8>,
+    check: Check,
+    /// Whether the stream began with a begin record; `None` until its
+    /// first line has been read.
+    checked: Option<bool>,
+    /// Begin records not yet matched by their end record.
+    open: u64,
+    /// The first line, read ahead by [`RecordReader::is_checked`].
+    ahead: Option<Line>,
+    /// The input's end has been dealt with.
+    ended: bool,
 }
 
 impl<R: BufRead> RecordReader<R> {
-    /// Wraps `input`.
+    /// Wraps `input`; control records are skipped ([`Check::Ignore`]).
     pub fn new(input: R) -> Self {
         RecordReader {
             input,
             line_no: 0,
             buf: Vec::new(),
+            check: Check::Ignore,
+            checked: None,
+            open: 0,
+            ahead: None,
+            ended: false,
         }
+    }
+
+    /// The same reader, checking control records as `check` says.
+    pub fn checking(mut self, check: Check) -> Self {
+        self.check = check;
+        self
     }
 
     /// The number of the line read last.
     pub fn line_no(&self) -> u64 {
         self.line_no
     }
+
+    /// Whether the input is checked: its first line is a begin record.
+    /// Reads that line if it has not been read yet (a stage asks before it
+    /// writes anything, to know whether to write a begin record itself).
+    pub fn is_checked(&mut self) -> bool {
+        if self.checked.is_none() {
+            match self.read_line() {
+                Some(Line::Begin) => {
+                    self.checked = Some(true);
+                    self.open = 1;
+                }
+                line => {
+                    self.checked = Some(false);
+                    self.ahead = line;
+                }
+            }
+        }
+        self.checked == Some(true)
+    }
+
+    /// Reads and parses the next non-blank line; `None` at the end.
+    fn read_line(&mut self) -> Option<Line> {
+        loop {
+            self.buf.clear();
+            let mut limited = io::Read::take(&mut self.input, MAX_LINE as u64 + 1);
+            match limited.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(Line::Bad {
+                        err: Error::new(
+                            crate::error::Kind::Io,
+                            format!("reading stdin: {}", crate::error::io_cause(&e)),
+                        ),
+                        cut: false,
+                    })
+                }
+            }
+            self.line_no += 1;
+            if self.buf.len() > MAX_LINE {
+                return Some(Line::Bad {
+                    err: Error::bad_input(format!(
+                        "stdin line {}: malformed record: line longer than {MAX_LINE} bytes",
+                        self.line_no
+                    )),
+                    cut: false,
+                });
+            }
+            let cut = self.buf.last() != Some(&b'\n');
+            let line = self.buf.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            return Some(match Record::from_line(line, self.line_no) {
+                Ok(rec) => Line::Record(rec),
+                Err(err) => match parse_control(line, self.line_no) {
+                    Some(Ok(line)) => line,
+                    Some(Err(err)) => Line::OtherControl(err),
+                    None => Line::Bad { err, cut },
+                },
+            });
+        }
+    }
+}
+
+/// The control record on `line`, if it is one (`None`: it is not).
+fn parse_control(line: &[u8], line_no: u64) -> Option<Result<Line>> {
+    let control: ControlLine = serde_json::from_slice(line).ok()?;
+    if control.kind.is_some() || control.path.is_some() {
+        return None;
+    }
+    if control.v != Some(CONTROL_VERSION) {
+        return Some(Err(Error::bad_input(format!(
+            "stdin line {line_no}: control record version {} is not supported (this bk reads version {CONTROL_VERSION})",
+            control.v.map_or("(none)".to_owned(), |v| v.to_string())
+        ))));
+    }
+    Some(match control.bk.as_str() {
+        "begin" => Ok(Line::Begin),
+        "end" => Ok(Line::End),
+        other => Err(Error::bad_input(format!(
+            "stdin line {line_no}: unknown control record {other:?} (this bk knows \"begin\" and \"end\")"
+        ))),
+    })
 }
 
 impl<R: Peek> RecordReader<R> {
     /// Whether the next line is already buffered, so that reading it will
     /// not wait on the input: a stage hands on what it has gathered before
     /// it might wait.
+    ///
+    /// A control record as bk writes it (`{"bk":…`) is looked past: reading
+    /// it yields no record, and the stage would wait behind it (an input
+    /// whose end record has come while the writer keeps the pipe open).
     pub fn next_ready(&self) -> bool {
-        self.input.buffered().contains(&b'\n')
+        if self.ahead.is_some() {
+            return true;
+        }
+        let mut rest = self.input.buffered();
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            if !rest[..nl].trim_ascii_start().starts_with(CONTROL_PREFIX) {
+                return true;
+            }
+            rest = &rest[nl + 1..];
+        }
+        false
     }
 }
 
@@ -384,31 +599,52 @@ impl<R: BufRead> Iterator for RecordReader<R> {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Result<Record>> {
+        let checking = self.check != Check::Ignore;
         loop {
-            self.buf.clear();
-            let mut limited = io::Read::take(&mut self.input, MAX_LINE as u64 + 1);
-            match limited.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => {
-                    return Some(Err(Error::new(
-                        crate::error::Kind::Io,
-                        format!("reading stdin: {}", crate::error::io_cause(&e)),
-                    )))
+            let line = match self.ahead.take() {
+                Some(line) => Some(line),
+                None => self.read_line(),
+            };
+            let Some(line) = line else {
+                if checking && self.open > 0 && !self.ended {
+                    self.ended = true;
+                    return Some(Err(self.check.cut_short()));
                 }
+                return None;
+            };
+            let first = self.checked.is_none();
+            if first {
+                self.checked = Some(matches!(line, Line::Begin));
             }
-            self.line_no += 1;
-            if self.buf.len() > MAX_LINE {
-                return Some(Err(Error::bad_input(format!(
-                    "stdin line {}: malformed record: line longer than {MAX_LINE} bytes",
-                    self.line_no
-                ))));
+            match line {
+                Line::Record(rec) => {
+                    if checking && self.checked == Some(true) && self.open == 0 {
+                        return Some(Err(Error::bad_input(format!(
+                            "stdin line {}: a record after the end record of its stream (records come between a begin record and its end record)",
+                            self.line_no
+                        ))));
+                    }
+                    return Some(Ok(rec));
+                }
+                Line::Begin => self.open += 1,
+                Line::End if self.open > 0 => self.open -= 1,
+                Line::End if checking => {
+                    return Some(Err(Error::bad_input(format!(
+                        "stdin line {}: an end record without its begin record (more end records than begin records)",
+                        self.line_no
+                    ))))
+                }
+                Line::End => {}
+                Line::OtherControl(err) if checking => return Some(Err(err)),
+                Line::OtherControl(_) => {}
+                // The last line of a checked input, cut in the middle: the
+                // stage writing it was stopped.
+                Line::Bad { cut: true, .. } if checking && self.open > 0 => {
+                    self.ended = true;
+                    return Some(Err(self.check.cut_short()));
+                }
+                Line::Bad { err, .. } => return Some(Err(err)),
             }
-            let line = self.buf.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
-            return Some(Record::from_line(line, self.line_no));
         }
     }
 }
@@ -437,6 +673,17 @@ impl<W: Write> RecordWriter<W> {
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         self.out.write_all(line)?;
         self.out.write_all(b"\n")
+    }
+
+    /// Writes the begin record (the first line of a checked stream).
+    pub fn write_begin(&mut self) -> io::Result<()> {
+        self.write_line(BEGIN_LINE)
+    }
+
+    /// Writes the end record (the last line of a checked stream, written
+    /// only by a stage that finished).
+    pub fn write_end(&mut self) -> io::Result<()> {
+        self.write_line(END_LINE)
     }
 
     /// Writes one arbitrary JSON value as a line (result records of bk-verify).
@@ -508,6 +755,165 @@ mod tests {
         assert_eq!(err.exit_code(), crate::error::exit::BAD_INPUT);
     }
 
+    const DIR: &str = r#"{"v":1,"kind":"dir","path":"a"}"#;
+    const BEGIN: &str = r#"{"bk":"begin","v":1}"#;
+    const END: &str = r#"{"bk":"end","v":1}"#;
+
+    /// What a checking reader makes of `lines` (joined by newlines, with a
+    /// final newline unless `cut`): whether it is checked, the paths read,
+    /// and the first error.
+    fn read_checked(lines: &[&str], cut: bool) -> (bool, Vec<String>, Option<Error>) {
+        let mut input = lines.join("\n");
+        if !cut {
+            input.push('\n');
+        }
+        let mut reader = RecordReader::new(input.as_bytes()).checking(Check::Stage("bk-test"));
+        let checked = reader.is_checked();
+        let mut paths = Vec::new();
+        for item in reader {
+            match item {
+                Ok(rec) => paths.push(rec.path),
+                Err(e) => return (checked, paths, Some(e)),
+            }
+        }
+        (checked, paths, None)
+    }
+
+    #[test]
+    fn control_records_frame_a_checked_stream_and_are_never_records() {
+        let (checked, paths, err) = read_checked(&[BEGIN, DIR, DIR, END], false);
+        assert!(checked);
+        assert_eq!(paths, ["a", "a"]);
+        assert!(err.is_none(), "{err:?}");
+        // Two streams one after the other, and nested pairs.
+        let (_, paths, err) = read_checked(&[BEGIN, DIR, END, BEGIN, DIR, END], false);
+        assert_eq!((paths.len(), err.is_none()), (2, true));
+        let (_, _, err) = read_checked(&[BEGIN, BEGIN, DIR, END, END], false);
+        assert!(err.is_none(), "{err:?}");
+        // Spaces and unknown fields are still a control record.
+        let (checked, paths, err) = read_checked(
+            &[r#"{ "bk": "begin", "v": 1, "by": "me" }"#, DIR, END],
+            false,
+        );
+        assert!(checked && err.is_none(), "{err:?}");
+        assert_eq!(paths, ["a"]);
+        // A record with a "bk" field is a record.
+        let odd = r#"{"v":1,"kind":"dir","path":"b","bk":"end"}"#;
+        let (_, paths, err) = read_checked(&[BEGIN, odd, END], false);
+        assert_eq!((paths, err.is_none()), (vec!["b".to_owned()], true));
+    }
+
+    #[test]
+    fn a_checked_stream_cut_short_is_an_error_after_its_records() {
+        for (lines, cut) in [
+            (&[BEGIN, DIR][..], false),
+            (&[BEGIN, DIR, r#"{"v":1,"kind":"dir","pa"#][..], true),
+            (&[BEGIN, DIR, END, BEGIN, DIR][..], false),
+            (&[BEGIN, BEGIN, DIR, END][..], false),
+            (&[BEGIN, DIR, r#"{"bk":"end""#][..], true),
+        ] {
+            let (checked, paths, err) = read_checked(lines, cut);
+            assert!(checked);
+            assert!(!paths.is_empty(), "the records before come first");
+            let err = err.unwrap_or_else(|| panic!("{lines:?} was accepted"));
+            assert_eq!(err.exit_code(), crate::error::exit::BAD_INPUT);
+            assert_eq!(
+                err.to_string(),
+                "the input ended before its end record: the stage before bk-test stopped early (killed or failed); not writing an end record"
+            );
+        }
+    }
+
+    #[test]
+    fn records_outside_their_pair_and_stray_ends_are_malformed() {
+        let (_, paths, err) = read_checked(&[BEGIN, DIR, END, DIR], false);
+        assert_eq!(paths.len(), 1);
+        let err = err.unwrap().to_string();
+        assert!(
+            err.starts_with("stdin line 4: a record after the end record"),
+            "{err}"
+        );
+        let (_, _, err) = read_checked(&[BEGIN, DIR, END, END], false);
+        let err = err.unwrap().to_string();
+        assert!(
+            err.starts_with("stdin line 4: an end record without its begin"),
+            "{err}"
+        );
+        for bad in [
+            r#"{"bk":"middle","v":1}"#,
+            r#"{"bk":"begin","v":2}"#,
+            r#"{"bk":"begin"}"#,
+        ] {
+            let (_, _, err) = read_checked(&[BEGIN, bad, DIR, END], false);
+            let err = err.unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert_eq!(err.exit_code(), crate::error::exit::BAD_INPUT, "{err}");
+            assert!(err.to_string().starts_with("stdin line 2: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unchecked_stream_reads_as_before() {
+        let (checked, paths, err) = read_checked(&[DIR, DIR], false);
+        assert!(!checked);
+        assert_eq!((paths.len(), err.is_none()), (2, true));
+        // Its last line without a newline is a record like any other.
+        let (_, paths, err) = read_checked(&[DIR, DIR], true);
+        assert_eq!((paths.len(), err.is_none()), (2, true));
+        let (_, _, err) = read_checked(&[DIR, "{oops"], true);
+        assert!(err
+            .unwrap()
+            .to_string()
+            .starts_with("stdin line 2: malformed record"));
+        // An empty input is unchecked.
+        let (checked, paths, err) = read_checked(&[], true);
+        assert!(!checked && paths.is_empty() && err.is_none());
+        // A checked stream inside it must still be whole.
+        let (_, paths, err) = read_checked(&[DIR, BEGIN, DIR, END, DIR], false);
+        assert_eq!((paths.len(), err.is_none()), (3, true));
+        let (_, _, err) = read_checked(&[DIR, BEGIN, DIR], false);
+        assert!(err
+            .unwrap()
+            .to_string()
+            .starts_with("the input ended before"));
+    }
+
+    #[test]
+    fn readers_that_ignore_control_records_skip_them() {
+        let input = [BEGIN, DIR, END, END, DIR, BEGIN, r#"{"bk":"what","v":9}"#].join("\n");
+        let recs: Vec<Record> = RecordReader::new(input.as_bytes())
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(recs.len(), 2);
+    }
+
+    #[test]
+    fn the_first_line_read_ahead_is_still_read_and_ready() {
+        let input = format!("{DIR}\n{DIR}\n");
+        let mut reader =
+            RecordReader::new(io::BufReader::new(input.as_bytes())).checking(Check::Index);
+        assert!(!reader.is_checked());
+        assert!(reader.next_ready());
+        assert_eq!(reader.by_ref().count(), 2);
+        let mut out = RecordWriter::new(Vec::new());
+        out.write_begin().unwrap();
+        out.write_end().unwrap();
+        let written = out.out.into_inner().unwrap();
+        assert_eq!(written, format!("{BEGIN}\n{END}\n").as_bytes());
+        let err = read_checked_index(&written[..BEGIN.len() + 1]);
+        assert_eq!(
+            err,
+            "the record stream ended before its end record: a stage before bk-index write stopped early (killed, disk full, lost server…); no snapshot written"
+        );
+    }
+
+    fn read_checked_index(input: &[u8]) -> String {
+        RecordReader::new(input)
+            .checking(Check::Index)
+            .find_map(|r| r.err())
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn next_ready_tells_whether_a_whole_line_is_buffered() {
         let a = br#"{"v":1,"kind":"dir","path":"a"}"#;
@@ -518,5 +924,14 @@ mod tests {
         assert!(reader.next_ready(), "the second line is in the buffer");
         assert!(reader.next().unwrap().is_ok());
         assert!(!reader.next_ready(), "only part of a line is left");
+        // An end record buffered is no record at hand.
+        let input = [BEGIN, "\n", DIR, "\n", END, "\n"].concat();
+        let mut reader = RecordReader::new(input.as_bytes());
+        assert!(reader.next().unwrap().is_ok());
+        assert!(!reader.next_ready(), "only the end record is left");
+        let input = [DIR, "\n", END, "\n", DIR, "\n"].concat();
+        let mut reader = RecordReader::new(input.as_bytes());
+        assert!(reader.next().unwrap().is_ok());
+        assert!(reader.next_ready(), "a record after the end record");
     }
 }

@@ -77,7 +77,7 @@ impl From<&ScanCli> for ScanOptions {
 pub fn run(cli: ScanCli) -> Result<i32> {
     let opts = ScanOptions::from(&cli);
     check_excludes(&opts.exclude)?;
-    let mut scanner = Scanner::new(opts, stdout_records());
+    let mut scanner = Scanner::new(opts, stdout_records())?;
     // Roots in snapshot order (bytewise), so the stream is sorted as a
     // whole and bk-index can write the snapshot as it arrives.
     let mut paths: Vec<&PathBuf> = cli.paths.iter().collect();
@@ -140,15 +140,17 @@ pub struct Scanner<W: Write> {
 }
 
 impl<W: Write> Scanner<W> {
-    /// A scanner writing records to `out`.
-    pub fn new(opts: ScanOptions, out: RecordWriter<W>) -> Self {
-        Scanner {
+    /// A scanner writing records to `out`, after the begin record that
+    /// makes the stream checked (see [`crate::record`]).
+    pub fn new(opts: ScanOptions, mut out: RecordWriter<W>) -> Result<Self> {
+        out.write_begin().map_err(stdout_error)?;
+        Ok(Scanner {
             opts,
             out,
             names: NameCache::new(),
             outcome: Outcome::default(),
             roots_scanned: 0,
-        }
+        })
     }
 
     /// Scans one PATH: a directory tree, or a single entry of another kind.
@@ -177,13 +179,20 @@ impl<W: Write> Scanner<W> {
         }
     }
 
-    /// Flushes the output and returns the exit status of the run.
+    /// Ends the stream with the end record if the walk finished (every
+    /// entry found was written, even if some could not be read: exit 0 or
+    /// 24), flushes the output and returns the exit status of the run.
     pub fn finish(mut self) -> Result<i32> {
-        self.out.flush().map_err(stdout_error)?;
-        if self.roots_scanned == 0 {
-            return Ok(exit::USAGE);
+        let code = if self.roots_scanned == 0 {
+            exit::USAGE
+        } else {
+            self.outcome.exit_code()
+        };
+        if exit::finished(code) {
+            self.out.write_end().map_err(stdout_error)?;
         }
-        Ok(self.outcome.exit_code())
+        self.out.flush().map_err(stdout_error)?;
+        Ok(code)
     }
 
     /// Records a non-directory PATH under its parent directory as root.
@@ -382,7 +391,7 @@ mod tests {
         check_excludes(&opts.exclude)?;
         let mut buf = Vec::new();
         let code = {
-            let mut scanner = Scanner::new(opts, RecordWriter::new(&mut buf));
+            let mut scanner = Scanner::new(opts, RecordWriter::new(&mut buf))?;
             for p in paths {
                 scanner.scan_path(p)?;
             }
@@ -432,6 +441,37 @@ mod tests {
             scan_to_vec(&[missing, dir.path().to_owned()], ScanOptions::default()).unwrap();
         assert_eq!(paths(&recs), ["."]);
         assert_eq!(code, exit::PARTIAL);
+    }
+
+    #[test]
+    fn the_stream_has_a_begin_record_and_an_end_record_only_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"").unwrap();
+        let scan = |paths: &[PathBuf]| {
+            let mut buf = Vec::new();
+            let mut scanner =
+                Scanner::new(ScanOptions::default(), RecordWriter::new(&mut buf)).unwrap();
+            for p in paths {
+                scanner.scan_path(p).unwrap();
+            }
+            let code = scanner.finish().unwrap();
+            (code, String::from_utf8(buf).unwrap())
+        };
+        let begin = std::str::from_utf8(crate::record::BEGIN_LINE).unwrap();
+        let end = std::str::from_utf8(crate::record::END_LINE).unwrap();
+        let (code, out) = scan(&[dir.path().to_owned()]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(code, 0);
+        assert_eq!((lines.len(), lines[0], lines[3]), (4, begin, end), "{out}");
+        // Partial (a missing PATH) is a finished walk; no PATH at all is not.
+        let missing = dir.path().join("nope");
+        let (code, out) = scan(&[missing.clone(), dir.path().to_owned()]);
+        assert_eq!((code, out.lines().last()), (exit::PARTIAL, Some(end)));
+        let (code, out) = scan(&[missing]);
+        assert_eq!(
+            (code, out.as_str()),
+            (exit::USAGE, format!("{begin}\n").as_str())
+        );
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! objects get their real names and their records go out. So a crash never
 //! leaves a half-written object under a real name, and a snapshot (written
 //! after bk-seal's output ends) never names an object that is not durable.
+//!
+//! A checked input (one that starts with a begin record, see
+//! [`crate::record`]) makes a checked output: a begin record first, and an
+//! end record last, written only after every record and the last batch
+//! commit, and only if the run finished (exit status 0 or 24) and the
+//! input had its end records. A full disk, a lost repository, or an input
+//! cut short therefore never leaves an end record for `bk-index write`.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -150,6 +157,11 @@ pub fn run(cli: SealCli) -> Result<i32> {
         chunking: Turns::new(jobs),
     };
     let mut out = record::stdout_records();
+    let mut input = record::stdin_records().checking(record::Check::Stage("bk-seal"));
+    let checked = input.is_checked();
+    if checked {
+        out.write_begin().map_err(record::stdout_error)?;
+    }
     let mut progress = Progress::new(&cli.progress, "bk-seal");
     let mut held: Vec<Output> = Vec::new();
     let (mut new_objects, mut new_bytes) = (0u64, 0u64);
@@ -179,6 +191,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         let chunk_tx = chunk_tx;
         seal_stream(
             &sealer,
+            input,
             record_workers,
             &chunk_tx,
             &mut out,
@@ -189,6 +202,10 @@ pub fn run(cli: SealCli) -> Result<i32> {
     let (n, b) = sealer.commit(&mut held, &mut out)?;
     new_objects += n;
     new_bytes += b;
+    let code = outcome.exit_code();
+    if checked && crate::error::exit::finished(code) {
+        out.write_end().map_err(record::stdout_error)?;
+    }
     out.flush().map_err(record::stdout_error)?;
     progress.finish();
     eprintln!(
@@ -200,14 +217,15 @@ pub fn run(cli: SealCli) -> Result<i32> {
         sealer.read_bytes.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
-    Ok(outcome.exit_code())
+    Ok(code)
 }
 
-/// Seals the records on stdin with `jobs` workers, writing records whose
+/// Seals the records of `input` with `jobs` workers, writing records whose
 /// objects are all committed at once and holding the others for the next
 /// batch commit.
 fn seal_stream(
     sealer: &Sealer,
+    input: record::RecordReader<io::BufReader<record::StdinFd>>,
     jobs: usize,
     chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
     out: &mut record::RecordWriter<io::Stdout>,
@@ -218,7 +236,7 @@ fn seal_stream(
         "bk-seal",
         jobs,
         crate::pipeline::batch_for(&sealer.repo),
-        record::stdin_records,
+        move || input,
         |rec| {
             sealer.pause.wait();
             // A file that vanished or a malformed record spoils one

@@ -199,7 +199,11 @@ struct Written<'a> {
 }
 
 /// Reads every record from stdin and writes the snapshot: streamed while
-/// the records come in order, else sorted first.
+/// the records come in order, else sorted first. A checked input (see
+/// [`crate::record`]) that ends before its end record, because a stage
+/// before stopped early, fails here: the partial snapshot and its cache
+/// are dropped, nothing is committed. An unchecked one is written, with a
+/// note that its completeness could not be checked.
 fn collect<'scope, 'env>(
     scope: &'scope Scope<'scope, 'env>,
     target: &'env Target,
@@ -210,7 +214,8 @@ fn collect<'scope, 'env>(
     let mut sorter = ExternalSorter::default();
     let mut records = 0usize;
     let mut object_refs = 0usize;
-    for rec in record::stdin_records() {
+    let mut input = record::stdin_records().checking(record::Check::Index);
+    for rec in &mut input {
         let rec = rec?;
         records += 1;
         object_refs += rec.objects.as_ref().map_or(0, Vec::len);
@@ -236,6 +241,11 @@ fn collect<'scope, 'env>(
         return Err(Error::bad_input(
             "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
         ));
+    }
+    if !input.is_checked() {
+        eprintln!(
+            "bk-index: note: the input did not start with a begin record (typed by hand, or filtered by jq?), so whether every stage before {PROGRAM} finished could not be checked"
+        );
     }
     if let Some(s) = stream {
         return s.finish();

@@ -35,6 +35,34 @@ fn named_objects(recs: &[u8]) -> BTreeSet<String> {
         .collect()
 }
 
+/// What bk-index write says when it refuses a stream cut short.
+const REFUSED: &str = "the record stream ended before its end record: a stage before bk-index write stopped early (killed, disk full, lost server…); no snapshot written";
+
+/// What a refused run must leave as it was: the snapshot names, what
+/// `latest` shows, and the local reuse cache, file by file.
+fn committed(sb: &Sandbox) -> (BTreeSet<String>, Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(sb.repo.join("bk-repo.json")).unwrap()).unwrap();
+    let cache = sb
+        .home
+        .join("cache/bk")
+        .join(config["id"].as_str().unwrap())
+        .join("latest");
+    let mut files = BTreeMap::new();
+    walk(&cache, &mut |p| {
+        if p.is_file() {
+            files.insert(p.display().to_string(), fs::read(p).unwrap());
+        }
+    });
+    assert!(!files.is_empty(), "no reuse cache in {}", cache.display());
+    let names = fs::read_dir(sb.repo.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    (names, sb.show_latest(), files)
+}
+
 /// Every snapshot in the repository verifies with `--read-data`.
 fn every_snapshot_verifies(sb: &Sandbox) {
     let names: Vec<String> = fs::read_dir(sb.repo.join("snapshots"))
@@ -97,6 +125,7 @@ fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
     // An earlier, complete snapshot of part of the tree.
     let first = src.join("d00");
     sb.backup(&first);
+    let committed_before = committed(&sb);
 
     let scanned = sb.scan(&src);
     ok(&scanned, "bk-scan");
@@ -163,9 +192,18 @@ fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
         index.status.code(),
         stderr(&index).trim()
     );
+    // bk-index write saw bk-seal's stream end without its end record: no
+    // snapshot, `latest` and the reuse cache as they were.
+    assert_eq!(code(&index), 3, "bk-index write: {}", stderr(&index));
+    assert!(stderr(&index).contains(REFUSED), "{}", stderr(&index));
+    assert!(index.stdout.is_empty());
+    assert!(
+        committed(&sb) == committed_before,
+        "a killed run changed what is committed"
+    );
 
-    // Whatever was indexed (the earlier snapshot, and the interrupted one
-    // if bk-index wrote it) verifies, every object byte included.
+    // What is indexed (the earlier snapshot) verifies, every object byte
+    // included.
     every_snapshot_verifies(&sb);
 
     // A rerun stores only what is missing: objects already there are kept
@@ -211,6 +249,13 @@ fn full_disk_under_the_repository_is_a_clear_error_and_nothing_corrupt() {
         fs::write(src.join(format!("small{i:02}")), noise(200 + i, 3000)).unwrap();
     }
     let _mount = Mount::tmpfs(&sb.repo, "8m");
+    // An earlier, complete snapshot of two small files.
+    let first = sb.path("first");
+    fs::create_dir(&first).unwrap();
+    fs::copy(src.join("small00"), first.join("small00")).unwrap();
+    fs::copy(src.join("small01"), first.join("small01")).unwrap();
+    sb.backup(&first);
+    let before = committed(&sb);
     let scanned = sb.scan(&src);
     let hashed = sb.hash(&scanned.stdout);
     ok(&hashed, "bk-hash");
@@ -223,6 +268,13 @@ fn full_disk_under_the_repository_is_a_clear_error_and_nothing_corrupt() {
         "bk-index write after the full disk: exit {:?} {}",
         index.status.code(),
         stderr(&index).trim()
+    );
+    // bk-seal's stream has no end record: nothing is committed.
+    assert_eq!(code(&index), 3, "bk-index write: {}", stderr(&index));
+    assert!(stderr(&index).contains(REFUSED), "{}", stderr(&index));
+    assert!(
+        committed(&sb) == before,
+        "a failed run changed what is committed"
     );
     // No temporary file is left to fill the disk, every object under a
     // real name is complete, and any snapshot verifies.

@@ -806,6 +806,7 @@ fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
         mut seal,
         mut idx,
     } = backup_under_way(&sb);
+    let snapshots = sb.snapshot_names();
     let server = &sb.s3_repo().server;
     server.stop();
     let (status, took) = wait_for(&mut seal, Duration::from_secs(120), "bk-seal");
@@ -838,12 +839,24 @@ fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
         took < Duration::from_secs(60),
         "bk-seal retried for {took:?}: should give up within about 30 s"
     );
+    // bk-seal's stream had no end record: bk-index write refuses it before
+    // it would even try the repository.
+    assert_eq!(
+        idx_status.code(),
+        Some(3),
+        "bk-index write of an interrupted run: {idx_status}; stderr: {idx_err}"
+    );
     assert!(
-        !idx_status.success(),
-        "bk-index write of an interrupted run succeeded"
+        idx_err.contains("the record stream ended before its end record"),
+        "{idx_err}"
     );
 
     server.restart();
+    assert_eq!(
+        sb.snapshot_names(),
+        snapshots,
+        "the interrupted run made a snapshot"
+    );
     // Whatever snapshots exist are sound.
     for name in sb.snapshot_names() {
         let shown = sb.show(name.trim_end_matches(".pgp"), &[]);

@@ -52,8 +52,10 @@ fn hash_and_seal_hand_on_a_record_before_their_input_ends() {
     std::fs::write(src.join("a.txt"), b"streamed").unwrap();
     let (scanned, hashed) = sb.scan_hash(&src);
 
-    let lines = lines_while_input_open(sb.command("bk-hash"), &scanned, 2)
+    // (Each output starts with its begin record.)
+    let lines = lines_while_input_open(sb.command("bk-hash"), &scanned, 3)
         .expect("bk-hash held its records back while its input stayed open");
+    assert!(lines.starts_with(BEGIN));
     let got = parse_records(&lines);
     assert_eq!(rec_path(&got[0]), b".", "the root comes first");
     assert_eq!(rec_path(&got[1]), b"a.txt");
@@ -63,7 +65,7 @@ fn hash_and_seal_hand_on_a_record_before_their_input_ends() {
     // file's record waits for its batch of objects to be durable).
     let mut seal = sb.command("bk-seal");
     seal.args(sb.seal_args()).arg("--init");
-    let lines = lines_while_input_open(seal, &hashed, 1)
+    let lines = lines_while_input_open(seal, &hashed, 2)
         .expect("bk-seal held the root back while its input stayed open");
     assert_eq!(rec_path(&parse_records(&lines)[0]), b".");
 }

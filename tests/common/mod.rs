@@ -340,15 +340,18 @@ pub fn stderr(out: &Output) -> String {
 // ---------------------------------------------------------------------------
 // Records.
 
-/// Parses NDJSON, panicking on a bad line.
+/// Parses NDJSON, panicking on a bad line. Control records (a stage's
+/// `{"bk":"begin","v":1}` and `{"bk":"end","v":1}`) are left out, so
+/// records rewritten with [`to_ndjson`] make an unchecked stream.
 pub fn parse_records(ndjson: &[u8]) -> Vec<Value> {
     ndjson
         .split(|&b| b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .map(|l| {
-            serde_json::from_slice(l)
+            serde_json::from_slice::<Value>(l)
                 .unwrap_or_else(|e| panic!("bad JSON line {:?}: {e}", String::from_utf8_lossy(l)))
         })
+        .filter(|v| !is_control(v))
         .collect()
 }
 
@@ -367,6 +370,20 @@ pub fn without_mac_line<'a>(plain: &'a [u8], of: &str) -> &'a [u8] {
         "the last line should be the {of} MAC line, is {last:?}"
     );
     &plain[..cut]
+}
+
+/// Whether `v` is a control record (`{"bk":…}` without `kind` or `path`).
+pub fn is_control(v: &Value) -> bool {
+    v.get("bk").is_some() && v.get("kind").is_none() && v.get("path").is_none()
+}
+
+/// The begin and end records that frame a checked stream.
+pub const BEGIN: &[u8] = b"{\"bk\":\"begin\",\"v\":1}\n";
+pub const END: &[u8] = b"{\"bk\":\"end\",\"v\":1}\n";
+
+/// `records` as a checked stream: a begin record, the lines, an end record.
+pub fn framed(records: &[u8]) -> Vec<u8> {
+    [BEGIN, records, END].concat()
 }
 
 /// Serialises records back to NDJSON.
