@@ -550,9 +550,12 @@ pub struct VerifyCli {
     long_about = "With --object, decrypt one object to stdout. With --to, read records on \
 stdin and restore them under DIR: files (every byte checked against the record's SHA-256 \
 before it gets its real name), directories, symlinks, hard links, special files, modes, \
-times, extended attributes, and owners when run as root. Paths that would leave DIR \
-(absolute, '..', through a symlink) are refused.",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore\n  bk-index show latest | jq -c 'select(.path==\"docs/tax.pdf\")' | bk-open --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
+times, extended attributes, and owners when run as root. Each root goes to its own place, \
+DIR/ROOT (/home/a/docs: DIR/home/a/docs), or with --root ROOT only that root, straight \
+into DIR. Paths that would leave DIR (absolute, '..', through a symlink) are refused, and \
+so is any record that would replace what another root's record put there (overlapping \
+roots such as /usr and /usr/share).",
+    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore          (/home/a/docs -> /restore/home/a/docs)\n  bk-index show latest | bk-open --root /home/a/docs --to ~/docs-back\n  bk-index show latest | jq -c 'select(.path==\"letters/tax.pdf\")' | bk-open --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
 )]
 pub struct OpenCli {
     #[command(flatten)]
@@ -569,9 +572,17 @@ pub struct OpenCli {
         required_unless_present = "to"
     )]
     pub object: Option<String>,
-    /// Restore the records read on stdin under this directory
+    /// Restore the records read on stdin under this directory, each root
+    /// in its own place: a record of root /home/a/docs with path
+    /// letters/x.txt becomes DIR/home/a/docs/letters/x.txt (records of
+    /// root / and records without a root go to DIR/PATH)
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
+    /// With --to: restore only the records of root ROOT (as bk-scan
+    /// recorded it, e.g. /home/a/docs), straight into DIR
+    /// (DIR/letters/x.txt); records of other roots are skipped and counted
+    #[arg(long, value_name = "ROOT", requires = "to")]
+    pub root: Option<PathBuf>,
     /// With --to: restore the records of this snapshot ("latest", a name
     /// or a unique prefix) straight from the repository, after checking its
     /// signature, instead of reading records on stdin
