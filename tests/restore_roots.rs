@@ -383,41 +383,65 @@ fn records_sharing_an_inode_with_other_content_are_not_linked() {
     let mut records = parse_records(&sb.show_latest());
     claim_same_inode(&mut records, b"one", b"two");
     let forged = to_ndjson(&records);
+    // The same records without their root, as a script might hand them
+    // over: restored to DEST/PATH, and linked by the same rule.
+    let rootless: Vec<Value> = records
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("root");
+            r
+        })
+        .collect();
 
-    let dest = sb.fresh_dir("restore");
-    let out = sb.restore(&forged, &dest);
-    assert_ok(&out, "restore of records sharing an inode");
-    let back = restored(&dest, &src);
-    for name in ["one", "two"] {
-        let rec = find_record(&records, name.as_bytes());
-        assert_eq!(
-            sha256_file(&back.join(name)),
-            rec["sha256"].as_str().unwrap(),
-            "{name} has the content its record says"
+    for (input, dir, back) in [
+        (to_ndjson(&rootless), "restore-rootless", None),
+        (forged.clone(), "restore", Some(&src)),
+    ] {
+        let dest = sb.fresh_dir(dir);
+        let out = sb.restore(&input, &dest);
+        assert_ok(&out, "restore of records sharing an inode");
+        let (back, one, two) = match back {
+            Some(root) => (
+                restored(&dest, root),
+                format!("{}/one", root.display()),
+                format!("{}/two", root.display()),
+            ),
+            None => (dest.clone(), "one".into(), "two".into()),
+        };
+        for name in ["one", "two"] {
+            let rec = find_record(&records, name.as_bytes());
+            assert_eq!(
+                sha256_file(&back.join(name)),
+                rec["sha256"].as_str().unwrap(),
+                "{dir}: {name} has the content its record says"
+            );
+            assert_eq!(
+                fs::read(back.join(name)).unwrap(),
+                fs::read(src.join(name)).unwrap()
+            );
+        }
+        for name in ["one", "two"] {
+            assert_eq!(fs::metadata(back.join(name)).unwrap().nlink(), 1, "{name}");
+        }
+        let (m1, m2) = (
+            fs::metadata(back.join("one")).unwrap(),
+            fs::metadata(back.join("two")).unwrap(),
         );
-        assert_eq!(
-            fs::read(back.join(name)).unwrap(),
-            fs::read(src.join(name)).unwrap()
+        assert_ne!(m1.ino(), m2.ino(), "{dir}: one and two must not be linked");
+        let err = stderr(&out);
+        assert!(
+            err.lines().any(|l| l.contains(&format!("{two:?}"))
+                && l.contains(&format!("{one:?}"))
+                && l.contains("separate file")),
+            "{dir}: a note naming the pair: {err}"
         );
-        assert_eq!(fs::metadata(back.join(name)).unwrap().nlink(), 1, "{name}");
+        let (a, b) = (
+            fs::metadata(back.join("linked-a")).unwrap(),
+            fs::metadata(back.join("linked-b")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "{dir}: the genuine pair is still linked");
     }
-    let (m1, m2) = (
-        fs::metadata(back.join("one")).unwrap(),
-        fs::metadata(back.join("two")).unwrap(),
-    );
-    assert_ne!(m1.ino(), m2.ino(), "one and two must not be linked");
-    let err = stderr(&out);
-    assert!(
-        err.lines().any(|l| l.contains("/src/two\"")
-            && l.contains("/src/one\"")
-            && l.contains("separate file")),
-        "a note naming the pair: {err}"
-    );
-    let (a, b) = (
-        fs::metadata(back.join("linked-a")).unwrap(),
-        fs::metadata(back.join("linked-b")).unwrap(),
-    );
-    assert_eq!(a.ino(), b.ino(), "the genuine pair is still linked");
 
     let mut v = args!["--read-data"];
     v.extend(sb.key_args());
