@@ -52,9 +52,10 @@
 //! Where the places of two roots overlap (`/usr` and `/usr/share`, or a
 //! root listed twice: a second "." record starts a new pass of it), a
 //! record of one that lands inside the place of another is refused if its
-//! destination exists: one root's entry never replaces what another put
-//! there. This needs only per-root state (the roots are few), never a set
-//! of restored paths. Hard links join only records of one pass of one
+//! destination was restored by this run (its ctime is not older than the
+//! run): one root's entry never replaces what another put there. This
+//! needs only per-root state (the roots are few), never a set of restored
+//! paths. Hard links join only records of one pass of one
 //! root whose size and sha256 agree with the first record of the inode
 //! ([`LinkCheck`]); the others are restored as separate files.
 //!
@@ -430,6 +431,10 @@ struct Restorer<'a> {
     /// The pass of the record being restored.
     pass: usize,
     links: LinkCheck<LinkKey, FirstLink>,
+    /// The status-change time (seconds, nanoseconds) of a file made in the
+    /// target as the restore began: whatever this run restores or touches
+    /// has a ctime at least this, what was there before an earlier one.
+    started: (i64, i64),
     notes: Notes,
     outcome: Outcome,
     disk_full: bool,
@@ -443,7 +448,9 @@ fn refuse(shown: &str, why: impl std::fmt::Display) -> Error {
 impl<'a> Restorer<'a> {
     fn new(repo: &'a Repo, key: &'a SecretKeys, base: PathBuf, layout: &Layout) -> Self {
         let base_default_acl = matches!(xattr::get(&base, meta::ACL_XATTRS[1]), Ok(Some(_)));
+        let started = run_start(&base);
         Restorer {
+            started,
             repo,
             key,
             base,
@@ -625,8 +632,10 @@ impl<'a> Restorer<'a> {
 
     /// Refuses a record whose destination (`bytes`, relative to the
     /// target) lies in the place of another root or pass of this stream
-    /// and already exists: the roots overlap there, and what the other put
-    /// there is not replaced. Costs nothing while the stream has one root.
+    /// and was restored (or touched) by this run: the roots overlap there,
+    /// and what the other put there is not replaced. What was there before
+    /// the run (its ctime is older than [`Restorer::started`]) is replaced
+    /// as by any restore. Costs nothing while the stream has one root.
     fn refuse_collision(&self, bytes: &[u8], shown: &str) -> Result<()> {
         let roots = &self.roots;
         if roots.passes.len() < 2 {
@@ -660,8 +669,9 @@ impl<'a> Restorer<'a> {
         } else {
             self.base.join(OsStr::from_bytes(bytes))
         };
-        if fs::symlink_metadata(&dest).is_err() {
-            return Ok(());
+        match fs::symlink_metadata(&dest) {
+            Ok(m) if (m.ctime(), m.ctime_nsec()) >= self.started => {}
+            _ => return Ok(()),
         }
         let place = if bytes.is_empty() {
             "the target itself".to_owned()
@@ -671,8 +681,8 @@ impl<'a> Restorer<'a> {
         let (this_root, other_root) = (&roots.passes[mine].root, &roots.passes[other].root);
         let why = if this_root == other_root {
             match this_root {
-                Some(r) => format!("the stream lists root {r:?} more than once, and {place} is already there; not replaced"),
-                None => format!("the stream lists records without a root more than once, and {place} is already there; not replaced"),
+                Some(r) => format!("the stream lists root {r:?} more than once, and this restore already put {place} there; not replaced"),
+                None => format!("the stream lists records without a root more than once, and this restore already put {place} there; not replaced"),
             }
         } else {
             let name = |r: &Option<OsString>| match r {
@@ -680,7 +690,7 @@ impl<'a> Restorer<'a> {
                 None => "the records without a root".to_owned(),
             };
             format!(
-                "{place} is already there, in the place of {} (the roots overlap); not replaced",
+                "this restore already put {place} there, in the place of {} (the roots overlap); not replaced",
                 name(other_root)
             )
         };
@@ -1229,6 +1239,22 @@ impl Restorer<'_> {
             );
         }
     }
+}
+
+/// The ctime of a file made (and removed) in `base` now, by the clock
+/// the file system stamps entries with; if none can be made, the current
+/// time less a second (the kernel's clock for ctime is coarse).
+fn run_start(base: &Path) -> (i64, i64) {
+    if let Ok((tmp, file)) = TempPath::create(base) {
+        if let Ok(m) = file.metadata() {
+            drop(tmp);
+            return (m.ctime(), m.ctime_nsec());
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_secs() as i64 - 1, i64::from(now.subsec_nanos()))
 }
 
 /// A record's name for messages: its path on the scanned machine (root,

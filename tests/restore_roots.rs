@@ -225,27 +225,31 @@ fn overlapping_roots_never_replace_each_other() {
     // In snapshot order: by root, so P's records come first.
     records.sort_by(|a, b| a["root"].as_str().cmp(&b["root"].as_str()));
 
+    // Twice into the same target: what the first restore left there is
+    // replaced like any earlier content, and the same records are refused.
     let dest = sb.fresh_dir("restore");
-    let out = sb.restore(&to_ndjson(&records), &dest);
-    assert_code(&out, 1, "restore of overlapping roots");
-    let err = stderr(&out);
-    for name in [String::new(), "/conf.conf".into()] {
-        let shown = format!("\"{inner_str}{name}\"");
-        assert!(
-            err.lines().any(|l| l.contains("refusing")
-                && l.contains(&shown)
-                && l.contains("the roots overlap")
-                && l.contains(outer.to_str().unwrap())),
-            "no refusal of {shown}: {err}"
-        );
+    for round in ["first", "second"] {
+        let out = sb.restore(&to_ndjson(&records), &dest);
+        assert_code(&out, 1, &format!("{round} restore of overlapping roots"));
+        let err = stderr(&out);
+        for name in [String::new(), "/conf.conf".into()] {
+            let shown = format!("\"{inner_str}{name}\"");
+            assert!(
+                err.lines().any(|l| l.contains("refusing")
+                    && l.contains(&shown)
+                    && l.contains("the roots overlap")
+                    && l.contains(outer.to_str().unwrap())),
+                "{round}: no refusal of {shown}: {err}"
+            );
+        }
+        assert_eq!(err.matches("refusing").count(), 2, "{round}: {err}");
+        // P is exactly P, plus the one new name of the inner root.
+        let mut expected = read_tree(&outer);
+        let new = read_tree(&other).remove(b"new.txt".as_slice()).unwrap();
+        expected.insert(b"sub/new.txt".to_vec(), new);
+        let diffs = diff_trees(&expected, &read_tree(&restored(&dest, &outer)), ALL);
+        assert!(diffs.is_empty(), "{round}: {}", diffs.join("\n"));
     }
-    assert_eq!(err.matches("refusing").count(), 2, "{err}");
-    // P is exactly P, plus the one new name of the inner root.
-    let mut expected = read_tree(&outer);
-    let new = read_tree(&other).remove(b"new.txt".as_slice()).unwrap();
-    expected.insert(b"sub/new.txt".to_vec(), new);
-    let diffs = diff_trees(&expected, &read_tree(&restored(&dest, &outer)), ALL);
-    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 
     // The same root twice (bk-scan P P, straight from bk-seal): the second
     // pass replaces nothing, and P is restored exactly.
