@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Helpers for bench/run.sh: corpus generation, openssl speed parsing,
-record filtering and the results table.
+the local S3 server's counts and the results table.
 
     helpers.py gen-small DIR FILES DIRS SEED
     helpers.py speed FILE              # kB/s of the 16384-byte column
-    helpers.py root ROOT < records     # keep the records of one scanned root
     helpers.py table RESULTS.tsv META.env OUT.md [S3.tsv]
     helpers.py free-port               # a free TCP port on 127.0.0.1
     helpers.py s3-count URL BUCKET PREFIX   # keys and bytes under PREFIX/
@@ -52,12 +51,6 @@ def speed(path):
             if len(values) == len(header):
                 return float(values[header.index("16384")])
     sys.exit(f"no 16384-byte column in {path}")
-
-
-def keep_root(root):
-    for line in sys.stdin:
-        if json.loads(line).get("root") == root:
-            sys.stdout.write(line)
 
 
 # --------------------------------------------------------------------------
@@ -395,8 +388,6 @@ if __name__ == "__main__":
         gen_small(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     elif cmd == "speed":
         print(f"{speed(sys.argv[2]):.2f}")
-    elif cmd == "root":
-        keep_root(sys.argv[2])
     elif cmd == "table":
         table(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     elif cmd == "free-port":

@@ -364,7 +364,7 @@ restore() {
 }
 
 # restored OUT FILE-IN-TREE: the directory under OUT that holds the tree
-# (restic keeps absolute paths, borg relative ones, bk restores the root itself).
+# (bk and restic keep absolute paths, OUT/<tree's full path>; borg relative ones).
 restored() {
     local hit
     hit=$(find "$1" -name "$2" -print -quit)
@@ -513,17 +513,9 @@ if want rerun || want edit; then
     for tool in "${tools[@]}"; do
         repo=$run/repo2-$tool out=$run/restore
         discard "$out"
-        if [[ $tool == bk ]]; then
-            # Two roots in one snapshot: restore each into its own directory.
-            for tree in big small; do
-                mkdir -p "$out/$tree"
-                bk-index show latest --repo "$repo" --key "$sec" 2>>"$logf.bk-show" |
-                    python3 "$helpers" root "$corpus/$tree" |
-                    bk-open --repo "$repo" --key "$sec" --to "$out/$tree" >>"$logf.bk-open" 2>&1
-            done
-        else
-            restore "$tool" "$repo" "$out"
-        fi
+        # Two roots in one snapshot: bk, like restic, restores each by its
+        # full path under OUT.
+        restore "$tool" "$repo" "$out"
         check_same "$big" "$(restored "$out" big-0.bin)"
         check_same "$small" "$(restored "$out" "$(basename "$(find "$small" -type f -print -quit)")")/.."
         echo "    $tool: ok"

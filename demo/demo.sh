@@ -136,9 +136,13 @@ SECONDS=0
 bk-index show latest --repo "$repo" --key "$sec" --passphrase-file "$pass" |
     bk-open --repo "$repo" --key "$sec" --passphrase-file "$pass" --to "$out"
 echo "    restored in ${SECONDS}s"
+# Each root is restored in its own place, by its full path: the tree's
+# records (root $tree) are under RESTORE$tree.
+restored=$out/${tree#/}
+echo "    the tree is in RESTORE/${tree#/}"
 
 step "Comparing the restore with the original"
-if diff -r --no-dereference "$tree" "$out"; then
+if diff -r --no-dereference "$tree" "$restored"; then
     ok "contents, names and symlink targets are identical (diff -r)"
 else
     bad "diff -r found differences"
@@ -149,11 +153,20 @@ listing() {
     (cd "$1" && find . \( -type l -printf '%p %y -> %l\n' \) -o \
         \( -type d -printf '%p %y %m %T@\n' \) -o -printf '%p %y %m %s %T@\n' | LC_ALL=C sort)
 }
-if diff <(listing "$tree") <(listing "$out") > "$tmp/meta.diff"; then
+if diff <(listing "$tree") <(listing "$restored") > "$tmp/meta.diff"; then
     ok "types, modes and modification times are identical"
 else
     sed 's/^/    /' "$tmp/meta.diff" >&2
     bad "types, modes or modification times differ (< original, > restore)"
+fi
+
+step "Restoring one root straight into a directory: bk-open --root TREE --to RESTORE-ROOT"
+bk-index show latest --repo "$repo" --key "$sec" --passphrase-file "$pass" |
+    bk-open --repo "$repo" --key "$sec" --passphrase-file "$pass" --root "$tree" --to "$tmp/restore-root"
+if diff -r --no-dereference "$tree" "$tmp/restore-root" && diff <(listing "$tree") <(listing "$tmp/restore-root") >/dev/null; then
+    ok "the tree is RESTORE-ROOT itself, identical to the original"
+else
+    bad "bk-open --root restored something else than the tree"
 fi
 
 step "Recovering a file with gpg alone (no bk)"

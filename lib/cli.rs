@@ -595,8 +595,13 @@ pub struct IndexShowArgs {
     about = "Check that every object a record stream needs is present and sound",
     long_about = "Read records on stdin (typically from `bk-index show`) and check that every \
 object exists with the expected size. With --read-data, also decrypt every object and check \
-the file's SHA-256. Prints one JSON result record per problem on stdout and a summary on stderr.",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n  bk-verify --all-snapshots --orphans --read-data-subset today/7 --key secret.asc\n  bk-verify --inventory --repo /srv/backup   (storage side, no key)\n\n", "Exit status:\n  0   every record checked out\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem")
+the file's SHA-256. Prints one JSON result record per problem on stdout and a summary on stderr. \
+File records of one root that share a device and inode but not their size or SHA-256 (a file \
+replaced while it was backed up, its inode number reused) are reported as \
+{\"problem\":\"hardlink-mismatch\",\"path\":…,\"other\":…} and a line on stderr; bk-open restores \
+them as separate files, so nothing is lost and, like orphans, they do not change the exit \
+status.",
+    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n  bk-verify --all-snapshots --orphans --read-data-subset today/7 --key secret.asc\n  bk-verify --inventory --repo /srv/backup   (storage side, no key)\n\n", "Exit status:\n  0   every record checked out (hard-link mismatches and orphans are warnings)\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem")
 )]
 pub struct VerifyCli {
     #[command(flatten)]
@@ -645,9 +650,12 @@ pub struct VerifyCli {
     long_about = "With --object, decrypt one object to stdout. With --to, read records on \
 stdin and restore them under DIR: files (every byte checked against the record's SHA-256 \
 before it gets its real name), directories, symlinks, hard links, special files, modes, \
-times, extended attributes, and owners when run as root. Paths that would leave DIR \
-(absolute, '..', through a symlink) are refused.",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore\n  bk-index show latest | jq -c 'select(.path==\"docs/tax.pdf\")' | bk-open --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
+times, extended attributes, and owners when run as root. Each root goes to its own place, \
+DIR/ROOT (/home/a/docs: DIR/home/a/docs), or with --root ROOT only that root, straight \
+into DIR. Paths that would leave DIR (absolute, '..', through a symlink) are refused, and \
+so is any record that would replace what another root's record put there (overlapping \
+roots such as /usr and /usr/share).",
+    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore          (/home/a/docs -> /restore/home/a/docs)\n  bk-index show latest | bk-open --root /home/a/docs --to ~/docs-back\n  bk-index show latest | jq -c 'select(.path==\"letters/tax.pdf\")' | bk-open --root /home/a/docs --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
 )]
 pub struct OpenCli {
     #[command(flatten)]
@@ -664,9 +672,17 @@ pub struct OpenCli {
         required_unless_present = "to"
     )]
     pub object: Option<String>,
-    /// Restore the records read on stdin under this directory
+    /// Restore the records read on stdin under this directory, each root
+    /// in its own place: a record of root /home/a/docs with path
+    /// letters/x.txt becomes DIR/home/a/docs/letters/x.txt (records of
+    /// root / and records without a root go to DIR/PATH)
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
+    /// With --to: restore only the records of root ROOT (as bk-scan
+    /// recorded it, e.g. /home/a/docs), straight into DIR
+    /// (DIR/letters/x.txt); records of other roots are skipped and counted
+    #[arg(long, value_name = "ROOT", requires = "to")]
+    pub root: Option<PathBuf>,
     /// With --to: restore the records of this snapshot ("latest", a name
     /// or a unique prefix) straight from the repository, after checking its
     /// signature, instead of reading records on stdin

@@ -24,6 +24,10 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         .to
         .as_ref()
         .ok_or_else(|| Error::usage("give --object ID or --to DIR"))?;
+    let layout = match &cli.root {
+        Some(root) => crate::restore::Layout::Root(root.clone()),
+        None => crate::restore::Layout::Full,
+    };
     let outcome = match &cli.snapshot {
         // Straight from the repository: the snapshot is decrypted and its
         // signature checked in full before the first record is restored.
@@ -33,9 +37,9 @@ pub fn run(cli: OpenCli) -> Result<i32> {
             let spool = crate::index::decrypt_snapshot(&repo, &key, &name, &trust)?;
             let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
                 .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
-            crate::restore::restore(&repo, &key, to, records)?
+            crate::restore::restore(&repo, &key, to, &layout, records)?
         }
-        None => crate::restore::restore(&repo, &key, to, record::stdin_records())?,
+        None => crate::restore::restore(&repo, &key, to, &layout, record::stdin_records())?,
     };
     Ok(outcome.exit_code())
 }

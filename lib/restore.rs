@@ -37,6 +37,28 @@
 //! calls. Hard links remember the first path of each inode until all its
 //! links are restored, up to [`MAX_PENDING_LINKS`] inodes.
 //!
+//! # Roots
+//!
+//! A stream may hold several roots (`bk-scan ~/docs /etc`). Each record is
+//! restored at `DIR/<root without its leading '/'>/<path>`, so roots never
+//! mix, and the root record (".") gives its metadata to `DIR/<root>`;
+//! directories above a root are made with plain defaults. A record without
+//! a root (a hand-made stream) goes to `DIR/<path>`, and so does every
+//! record of root `/`. With [`Layout::Root`] only the records of one root
+//! are restored, straight into `DIR`. A root whose text is not a safe
+//! relative path once its leading '/' is taken off (`..`, `.`, NUL) is
+//! refused once, with all its records.
+//!
+//! Where the places of two roots overlap (`/usr` and `/usr/share`, or a
+//! root listed twice: a second "." record starts a new pass of it), a
+//! record of one that lands inside the place of another is refused if its
+//! destination was restored by this run (its ctime is not older than the
+//! run): one root's entry never replaces what another put there. This
+//! needs only per-root state (the roots are few), never a set of restored
+//! paths. Hard links join only records of one pass of one
+//! root whose size and sha256 agree with the first record of the inode
+//! ([`LinkCheck`]); the others are restored as separate files.
+//!
 //! # Exit status
 //!
 //! Refused entries and metadata that could not be set are faults (1); a
@@ -45,7 +67,7 @@
 //! left out with a note and do not fail the run.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -82,6 +104,114 @@ pub const MAX_PENDING_LINKS: usize = 100_000;
 /// Largest value the kernel accepts for one extended attribute.
 const MAX_XATTR_VALUE: usize = 64 << 10;
 
+/// How many roots (passes of a root, see [`Roots`]) one restore keeps
+/// apart; records of further roots are refused with one message, so that
+/// a hostile stream naming a new root on every line cannot grow memory
+/// without bound.
+pub const MAX_ROOTS: usize = 10_000;
+
+/// Where the records go under the target directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Every root in its own place: `DIR/<root without '/'>/<path>`.
+    Full,
+    /// Only the records of this root, straight into `DIR` (`DIR/<path>`);
+    /// the records of other roots are skipped and counted.
+    Root(PathBuf),
+}
+
+/// The records of one inode that may share it when restored: those of one
+/// group (one root) whose kind, size and sha256 agree with the first record
+/// of the inode seen. Both restore and verify use it, so verify reports
+/// exactly the records restore will not link. `T` is what the caller
+/// remembers of the first record; at most [`MAX_PENDING_LINKS`] inodes wait
+/// at once.
+#[derive(Debug)]
+pub struct LinkCheck<K, T> {
+    firsts: HashMap<K, FirstOfInode<T>>,
+}
+
+#[derive(Debug)]
+struct FirstOfInode<T> {
+    size: u64,
+    sha256: Option<String>,
+    /// Links still expected.
+    left: u64,
+    data: T,
+}
+
+/// How a record relates to the first record of its inode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkMatch<'a, T> {
+    /// No record of this inode waits (the first, or past the limit).
+    First,
+    /// The first record's content agrees: a link of it.
+    Same(&'a T),
+    /// Same device and inode, other size or sha256: not the same file.
+    Differs(&'a T),
+}
+
+impl<K: std::hash::Hash + Eq, T> Default for LinkCheck<K, T> {
+    fn default() -> Self {
+        LinkCheck {
+            firsts: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, T> LinkCheck<K, T> {
+    /// Whether a file record with more than one link (`key`: its group,
+    /// device and inode) is a link of the first record seen of its inode.
+    pub fn find(&self, key: &K, rec: &Record) -> LinkMatch<'_, T> {
+        match self.firsts.get(key) {
+            None => LinkMatch::First,
+            Some(f) if rec.kind == Kind::File && f.size == rec.size && f.sha256 == rec.sha256 => {
+                LinkMatch::Same(&f.data)
+            }
+            Some(f) => LinkMatch::Differs(&f.data),
+        }
+    }
+
+    /// Remembers `rec` as the first record of its inode, with `nlink - 1`
+    /// links to come. Returns false (and remembers nothing) when
+    /// [`MAX_PENDING_LINKS`] inodes already wait.
+    pub fn remember(&mut self, key: K, rec: &Record, data: T) -> bool {
+        if self.firsts.len() >= MAX_PENDING_LINKS && !self.firsts.contains_key(&key) {
+            return false;
+        }
+        self.firsts.insert(
+            key,
+            FirstOfInode {
+                size: rec.size,
+                sha256: rec.sha256.clone(),
+                left: rec.nlink.saturating_sub(1),
+                data,
+            },
+        );
+        true
+    }
+
+    /// One more link of `key` is done; the inode is forgotten after its last.
+    pub fn linked(&mut self, key: &K) {
+        if let Some(f) = self.firsts.get_mut(key) {
+            f.left = f.left.saturating_sub(1);
+            if f.left == 0 {
+                self.firsts.remove(key);
+            }
+        }
+    }
+
+    /// Forgets the first record of `key`.
+    pub fn forget(&mut self, key: &K) {
+        self.firsts.remove(key);
+    }
+
+    /// Forgets every inode (a new snapshot begins).
+    pub fn clear(&mut self) {
+        self.firsts.clear();
+    }
+}
+
 /// Restores every record from `records` under `to` (created if needed).
 /// Per-entry failures are reported and counted; the returned outcome gives
 /// the exit status. A full disk stops the restore early.
@@ -89,11 +219,12 @@ pub fn restore(
     repo: &Repo,
     key: &SecretKeys,
     to: &Path,
+    layout: &Layout,
     records: impl Iterator<Item = Result<Record>>,
 ) -> Result<Outcome> {
     fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     let base = fs::canonicalize(to).map_err(|e| Error::io(to, e))?;
-    let mut r = Restorer::new(repo, key, base);
+    let mut r = Restorer::new(repo, key, base, layout);
     for rec in records {
         let rec = match rec {
             Ok(rec) => rec,
@@ -122,28 +253,58 @@ pub fn safe_relative(path: &OsStr) -> std::result::Result<Option<PathBuf>, Strin
     if bytes == b"." {
         return Ok(None);
     }
+    check_components(bytes, "path")?;
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// Checks that `bytes` is a relative path of plain names (see
+/// [`safe_relative`]); `what` names it in the reason.
+fn check_components(bytes: &[u8], what: &str) -> std::result::Result<(), String> {
     if bytes.is_empty() {
-        return Err("empty path".into());
+        return Err(format!("empty {what}"));
     }
     if bytes[0] == b'/' {
-        return Err("absolute path".into());
+        return Err(format!("absolute {what}"));
     }
     if bytes.contains(&0) {
-        return Err("path contains a NUL byte".into());
+        return Err(format!("{what} contains a NUL byte"));
     }
     if bytes.len() > MAX_PATH {
-        return Err(format!("path longer than {MAX_PATH} bytes"));
+        return Err(format!("{what} longer than {MAX_PATH} bytes"));
     }
     for comp in bytes.split(|&b| b == b'/') {
         match comp {
-            b"" => return Err("path has an empty component".into()),
-            b"." => return Err("path contains '.'".into()),
-            b".." => return Err("path contains '..'".into()),
+            b"" => return Err(format!("{what} has an empty component")),
+            b"." => return Err(format!("{what} contains '.'")),
+            b".." => return Err(format!("{what} contains '..'")),
             c if c.len() > MAX_NAME => return Err(format!("name longer than {MAX_NAME} bytes")),
             _ => {}
         }
     }
-    Ok(Some(PathBuf::from(path)))
+    Ok(())
+}
+
+/// Where the records of `root` go under the target, relative to it: the
+/// root without its leading '/' (empty for `/`, which maps to the target
+/// itself). Refuses roots that are not plain names once that '/' is gone:
+/// `..`, `.` or empty components (`/a/../b`, `/a//b`, `/a/`), NUL, too long.
+pub fn root_place(root: &OsStr) -> std::result::Result<Vec<u8>, String> {
+    let bytes = root.as_bytes();
+    if bytes.is_empty() {
+        return Err("empty root".into());
+    }
+    let rel = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    if rel.is_empty() || rel == b"." {
+        return Ok(Vec::new());
+    }
+    check_components(rel, "root")?;
+    Ok(rel.to_vec())
+}
+
+/// A root as bk-scan records it, compared lexically: `.` components and
+/// repeated or trailing slashes do not count (`/a/./b/` is `/a/b`).
+fn tidy_root(root: &OsStr) -> PathBuf {
+    Path::new(root).components().collect()
 }
 
 /// Whether a directory at `dir` can still receive entries when the stream
@@ -157,6 +318,8 @@ pub fn still_open(dir: &[u8], path: &[u8]) -> bool {
 /// What is applied to a directory once its entries are all restored.
 #[derive(Debug)]
 struct DirMeta {
+    /// The record's name, for messages.
+    shown: String,
     mode: u32,
     mtime_ns: i64,
     /// POSIX ACL attributes (name, raw value): they must not be inherited
@@ -177,12 +340,51 @@ struct OpenDir {
 #[derive(Debug)]
 struct FirstLink {
     path: PathBuf,
+    /// The record's name, for messages.
+    shown: String,
     /// The restored file's own device and inode, to check it is still the
     /// file at `path` before linking to it.
     dev: u64,
     ino: u64,
-    /// Links still expected.
-    left: u64,
+}
+
+/// Hard links are looked up by (pass of a root, recorded device, inode).
+type LinkKey = (usize, u64, u64);
+
+/// One pass of one root: the records of a root between one of its "."
+/// records and the next (a root listed twice makes two passes).
+#[derive(Debug)]
+struct RootPass {
+    /// The root's raw bytes (`None`: records without a root).
+    root: Option<OsString>,
+    /// Where its records go, relative to the target; the reason when the
+    /// root is refused.
+    place: std::result::Result<Vec<u8>, String>,
+    had_dot: bool,
+    /// Records not restored because the root was refused.
+    refused: u64,
+}
+
+/// Every root (pass) of the stream seen so far, and where each goes.
+#[derive(Debug, Default)]
+struct Roots {
+    passes: Vec<RootPass>,
+    /// The latest pass of each root.
+    by_root: HashMap<OsString, usize>,
+    no_root: Option<usize>,
+    /// The last root looked up and its pass (records come root by root).
+    last: Option<(Option<OsString>, usize)>,
+    /// The passes by place (bytes relative to the target).
+    places: HashMap<Vec<u8>, Vec<usize>>,
+    /// `place_len[n]`: some place is `n` bytes long.
+    place_len: Vec<bool>,
+    /// With [`Layout::Root`]: the root to restore, its records' count, the
+    /// records of other roots skipped and the first few of those roots.
+    only: Option<PathBuf>,
+    skipped: u64,
+    others: Vec<Option<OsString>>,
+    /// Records refused because there were more than [`MAX_ROOTS`] roots.
+    over_limit: u64,
 }
 
 /// What a non-root restore had to leave out, summarised at the end.
@@ -192,6 +394,20 @@ struct Notes {
     devices: u64,
     xattrs: u64,
     links_copied: u64,
+    /// Records sharing an inode with another whose content differs.
+    links_differ: u64,
+}
+
+/// What [`Restorer::link_to_first`] did.
+enum Linked {
+    /// Linked (or failed trying).
+    Done(Result<()>),
+    /// No link to make: restore the content, and remember it for the
+    /// inode's other links.
+    First,
+    /// The inode's first record has other content: restore this one's, as
+    /// a file of its own.
+    Differs,
 }
 
 struct Restorer<'a> {
@@ -211,7 +427,14 @@ struct Restorer<'a> {
     open: Vec<OpenDir>,
     /// The root record ("."), applied to the base directory at the end.
     root: Option<DirMeta>,
-    links: HashMap<(u64, u64), FirstLink>,
+    roots: Roots,
+    /// The pass of the record being restored.
+    pass: usize,
+    links: LinkCheck<LinkKey, FirstLink>,
+    /// The status-change time (seconds, nanoseconds) of a file made in the
+    /// target as the restore began: whatever this run restores or touches
+    /// has a ctime at least this, what was there before an earlier one.
+    started: (i64, i64),
     notes: Notes,
     outcome: Outcome,
     disk_full: bool,
@@ -223,9 +446,11 @@ fn refuse(shown: &str, why: impl std::fmt::Display) -> Error {
 }
 
 impl<'a> Restorer<'a> {
-    fn new(repo: &'a Repo, key: &'a SecretKeys, base: PathBuf) -> Self {
+    fn new(repo: &'a Repo, key: &'a SecretKeys, base: PathBuf, layout: &Layout) -> Self {
         let base_default_acl = matches!(xattr::get(&base, meta::ACL_XATTRS[1]), Ok(Some(_)));
+        let started = run_start(&base);
         Restorer {
+            started,
             repo,
             key,
             base,
@@ -236,7 +461,15 @@ impl<'a> Restorer<'a> {
             prev: Vec::new(),
             open: Vec::new(),
             root: None,
-            links: HashMap::new(),
+            roots: Roots {
+                only: match layout {
+                    Layout::Full => None,
+                    Layout::Root(r) => Some(tidy_root(r.as_os_str())),
+                },
+                ..Roots::default()
+            },
+            pass: 0,
+            links: LinkCheck::default(),
             notes: Notes::default(),
             outcome: Outcome::default(),
             disk_full: false,
@@ -246,17 +479,49 @@ impl<'a> Restorer<'a> {
     /// Restores one record.
     fn restore_one(&mut self, rec: &Record) -> Result<()> {
         let raw = rec.path_os()?;
-        // The raw bytes, quoted: `path` may say anything when `path_b64` is set.
-        let shown = format!("{raw:?}");
-        let Some(rel) = safe_relative(&raw).map_err(|why| refuse(&shown, why))? else {
-            return self.restore_root(rec, &shown);
+        let root = rec.root_os()?;
+        // The raw bytes, quoted: `path` may say anything when `path_b64` is
+        // set. With a root, the record's full path on the scanned machine.
+        let shown = shown_name(root.as_deref(), &raw);
+        let Some(pass) = self.pass_for(root, raw.as_bytes() == b".") else {
+            return Ok(());
         };
-        let bytes = rel.as_os_str().as_bytes();
-        if bytes == self.prev.as_slice() {
+        let rel = safe_relative(&raw).map_err(|why| refuse(&shown, why))?;
+        self.pass = pass;
+        let Ok(place) = &self.roots.passes[pass].place else {
+            self.roots.passes[pass].refused += 1;
+            return Ok(());
+        };
+        // The destination relative to the target: place/path.
+        let mut bytes = place.clone();
+        if let Some(rel) = &rel {
+            if !bytes.is_empty() {
+                bytes.push(b'/');
+            }
+            bytes.extend_from_slice(rel.as_os_str().as_bytes());
+            if bytes.len() > MAX_PATH {
+                return Err(refuse(
+                    &shown,
+                    format!("its place under the target is longer than {MAX_PATH} bytes"),
+                ));
+            }
+        }
+        self.refuse_collision(&bytes, &shown)?;
+        if bytes.is_empty() {
+            return self.restore_root(rec, &shown);
+        }
+        if rec.kind != Kind::Dir && rel.is_none() {
+            return Err(refuse(
+                &shown,
+                format!("the root entry is a {}, not a directory", rec.kind.as_str()),
+            ));
+        }
+        if bytes == self.prev {
             return Err(refuse(&shown, "duplicate path (restored just before)"));
         }
-        self.close_dirs(bytes);
-        self.prev = bytes.to_vec();
+        self.close_dirs(&bytes);
+        self.prev = bytes;
+        let rel = PathBuf::from(OsStr::from_bytes(&self.prev));
         let guard = self.make_parents(&shown)?;
         let strip_acls = guard.is_some() || self.base_default_acl;
         let dest = self.base.join(&rel);
@@ -271,6 +536,165 @@ impl<'a> Restorer<'a> {
         };
         drop(guard);
         result
+    }
+
+    /// The pass of a record of `root` (`dot`: the record is the root's
+    /// "."), starting a new one for a root not seen before or for a second
+    /// "." of a root. `None`: the record is not restored (another root than
+    /// `--root`'s, or past [`MAX_ROOTS`]), already counted.
+    fn pass_for(&mut self, root: Option<OsString>, dot: bool) -> Option<usize> {
+        let known = match &self.roots.last {
+            Some((last, pass)) if *last == root => Some(*pass),
+            _ => match &root {
+                Some(r) => self.roots.by_root.get(r).copied(),
+                None => self.roots.no_root,
+            },
+        };
+        let pass = match known {
+            Some(p) if !(dot && self.roots.passes[p].had_dot) => {
+                if self.roots.last.as_ref().is_none_or(|(l, _)| *l != root) {
+                    self.roots.last = Some((root, p));
+                }
+                p
+            }
+            Some(_) => self.new_pass(root)?,
+            None if self.wanted(root.as_deref()) => self.new_pass(root)?,
+            None => {
+                self.roots.skipped += 1;
+                return None;
+            }
+        };
+        if dot {
+            self.roots.passes[pass].had_dot = true;
+        }
+        Some(pass)
+    }
+
+    /// Whether the records of `root` are restored at all (all are, unless
+    /// `--root` names another root).
+    fn wanted(&mut self, root: Option<&OsStr>) -> bool {
+        let Some(only) = &self.roots.only else {
+            return true;
+        };
+        if root.is_some_and(|r| tidy_root(r) == *only) {
+            return true;
+        }
+        let r = &mut self.roots;
+        if r.others.len() < 5 && !r.others.iter().any(|o| o.as_deref() == root) {
+            r.others.push(root.map(OsStr::to_owned));
+        }
+        false
+    }
+
+    /// Starts a new pass of `root`: works out its place (refusing the root
+    /// once, with a message, if it is unsafe) and registers it.
+    fn new_pass(&mut self, root: Option<OsString>) -> Option<usize> {
+        if self.roots.passes.len() >= MAX_ROOTS {
+            self.roots.over_limit += 1;
+            if self.roots.over_limit == 1 {
+                self.fault(format!("refusing root {:?} and every further new root: the stream has more than {MAX_ROOTS} roots (restore it in parts, e.g. one --root at a time)", root.as_deref().unwrap_or_default()));
+            }
+            return None;
+        }
+        let place = match (&root, &self.roots.only) {
+            (_, Some(_)) | (None, None) => Ok(Vec::new()),
+            (Some(r), None) => root_place(r),
+        };
+        let id = self.roots.passes.len();
+        match &place {
+            Ok(place) => {
+                self.roots.places.entry(place.clone()).or_default().push(id);
+                if self.roots.place_len.len() <= place.len() {
+                    self.roots.place_len.resize(place.len() + 1, false);
+                }
+                self.roots.place_len[place.len()] = true;
+            }
+            Err(why) => {
+                let r = root.as_deref().unwrap_or_default();
+                self.fault(format!("refusing root {r:?}: {why}; none of its records is restored (restore it alone with --root {r:?} --to DIR)"));
+            }
+        }
+        match &root {
+            Some(r) => {
+                self.roots.by_root.insert(r.clone(), id);
+            }
+            None => self.roots.no_root = Some(id),
+        }
+        self.roots.last = Some((root.clone(), id));
+        self.roots.passes.push(RootPass {
+            root,
+            place,
+            had_dot: false,
+            refused: 0,
+        });
+        Some(id)
+    }
+
+    /// Refuses a record whose destination (`bytes`, relative to the
+    /// target) lies in the place of another root or pass of this stream
+    /// and was restored (or touched) by this run: the roots overlap there,
+    /// and what the other put there is not replaced. What was there before
+    /// the run (its ctime is older than [`Restorer::started`]) is replaced
+    /// as by any restore. Costs nothing while the stream has one root.
+    fn refuse_collision(&self, bytes: &[u8], shown: &str) -> Result<()> {
+        let roots = &self.roots;
+        if roots.passes.len() < 2 {
+            return Ok(());
+        }
+        let mine = self.pass;
+        let mut other = None;
+        let ends = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .chain([0, bytes.len()]);
+        for end in ends {
+            if !roots.place_len.get(end).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(passes) = roots.places.get(&bytes[..end]) {
+                if let Some(&p) = passes.iter().find(|&&p| p != mine) {
+                    if other.is_none_or(|(len, _)| end >= len) {
+                        other = Some((end, p));
+                    }
+                }
+            }
+        }
+        let Some((_, other)) = other else {
+            return Ok(());
+        };
+        let dest = if bytes.is_empty() {
+            self.base.clone()
+        } else {
+            self.base.join(OsStr::from_bytes(bytes))
+        };
+        match fs::symlink_metadata(&dest) {
+            Ok(m) if (m.ctime(), m.ctime_nsec()) >= self.started => {}
+            _ => return Ok(()),
+        }
+        let place = if bytes.is_empty() {
+            "the target itself".to_owned()
+        } else {
+            format!("{:?}", OsStr::from_bytes(bytes))
+        };
+        let (this_root, other_root) = (&roots.passes[mine].root, &roots.passes[other].root);
+        let why = if this_root == other_root {
+            match this_root {
+                Some(r) => format!("the stream lists root {r:?} more than once, and this restore already put {place} there; not replaced"),
+                None => format!("the stream lists records without a root more than once, and this restore already put {place} there; not replaced"),
+            }
+        } else {
+            let name = |r: &Option<OsString>| match r {
+                Some(r) => format!("root {r:?}"),
+                None => "the records without a root".to_owned(),
+            };
+            format!(
+                "this restore already put {place} there, in the place of {} (the roots overlap); not replaced",
+                name(other_root)
+            )
+        };
+        Err(refuse(shown, why))
     }
 
     /// The root record: its metadata goes on the target directory itself,
@@ -310,9 +734,8 @@ impl<'a> Restorer<'a> {
         let Some(meta) = dir.meta else {
             return;
         };
-        let rel = OsStr::from_bytes(&self.prev[..dir.len]).to_owned();
-        let path = self.base.join(&rel);
-        self.apply_dir_meta(&path, &meta, &format!("{rel:?}"));
+        let path = self.base.join(OsStr::from_bytes(&self.prev[..dir.len]));
+        self.apply_dir_meta(&path, &meta);
     }
 
     /// Whether the directory whose path is the first `len` bytes of the
@@ -422,9 +845,12 @@ impl<'a> Restorer<'a> {
     }
 
     fn restore_file(&mut self, dest: &Path, rec: &Record, shown: &str, strip: bool) -> Result<()> {
-        if rec.nlink > 1 {
-            if let Some(done) = self.link_to_first(dest, rec, shown) {
-                return done;
+        let mut first_of_inode = rec.nlink > 1;
+        if first_of_inode {
+            match self.link_to_first(dest, rec, shown) {
+                Linked::Done(done) => return done,
+                Linked::First => {}
+                Linked::Differs => first_of_inode = false,
             }
         }
         let sha = rec
@@ -469,61 +895,63 @@ impl<'a> Restorer<'a> {
         self.apply_meta(&tmp.0, rec, shown, strip);
         fs::rename(&tmp.0, dest).map_err(|e| self.io_error(dest, e))?;
         tmp.keep();
-        if rec.nlink > 1 {
-            self.remember_link(dest, rec);
+        if first_of_inode {
+            self.remember_link(dest, rec, shown);
         }
         Ok(())
     }
 
-    /// Links `dest` to the first restored path of its inode, if there is
-    /// one and it is still the file restored there. `None` means: restore
-    /// the content instead.
-    fn link_to_first(&mut self, dest: &Path, rec: &Record, shown: &str) -> Option<Result<()>> {
-        let id = (rec.dev, rec.ino);
-        let first = self.links.get(&id)?;
+    /// Links `dest` to the first restored path of its inode (in this pass
+    /// of this root), if there is one, it is still the file restored there,
+    /// and its record has this record's size and sha256.
+    fn link_to_first(&mut self, dest: &Path, rec: &Record, shown: &str) -> Linked {
+        let id = (self.pass, rec.dev, rec.ino);
+        let first = match self.links.find(&id, rec) {
+            LinkMatch::First => return Linked::First,
+            LinkMatch::Differs(first) => {
+                eprintln!("{PROGRAM}: note: {shown} has the device and inode of {} but another size or sha256 (not the same file: replaced while it was backed up?); restored as a separate file", first.shown);
+                self.notes.links_differ += 1;
+                return Linked::Differs;
+            }
+            LinkMatch::Same(first) => first,
+        };
         let same = fs::symlink_metadata(&first.path)
             .is_ok_and(|m| m.is_file() && m.dev() == first.dev && m.ino() == first.ino);
         if !same || first.path == dest {
-            self.links.remove(&id);
-            return None;
+            self.links.forget(&id);
+            return Linked::First;
         }
         let from = first.path.clone();
         if let Err(e) = remove_non_dir(dest, shown) {
-            return Some(Err(e));
+            return Linked::Done(Err(e));
         }
         if let Err(e) = fs::hard_link(&from, dest) {
-            return Some(Err(self.io_error(dest, e).context(shown)));
+            return Linked::Done(Err(self.io_error(dest, e).context(shown)));
         }
-        if let Some(first) = self.links.get_mut(&id) {
-            first.left = first.left.saturating_sub(1);
-            if first.left == 0 {
-                self.links.remove(&id);
-            }
-        }
-        Some(Ok(()))
+        self.links.linked(&id);
+        Linked::Done(Ok(()))
     }
 
     /// Remembers a restored file whose inode has more links to come.
-    fn remember_link(&mut self, dest: &Path, rec: &Record) {
-        if self.links.len() >= MAX_PENDING_LINKS {
+    fn remember_link(&mut self, dest: &Path, rec: &Record, shown: &str) {
+        let Ok(m) = fs::symlink_metadata(dest) else {
+            return;
+        };
+        let first = FirstLink {
+            path: dest.to_path_buf(),
+            shown: shown.to_owned(),
+            dev: m.dev(),
+            ino: m.ino(),
+        };
+        if !self
+            .links
+            .remember((self.pass, rec.dev, rec.ino), rec, first)
+        {
             self.notes.links_copied += 1;
             if self.notes.links_copied == 1 {
                 eprintln!("{PROGRAM}: more than {MAX_PENDING_LINKS} hard-linked files wait for their other links; further links are restored as separate copies");
             }
-            return;
         }
-        let Ok(m) = fs::symlink_metadata(dest) else {
-            return;
-        };
-        self.links.insert(
-            (rec.dev, rec.ino),
-            FirstLink {
-                path: dest.to_path_buf(),
-                dev: m.dev(),
-                ino: m.ino(),
-                left: rec.nlink - 1,
-            },
-        );
     }
 
     fn restore_symlink(&mut self, dest: &Path, rec: &Record, shown: &str) -> Result<()> {
@@ -582,7 +1010,8 @@ impl<'a> Restorer<'a> {
     }
 
     /// The part of a directory's metadata applied when it is finished.
-    fn apply_dir_meta(&mut self, path: &Path, dm: &DirMeta, shown: &str) {
+    fn apply_dir_meta(&mut self, path: &Path, dm: &DirMeta) {
+        let shown = dm.shown.as_str();
         for (name, value) in &dm.acls {
             if let Err(e) = xattr::set(path, name, value) {
                 self.xattr_failed(shown, name, &e);
@@ -607,6 +1036,7 @@ impl<'a> Restorer<'a> {
             }
         }
         DirMeta {
+            shown: shown.to_owned(),
             mode: rec.mode,
             mtime_ns: rec.mtime_ns,
             acls,
@@ -721,8 +1151,9 @@ impl<'a> Restorer<'a> {
         }
         if let Some(root) = self.root.take() {
             let base = self.base.clone();
-            self.apply_dir_meta(&base, &root, "\".\"");
+            self.apply_dir_meta(&base, &root);
         }
+        self.report_roots();
         let n = &self.notes;
         if n.owners > 0 {
             eprintln!("{PROGRAM}: note: {} entries keep your user and group instead of the recorded owners (restore as root to set them)", n.owners);
@@ -742,10 +1173,106 @@ impl<'a> Restorer<'a> {
                 n.links_copied
             );
         }
+        if n.links_differ > 1 {
+            eprintln!("{PROGRAM}: note: {} records share a device and inode with a record of other content; each was restored as a separate file", n.links_differ);
+        }
         if self.outcome.exit_code() != 0 && self.outcome.errors > 0 {
             eprintln!("{PROGRAM}: {} problems", self.outcome.errors);
         }
     }
+}
+
+impl Restorer<'_> {
+    /// What the roots of the stream left out: records of refused roots,
+    /// of roots past the limit, and of other roots than `--root`'s.
+    fn report_roots(&mut self) {
+        let refused: Vec<(Option<OsString>, u64)> = self
+            .roots
+            .passes
+            .iter()
+            .filter(|p| p.place.is_err() && p.refused > 0)
+            .map(|p| (p.root.clone(), p.refused))
+            .collect();
+        for (root, n) in refused {
+            eprintln!(
+                "{PROGRAM}: root {:?}: {n} records not restored (the root was refused)",
+                root.unwrap_or_default()
+            );
+        }
+        if self.roots.over_limit > 0 {
+            eprintln!(
+                "{PROGRAM}: {} records of roots past the first {MAX_ROOTS} not restored",
+                self.roots.over_limit
+            );
+        }
+        let Some(only) = &self.roots.only else {
+            return;
+        };
+        let others = self
+            .roots
+            .others
+            .iter()
+            .map(|r| match r {
+                Some(r) => format!("{r:?}"),
+                None => "records without a root".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.roots.passes.is_empty() {
+            let seen = if others.is_empty() {
+                "the stream has no records".to_owned()
+            } else {
+                format!("the stream's roots: {others}")
+            };
+            let msg =
+                format!("--root {only:?}: no record has this root; nothing restored ({seen})");
+            self.fault(msg);
+        } else if self.roots.skipped > 0 {
+            eprintln!(
+                "{PROGRAM}: note: {} records of other roots than {only:?} skipped ({others}{})",
+                self.roots.skipped,
+                if self.roots.others.len() >= 5 {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// The ctime of a file made (and removed) in `base` now, by the clock
+/// the file system stamps entries with; if none can be made, the current
+/// time less a second (the kernel's clock for ctime is coarse).
+fn run_start(base: &Path) -> (i64, i64) {
+    if let Ok((tmp, file)) = TempPath::create(base) {
+        if let Ok(m) = file.metadata() {
+            drop(tmp);
+            return (m.ctime(), m.ctime_nsec());
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_secs() as i64 - 1, i64::from(now.subsec_nanos()))
+}
+
+/// A record's name for messages: its path on the scanned machine (root,
+/// '/', path; the root alone for "."), or its path when it has no root;
+/// raw bytes, quoted.
+fn shown_name(root: Option<&OsStr>, path: &OsStr) -> String {
+    let Some(root) = root else {
+        return format!("{path:?}");
+    };
+    if path.as_bytes() == b"." {
+        return format!("{root:?}");
+    }
+    let mut full = root.as_bytes().to_vec();
+    if !full.ends_with(b"/") {
+        full.push(b'/');
+    }
+    full.extend_from_slice(path.as_bytes());
+    format!("{:?}", OsStr::from_bytes(&full))
 }
 
 /// Keeps the times (and, for a non-root user, the mode) of a directory that
@@ -1199,6 +1726,78 @@ mod tests {
             rel(b"\xff\n").unwrap(),
             Some(PathBuf::from(OsStr::from_bytes(b"\xff\n")))
         );
+    }
+
+    #[test]
+    fn roots_map_to_places_under_the_target() {
+        let place = |r: &[u8]| root_place(OsStr::from_bytes(r));
+        assert_eq!(place(b"/home/a/docs").unwrap(), b"home/a/docs");
+        assert_eq!(place(b"/").unwrap(), b"");
+        assert_eq!(place(b"docs").unwrap(), b"docs");
+        assert_eq!(place(b"/caf\xe9").unwrap(), b"caf\xe9");
+        for (bad, why) in [
+            (&b""[..], "empty root"),
+            (b"/a/../b", "'..'"),
+            (b"/..", "'..'"),
+            (b"/a/./b", "'.'"),
+            (b"//a", "absolute"),
+            (b"/a//b", "empty component"),
+            (b"/a/", "empty component"),
+            (b"/a\0b", "NUL"),
+        ] {
+            let err = place(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        assert!(place(&[b'a'; MAX_NAME + 1]).is_err());
+        assert_eq!(tidy_root(OsStr::new("/a/./b/")), PathBuf::from("/a/b"));
+        assert_eq!(
+            shown_name(Some(OsStr::new("/etc")), OsStr::new("x")),
+            "\"/etc/x\""
+        );
+        assert_eq!(shown_name(Some(OsStr::new("/")), OsStr::new("x")), "\"/x\"");
+        assert_eq!(
+            shown_name(Some(OsStr::new("/etc")), OsStr::new(".")),
+            "\"/etc\""
+        );
+        assert_eq!(shown_name(None, OsStr::new("x")), "\"x\"");
+    }
+
+    #[test]
+    fn only_records_that_agree_are_links() {
+        let file = |size: u64, sha: &str| {
+            let mut r = Record::new(Kind::File, Path::new("f"));
+            r.size = size;
+            r.sha256 = Some(sha.into());
+            r.nlink = 3;
+            r
+        };
+        let mut links: LinkCheck<(usize, u64, u64), &str> = LinkCheck::default();
+        let key = (0, 1, 2);
+        let first = file(5, "aa");
+        assert_eq!(links.find(&key, &first), LinkMatch::First);
+        assert!(links.remember(key, &first, "first"));
+        assert_eq!(links.find(&key, &file(5, "aa")), LinkMatch::Same(&"first"));
+        assert_eq!(
+            links.find(&key, &file(5, "bb")),
+            LinkMatch::Differs(&"first")
+        );
+        assert_eq!(
+            links.find(&key, &file(6, "aa")),
+            LinkMatch::Differs(&"first")
+        );
+        let mut dir = file(5, "aa");
+        dir.kind = Kind::Dir;
+        assert_eq!(links.find(&key, &dir), LinkMatch::Differs(&"first"));
+        assert_eq!(
+            links.find(&(1, 1, 2), &first),
+            LinkMatch::First,
+            "other group"
+        );
+        // Forgotten after its last link (nlink 3: two more).
+        links.linked(&key);
+        assert!(matches!(links.find(&key, &first), LinkMatch::Same(_)));
+        links.linked(&key);
+        assert_eq!(links.find(&key, &first), LinkMatch::First);
     }
 
     #[test]

@@ -39,6 +39,13 @@ struct Problem {
 /// the workers (removed before any output).
 const SNAPSHOT_FIELD: &str = "\u{0}snapshot";
 
+/// Internal field carrying, from the reader to the workers, the record of
+/// the same root, device and inode whose size or sha256 differs.
+const LINK_FIELD: &str = "\u{0}hardlink";
+
+/// The problem name of a hard-link mismatch: a warning, like orphans.
+const HARDLINK_MISMATCH: &str = "hardlink-mismatch";
+
 /// Which objects `--read-data-subset` decrypts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Subset {
@@ -175,14 +182,16 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let v_ref = &v;
     let failed_ref = &snapshot_failed;
     let policy_ref = &trust;
+    let mut mismatches = 0u64;
     let input = move || -> Box<dyn crate::pipeline::Source> {
-        if all_snapshots {
+        let records: Box<dyn crate::pipeline::Source> = if all_snapshots {
             Box::new(crate::pipeline::Unbatched(
                 v_ref.all_snapshot_records(snapshots, policy_ref, failed_ref),
             ))
         } else {
             Box::new(record::stdin_records())
-        }
+        };
+        Box::new(LinkChecked::new(records))
     };
     let mut outcome = crate::pipeline::run(
         "bk-verify",
@@ -196,7 +205,11 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
                 return out.flush().map_err(record::stdout_error);
             };
             for r in &results {
-                problems += 1;
+                if r["problem"] == HARDLINK_MISMATCH {
+                    mismatches += 1;
+                } else {
+                    problems += 1;
+                }
                 out.write_value(r).map_err(record::stdout_error)?;
             }
             Ok(())
@@ -248,6 +261,9 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         );
     }
     summary += &format!(": {problems} problems");
+    if mismatches > 0 {
+        summary += &format!(", {mismatches} hard-link mismatches (warnings)");
+    }
     if cli.orphans {
         summary += &format!(", {orphans} orphaned objects");
     }
@@ -328,6 +344,24 @@ impl Verifier {
         if rec.kind != Kind::File {
             return Vec::new();
         }
+        let mut results = Vec::new();
+        if let Some(Value::Object(link)) = rec.extra.get(LINK_FIELD) {
+            let mut v = json!({
+                "problem": HARDLINK_MISMATCH,
+                "path": rec.path,
+                "object": null,
+            });
+            if let Some(b) = &rec.path_b64 {
+                v["path_b64"] = b.clone().into();
+            }
+            for (k, val) in link {
+                v[k] = val.clone();
+            }
+            if let Some(s) = rec.extra.get(SNAPSHOT_FIELD) {
+                v["snapshot"] = s.clone();
+            }
+            results.push(v);
+        }
         if let (Some(set), Some(objects)) = (&self.referenced, &rec.objects) {
             let mut set = lock(set);
             for o in objects {
@@ -336,24 +370,22 @@ impl Verifier {
         }
         let snapshot = rec.extra.get(SNAPSHOT_FIELD).cloned();
         let problems = self.check_file(rec);
-        problems
-            .into_iter()
-            .map(|p| {
-                let mut v = json!({
-                    "problem": p.problem,
-                    "path": rec.path,
-                    "object": p.object,
-                    "detail": p.detail,
-                });
-                if let Some(b) = &rec.path_b64 {
-                    v["path_b64"] = b.clone().into();
-                }
-                if let Some(s) = &snapshot {
-                    v["snapshot"] = s.clone();
-                }
-                v
-            })
-            .collect()
+        results.extend(problems.into_iter().map(|p| {
+            let mut v = json!({
+                "problem": p.problem,
+                "path": rec.path,
+                "object": p.object,
+                "detail": p.detail,
+            });
+            if let Some(b) = &rec.path_b64 {
+                v["path_b64"] = b.clone().into();
+            }
+            if let Some(s) = &snapshot {
+                v["snapshot"] = s.clone();
+            }
+            v
+        }));
+        results
     }
 
     fn check_file(&self, rec: &Record) -> Vec<Problem> {
@@ -508,6 +540,100 @@ impl Verifier {
         }
         remember(&self.seen_contents, cache_key, problem.clone());
         problem
+    }
+}
+
+/// The first record seen of an inode with several links.
+struct FirstRecord {
+    path: String,
+    path_b64: Option<String>,
+}
+
+/// The reader's side of the hard-link check: marks each file record that
+/// shares root, device and inode with an earlier record of the same
+/// snapshot but not its size or sha256 ([`crate::restore::LinkCheck`], so
+/// exactly the records bk-open restores as separate files instead of
+/// links), and says so on stderr. Sequential, so "earlier" is input order;
+/// at most [`crate::restore::MAX_PENDING_LINKS`] inodes are remembered.
+struct LinkChecked<S> {
+    inner: S,
+    links: crate::restore::LinkCheck<(Option<std::ffi::OsString>, u64, u64), FirstRecord>,
+    snapshot: Option<Value>,
+    full_noted: bool,
+}
+
+impl<S> LinkChecked<S> {
+    fn new(inner: S) -> Self {
+        LinkChecked {
+            inner,
+            links: Default::default(),
+            snapshot: None,
+            full_noted: false,
+        }
+    }
+
+    fn mark(&mut self, rec: &mut Record) {
+        let snapshot = rec.extra.get(SNAPSHOT_FIELD);
+        if snapshot != self.snapshot.as_ref() {
+            self.snapshot = snapshot.cloned();
+            self.links.clear();
+        }
+        if rec.kind != Kind::File || rec.nlink < 2 {
+            return;
+        }
+        let key = (rec.root_os().ok().flatten(), rec.dev, rec.ino);
+        let found = match self.links.find(&key, rec) {
+            crate::restore::LinkMatch::First => None,
+            crate::restore::LinkMatch::Same(_) => {
+                self.links.linked(&key);
+                return;
+            }
+            crate::restore::LinkMatch::Differs(first) => {
+                Some((first.path.clone(), first.path_b64.clone()))
+            }
+        };
+        let Some((other, other_b64)) = found else {
+            let first = FirstRecord {
+                path: rec.path.clone(),
+                path_b64: rec.path_b64.clone(),
+            };
+            if !self.links.remember(key, rec, first) && !self.full_noted {
+                self.full_noted = true;
+                eprintln!("bk-verify: more than {} hard-linked files wait for their other links; further ones are not checked for a mismatch", crate::restore::MAX_PENDING_LINKS);
+            }
+            return;
+        };
+        let detail = format!(
+            "{:?} has the device and inode of {other:?} but another size or sha256: not the same file (bk-open restores it as a separate file)",
+            rec.path
+        );
+        eprintln!("bk-verify: warning: {detail}");
+        let mut link = json!({ "other": other, "detail": detail });
+        if let Some(b) = other_b64 {
+            link["other_b64"] = b.into();
+        }
+        if let Some(r) = &rec.root {
+            link["root"] = r.clone().into();
+        }
+        rec.extra.insert(LINK_FIELD.into(), link);
+    }
+}
+
+impl<S: crate::pipeline::Source> Iterator for LinkChecked<S> {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        let mut item = self.inner.next()?;
+        if let Ok(rec) = &mut item {
+            self.mark(rec);
+        }
+        Some(item)
+    }
+}
+
+impl<S: crate::pipeline::Source> crate::pipeline::Source for LinkChecked<S> {
+    fn next_ready(&self) -> bool {
+        self.inner.next_ready()
     }
 }
 

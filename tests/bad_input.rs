@@ -53,8 +53,10 @@ impl Setup {
         object_ids(find_record(&records, VICTIM.as_bytes()))[0].clone()
     }
 
-    /// The files other than the victim were restored intact.
+    /// The files other than the victim were restored intact (into the
+    /// root's place under `dest`).
     fn assert_others_restored(&self, dest: &Path) {
+        let dest = restored(dest, &self.src);
         for k in KEEP {
             let got = fs::read(dest.join(k))
                 .unwrap_or_else(|e| panic!("{k} should still be restored: {e}"));
@@ -336,7 +338,7 @@ fn missing_object_is_named_by_verify_and_restore() {
     );
     s.assert_others_restored(&dest);
     assert!(
-        !dest.join(VICTIM).exists(),
+        !restored(&dest, &s.src).join(VICTIM).exists(),
         "{VICTIM} restored although its object is missing"
     );
 
@@ -402,7 +404,7 @@ fn truncated_object_is_detected() {
         "stderr should name {id} and {VICTIM}: {err}"
     );
     assert!(
-        !dest.join(VICTIM).exists(),
+        !restored(&dest, &s.src).join(VICTIM).exists(),
         "a truncated {VICTIM} was restored under its real name"
     );
     s.assert_others_restored(&dest);
@@ -442,7 +444,7 @@ fn corrupted_object_is_detected_by_read_data_and_restore() {
         "stderr should name {id} and {VICTIM}: {err}"
     );
     assert!(
-        !dest.join(VICTIM).exists(),
+        !restored(&dest, &s.src).join(VICTIM).exists(),
         "a corrupted {VICTIM} was restored under its real name"
     );
     s.assert_others_restored(&dest);
@@ -476,7 +478,7 @@ fn swapped_object_fails_the_sha256_check() {
     let err = stderr(&out);
     assert!(err.contains(VICTIM), "stderr should name {VICTIM}: {err}");
     assert!(
-        !dest.join(VICTIM).exists(),
+        !restored(&dest, &s.src).join(VICTIM).exists(),
         "wrong content restored as {VICTIM}"
     );
     s.assert_others_restored(&dest);
@@ -619,15 +621,19 @@ fn restore_refuses_paths_outside_the_target() {
     let dest = sb.fresh_dir("restore");
     let records = s.backup.records();
     let good = find_record(&records, KEEP[0].as_bytes()).clone();
+    // A hand-made stream: no root, so every path is relative to the
+    // target itself.
     let with_path = |p: &str| {
         let mut r = good.clone();
         r["path"] = Value::from(p);
+        r.as_object_mut().unwrap().remove("root");
         r
     };
     let abs = outside.join("absolute.txt");
     let mut link = good.clone();
     link["kind"] = Value::from("symlink");
     link["path"] = Value::from("evil-link");
+    link.as_object_mut().unwrap().remove("root");
     link["target"] = Value::from(outside.to_str().unwrap());
     link["mode"] = Value::from(0o120777);
     link.as_object_mut().unwrap().remove("objects");
@@ -755,6 +761,7 @@ fn interrupted_seal_leaves_no_partial_object_and_the_next_run_completes() {
         &sb.restore(&shown, &dest),
         "restore after the resumed backup",
     );
+    let dest = restored(&dest, &src);
     assert_eq!(sha256_file(&dest.join("big.bin")), sha256_file(&big));
     assert_eq!(fs::read(dest.join("small.txt")).unwrap(), b"small\n");
 }
@@ -820,7 +827,9 @@ fn restore_does_not_follow_symlinks_already_in_the_target() {
     let sb = &s.sb;
     let outside = sb.fresh_dir("outside");
     let dest = sb.fresh_dir("restore");
-    make_symlink(&outside, &dest.join("keep-2"));
+    let place = restored(&dest, &s.src);
+    fs::create_dir_all(&place).unwrap();
+    make_symlink(&outside, &place.join("keep-2"));
     let out = sb.restore(&s.shown, &dest);
     let leaked = files_under(&outside);
     assert!(

@@ -78,7 +78,7 @@ fn backup_restore_with(kind: KeyKind) {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&sb.show_latest(), &dest);
     assert_ok(&out, "bk-open --to");
-    assert_same_tree(&expected, &read_tree(&dest));
+    assert_same_tree(&expected, &read_tree(&restored(&dest, &src)));
     assert_gpg_reads_objects(&sb, &b.records(), &src);
 }
 
@@ -118,7 +118,7 @@ fn protected_key_with_bk_passphrase_variable() {
     a.extend(args!["--key", &sb.sec_key, "--to", &dest]);
     let out = sb.run_env("bk-open", &a, &shown.stdout, &env);
     assert_ok(&out, "bk-open --to with BK_PASSPHRASE");
-    assert_same_tree(&expected, &read_tree(&dest));
+    assert_same_tree(&expected, &read_tree(&restored(&dest, &src)));
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn two_recipients_can_each_restore() {
         assert_ok(&out, &format!("bk-open with the {name} key"));
         let diffs = diff_trees(
             &expected,
-            &read_tree(&dest),
+            &read_tree(&restored(&dest, &src)),
             Compare {
                 perm: true,
                 file_mtime: true,
@@ -304,7 +304,7 @@ fn encryption_uses_the_valid_subkey_not_expired_or_revoked_ones() {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&sb.show_latest(), &dest);
     assert_ok(&out, "bk-open --to");
-    assert_same_tree(&expected, &read_tree(&dest));
+    assert_same_tree(&expected, &read_tree(&restored(&dest, &src)));
 }
 
 #[test]

@@ -34,11 +34,14 @@ fn small_backup(files: &[(&str, Vec<u8>)]) -> (Sandbox, BTreeMap<String, Record>
     (sb, by_path)
 }
 
-/// A copy of `rec` at another path.
+/// A copy of `rec` at another path, without a root (as in the other
+/// hand-made records here, so that they all restore to `DEST/PATH`).
 fn at(rec: &Record, path: &str) -> Record {
     let mut r = rec.clone();
     r.path = path.into();
     r.path_b64 = None;
+    r.root = None;
+    r.root_b64 = None;
     r
 }
 
@@ -285,14 +288,16 @@ fn tampered_objects_are_detected_named_and_never_left_in_place() {
     );
     fs::remove_file(obj_path(&obj("missing"))).unwrap();
 
-    // Earlier versions of the files are already in the target.
-    let dest = sb.path("dest");
-    fs::create_dir(&dest).unwrap();
+    // Earlier versions of the files are already in the target (in the
+    // root's place).
+    let to = sb.path("dest");
+    let dest = restored(&to, &sb.path("src"));
+    fs::create_dir_all(&dest).unwrap();
     for (name, _) in &files {
         fs::write(dest.join(name), b"old version").unwrap();
     }
     let shown = sb.show_latest();
-    let out = sb.restore(&shown, &dest);
+    let out = sb.restore(&shown, &to);
     let err = stderr(&out);
     assert_eq!(code(&out), REPO, "{err}");
     for (name, data) in &files {
@@ -305,7 +310,7 @@ fn tampered_objects_are_detected_named_and_never_left_in_place() {
         let id = obj(name);
         assert!(
             err.lines()
-                .any(|l| l.contains(&format!("\"{name}\"")) && l.contains(&id)),
+                .any(|l| l.contains(&format!("/src/{name}\"")) && l.contains(&id)),
             "{name}: no error naming the path and object {id}:\n{err}"
         );
     }

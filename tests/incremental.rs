@@ -458,7 +458,7 @@ fn changed_renamed_and_deleted_files_are_noticed() {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&sb.show_latest(), &dest);
     assert_ok(&out, "bk-open --to");
-    assert_same_tree(&read_tree(&tree), &read_tree(&dest));
+    assert_same_tree(&read_tree(&tree), &read_tree(&restored(&dest, &tree)));
 }
 
 #[test]

@@ -369,7 +369,7 @@ fn prune_frees_the_objects_of_forgotten_snapshots() {
     assert_ok(&sb.restore(&shown, &dest), "restore B");
     let diffs = diff_trees(
         &read_tree(&tree),
-        &read_tree(&dest),
+        &read_tree(&restored(&dest, &tree)),
         Compare {
             perm: true,
             file_mtime: true,

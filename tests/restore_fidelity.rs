@@ -180,9 +180,9 @@ fn rich_tree_restores_exactly_as_rsync_sees_it() {
     let sealed = sb.backup(&src);
     let shown = sb.show_latest();
 
-    let dest = sb.path("restored");
-    let out = sb.restore(&shown, &dest);
+    let out = sb.restore(&shown, &sb.path("restored"));
     assert_eq!(code(&out), OK, "restore: {}", stderr(&out));
+    let dest = restored(&sb.path("restored"), &src);
     assert_eq!(rsync_differences(&src, &dest), "", "restored tree differs");
 
     // Sparse: the holes stay holes (data plus a little metadata).
@@ -207,7 +207,7 @@ fn rich_tree_restores_exactly_as_rsync_sees_it() {
     let out = sb.restore(&ndjson(&recs), &dest2);
     assert_eq!(code(&out), OK, "restore: {}", stderr(&out));
     assert_eq!(
-        rsync_differences(&src, &dest2),
+        rsync_differences(&src, &restored(&dest2, &src)),
         "",
         "reversed restore differs"
     );
@@ -233,7 +233,7 @@ fn restore_over_a_previous_restore_is_idempotent() {
     for _ in 0..2 {
         let out = sb.restore(&shown, &dest);
         assert_eq!(code(&out), OK, "restore: {}", stderr(&out));
-        assert_eq!(rsync_differences(&src, &dest), "");
+        assert_eq!(rsync_differences(&src, &restored(&dest, &src)), "");
     }
 }
 
@@ -265,6 +265,7 @@ fn non_root_restore_keeps_what_it_can_and_says_what_it_could_not() {
     assert!(err.contains("devices not restored"), "{err}");
     assert!(err.contains("xattr"), "trusted.* cannot be set: {err}");
 
+    let dest = restored(&dest, &src);
     for rec in &recs {
         let rel = rec.path_os().unwrap();
         let p = if rel == "." {
@@ -332,5 +333,9 @@ fn default_acls_are_not_inherited_whatever_the_order() {
     setfacl(&["-d", "-m", "u:2345:r"], &dest);
     let out = sb.restore(&ndjson(&unsorted), &dest);
     assert_eq!(code(&out), OK, "restore: {}", stderr(&out));
-    assert_eq!(rsync_differences(&src, &dest), "", "restored tree differs");
+    assert_eq!(
+        rsync_differences(&src, &restored(&dest, &src)),
+        "",
+        "restored tree differs"
+    );
 }

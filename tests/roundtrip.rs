@@ -102,7 +102,7 @@ fn roundtrip_rich_tree_restores_every_entry(sb: Sandbox) {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&shown, &dest);
     assert_ok(&out, "bk-open --to");
-    assert_same_tree(&expected, &read_tree(&dest));
+    assert_same_tree(&expected, &read_tree(&restored(&dest, &src)));
 }
 
 fn small_tree(root: &Path) {
@@ -141,13 +141,18 @@ fn restore_subset_filtered_from_index_show(sb: Sandbox) {
     let out = sb.restore(&to_ndjson(subset), &dest);
     assert_ok(&out, "bk-open --to with one record");
 
+    // In the root's place: DEST/<src without its leading '/'>/docs/…
+    let back = restored(&dest, &src);
     let files = files_under(&dest);
     assert_eq!(
         files,
-        BTreeSet::from([PathBuf::from("docs/letters/note.txt")]),
+        BTreeSet::from([back
+            .strip_prefix(&dest)
+            .unwrap()
+            .join("docs/letters/note.txt")]),
         "only the selected file should be restored"
     );
-    let extra: Vec<PathBuf> = entries_under(&dest)
+    let extra: Vec<PathBuf> = entries_under(&back)
         .into_iter()
         .filter(|p| {
             ![
@@ -159,7 +164,7 @@ fn restore_subset_filtered_from_index_show(sb: Sandbox) {
         })
         .collect();
     assert!(extra.is_empty(), "unexpected entries restored: {extra:?}");
-    let got = dest.join("docs/letters/note.txt");
+    let got = back.join("docs/letters/note.txt");
     let want = src.join("docs/letters/note.txt");
     assert_eq!(fs::read(&got).unwrap(), fs::read(&want).unwrap());
     assert_eq!(
@@ -186,7 +191,7 @@ fn restore_sets_directory_modes_and_mtimes(sb: Sandbox) {
     assert_ok(&out, "bk-open --to");
     let diffs = diff_trees(
         &expected,
-        &read_tree(&dest),
+        &read_tree(&restored(&dest, &src)),
         Compare {
             perm: true,
             file_mtime: true,
@@ -393,7 +398,7 @@ fn restore_and_compare(sb: &Sandbox, env: &[(&str, &std::ffi::OsStr)], src: &Pat
     let dest = sb.fresh_dir("restore");
     let out = sb.run_env("bk-open", &args!["--to", &dest], shown, env);
     assert_ok(&out, "bk-open --to");
-    assert_same_tree(&expected, &read_tree(&dest));
+    assert_same_tree(&expected, &read_tree(&restored(&dest, src)));
 }
 
 /// `BK_REPO`, `BK_RECIPIENT` and `BK_KEY` stand for the options.
@@ -468,6 +473,7 @@ fn hard_links_are_restored_as_links() {
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&sb.show_latest(), &dest);
     assert_ok(&out, "bk-open --to");
+    let dest = restored(&dest, &src);
     let a = fs::metadata(dest.join("orig.txt")).unwrap();
     let b = fs::metadata(dest.join("other dir/alias.txt")).unwrap();
     let c = fs::metadata(dest.join("single.txt")).unwrap();
@@ -527,7 +533,7 @@ bk-index show latest | bk-open --to "$DEST"
     assert_ok(&out, "the shell pipeline");
     let name = fs::read_to_string(sb.path("snapshot-name.txt")).unwrap();
     assert_eq!(sb.snapshot_names().len(), 1, "snapshot printed: {name:?}");
-    assert_same_tree(&expected, &read_tree(&dest));
+    assert_same_tree(&expected, &read_tree(&restored(&dest, &src)));
 }
 
 // Each of these runs once per backend (a directory, and S3 on moto).

@@ -81,7 +81,10 @@ fn assert_restores(sb: &Sandbox, records: &[u8], name: &str, expected: &BTreeMap
     let dest = sb.fresh_dir(name);
     let out = sb.restore(records, &dest);
     assert_ok(&out, &format!("bk-open --to {name}"));
-    assert_same_tree(expected, &read_tree(&dest));
+    assert_same_tree(
+        expected,
+        &read_tree(&restored(&dest, &single_root(records))),
+    );
 }
 
 /// `bk-index ARGS --repo R`.

@@ -418,16 +418,16 @@ fn four_gib_file_is_chunked_and_restored_in_bounded_memory() {
     a.extend(sb.key_args());
     a.extend(args!["--to", &dest]);
     let started = Instant::now();
-    let (restored, kib) = sb.run_measured("bk-open", &a, &sb.show_latest(), TIMEOUT);
+    let (opened, kib) = sb.run_measured("bk-open", &a, &sb.show_latest(), TIMEOUT);
     let secs = started.elapsed().as_secs_f64();
-    assert_ok(&restored, "bk-open --to");
+    assert_ok(&opened, "bk-open --to");
     check_rss(
         &mut over,
         &format!("bk-open --to ({:.0} MB/s)", LEN as f64 / 1e6 / secs),
         kib,
         LIMIT_KIB,
     );
-    let got = dest.join("big.bin");
+    let got = restored(&dest, &src).join("big.bin");
     assert_eq!(fs::metadata(&got).unwrap().len(), LEN);
     assert_eq!(sha256_file(&got), want, "restored content");
     fs::remove_file(&got).unwrap();

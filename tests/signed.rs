@@ -107,6 +107,7 @@ fn genuine_signed_snapshot_passes_everywhere_and_gpg_says_good() {
     let to = sb.path("restore");
     let out = open_snapshot(&sb, "latest", &to, &strict(&sb));
     assert_ok(&out, "bk-open --snapshot latest");
+    let to = restored(&to, &tree);
     assert_eq!(fs::read(to.join("a.txt")).unwrap(), b"alpha\n");
     assert_eq!(
         fs::read(to.join("b.bin")).unwrap(),

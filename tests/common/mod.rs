@@ -866,7 +866,13 @@ impl Sandbox {
 
     /// bk-scan | bk-hash of `tree`: the hashed records.
     pub fn scan_hash(&self, tree: &Path) -> (Vec<u8>, Vec<u8>) {
-        let scan = self.run("bk-scan", &args![tree], b"");
+        self.scan_hash_roots(&[tree])
+    }
+
+    /// bk-scan ROOT… | bk-hash: the scanned and the hashed records.
+    pub fn scan_hash_roots(&self, roots: &[&Path]) -> (Vec<u8>, Vec<u8>) {
+        let a: Vec<OsString> = roots.iter().map(OsString::from).collect();
+        let scan = self.run("bk-scan", &a, b"");
         assert_ok(&scan, "bk-scan");
         let hashed = self.run("bk-hash", &[], &scan.stdout);
         assert_ok(&hashed, "bk-hash");
@@ -917,7 +923,12 @@ impl Sandbox {
     /// bk-scan | bk-hash | bk-seal | bk-index write of `tree`, every stage
     /// checked for success.
     pub fn backup(&self, tree: &Path) -> Backup {
-        let (scan, hashed) = self.scan_hash(tree);
+        self.backup_roots(&[tree])
+    }
+
+    /// Like [`Sandbox::backup`], of several roots in one snapshot.
+    pub fn backup_roots(&self, roots: &[&Path]) -> Backup {
+        let (scan, hashed) = self.scan_hash_roots(roots);
         let sealed = self.seal(&hashed);
         assert_ok(&sealed, "bk-seal");
         let snapshot = self.index_write(&sealed.stdout);
@@ -947,7 +958,8 @@ impl Sandbox {
         out.stdout
     }
 
-    /// `bk-open --repo R --key … --to DIR` with `records` on stdin.
+    /// `bk-open --repo R --key … --to DIR` with `records` on stdin: each
+    /// root goes to [`restored`]`(DIR, ROOT)`.
     pub fn restore(&self, records: &[u8], to: &Path) -> Output {
         let mut a = self.repo_args();
         a.extend(self.key_args());
@@ -1036,6 +1048,23 @@ fn rand_suffix() -> String {
     use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+/// Where `bk-open --to TO` restores the records of root `root` (as
+/// bk-scan recorded it: absolute): `TO/<root without its leading '/'>`.
+pub fn restored(to: &Path, root: &Path) -> PathBuf {
+    to.join(root.strip_prefix("/").unwrap_or(root))
+}
+
+/// The one root the records of `ndjson` name (panics unless there is
+/// exactly one): where they restore is [`restored`]`(TO, root)`.
+pub fn single_root(ndjson: &[u8]) -> PathBuf {
+    let roots: BTreeSet<String> = parse_records(ndjson)
+        .iter()
+        .map(|r| r["root"].as_str().expect("record has a root").to_owned())
+        .collect();
+    assert_eq!(roots.len(), 1, "records of one root expected: {roots:?}");
+    PathBuf::from(roots.into_iter().next().unwrap())
 }
 
 /// Every regular file under `dir` (recursively), relative to it.

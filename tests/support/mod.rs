@@ -247,7 +247,8 @@ impl Sandbox {
         )
     }
 
-    /// `bk-open --to DEST` with `records` on stdin.
+    /// `bk-open --to DEST` with `records` on stdin: each root goes to
+    /// [`restored`]`(DEST, ROOT)`, records without a root to `DEST/PATH`.
     pub fn restore(&self, records: &[u8], dest: &Path) -> Output {
         run(&mut self.restore_cmd(self.cmd("bk-open"), dest), records)
     }
@@ -319,6 +320,12 @@ impl Sandbox {
         });
         out
     }
+}
+
+/// Where `bk-open --to DEST` restores the records of root `root` (as
+/// bk-scan recorded it: absolute): `DEST/<root without its leading '/'>`.
+pub fn restored(dest: &Path, root: &Path) -> PathBuf {
+    dest.join(root.strip_prefix("/").unwrap_or(root))
 }
 
 /// Calls `f` on every entry under `dir` (not following symlinks).
