@@ -136,7 +136,8 @@ pub fn encrypt(key: &IdKey, recipients: &Recipients) -> Result<Vec<u8>> {
 /// Decrypts `keys/id-key.pgp` from the repository.
 pub fn recover(repo: &Repo, secret: &SecretKeys) -> Result<IdKey> {
     let what = "keys/id-key.pgp";
-    let mut msg = secret.decrypt(repo.open_key(what, what)?, what)?;
+    let encrypted = repo.read_key(what, what, crate::repo::ID_KEY_LIMIT)?;
+    let mut msg = secret.decrypt(std::io::Cursor::new(encrypted), what)?;
     let mut bytes = Zeroizing::new(Vec::new());
     msg.read_to_end(&mut bytes).map_err(|e| {
         Error::repo(format!(

@@ -208,8 +208,10 @@ pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
 
 /// `bk-verify --inventory`: re-hashes every object file against the
 /// inventory, with `jobs` threads. Problems (`missing`, `size`, `bitrot`)
-/// are printed as records and make the exit status 1; objects the inventory
-/// does not know (`uninventoried`) are printed as warnings only.
+/// are printed as records and make the exit status 1; an object file that
+/// cannot be opened (`unreadable`: not a regular file, say a FIFO) is a
+/// repository problem, exit 5, once every object is checked; objects the
+/// inventory does not know (`uninventoried`) are printed as warnings only.
 pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     let Some(inventory) = load(repo)? else {
         return Err(Error::repo(format!(
@@ -246,12 +248,16 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     found.sort_by(|a, b| a["object"].as_str().cmp(&b["object"].as_str()));
     results.extend(found);
     let mut out = record::stdout_records();
-    let (mut faults, mut warnings) = (0u64, 0u64);
+    let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
     for r in &results {
         if r["problem"] == "uninventoried" {
             warnings += 1;
         } else {
             faults += 1;
+        }
+        if r["problem"] == "unreadable" {
+            unreadable += 1;
+            eprintln!("bk-verify: {}", r["detail"].as_str().unwrap_or_default());
         }
         out.write_value(r).map_err(record::stdout_error)?;
     }
@@ -262,7 +268,13 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
         files.len(),
         bytes.load(Ordering::Relaxed)
     );
-    Ok(if faults > 0 { exit::FAULTS } else { exit::OK })
+    Ok(if unreadable > 0 {
+        exit::REPO
+    } else if faults > 0 {
+        exit::FAULTS
+    } else {
+        exit::OK
+    })
 }
 
 /// Checks one object file; returns its problem record, if any.
@@ -276,7 +288,18 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
     let mut file = match repo.store().open(&repo.object_key(id)) {
         Ok(Some(f)) => f,
         Ok(None) => return problem("missing", format!("object {id}: missing")),
-        Err(e) => return problem("missing", format!("object {id}: {}", io_cause(&e))),
+        // Not a regular file (a FIFO, a device), or unreadable: named, and
+        // the run ends as a repository problem (exit 5).
+        Err(e) => {
+            return problem(
+                "unreadable",
+                format!(
+                    "object {id}: {}: {}",
+                    repo.store().describe(&repo.object_key(id)),
+                    io_cause(&e)
+                ),
+            )
+        }
     };
     let mut hasher = Hasher::for_entry(&want.hash);
     let mut buf = vec![0u8; 256 << 10];

@@ -41,6 +41,9 @@ const LOCKS: &str = "locks";
 /// stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
+/// The most of a lock file that is read (bk writes about 400 bytes).
+const LOCK_LIMIT: u64 = 64 << 10;
+
 /// How often a live holder refreshes its lock file.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
@@ -353,7 +356,7 @@ pub fn list_locks(store: &dyn Storage) -> Result<Vec<LockEntry>> {
             continue;
         };
         let key = storage::join(LOCKS, &name);
-        let bytes = match store.read(&key) {
+        let bytes = match store.read(&key, LOCK_LIMIT) {
             Ok(Some(b)) => b,
             // Released between the listing and now.
             Ok(None) => continue,

@@ -35,6 +35,14 @@ pub const FORMAT: u32 = 1;
 /// The key of the public configuration.
 const CONFIG_KEY: &str = "bk-repo.json";
 
+/// The most of `bk-repo.json` that is read (it holds a few hundred bytes,
+/// plus 41 per recipient).
+const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// The most of `keys/id-key.pgp` that is read (32 bytes encrypted to each
+/// recipient: about 600 bytes per RSA-4096 recipient).
+pub const ID_KEY_LIMIT: u64 = 1 << 20;
+
 /// The public facts in `bk-repo.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -107,7 +115,7 @@ impl Repo {
     pub fn open_handle(handle: RepoHandle) -> Result<Repo> {
         let RepoHandle { store, location } = handle;
         let shown = store.describe(CONFIG_KEY);
-        let text = match store.read(CONFIG_KEY) {
+        let text = match store.read(CONFIG_KEY, CONFIG_LIMIT) {
             Ok(Some(t)) => t,
             Ok(None) => {
                 // A storage that cannot even list (a missing bucket, say)
@@ -257,7 +265,28 @@ impl Repo {
         match self.store.open(key) {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
-            Err(e) => Err(Error::repo(format!("{what}: {}", io_cause(&e)))),
+            Err(e) => Err(self.key_error(key, what, &e)),
+        }
+    }
+
+    /// Reads a small key whole (at most `limit` bytes: more is an error);
+    /// a missing key is a repository error naming `what`.
+    pub fn read_key(&self, key: &str, what: &str, limit: u64) -> Result<Vec<u8>> {
+        match self.store.read(key, limit) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
+            Err(e) => Err(self.key_error(key, what, &e)),
+        }
+    }
+
+    /// A repository error reading `key` (shown as `what`), naming where
+    /// it is when `what` does not already.
+    fn key_error(&self, key: &str, what: &str, e: &io::Error) -> Error {
+        let shown = self.store.describe(key);
+        if what.contains(&shown) {
+            Error::repo(format!("{what}: {}", io_cause(e)))
+        } else {
+            Error::repo(format!("{what} ({shown}): {}", io_cause(e)))
         }
     }
 
