@@ -241,7 +241,7 @@ impl Repo {
     /// An error while writing `key`: on a local directory that is a local
     /// I/O problem (a full disk, exit 6), on remote storage a repository
     /// problem (exit 5).
-    fn write_error(&self, key: &str, e: io::Error) -> Error {
+    pub fn write_error(&self, key: &str, e: io::Error) -> Error {
         match self.location.as_dir() {
             Some(_) => Error::io(std::path::Path::new(&self.store.describe(key)), e),
             None => self.error(key, &e),

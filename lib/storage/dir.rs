@@ -246,9 +246,27 @@ impl Storage for DirStorage {
         let fresh_dir = !dir.exists();
         fs::create_dir_all(&dir)?;
         let new_file = !path.exists();
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
+        // Never through a symlink, never blocking on a FIFO put there.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            use std::os::unix::fs::MetadataExt;
+            return Err(not_regular(meta.mode()));
+        }
+        clear_nonblock(&file)?;
+        // Whole lines or nothing: a write cut short (a full disk) or not
+        // made durable is cut off again, so the file never ends in part of
+        // a line. Shrinking a file frees space, so this works on a full
+        // disk too.
+        let before = meta.len();
+        if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_data()) {
+            let _ = file.set_len(before).and_then(|_| file.sync_data());
+            return Err(e);
+        }
         if new_file {
             sync_dir(&dir)?;
         }

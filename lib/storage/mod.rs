@@ -141,8 +141,10 @@ pub trait Storage: Debug + Send + Sync {
     /// protection; locks still apply).
     fn touch(&self, key: &str);
 
-    /// Appends to `key`, creating it, and makes the bytes durable; `false`
-    /// where the storage cannot append (callers then write new keys).
+    /// Appends to `key`, creating it, and makes the bytes durable: all of
+    /// them or, on an error (a full disk), none (what got in is cut off
+    /// again, as far as the storage allows). `false` where the storage
+    /// cannot append (callers then write new keys).
     fn append(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
 
     /// Temporary keys an interrupted writer left behind (a directory's
