@@ -470,16 +470,18 @@ fn forget_and_prune_on_s3_delete_only_unreferenced_objects() {
     assert_restores(&sb, &shown, "restore", &expected);
 }
 
-/// A lock file as another bk process writes it, into `locks/`.
+/// A lock file as another bk process of this boot and PID namespace writes
+/// it, into `locks/`.
 fn put_lock(sb: &Sandbox, kind: &str, program: &str, host: &str, pid: u32) -> String {
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let rel = format!(
         "locks/{kind}-{host}-{pid}-{}.json",
         &sha256_hex(format!("{kind}{program}{pid}{stamp}").as_bytes())[..8]
     );
+    let (boot_id, pid_ns) = boot_and_pid_ns();
     let json = serde_json::json!({
         "kind": kind, "host": host, "pid": pid, "program": program,
-        "time": stamp, "refreshed": stamp,
+        "time": stamp, "refreshed": stamp, "boot_id": boot_id, "pid_ns": pid_ns,
     });
     sb.write_repo_file(&rel, json.to_string().as_bytes());
     rel
