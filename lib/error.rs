@@ -190,9 +190,14 @@ impl Error {
 }
 
 /// A short, human cause for an I/O error (without the "(os error 2)" noise
-/// for the common cases).
+/// for the common cases). An error that carries a message of its own (a
+/// storage backend's "access denied: check the credentials…") is that
+/// message: it says more than its kind.
 pub fn io_cause(err: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
+    if err.get_ref().is_some() {
+        return err.to_string();
+    }
     match err.kind() {
         K::NotFound => "no such file or directory".into(),
         K::PermissionDenied => "permission denied".into(),
@@ -202,6 +207,28 @@ pub fn io_cause(err: &std::io::Error) -> String {
         K::NotADirectory => "not a directory".into(),
         K::IsADirectory => "is a directory".into(),
         _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_cause_keeps_a_message_of_its_own() {
+        use std::io::{Error as E, ErrorKind as K};
+        assert_eq!(
+            io_cause(&E::from_raw_os_error(nix::libc::EACCES)),
+            "permission denied"
+        );
+        assert_eq!(io_cause(&E::from(K::NotFound)), "no such file or directory");
+        assert_eq!(
+            io_cause(&E::new(
+                K::PermissionDenied,
+                "access denied: check the credentials"
+            )),
+            "access denied: check the credentials"
+        );
     }
 }
 
