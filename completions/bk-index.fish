@@ -42,7 +42,7 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l sign-key -d 
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l passphrase-file -d 'File whose first line is the passphrase of --sign-key (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -s h -l help -d 'Print help'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
@@ -51,7 +51,7 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand list" -s k -l key -d '
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l json -d 'Print one JSON object per snapshot instead of a table'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-index -n "__fish_bk_index_using_subcommand list" -s h -l help -d 'Print help'
@@ -62,7 +62,7 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand show" -s k -l key -d '
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l csv -d 'Print CSV (path, kind, size, mtime, mode, sha256, objects…) instead of records'
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-index -n "__fish_bk_index_using_subcommand show" -s h -l help -d 'Print help'
@@ -81,7 +81,7 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l keep-within
 complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l host -d 'Only consider snapshots of this host (others are left alone)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -s n -l dry-run -d 'Print what would be kept and removed, and remove nothing'
 complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -l json -d 'Print one JSON object per snapshot instead of text lines'
 complete -c bk-index -n "__fish_bk_index_using_subcommand forget" -s h -l help -d 'Print help'
@@ -93,7 +93,7 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l passphrase-f
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l grace -d 'Never delete an unreferenced object or temporary file modified less than this long ago (protects records sealed but not yet in a snapshot)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s n -l dry-run -d 'Report what would be deleted, and delete nothing'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l json -d 'Also print a JSON summary on stdout'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s h -l help -d 'Print help'
@@ -101,6 +101,6 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l repo -d 'Re
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-region -d 'S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
-complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l all -d 'Remove every lock, live ones too: only when you are sure no bk program is using the repository (a prune running beside a backup can delete objects the backup needs)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -s h -l help -d 'Print help'

@@ -8,7 +8,7 @@ complete -c bk-open -l object -d 'Decrypt this object (hex id) to stdout' -r
 complete -c bk-open -l to -d 'Restore the records read on stdin under this directory' -r -F
 complete -c bk-open -l snapshot -d 'With --to: restore the records of this snapshot ("latest", a name or a unique prefix) straight from the repository, after checking its signature, instead of reading records on stdin' -r
 complete -c bk-open -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
-complete -c bk-open -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-open -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-open -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-open -l progress -d 'Show progress on stderr (default: only when stderr is a terminal)'
 complete -c bk-open -l no-progress -d 'Never show progress, even on a terminal'

@@ -1132,3 +1132,56 @@ fn bad_credentials_are_a_repository_error() {
         &["credential", "denied", "signature", "access key"],
     );
 }
+
+/// An endpoint given as an IP address (or as localhost) takes path-style
+/// requests without `--s3-path-style`, as AWS's own clients do: a bucket
+/// name in front of an IP address makes no host name ("request url is
+/// invalid: invalid IPv4 address" before).
+#[test]
+fn an_ip_or_localhost_endpoint_needs_no_path_style_option() {
+    let sb = Sandbox::s3();
+    let tree = sb.fresh_dir("tree");
+    write_file(&tree.join("f.txt"), b"reached by its IP address", 0o644);
+    let (_, hashed) = sb.scan_hash(&tree);
+    let ip = sb.s3_repo().server.endpoint();
+    assert!(ip.starts_with("http://127.0.0.1:"), "{ip}");
+    let localhost = ip.replace("127.0.0.1", "localhost");
+    let run = |program: &str, a: &[OsString], endpoint: &str, input: &[u8]| {
+        let mut cmd = sb.command(program);
+        cmd.args(a)
+            .env_remove("BK_S3_PATH_STYLE")
+            .env("BK_S3_ENDPOINT", endpoint);
+        run_command(cmd, input, DEFAULT_TIMEOUT)
+    };
+    let mut seal = sb.seal_args();
+    seal.push("--init".into());
+    let sealed = run("bk-seal", &seal, &ip, &hashed);
+    assert_ok(
+        &sealed,
+        "bk-seal --init with an IP endpoint and no --s3-path-style",
+    );
+    let mut write = args!["write"];
+    write.extend(sb.seal_args());
+    let written = run("bk-index", &write, &ip, &sealed.stdout);
+    assert_ok(&written, "bk-index write with an IP endpoint");
+    for endpoint in [&ip, &localhost] {
+        let mut show = args!["show", "latest"];
+        show.extend(sb.repo_args());
+        show.extend(sb.key_args());
+        let shown = run("bk-index", &show, endpoint, b"");
+        assert_ok(&shown, &format!("bk-index show with endpoint {endpoint}"));
+        assert_eq!(
+            parse_records(&shown.stdout).len(),
+            parse_records(&hashed).len(),
+            "{endpoint}"
+        );
+        let mut verify = sb.repo_args();
+        verify.push("--inventory".into());
+        assert_ok(
+            &run("bk-verify", &verify, endpoint, b""),
+            &format!("bk-verify --inventory with endpoint {endpoint}"),
+        );
+    }
+    // The objects really are in the bucket (path style reached it).
+    assert!(!sb.object_files().is_empty());
+}
