@@ -155,57 +155,110 @@ impl Repo {
         })
     }
 
-    /// Creates a new repository with the given id key (already encrypted to
-    /// the recipients as `encrypted_id_key`). Refuses a non-empty directory
-    /// or prefix that is not a repository.
+    /// The directories a new repository starts with.
+    const LAYOUT: [&str; 4] = ["objects", "snapshots", "keys", "locks"];
+
+    /// Checks that a repository can be created where `handle` points: there
+    /// is nothing there yet, or an empty directory or prefix. Creates
+    /// nothing, so that `bk-seal --init` can check everything else before
+    /// anything is made.
+    pub fn check_creatable(handle: &RepoHandle) -> Result<()> {
+        let store = &*handle.store;
+        let not_empty = match handle.location.as_dir() {
+            // Any entry counts here, hidden ones too (a listing leaves
+            // those out).
+            Some(dir) => match std::fs::read_dir(dir) {
+                Ok(mut entries) => Ok(entries.next().is_some()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => store.list("").map(|entries| !entries.is_empty()),
+        }
+        .map_err(|e| repo_err(store, "", &e))?;
+        if not_empty {
+            return Err(Error::repo(format!(
+                "{}: not empty and not a bk repository; refusing to create one there",
+                handle.location
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new random repository id (it names the local id key file, so
+    /// `bk-seal --init` picks it before anything is created).
+    pub fn new_id() -> String {
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        hex::encode(id)
+    }
+
+    /// Creates a new repository with the id `id` and the given id key
+    /// (already encrypted to the recipients as `encrypted_id_key`). Refuses
+    /// a non-empty directory or prefix that is not a repository. If it
+    /// fails part way, it removes what it made: either there is a whole
+    /// repository afterwards, or nothing (bk-repo.json is written last, so
+    /// a crash leaves no repository that claims to be one).
     pub fn create(
         handle: RepoHandle,
+        id: String,
         recipients: &[String],
         id_key_check: String,
         encrypted_id_key: &[u8],
     ) -> Result<Repo> {
+        Repo::check_creatable(&handle)?;
         let RepoHandle { store, location } = handle;
-        let not_empty = match location.as_dir() {
-            // Any entry counts here, hidden ones too (a listing leaves
-            // those out).
-            Some(dir) => std::fs::create_dir_all(dir)
-                .and_then(|_| std::fs::read_dir(dir))
-                .map(|mut entries| entries.next().is_some()),
-            None => store.list("").map(|entries| !entries.is_empty()),
-        }
-        .map_err(|e| repo_err(&*store, "", &e))?;
-        if not_empty {
-            return Err(Error::repo(format!(
-                "{location}: not empty and not a bk repository; refusing to create one there"
-            )));
-        }
-        let mut id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut id);
         let config = RepoConfig {
             format: FORMAT,
-            id: hex::encode(id),
+            id,
             recipients: recipients.to_vec(),
             id_key_check,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        if let Some(dir) = location.as_dir() {
-            for sub in ["objects", "snapshots", "keys", "locks"] {
-                let p = dir.join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| repo_err(&*store, sub, &e))?;
-            }
-        }
+        let made_root = location.as_dir().is_some_and(|d| !d.exists());
         let repo = Repo {
             store,
             location,
             config,
         };
-        repo.write_atomic("keys/id-key.pgp", |w| w.write_all(encrypted_id_key))?;
-        let json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
-        repo.write_atomic(CONFIG_KEY, |w| {
-            w.write_all(&json)?;
-            w.write_all(b"\n")
-        })?;
+        let result = (|| {
+            if let Some(dir) = repo.location.as_dir() {
+                for sub in Self::LAYOUT {
+                    let p = dir.join(sub);
+                    std::fs::create_dir_all(&p).map_err(|e| repo_err(&*repo.store, sub, &e))?;
+                }
+            }
+            repo.write_atomic("keys/id-key.pgp", |w| w.write_all(encrypted_id_key))?;
+            let json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
+            repo.write_atomic(CONFIG_KEY, |w| {
+                w.write_all(&json)?;
+                w.write_all(b"\n")
+            })
+        })();
+        if let Err(e) = result {
+            repo.undo_create(made_root);
+            return Err(e);
+        }
         Ok(repo)
+    }
+
+    /// Removes what a failed [`Repo::create`] made (the place was empty
+    /// or absent before, so all of it is ours). Best effort.
+    fn undo_create(&self, made_root: bool) {
+        match self.location.as_dir() {
+            Some(dir) => {
+                let _ = std::fs::remove_file(dir.join(CONFIG_KEY));
+                for sub in Self::LAYOUT {
+                    let _ = std::fs::remove_dir_all(dir.join(sub));
+                }
+                if made_root {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            None => {
+                let _ = self.store.delete(CONFIG_KEY);
+                let _ = self.store.delete("keys/id-key.pgp");
+            }
+        }
     }
 
     /// The storage the repository lives in.
