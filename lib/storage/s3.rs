@@ -236,7 +236,7 @@ fn friendly_error(e: &opendal::Error, endpoint: &str, unreachable: &AtomicBool) 
     };
     let cause = short_cause(e, &text);
     match hint {
-        Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
+        Some(h) => io::Error::new(kind, crate::error::Explained(format!("{h} ({cause})"))),
         None => io::Error::new(kind, cause),
     }
 }
