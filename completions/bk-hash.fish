@@ -7,7 +7,7 @@ complete -c bk-hash -l id-key -d 'Local file holding the repository\'s id key, w
 complete -c bk-hash -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
 complete -c bk-hash -l s3-region -d 'S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r
 complete -c bk-hash -l pause-file -d 'While this file exists, finish the files under way and take no new ones (checked about once a second); resume when it is removed' -r -F
-complete -c bk-hash -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-hash -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-hash -l progress -d 'Show progress on stderr (default: only when stderr is a terminal)'
 complete -c bk-hash -l no-progress -d 'Never show progress, even on a terminal'
 complete -c bk-hash -s h -l help -d 'Print help (see more with \'--help\')'

@@ -10,7 +10,7 @@ complete -c bk-seal -s j -l jobs -d 'Worker threads [default: number of cores]' 
 complete -c bk-seal -l chunk-threshold -d 'Files larger than this are split into content-defined chunks, each its own object (suffixes K, M, G: powers of 1024)' -r
 complete -c bk-seal -l pause-file -d 'While this file exists, finish the files under way and take no new ones (checked about once a second); resume when it is removed' -r -F
 complete -c bk-seal -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
-complete -c bk-seal -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-seal -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-seal -l init -d 'Create the repository if it does not exist yet'
 complete -c bk-seal -l progress -d 'Show progress on stderr (default: only when stderr is a terminal)'
 complete -c bk-seal -l no-progress -d 'Never show progress, even on a terminal'

@@ -8,7 +8,7 @@ complete -c bk-verify -l passphrase-file -d 'File whose first line is the key\'s
 complete -c bk-verify -l id-key -d 'This machine\'s id key file of the repository, which authenticates snapshots [default: $XDG_DATA_HOME/bk/<repo id>.idkey]; without it, the repository\'s id key is used if your key certified it (`bk-index certify`)' -r -F
 complete -c bk-verify -l signer -d 'Check snapshot signatures against this public key; repeatable (BK_SIGNER takes a comma-separated list). A signature that does not verify is always an error; an unsigned snapshot, or one signed by another key, is a warning' -r -F
 complete -c bk-verify -s j -l jobs -d 'Worker threads [default: number of cores]' -r
-complete -c bk-verify -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers)'
+complete -c bk-verify -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-verify -l read-data -d 'Decrypt every object and re-hash the content (needs --key)'
 complete -c bk-verify -l all-snapshots -d 'Check the records of every snapshot in the repository instead of stdin (needs --key)'
 complete -c bk-verify -l orphans -d 'Also list objects that no snapshot references, as "orphan" records (implies --all-snapshots; needs --key). Orphans waste space but lose nothing, so they are not a fault unless --orphans-fail'

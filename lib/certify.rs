@@ -22,7 +22,7 @@ use crate::repo::Repo;
 use crate::signature::{sign_detached, Certifiers, SnapshotSigner};
 
 /// Largest certification file read (a signature is a few hundred bytes).
-const MAX_CERT_BYTES: usize = 64 << 10;
+const MAX_CERT_BYTES: u64 = 64 << 10;
 
 /// The statement a certification signs.
 pub fn statement(repo_id: &str, id_key_check: &str) -> Vec<u8> {
@@ -62,12 +62,8 @@ pub fn check(
     for fingerprint in certifiers.fingerprints() {
         let key = key_for(fingerprint);
         looked.push(fingerprint.to_owned());
-        let bytes = match repo.store().read(&key) {
-            Ok(Some(b)) if b.len() <= MAX_CERT_BYTES => b,
-            Ok(Some(_)) => {
-                failures.push(format!("{key}: larger than {MAX_CERT_BYTES} bytes"));
-                continue;
-            }
+        let bytes = match repo.store().read(&key, MAX_CERT_BYTES) {
+            Ok(Some(b)) => b,
             Ok(None) => continue,
             Err(e) => {
                 failures.push(format!("{key}: {}", crate::error::io_cause(&e)));

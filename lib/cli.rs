@@ -437,9 +437,12 @@ Examples:
   bk-index prune --key secret.asc --wait 2h --json";
 
 const UNLOCK_HELP: &str = "\
-A lock is stale when its process is no longer running on this host, or when a lock of \
-another host has not been refreshed for 30 minutes. Without --all only stale locks are \
-removed; live ones are listed on stderr and kept.
+A lock is stale when it has not been refreshed for 30 minutes, or when it was taken on \
+this host in this boot and this PID namespace and its process is no longer running (or \
+its pid now belongs to a process started later). A lock of another PID namespace (a \
+container or `unshare -p` sharing the host name), of another machine with the same host \
+name, or of an older bk that recorded neither goes stale by its refresh time alone. \
+Without --all only stale locks are removed; live ones are listed on stderr and kept.
 
 Examples:
   bk-index unlock --repo /mnt/backup

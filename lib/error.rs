@@ -198,10 +198,28 @@ impl Error {
     }
 }
 
+/// A message made for the user, carried inside an `io::Error` (a storage
+/// backend's "access denied: check the credentials…"): [`io_cause`] shows
+/// it whole, where it shows other errors of its kind by their kind alone
+/// ("permission denied").
+#[derive(Debug)]
+pub struct Explained(pub String);
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Explained {}
+
 /// A short, human cause for an I/O error (without the "(os error 2)" noise
-/// for the common cases).
+/// for the common cases); an [`Explained`] error's whole message.
 pub fn io_cause(err: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
+    if let Some(x) = err.get_ref().and_then(|e| e.downcast_ref::<Explained>()) {
+        return x.0.clone();
+    }
     match err.kind() {
         K::NotFound => "no such file or directory".into(),
         K::PermissionDenied => "permission denied".into(),
@@ -211,6 +229,30 @@ pub fn io_cause(err: &std::io::Error) -> String {
         K::NotADirectory => "not a directory".into(),
         K::IsADirectory => "is a directory".into(),
         _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_cause_keeps_a_message_of_its_own() {
+        use std::io::{Error as E, ErrorKind as K};
+        assert_eq!(
+            io_cause(&E::from_raw_os_error(nix::libc::EACCES)),
+            "permission denied"
+        );
+        assert_eq!(io_cause(&E::from(K::NotFound)), "no such file or directory");
+        // A wrapped OS error (the ignore crate's, say) by its kind...
+        let wrapped = E::new(K::PermissionDenied, "IO error for operation on x: denied");
+        assert_eq!(io_cause(&wrapped), "permission denied");
+        // ... a message made for the user whole.
+        let hint = Explained("access denied: check the credentials".into());
+        assert_eq!(
+            io_cause(&E::new(K::PermissionDenied, hint)),
+            "access denied: check the credentials"
+        );
     }
 }
 

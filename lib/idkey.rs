@@ -115,6 +115,28 @@ pub fn save_local(key: &IdKey, path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Checks, before a repository is created, that a new id key can be saved
+/// at `path`: nothing is there yet (not even a dangling symlink). `explicit`:
+/// the path was given with `--id-key`, so an existing file there is a
+/// command-line problem (exit 2).
+pub fn check_new_local(path: &Path, explicit: bool) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+        Ok(_) => {
+            let msg = format!(
+                "id key file {} already exists; bk-seal --init makes a new repository with a new id key and never overwrites a key file: give --id-key a path that does not exist yet (or, to back up into the repository that key belongs to, leave out --init)",
+                path.display()
+            );
+            Err(if explicit {
+                Error::usage(msg)
+            } else {
+                Error::new(crate::error::Kind::Io, msg)
+            })
+        }
+    }
+}
+
 /// Loads the local key file, or `None` if it does not exist.
 pub fn load_local(path: &Path) -> Result<Option<IdKey>> {
     let mut text = Zeroizing::new(String::new());
@@ -148,7 +170,8 @@ pub fn encrypt(key: &IdKey, recipients: &Recipients) -> Result<Vec<u8>> {
 /// Decrypts `keys/id-key.pgp` from the repository.
 pub fn recover(repo: &Repo, secret: &SecretKeys) -> Result<IdKey> {
     let what = "keys/id-key.pgp";
-    let mut msg = secret.decrypt(repo.open_key(what, what)?, what)?;
+    let encrypted = repo.read_key(what, what, crate::repo::ID_KEY_LIMIT)?;
+    let mut msg = secret.decrypt(std::io::Cursor::new(encrypted), what)?;
     let mut bytes = Zeroizing::new(Vec::new());
     msg.read_to_end(&mut bytes).map_err(|e| {
         Error::repo(format!(

@@ -81,20 +81,45 @@ pub fn append_removed(repo: &Repo, ids: &[String]) -> Result<()> {
     write_lines(repo, &text)
 }
 
-/// Appends lines to this process's inventory file and makes them durable;
-/// where the storage cannot append (S3), each call writes a new file.
+/// Appends lines to this process's inventory file and makes them durable,
+/// whole lines or none; where the storage cannot append (S3), each call
+/// writes a new file. A failure on a local directory (a full disk) is a
+/// local I/O error (exit 6), on remote storage a repository error.
 fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
-    static WRITING: Mutex<u64> = Mutex::new(0);
-    let mut seq = crate::sync::lock(&WRITING);
-    let store = repo.store();
-    let key = storage::join(DIR, &format!("{}.ndjson", file_stem()));
-    if store.append(&key, text).map_err(|e| repo.error(&key, &e))? {
-        return Ok(());
+    /// Files written so far, and whether appending to the current one failed.
+    struct Writing {
+        seq: u64,
+        append_failed: bool,
     }
-    *seq += 1;
-    let key = storage::join(DIR, &format!("{}-{:06}.ndjson", file_stem(), *seq));
-    repo.put(&key, |w| w.write_all(text), Commit::Replace)
+    static WRITING: Mutex<Writing> = Mutex::new(Writing {
+        seq: 0,
+        append_failed: false,
+    });
+    let mut w = crate::sync::lock(&WRITING);
+    let store = repo.store();
+    // After a failed append the file may end in part of a line (where the
+    // storage could not cut it off again): later lines go to a new file.
+    let key = if w.append_failed {
+        storage::join(DIR, &format!("{}-{:06}.ndjson", file_stem(), w.seq))
+    } else {
+        storage::join(DIR, &format!("{}.ndjson", file_stem()))
+    };
+    match store.append(&key, text) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => {
+            w.append_failed = true;
+            w.seq += 1;
+            return Err(repo.write_error(&key, e));
+        }
+    }
+    w.seq += 1;
+    let key = storage::join(DIR, &format!("{}-{:06}.ndjson", file_stem(), w.seq));
+    repo.put(&key, |out| out.write_all(text), Commit::Replace)
 }
+
+/// The longest inventory line read (a line is about 170 bytes).
+const MAX_LINE: u64 = 4096;
 
 /// What the inventory says about one object.
 #[derive(Debug, Clone)]
@@ -173,14 +198,37 @@ fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
     let mut map = BTreeMap::new();
     for file in files {
         let shown = repo.store().describe(&file);
-        let reader = repo.open_key(&file, &shown)?;
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| repo.error(&file, &e))?;
-            if line.trim().is_empty() {
+        let mut reader = repo.open_key(&file, &shown)?;
+        let mut line = Vec::new();
+        for n in 1u64.. {
+            line.clear();
+            let got = (&mut reader)
+                .take(MAX_LINE + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| repo.error(&file, &e))?;
+            if got == 0 {
+                break;
+            }
+            let bad = |why: &str| Error::repo(format!("{shown} line {n}: {why}"));
+            let complete = line.last() == Some(&b'\n');
+            if !complete && line.len() as u64 > MAX_LINE {
+                return Err(bad(&format!("longer than {MAX_LINE} bytes")));
+            }
+            if line.trim_ascii().is_empty() {
                 continue;
             }
-            let bad = |why: &str| Error::repo(format!("{shown} line {}: {why}", n + 1));
-            let v: Value = serde_json::from_str(&line).map_err(|e| bad(&e.to_string()))?;
+            let parsed = serde_json::from_slice::<Value>(&line);
+            // The last line without its end of line, unreadable: a write
+            // that a crash, or a full disk under an older bk, cut short.
+            // Its objects were stored, so they only show as uninventoried.
+            if !complete && parsed.is_err() {
+                eprintln!(
+                    "bk-verify: {shown}: ignoring its torn last line (line {n}, {} bytes without an end of line, left by an interrupted write); the objects it named count as not in the inventory",
+                    line.len()
+                );
+                break;
+            }
+            let v: Value = parsed.map_err(|e| bad(&e.to_string()))?;
             let id = v["id"].as_str().ok_or_else(|| bad("no \"id\""))?;
             if v["removed"].as_bool() == Some(true) {
                 map.remove(id);
@@ -208,8 +256,10 @@ pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
 
 /// `bk-verify --inventory`: re-hashes every object file against the
 /// inventory, with `jobs` threads. Problems (`missing`, `size`, `bitrot`)
-/// are printed as records and make the exit status 1; objects the inventory
-/// does not know (`uninventoried`) are printed as warnings only.
+/// are printed as records and make the exit status 1; an object file that
+/// cannot be opened (`unreadable`: not a regular file, say a FIFO) is a
+/// repository problem, exit 5, once every object is checked; objects the
+/// inventory does not know (`uninventoried`) are printed as warnings only.
 pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     let Some(inventory) = load(repo)? else {
         return Err(Error::repo(format!(
@@ -246,12 +296,16 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     found.sort_by(|a, b| a["object"].as_str().cmp(&b["object"].as_str()));
     results.extend(found);
     let mut out = record::stdout_records();
-    let (mut faults, mut warnings) = (0u64, 0u64);
+    let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
     for r in &results {
         if r["problem"] == "uninventoried" {
             warnings += 1;
         } else {
             faults += 1;
+        }
+        if r["problem"] == "unreadable" {
+            unreadable += 1;
+            eprintln!("bk-verify: {}", r["detail"].as_str().unwrap_or_default());
         }
         out.write_value(r).map_err(record::stdout_error)?;
     }
@@ -262,7 +316,13 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
         files.len(),
         bytes.load(Ordering::Relaxed)
     );
-    Ok(if faults > 0 { exit::FAULTS } else { exit::OK })
+    Ok(if unreadable > 0 {
+        exit::REPO
+    } else if faults > 0 {
+        exit::FAULTS
+    } else {
+        exit::OK
+    })
 }
 
 /// Checks one object file; returns its problem record, if any.
@@ -276,7 +336,18 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
     let mut file = match repo.store().open(&repo.object_key(id)) {
         Ok(Some(f)) => f,
         Ok(None) => return problem("missing", format!("object {id}: missing")),
-        Err(e) => return problem("missing", format!("object {id}: {}", io_cause(&e))),
+        // Not a regular file (a FIFO, a device), or unreadable: named, and
+        // the run ends as a repository problem (exit 5).
+        Err(e) => {
+            return problem(
+                "unreadable",
+                format!(
+                    "object {id}: {}: {}",
+                    repo.store().describe(&repo.object_key(id)),
+                    io_cause(&e)
+                ),
+            )
+        }
     };
     let mut hasher = Hasher::for_entry(&want.hash);
     let mut buf = vec![0u8; 256 << 10];

@@ -16,11 +16,16 @@
 //! off and retry.
 //!
 //! A live holder rewrites its `refreshed` time every few minutes from a
-//! background thread. A lock is **stale** when its process is not running
-//! on this host (same host name, and no such pid, or a process with that
-//! pid that started at another time or boot: the pid was reused), or, for
-//! other hosts, when it has not been refreshed for [`STALE_AFTER`]. Stale
-//! locks are ignored with a warning; `bk-index unlock` removes them.
+//! background thread. A lock is **stale** when it has not been refreshed
+//! for [`STALE_AFTER`], or when its process is certainly gone: the lock
+//! was written on this host name, in this boot (`boot_id`) and in this
+//! PID namespace (`pid_ns`), and no process has its pid, or the one that
+//! has it started at another time (the pid was reused). Only then does a
+//! pid mean the same process here as where the lock was taken; a lock
+//! from a container or `unshare -p` sharing the host name, from another
+//! machine of the same name, or from a bk that did not record these,
+//! goes stale by its refresh time alone. Stale locks are ignored with a
+//! warning; `bk-index unlock` removes them.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex};
@@ -40,6 +45,9 @@ const LOCKS: &str = "locks";
 /// A lock of another host that has not been refreshed for this long is
 /// stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// The most of a lock file that is read (bk writes about 400 bytes).
+const LOCK_LIMIT: u64 = 64 << 10;
 
 /// How often a live holder refreshes its lock file.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -93,6 +101,66 @@ pub struct LockInfo {
     /// only reuses the pid of a dead holder does not keep its lock alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
+    /// The holder's boot (`/proc/sys/kernel/random/boot_id`): a host name
+    /// may be shared by two machines, a boot id is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder's PID namespace (`readlink /proc/self/ns/pid`, e.g.
+    /// `pid:[4026531836]`): its pid means that process only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
+}
+
+/// Where this process runs, as far as pids are concerned: its boot and
+/// PID namespace (`None` where `/proc` does not say), read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidScope {
+    /// This boot's id.
+    pub boot_id: Option<String>,
+    /// This process's PID namespace.
+    pub pid_ns: Option<String>,
+}
+
+impl PidScope {
+    /// This process's boot id and PID namespace.
+    pub fn ours() -> &'static PidScope {
+        static OURS: std::sync::OnceLock<PidScope> = std::sync::OnceLock::new();
+        OURS.get_or_init(|| PidScope {
+            boot_id: boot_id(),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                .ok()
+                .and_then(|p| p.to_str().map(str::to_owned))
+                .filter(|p| p.starts_with("pid:[")),
+        })
+    }
+
+    /// Whether a lock's pid can be looked up here: it was written in this
+    /// very boot and PID namespace (both known), and our `/proc` shows our
+    /// own namespace's processes.
+    fn covers(&self, info: &LockInfo) -> bool {
+        let known_equal =
+            |a: &Option<String>, b: &Option<String>| a.is_some() && a.as_deref() == b.as_deref();
+        known_equal(&self.boot_id, &info.boot_id)
+            && known_equal(&self.pid_ns, &info.pid_ns)
+            && proc_is_ours()
+    }
+}
+
+/// This boot's id, from `/proc`.
+fn boot_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// Whether `/proc` is mounted for our own PID namespace (after
+/// `unshare -p` without `--mount-proc` it shows the parent's processes,
+/// whose numbers differ from ours).
+fn proc_is_ours() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<u32>().ok()))
+        == Some(std::process::id())
 }
 
 /// One lock file found in `locks/`.
@@ -157,6 +225,7 @@ impl RepoLock {
         let host = crate::host::this_host();
         let pid = std::process::id();
         let process_started = process_start(pid);
+        let scope = PidScope::ours();
         let mut warned = std::collections::BTreeSet::new();
         loop {
             let now = rfc3339(SystemTime::now());
@@ -168,6 +237,8 @@ impl RepoLock {
                 time: now.clone(),
                 refreshed: now,
                 started: process_started.clone(),
+                boot_id: scope.boot_id.clone(),
+                pid_ns: scope.pid_ns.clone(),
             };
             let mut rnd = [0u8; 4];
             rand::thread_rng().fill_bytes(&mut rnd);
@@ -353,7 +424,7 @@ pub fn list_locks(store: &dyn Storage) -> Result<Vec<LockEntry>> {
             continue;
         };
         let key = storage::join(LOCKS, &name);
-        let bytes = match store.read(&key) {
+        let bytes = match store.read(&key, LOCK_LIMIT) {
             Ok(Some(b)) => b,
             // Released between the listing and now.
             Ok(None) => continue,
@@ -362,13 +433,25 @@ pub fn list_locks(store: &dyn Storage) -> Result<Vec<LockEntry>> {
         let info: Option<LockInfo> = serde_json::from_slice(&bytes).ok();
         let mtime = entry.stat.modified.unwrap_or(now);
         let shown = store.describe(&key);
-        out.push(judge(key, shown, kind, info, mtime, now, &host));
+        out.push(judge(
+            key,
+            shown,
+            kind,
+            info,
+            mtime,
+            now,
+            &host,
+            PidScope::ours(),
+        ));
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
 
-/// Decides whether a lock is stale.
+/// Decides whether a lock is stale: by its process only where its pid
+/// certainly means the same process here (see [`PidScope::covers`]),
+/// otherwise by its refresh time alone.
+#[allow(clippy::too_many_arguments)]
 fn judge(
     key: String,
     shown: String,
@@ -377,6 +460,7 @@ fn judge(
     mtime: SystemTime,
     now: SystemTime,
     host: &str,
+    scope: &PidScope,
 ) -> LockEntry {
     let parse = |t: &str| humantime::parse_rfc3339(t).ok();
     let (taken, refreshed) = match &info {
@@ -388,16 +472,16 @@ fn judge(
     };
     let age = now.duration_since(taken).unwrap_or_default();
     let silent = now.duration_since(refreshed).unwrap_or_default();
+    let here = |i: &LockInfo| i.host == host && i.pid != std::process::id() && scope.covers(i);
     let stale = match &info {
-        Some(i) if i.host == host && i.pid != std::process::id() && !pid_alive(i.pid) => {
-            Some(format!("process {} is not running on this host", i.pid))
-        }
-        Some(i) if i.host == host && i.pid != std::process::id() && !same_process(i) => {
-            Some(format!(
-                "process {} on this host is not the one that took the lock (pid reused)",
-                i.pid
-            ))
-        }
+        Some(i) if here(i) && !pid_alive(i.pid) => Some(format!(
+            "process {} is not running on this host (same boot and PID namespace)",
+            i.pid
+        )),
+        Some(i) if here(i) && !same_process(i) => Some(format!(
+            "process {} on this host is not the one that took the lock (pid reused)",
+            i.pid
+        )),
         _ if silent > STALE_AFTER => Some(format!(
             "not refreshed for {}",
             humantime::format_duration(round_secs(silent))
@@ -462,7 +546,13 @@ fn same_process(info: &LockInfo) -> bool {
 /// from `/proc` (Linux); `None` where that cannot be read.
 pub fn process_start(pid: u32) -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Our own through /proc/self, right even where /proc is another PID
+    // namespace's.
+    let stat = if pid == std::process::id() {
+        std::fs::read_to_string("/proc/self/stat").ok()?
+    } else {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?
+    };
     // Fields after the command name, which is in parentheses and may hold
     // spaces: the state is field 3 and the start time field 22.
     let after_name = &stat[stat.rfind(')')? + 1..];
@@ -492,7 +582,98 @@ mod tests {
             time: rfc3339(refreshed),
             refreshed: rfc3339(refreshed),
             started: None,
+            boot_id: PidScope::ours().boot_id.clone(),
+            pid_ns: PidScope::ours().pid_ns.clone(),
         }
+    }
+
+    /// Judges `i` as seen from this process.
+    fn judged(i: LockInfo, now: SystemTime) -> Option<String> {
+        judge(
+            "x".into(),
+            "x".into(),
+            LockKind::Exclusive,
+            Some(i),
+            now,
+            now,
+            &crate::host::this_host(),
+            PidScope::ours(),
+        )
+        .stale
+    }
+
+    #[test]
+    fn a_dead_pid_counts_only_in_our_own_boot_and_pid_namespace() {
+        let now = SystemTime::now();
+        let host = crate::host::this_host();
+        let dead = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        assert!(PidScope::ours().boot_id.is_some() && PidScope::ours().pid_ns.is_some());
+        // Ours: certainly dead.
+        let why = judged(info(&host, dead, now), now).expect("dead here: stale");
+        assert!(why.contains("is not running on this host"), "{why}");
+        // Another PID namespace, another boot (a second machine of the same
+        // name), or a lock that does not say (an older bk): the pid means
+        // nothing here, so the lock is live while it is refreshed...
+        let mut other_ns = info(&host, dead, now);
+        other_ns.pid_ns = Some("pid:[4026599999]".into());
+        let mut other_boot = info(&host, dead, now);
+        other_boot.boot_id = Some("00000000-0000-0000-0000-000000000000".into());
+        let mut legacy = info(&host, dead, now);
+        legacy.boot_id = None;
+        legacy.pid_ns = None;
+        let mut no_ns = info(&host, dead, now);
+        no_ns.pid_ns = None;
+        for (what, i) in [
+            ("other PID namespace", other_ns),
+            ("other boot", other_boot),
+            ("no boot id or namespace", legacy),
+            ("no namespace", no_ns),
+        ] {
+            assert_eq!(
+                judged(i.clone(), now),
+                None,
+                "{what}: judged stale by its pid"
+            );
+            // ... and stale once it has not been refreshed for too long.
+            let old = now - STALE_AFTER - Duration::from_secs(60);
+            let mut silent = i;
+            silent.time = rfc3339(old);
+            silent.refreshed = rfc3339(old);
+            let why = judge(
+                "x".into(),
+                "x".into(),
+                LockKind::Exclusive,
+                Some(silent),
+                old,
+                now,
+                &host,
+                PidScope::ours(),
+            )
+            .stale
+            .unwrap_or_else(|| panic!("{what}: silent for 31m but live"));
+            assert!(why.contains("not refreshed for 31m"), "{what}: {why}");
+        }
+        // Our namespace, judged from a scope that does not know its own.
+        let blind = PidScope {
+            boot_id: PidScope::ours().boot_id.clone(),
+            pid_ns: None,
+        };
+        let e = judge(
+            "x".into(),
+            "x".into(),
+            LockKind::Exclusive,
+            Some(info(&host, dead, now)),
+            now,
+            now,
+            &host,
+            &blind,
+        );
+        assert_eq!(e.stale, None);
     }
 
     #[test]
@@ -504,16 +685,7 @@ mod tests {
         let judged = |started: Option<String>| {
             let mut i = info(&host, parent, now);
             i.started = started;
-            judge(
-                "x".into(),
-                "x".into(),
-                LockKind::Exclusive,
-                Some(i),
-                now,
-                now,
-                &host,
-            )
-            .stale
+            judged(i, now)
         };
         // The parent itself: live. An older lock without a start time: live.
         assert_eq!(judged(Some(started.clone())), None);
@@ -534,16 +706,8 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let e = judge(
-            "x".into(),
-            "x".into(),
-            LockKind::Exclusive,
-            Some(info(&crate::host::this_host(), pid, now)),
-            now,
-            now,
-            &crate::host::this_host(),
-        );
-        assert!(e.stale.unwrap().contains("not running"));
+        let stale = judged(info(&crate::host::this_host(), pid, now), now);
+        assert!(stale.unwrap().contains("not running"));
     }
 
     #[test]
@@ -559,6 +723,7 @@ mod tests {
             now,
             now,
             &crate::host::this_host(),
+            PidScope::ours(),
         );
         assert!(e.stale.is_none(), "{:?}", e.stale);
         let old = now - Duration::from_secs(31 * 60);
@@ -570,6 +735,7 @@ mod tests {
             old,
             now,
             &crate::host::this_host(),
+            PidScope::ours(),
         );
         assert!(e.stale.unwrap().contains("not refreshed"));
         let recent = now - Duration::from_secs(60);
@@ -581,6 +747,7 @@ mod tests {
             recent,
             now,
             &crate::host::this_host(),
+            PidScope::ours(),
         );
         assert!(e.stale.is_none());
     }

@@ -35,6 +35,14 @@ pub const FORMAT: u32 = 1;
 /// The key of the public configuration.
 const CONFIG_KEY: &str = "bk-repo.json";
 
+/// The most of `bk-repo.json` that is read (it holds a few hundred bytes,
+/// plus 41 per recipient).
+const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// The most of `keys/id-key.pgp` that is read (32 bytes encrypted to each
+/// recipient: about 600 bytes per RSA-4096 recipient).
+pub const ID_KEY_LIMIT: u64 = 1 << 20;
+
 /// The public facts in `bk-repo.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -107,7 +115,7 @@ impl Repo {
     pub fn open_handle(handle: RepoHandle) -> Result<Repo> {
         let RepoHandle { store, location } = handle;
         let shown = store.describe(CONFIG_KEY);
-        let text = match store.read(CONFIG_KEY) {
+        let text = match store.read(CONFIG_KEY, CONFIG_LIMIT) {
             Ok(Some(t)) => t,
             Ok(None) => {
                 // A storage that cannot even list (a missing bucket, say)
@@ -147,57 +155,110 @@ impl Repo {
         })
     }
 
-    /// Creates a new repository with the given id key (already encrypted to
-    /// the recipients as `encrypted_id_key`). Refuses a non-empty directory
-    /// or prefix that is not a repository.
+    /// The directories a new repository starts with.
+    const LAYOUT: [&str; 4] = ["objects", "snapshots", "keys", "locks"];
+
+    /// Checks that a repository can be created where `handle` points: there
+    /// is nothing there yet, or an empty directory or prefix. Creates
+    /// nothing, so that `bk-seal --init` can check everything else before
+    /// anything is made.
+    pub fn check_creatable(handle: &RepoHandle) -> Result<()> {
+        let store = &*handle.store;
+        let not_empty = match handle.location.as_dir() {
+            // Any entry counts here, hidden ones too (a listing leaves
+            // those out).
+            Some(dir) => match std::fs::read_dir(dir) {
+                Ok(mut entries) => Ok(entries.next().is_some()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => store.list("").map(|entries| !entries.is_empty()),
+        }
+        .map_err(|e| repo_err(store, "", &e))?;
+        if not_empty {
+            return Err(Error::repo(format!(
+                "{}: not empty and not a bk repository; refusing to create one there",
+                handle.location
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new random repository id (it names the local id key file, so
+    /// `bk-seal --init` picks it before anything is created).
+    pub fn new_id() -> String {
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        hex::encode(id)
+    }
+
+    /// Creates a new repository with the id `id` and the given id key
+    /// (already encrypted to the recipients as `encrypted_id_key`). Refuses
+    /// a non-empty directory or prefix that is not a repository. If it
+    /// fails part way, it removes what it made: either there is a whole
+    /// repository afterwards, or nothing (bk-repo.json is written last, so
+    /// a crash leaves no repository that claims to be one).
     pub fn create(
         handle: RepoHandle,
+        id: String,
         recipients: &[String],
         id_key_check: String,
         encrypted_id_key: &[u8],
     ) -> Result<Repo> {
+        Repo::check_creatable(&handle)?;
         let RepoHandle { store, location } = handle;
-        let not_empty = match location.as_dir() {
-            // Any entry counts here, hidden ones too (a listing leaves
-            // those out).
-            Some(dir) => std::fs::create_dir_all(dir)
-                .and_then(|_| std::fs::read_dir(dir))
-                .map(|mut entries| entries.next().is_some()),
-            None => store.list("").map(|entries| !entries.is_empty()),
-        }
-        .map_err(|e| repo_err(&*store, "", &e))?;
-        if not_empty {
-            return Err(Error::repo(format!(
-                "{location}: not empty and not a bk repository; refusing to create one there"
-            )));
-        }
-        let mut id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut id);
         let config = RepoConfig {
             format: FORMAT,
-            id: hex::encode(id),
+            id,
             recipients: recipients.to_vec(),
             id_key_check,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        if let Some(dir) = location.as_dir() {
-            for sub in ["objects", "snapshots", "keys", "locks"] {
-                let p = dir.join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| repo_err(&*store, sub, &e))?;
-            }
-        }
+        let made_root = location.as_dir().is_some_and(|d| !d.exists());
         let repo = Repo {
             store,
             location,
             config,
         };
-        repo.write_atomic("keys/id-key.pgp", |w| w.write_all(encrypted_id_key))?;
-        let json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
-        repo.write_atomic(CONFIG_KEY, |w| {
-            w.write_all(&json)?;
-            w.write_all(b"\n")
-        })?;
+        let result = (|| {
+            if let Some(dir) = repo.location.as_dir() {
+                for sub in Self::LAYOUT {
+                    let p = dir.join(sub);
+                    std::fs::create_dir_all(&p).map_err(|e| repo_err(&*repo.store, sub, &e))?;
+                }
+            }
+            repo.write_atomic("keys/id-key.pgp", |w| w.write_all(encrypted_id_key))?;
+            let json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
+            repo.write_atomic(CONFIG_KEY, |w| {
+                w.write_all(&json)?;
+                w.write_all(b"\n")
+            })
+        })();
+        if let Err(e) = result {
+            repo.undo_create(made_root);
+            return Err(e);
+        }
         Ok(repo)
+    }
+
+    /// Removes what a failed [`Repo::create`] made (the place was empty
+    /// or absent before, so all of it is ours). Best effort.
+    fn undo_create(&self, made_root: bool) {
+        match self.location.as_dir() {
+            Some(dir) => {
+                let _ = std::fs::remove_file(dir.join(CONFIG_KEY));
+                for sub in Self::LAYOUT {
+                    let _ = std::fs::remove_dir_all(dir.join(sub));
+                }
+                if made_root {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            None => {
+                let _ = self.store.delete(CONFIG_KEY);
+                let _ = self.store.delete("keys/id-key.pgp");
+            }
+        }
     }
 
     /// The storage the repository lives in.
@@ -233,7 +294,7 @@ impl Repo {
     /// An error while writing `key`: on a local directory that is a local
     /// I/O problem (a full disk, exit 6), on remote storage a repository
     /// problem (exit 5).
-    fn write_error(&self, key: &str, e: io::Error) -> Error {
+    pub fn write_error(&self, key: &str, e: io::Error) -> Error {
         match self.location.as_dir() {
             Some(_) => Error::io(std::path::Path::new(&self.store.describe(key)), e),
             None => self.error(key, &e),
@@ -257,7 +318,28 @@ impl Repo {
         match self.store.open(key) {
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
-            Err(e) => Err(Error::repo(format!("{what}: {}", io_cause(&e)))),
+            Err(e) => Err(self.key_error(key, what, &e)),
+        }
+    }
+
+    /// Reads a small key whole (at most `limit` bytes: more is an error);
+    /// a missing key is a repository error naming `what`.
+    pub fn read_key(&self, key: &str, what: &str, limit: u64) -> Result<Vec<u8>> {
+        match self.store.read(key, limit) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
+            Err(e) => Err(self.key_error(key, what, &e)),
+        }
+    }
+
+    /// A repository error reading `key` (shown as `what`), naming where
+    /// it is when `what` does not already.
+    fn key_error(&self, key: &str, what: &str, e: &io::Error) -> Error {
+        let shown = self.store.describe(key);
+        if what.contains(&shown) {
+            Error::repo(format!("{what}: {}", io_cause(e)))
+        } else {
+            Error::repo(format!("{what} ({shown}): {}", io_cause(e)))
         }
     }
 
@@ -484,6 +566,35 @@ pub fn check_object_id(id: &str) -> Result<()> {
     }
 }
 
+/// Checks that the objects of a file record cover its content: their
+/// plaintext sizes add up to the record's `size`, and a non-empty file
+/// has at least one object. A record that fails this cannot be restored
+/// (`"size":81234,"objects":[]` would restore as an empty file, or not at
+/// all), so `bk-index write` and `bk-verify` should refuse it. The error
+/// says what is wrong, for the caller to put after the record's path.
+pub fn check_objects_cover_size(
+    size: u64,
+    objects: &[crate::record::ObjectRef],
+) -> std::result::Result<(), String> {
+    if size > 0 && objects.is_empty() {
+        return Err(format!(
+            "a file of {size} bytes with no objects (its content is nowhere in the repository)"
+        ));
+    }
+    let total = objects
+        .iter()
+        .try_fold(0u64, |sum, o| sum.checked_add(o.size));
+    match total {
+        Some(total) if total == size => Ok(()),
+        Some(total) => Err(format!(
+            "its objects hold {total} bytes of content, the record says {size}"
+        )),
+        None => Err(format!(
+            "its objects' sizes add up to more than 2^64 bytes, the record says {size}"
+        )),
+    }
+}
+
 /// Stored sizes of objects a run looks up many times (deduplication, the
 /// checks of bk-index write and bk-verify). On remote storage, where each
 /// stat is a round trip, they come from one listing of `objects/` (one
@@ -618,3 +729,37 @@ impl<W: Write> Write for TrackedWriter<W> {
 /// An object reused by a run gets a fresh modification time when its own is
 /// older than this: half of `bk-index prune`'s default grace period (24 h).
 pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ObjectRef;
+
+    fn obj(size: u64) -> ObjectRef {
+        ObjectRef {
+            id: "ab".repeat(32),
+            size,
+            stored: None,
+        }
+    }
+
+    #[test]
+    fn objects_must_cover_the_size_of_a_file() {
+        assert_eq!(check_objects_cover_size(0, &[]), Ok(()));
+        assert_eq!(check_objects_cover_size(5, &[obj(5)]), Ok(()));
+        assert_eq!(
+            check_objects_cover_size(3 << 20, &[obj(1 << 20), obj(2 << 20)]),
+            Ok(())
+        );
+        // An empty file may name the object of the empty content.
+        assert_eq!(check_objects_cover_size(0, &[obj(0)]), Ok(()));
+        let e = check_objects_cover_size(81234, &[]).unwrap_err();
+        assert!(e.contains("81234 bytes with no objects"), "{e}");
+        let e = check_objects_cover_size(10, &[obj(4), obj(5)]).unwrap_err();
+        assert!(e.contains("hold 9 bytes") && e.contains("says 10"), "{e}");
+        let e = check_objects_cover_size(0, &[obj(1)]).unwrap_err();
+        assert!(e.contains("hold 1 bytes"), "{e}");
+        let e = check_objects_cover_size(1, &[obj(u64::MAX), obj(2)]).unwrap_err();
+        assert!(e.contains("more than 2^64"), "{e}");
+    }
+}

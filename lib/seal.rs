@@ -305,25 +305,58 @@ const REMOTE_WORKERS_PER_CORE: usize = 4;
 const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Opens the repository, creating it first with `--init` when it does not
-/// exist yet (a new id key is made and saved locally).
+/// exist yet (a new id key is made and saved locally). Everything that can
+/// be checked is checked before anything is made (the place is empty, the
+/// id key file is new and can be written, the key encrypts to the
+/// recipients), and a failure while creating removes what was made: either
+/// there is a whole repository with its local id key afterwards, or
+/// neither.
 fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
     let handle = RepoHandle::from_arg(&cli.repo)?;
     if !cli.init || handle.exists()? {
         return Repo::open_handle(handle);
     }
-    let key = IdKey::generate();
-    let encrypted = idkey::encrypt(&key, recipients)?;
-    let repo = Repo::create(
-        handle,
-        recipients.fingerprints(),
-        key.check_value(),
-        &encrypted,
-    )?;
+    Repo::check_creatable(&handle)?;
+    // With --key the new repository is certified at once: the key must
+    // unlock and be able to sign before anything is made.
+    let certifier = cli
+        .secret
+        .key
+        .as_ref()
+        .map(|file| {
+            let secret = SecretKeys::load(
+                file,
+                &PassphraseSource {
+                    file: cli.secret.passphrase_file.clone(),
+                },
+            )?;
+            crate::signature::SnapshotSigner::from_secret(&secret)?;
+            Ok::<_, Error>(secret)
+        })
+        .transpose()?;
+    let id = Repo::new_id();
     let path = cli
         .id_key
         .clone()
-        .unwrap_or_else(|| idkey::default_path(repo.id()));
+        .unwrap_or_else(|| idkey::default_path(&id));
+    idkey::check_new_local(&path, cli.id_key.is_some())?;
+    let key = IdKey::generate();
+    let encrypted = idkey::encrypt(&key, recipients)?;
     idkey::save_local(&key, &path)?;
+    let created = Repo::create(
+        handle,
+        id,
+        recipients.fingerprints(),
+        key.check_value(),
+        &encrypted,
+    );
+    let repo = match created {
+        Ok(repo) => repo,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
     crate::say!(
         "bk-seal: created repository {} (id {}); its id key is saved in {} (keep it private; the repository holds it only encrypted), check value {}",
         repo.location(),
@@ -331,15 +364,9 @@ fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
         path.display(),
         key.check_value()
     );
-    match &cli.secret.key {
-        Some(file) => {
-            let secret = SecretKeys::load(
-                file,
-                &PassphraseSource {
-                    file: cli.secret.passphrase_file.clone(),
-                },
-            )?;
-            let cert = crate::certify::certify(&repo, &secret, &key)?;
+    match &certifier {
+        Some(secret) => {
+            let cert = crate::certify::certify(&repo, secret, &key)?;
             crate::say!(
                 "bk-seal: certified the id key with {} ({}): a machine with only your secret key can authenticate this repository's snapshots",
                 secret.describe(),

@@ -357,6 +357,9 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
             "{shown}: file record has no objects; pipe it through bk-seal first (no snapshot written)"
         ))
     })?;
+    crate::repo::check_objects_cover_size(rec.size, objects).map_err(|why| {
+        Error::bad_input(format!("{shown}: {why} (no snapshot written)"))
+    })?;
     for obj in objects {
         check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
         if stored.get(repo, &obj.id)?.is_none() {

@@ -116,6 +116,9 @@ struct Verifier {
     subset: Option<(Subset, IdKey)>,
     /// With `--orphans`: every object id the records name.
     referenced: Option<Mutex<HashSet<[u8; 32]>>>,
+    /// This machine's id key, when it has one: a single object's id must
+    /// be the one the record's sha256 gives.
+    id_key: Option<IdKey>,
     /// Result of checking each object id once (None = fine).
     seen_objects: Mutex<HashMap<String, Option<Problem>>>,
     /// Contents (sha256) already read back in full.
@@ -125,6 +128,16 @@ struct Verifier {
     records: AtomicU64,
     objects: AtomicU64,
     bytes_read: AtomicU64,
+}
+
+/// This machine's id key file of the repository (`explicit`, else the
+/// default path), if there is one and it belongs to the repository.
+fn local_id_key(repo: &Repo, explicit: Option<&std::path::Path>) -> Option<IdKey> {
+    let path = explicit.map_or_else(|| crate::idkey::default_path(repo.id()), Into::into);
+    crate::idkey::load_local(&path)
+        .ok()
+        .flatten()
+        .filter(|k| k.check_value() == repo.config().id_key_check)
 }
 
 /// Runs bk-verify; returns the exit status.
@@ -164,12 +177,14 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         _ => (Vec::new(), crate::trust::Trust::everything()),
     };
     let snapshot_failed = Mutex::new(Outcome::default());
+    let id_key = local_id_key(&repo, cli.trust.id_key.as_deref());
     let v = Verifier {
         stored: ObjectSizes::new(&repo, true)?,
         repo,
         key,
         subset,
         referenced: cli.orphans.then(|| Mutex::new(HashSet::new())),
+        id_key,
         seen_objects: Mutex::new(HashMap::new()),
         seen_contents: Mutex::new(HashMap::new()),
         read_all: cli.read_data,
@@ -397,6 +412,22 @@ impl Verifier {
             }];
         };
         let mut problems = Vec::new();
+        if let Err(why) = crate::repo::check_objects_cover_size(rec.size, objects) {
+            problems.push(Problem {
+                problem: "incomplete",
+                object: None,
+                detail: why,
+            });
+        }
+        if let (Some(id_key), [one], Some(sha)) = (&self.id_key, objects.as_slice(), &rec.sha256) {
+            if id_key.object_id(sha).is_ok_and(|id| id != one.id) {
+                problems.push(Problem {
+                    problem: "wrong-id",
+                    object: Some(one.id.clone()),
+                    detail: "the object's id is not the one the record's sha256 gives (an edited record or a damaged reuse cache)".into(),
+                });
+            }
+        }
         for obj in objects {
             if let Some(p) = self.check_object(&obj.id, obj.stored) {
                 problems.push(p);

@@ -541,3 +541,114 @@ fn unreadable_files_are_reported_and_the_run_is_partial() {
     assert_eq!(restore_matches(&sb, &src, &restored), 2);
     assert!(!restored.join("private").exists());
 }
+
+/// `bk-verify --inventory --repo R`.
+fn verify_inventory(sb: &Sandbox) -> std::process::Output {
+    run(
+        sb.cmd("bk-verify")
+            .args(["--inventory", "--repo"])
+            .arg(&sb.repo),
+        b"",
+    )
+}
+
+/// The inventory fills its disk while bk-seal appends to it, after the
+/// objects are committed: the append is whole lines or nothing, bk-seal
+/// stops with exit 6 (a full local disk) naming the file, and once there
+/// is room again `bk-verify --inventory` works (the objects of the lost
+/// lines are only uninventoried). A torn last line left by an older build
+/// or a crash is one warning naming its file, never fatal.
+#[test]
+fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
+    if !have_root("full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6") {
+        return;
+    }
+    let sb = Sandbox::new();
+    // An empty repository first, then a one-page file system for its
+    // inventory alone: objects fit, their inventory lines (about 170 bytes
+    // each, 10 KB for 60 objects) do not.
+    ok(&sb.seal(b""), "bk-seal --init");
+    let inventory = sb.repo.join("inventory");
+    fs::create_dir(&inventory).unwrap();
+    let _mount = Mount::tmpfs(&inventory, "4k");
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..60u64 {
+        fs::write(src.join(format!("f{i:02}")), noise(300 + i, 100)).unwrap();
+    }
+    let scanned = sb.scan(&src);
+    let hashed = sb.hash(&scanned.stdout);
+    ok(&hashed, "bk-hash");
+    let sealed = sb.seal(&hashed.stdout);
+    // Whole lines or nothing: no file ends inside a line.
+    let mut files = 0;
+    for f in fs::read_dir(&inventory).unwrap().flatten() {
+        let text = fs::read(f.path()).unwrap();
+        files += 1;
+        assert!(
+            text.is_empty() || text.ends_with(b"\n"),
+            "{} ends in part of a line ({} bytes)",
+            f.path().display(),
+            text.len()
+        );
+    }
+    assert!(files > 0, "bk-seal wrote no inventory file");
+    let err = stderr(&sealed);
+    assert_eq!(
+        code(&sealed),
+        IO,
+        "bk-seal with a full disk under the inventory: {err}"
+    );
+    assert!(
+        err.contains("no space left on device") && err.contains("inventory/"),
+        "{err}"
+    );
+
+    // Room again: the keyless check works; the 60 objects whose lines were
+    // cut off are only warnings.
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=1m"])
+        .arg(&inventory)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let v = verify_inventory(&sb);
+    assert_eq!(code(&v), OK, "bk-verify --inventory: {}", stderr(&v));
+    assert!(
+        stderr(&v).contains("0 problems, 60 objects not in the inventory"),
+        "{}",
+        stderr(&v)
+    );
+
+    // New objects are inventoried again; then a torn last line, as an older
+    // bk (or a crash) left it, in a file of its own.
+    fs::write(src.join("new"), noise(999, 5000)).unwrap();
+    let scanned = sb.scan(&src);
+    let hashed = sb.hash(&scanned.stdout);
+    ok(&sb.seal(&hashed.stdout), "bk-seal with room");
+    let good = fs::read_dir(&inventory)
+        .unwrap()
+        .flatten()
+        .map(|f| fs::read(f.path()).unwrap())
+        .find(|t| !t.is_empty())
+        .expect("an inventory line for the new object");
+    let mut torn = good.clone();
+    torn.extend_from_slice(&good[..good.len() / 2]);
+    let torn_file = inventory.join("20200101T000000.000000Z-0badf00d.ndjson");
+    fs::write(&torn_file, &torn).unwrap();
+    let v = verify_inventory(&sb);
+    let err = stderr(&v);
+    assert_eq!(
+        code(&v),
+        OK,
+        "bk-verify --inventory beside a torn line: {err}"
+    );
+    let torn_name = torn_file.file_name().unwrap().to_str().unwrap();
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("torn")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains(torn_name), "{err}");
+    assert!(
+        err.contains("0 problems, 60 objects not in the inventory"),
+        "{err}"
+    );
+}

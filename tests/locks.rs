@@ -316,3 +316,193 @@ fn a_lock_whose_pid_was_reused_is_stale() {
     assert_ok(&out, "bk-index unlock");
     assert!(!reused.exists(), "unlock removed the reused-pid lock");
 }
+
+/// Objects stored by a backup that has not written its snapshot yet: a
+/// prune with `--grace 0s` that ignored that backup's lock would delete
+/// them. Returns the sealed records.
+fn sealed_not_indexed(sb: &Sandbox) -> Vec<u8> {
+    let tree = sb.fresh_dir("tree2");
+    for i in 0..30 {
+        write_file(
+            &tree.join(format!("n{i:02}.txt")),
+            format!("new content {i}").as_bytes(),
+            0o644,
+        );
+    }
+    let (_, hashed) = sb.scan_hash(&tree);
+    let out = seal_with(sb, &hashed, &[]);
+    assert_ok(&out, "bk-seal of the second tree");
+    out.stdout
+}
+
+fn prune(sb: &Sandbox) -> std::process::Output {
+    let mut a = args!["prune", "--grace", "0s"];
+    a.extend(sb.repo_args());
+    a.extend(sb.key_args());
+    sb.run("bk-index", &a, b"")
+}
+
+/// Every object file of the repository.
+fn objects(sb: &Sandbox) -> std::collections::BTreeSet<std::path::PathBuf> {
+    files_under(&sb.repo.join("objects"))
+}
+
+/// A lock written in another PID namespace (a container sharing the host
+/// name, `unshare -p`, systemd's private PIDs) names a pid that means
+/// nothing here, even if no process has it here; so does a lock of a bk
+/// that did not record its boot and namespace. Such a lock is live until
+/// it goes 30 minutes without a refresh: prune refuses (exit 11), deletes
+/// nothing, and unlock keeps it.
+#[test]
+fn a_lock_of_another_pid_namespace_is_live_until_it_goes_unrefreshed() {
+    let (sb, _) = setup();
+    let _sealed = sealed_not_indexed(&sb);
+    let stored = objects(&sb);
+    let host = bk::host::this_host();
+    let (boot, _) = boot_and_pid_ns();
+    let dead = dead_pid();
+    let plant = |when: SystemTime, fields: &[(&str, &str)]| {
+        let path = write_lock(&sb.repo, "shared", "bk-seal", &host, dead, when);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for (k, v) in fields {
+            if v.is_empty() {
+                json.as_object_mut().unwrap().remove(*k);
+            } else {
+                json[*k] = (*v).into();
+            }
+        }
+        std::fs::write(&path, json.to_string()).unwrap();
+        let ns = when
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        set_mtime_ns(&path, ns);
+        path
+    };
+    let started = format!("{boot}:12345");
+    let other_ns: &[(&str, &str)] = &[("pid_ns", "pid:[4026599999]"), ("started", &started)];
+    let legacy: &[(&str, &str)] = &[("pid_ns", ""), ("boot_id", "")];
+    for (what, fields) in [
+        ("another PID namespace", other_ns),
+        ("a lock without boot id and namespace", legacy),
+    ] {
+        let lock = plant(SystemTime::now(), fields);
+        let out = prune(&sb);
+        assert_code(&out, 11, &format!("prune beside a lock of {what}"));
+        assert!(
+            stderr(&out).contains(&format!(
+                "is locked by bk-seal (shared lock) on host {host} pid {dead}"
+            )),
+            "{what}: {}",
+            describe(&out)
+        );
+        assert_eq!(objects(&sb), stored, "{what}: prune deleted objects");
+        let out = unlock(&sb, &[]);
+        assert_ok(&out, "bk-index unlock");
+        assert!(out.stdout.is_empty(), "{what}: unlock removed a live lock");
+        assert!(
+            stderr(&out).contains("kept live lock"),
+            "{}",
+            describe(&out)
+        );
+        assert!(lock.exists());
+        std::fs::remove_file(&lock).unwrap();
+
+        // Silent for 31 minutes: stale, and prune goes ahead.
+        let lock = plant(SystemTime::now() - Duration::from_secs(31 * 60), fields);
+        let out = unlock(&sb, &[]);
+        assert_ok(&out, "bk-index unlock of a silent lock");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(lock.file_name().unwrap().to_str().unwrap())
+                && text.contains("not refreshed for 31m"),
+            "{what}: {text}"
+        );
+        assert!(!lock.exists());
+    }
+    // The same dead pid recorded in our own boot and namespace: stale.
+    let ours = plant(SystemTime::now(), &[("started", &started)]);
+    let out = prune(&sb);
+    assert_ok(&out, "prune beside a dead lock of our own namespace");
+    assert!(
+        stderr(&out).contains(&format!("process {dead} is not running on this host")),
+        "{}",
+        describe(&out)
+    );
+    assert!(objects(&sb).len() < stored.len(), "prune deleted nothing");
+    std::fs::remove_file(&ours).unwrap();
+}
+
+/// Whether `unshare -p -f --mount-proc` works here (root, Linux). In CI
+/// (root) it must; elsewhere the test is skipped, saying so.
+fn can_unshare(test: &str) -> bool {
+    let works = std::process::Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        works || std::env::var_os("CI").is_none(),
+        "{test}: unshare -p -f --mount-proc fails, and CI runs as root"
+    );
+    if !works {
+        eprintln!("SKIPPED {test}: unshare -p -f --mount-proc does not work here (needs root)");
+    }
+    works
+}
+
+/// A real backup in another PID namespace (`unshare -p`, as in a container
+/// with the same host name): while its `bk-index write` waits for its
+/// records, holding its shared lock, a prune outside refuses (exit 11) and
+/// deletes none of the objects the backup has stored; the backup then
+/// completes and its snapshot verifies.
+#[test]
+fn a_backup_in_another_pid_namespace_holds_off_prune() {
+    if !can_unshare("a_backup_in_another_pid_namespace_holds_off_prune") {
+        return;
+    }
+    let (sb, _) = setup();
+    let sealed = sealed_not_indexed(&sb);
+    let stored = objects(&sb);
+    let mut cmd = sb.command("unshare");
+    cmd.args(["-p", "-f", "--mount-proc"])
+        .arg(assert_cmd::cargo::cargo_bin("bk-index"))
+        .arg("write")
+        .args(sb.seal_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while lock_files(&sb.repo).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "bk-index write in the namespace took no lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = prune(&sb);
+    let refused = out.status.code() == Some(11);
+    let after = objects(&sb);
+    // Let the backup finish either way, then judge.
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, &sealed).unwrap();
+    drop(input);
+    let written = child.wait_with_output().unwrap();
+    assert!(
+        refused,
+        "prune beside a backup in another PID namespace: expected exit 11: {}",
+        describe(&out)
+    );
+    assert_eq!(after, stored, "prune deleted objects of the running backup");
+    assert_ok(&written, "bk-index write in the namespace");
+    let mut show = args!["show", "latest"];
+    show.extend(sb.repo_args());
+    show.extend(sb.key_args());
+    let shown = sb.run("bk-index", &show, b"");
+    assert_ok(&shown, "bk-index show latest");
+    let v = sb.verify(&shown.stdout, &args!["--read-data", "--key", &sb.sec_key]);
+    assert_ok(&v, "bk-verify --read-data of the backup's snapshot");
+}

@@ -537,7 +537,75 @@ bk-index show latest | bk-open --to "$DEST"
 }
 
 // Each of these runs once per backend (a directory, and S3 on moto).
+/// `bk-seal --init` checks everything before it creates anything: an
+/// `--id-key` file that exists already (or cannot be made) is a clear
+/// error, and no repository (not even a half-made one that the next run
+/// rejects) is left behind; the same command with a new path then works.
+fn init_checks_the_id_key_path_before_creating_anything(sb: Sandbox) {
+    let src = sb.path("src");
+    small_tree(&src);
+    let (_, hashed) = sb.scan_hash(&src);
+    let init = |id_key: &Path| {
+        let mut a = sb.seal_args();
+        a.extend(args!["--init", "--id-key", id_key]);
+        sb.run("bk-seal", &a, &hashed)
+    };
+    let nothing_made = |what: &str| {
+        assert!(
+            !sb.repo_exists() && sb.repo_files("").is_empty(),
+            "{what}: left a repository behind: {:?}",
+            sb.repo_files("")
+        );
+        if sb.backend() == Backend::Dir {
+            assert!(!sb.repo.exists(), "{what}: made {}", sb.repo.display());
+        }
+    };
+
+    let existing = sb.path("existing.idkey");
+    fs::write(&existing, b"something else\n").unwrap();
+    let out = init(&existing);
+    assert_code(&out, 2, "bk-seal --init --id-key EXISTING_FILE");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "id key file {} already exists",
+            existing.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "records went out: {}",
+        describe(&out)
+    );
+    assert_eq!(fs::read(&existing).unwrap(), b"something else\n");
+    nothing_made("an existing --id-key file");
+
+    // A key file that cannot be made (its directory is a file).
+    let blocked = sb.path("existing.idkey/new.idkey");
+    let out = init(&blocked);
+    assert_code(&out, 6, "bk-seal --init --id-key UNWRITABLE");
+    assert!(
+        stderr(&out).contains("existing.idkey"),
+        "{}",
+        describe(&out)
+    );
+    nothing_made("an --id-key that cannot be written");
+
+    // A new path: the repository is made, and the next run uses the key.
+    let fresh = sb.path("keys-dir/fresh.idkey");
+    let out = init(&fresh);
+    assert_ok(&out, "bk-seal --init --id-key NEW_FILE");
+    assert!(sb.repo_exists() && fresh.is_file());
+    let mut a = sb.seal_args();
+    a.extend(args!["--id-key", &fresh]);
+    let again = sb.run("bk-seal", &a, &hashed);
+    assert_ok(&again, "bk-seal with the new id key");
+    sb.index_write(&again.stdout);
+}
+
 backend_tests!(
+    init_checks_the_id_key_path_before_creating_anything,
     roundtrip_rich_tree_restores_every_entry,
     restore_subset_filtered_from_index_show,
     restore_sets_directory_modes_and_mtimes,

@@ -62,6 +62,36 @@ impl DirStorage {
         Some(self.root_dir.get_or_init(|| OwnedFd::from(dir)).as_raw_fd())
     }
 
+    /// Opens `key` for reading if it is a regular file (following
+    /// symlinks), with its size then; `None` if it does not exist. Anything
+    /// else where a key should be (a FIFO, whose open or read would wait
+    /// for a writer forever; a device such as `/dev/zero`, which has no
+    /// end; a directory) is an error naming what it is. The type is looked
+    /// at before opening (opening a device can have effects of its own)
+    /// and again on the open file, which is opened non-blocking so that a
+    /// FIFO put there in between cannot block the open either.
+    fn open_regular(&self, key: &str) -> io::Result<Option<(File, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        if self.stat(key)?.is_none() {
+            return Ok(None);
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(self.path(key))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(not_regular(meta.mode()));
+        }
+        clear_nonblock(&file)?;
+        Ok(Some((file, meta.len())))
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         if key.is_empty() {
             self.root.clone()
@@ -101,21 +131,21 @@ impl Storage for DirStorage {
                     modified: modified_time(st.st_mtime, st.st_mtime_nsec),
                 }))
             }
-            Ok(_) => Err(io::Error::other("not a regular file")),
+            Ok(st) => Err(not_regular(st.st_mode)),
             Err(nix::errno::Errno::ENOENT) => Ok(None),
             Err(e) => Err(io::Error::from(e)),
         }
     }
 
     fn open(&self, key: &str) -> io::Result<Option<KeyReader>> {
-        match File::open(self.path(key)) {
-            Ok(f) => Ok(Some(KeyReader(Box::new(BufReader::with_capacity(
-                256 << 10,
-                f,
-            ))))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let Some((file, size)) = self.open_regular(key)? else {
+            return Ok(None);
+        };
+        let buffer = (size as usize).clamp(8 << 10, 256 << 10);
+        Ok(Some(KeyReader(Box::new(BufReader::with_capacity(
+            buffer,
+            io::Read::take(file, size),
+        )))))
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
@@ -216,9 +246,27 @@ impl Storage for DirStorage {
         let fresh_dir = !dir.exists();
         fs::create_dir_all(&dir)?;
         let new_file = !path.exists();
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
+        // Never through a symlink, never blocking on a FIFO put there.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            use std::os::unix::fs::MetadataExt;
+            return Err(not_regular(meta.mode()));
+        }
+        clear_nonblock(&file)?;
+        // Whole lines or nothing: a write cut short (a full disk) or not
+        // made durable is cut off again, so the file never ends in part of
+        // a line. Shrinking a file frees space, so this works on a full
+        // disk too.
+        let before = meta.len();
+        if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_data()) {
+            let _ = file.set_len(before).and_then(|_| file.sync_data());
+            return Err(e);
+        }
         if new_file {
             sync_dir(&dir)?;
         }
@@ -234,6 +282,33 @@ impl Storage for DirStorage {
             .filter(|e| !e.is_dir && e.name.starts_with(TMP_PREFIX))
             .collect())
     }
+}
+
+/// Clears `O_NONBLOCK` on a file opened with it to be safe from FIFOs
+/// (regular files ignore it today; reads and writes are then the ordinary
+/// blocking ones whatever the file system).
+fn clear_nonblock(file: &File) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let flags = fcntl(file.as_raw_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// The error for a key that is not a regular file, saying what it is.
+fn not_regular(mode: u32) -> io::Error {
+    use nix::sys::stat::SFlag;
+    let what = match SFlag::from_bits_truncate(mode) & SFlag::S_IFMT {
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFLNK => "a symbolic link",
+        _ => "of an unknown type",
+    };
+    io::Error::other(format!("not a regular file ({what}); refusing to read it"))
 }
 
 /// Every entry of a directory with its metadata, sorted by name; a missing
@@ -420,6 +495,43 @@ mod tests {
         assert!(store.stat("objects/ab/y.pgp").unwrap().is_none());
         let err = store.stat("objects/ab").unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn only_regular_files_are_opened_and_reads_are_bounded() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("repo");
+        fs::create_dir_all(root.join("locks")).unwrap();
+        nix::unistd::mkfifo(&root.join("locks/fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("locks/zero.json")).unwrap();
+        fs::create_dir(root.join("locks/dir.json")).unwrap();
+        fs::write(root.join("locks/ok.json"), b"{}").unwrap();
+        fs::write(root.join("locks/big.json"), vec![b' '; 100]).unwrap();
+        let store = DirStorage::new(&root);
+        for (key, what) in [
+            ("locks/fifo.json", "a FIFO"),
+            ("locks/zero.json", "a character device"),
+            ("locks/dir.json", "a directory"),
+        ] {
+            let err = store
+                .open(key)
+                .err()
+                .unwrap_or_else(|| panic!("{key} opened"));
+            assert!(
+                err.to_string()
+                    .contains(&format!("not a regular file ({what})")),
+                "{key}: {err}"
+            );
+            assert!(store.read(key, 1 << 10).is_err(), "{key}");
+        }
+        assert_eq!(store.read("locks/ok.json", 2).unwrap().unwrap(), b"{}");
+        assert!(store.read("locks/missing.json", 2).unwrap().is_none());
+        let err = store.read("locks/big.json", 99).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(
+            store.read("locks/big.json", 100).unwrap().unwrap().len(),
+            100
+        );
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub struct S3Options {
     #[arg(long, env = "BK_S3_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,
     /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for
-    /// MinIO and most self-hosted servers)
+    /// MinIO and most self-hosted servers; automatic for an endpoint that
+    /// is an IP address or localhost)
     #[arg(long, env = "BK_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
     pub s3_path_style: bool,
 }

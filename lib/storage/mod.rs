@@ -72,17 +72,21 @@ pub trait Storage: Debug + Send + Sync {
     /// A key's size and age; `None` if it does not exist.
     fn stat(&self, key: &str) -> io::Result<Option<Stat>>;
 
-    /// Streams a key's bytes; `None` if it does not exist.
+    /// Streams a key's bytes; `None` if it does not exist. A directory
+    /// backend opens only regular files (a FIFO, device or directory where
+    /// a key should be is an error, never a read that blocks or has no
+    /// end) and reads no more than the file held when it was opened.
     fn open(&self, key: &str) -> io::Result<Option<KeyReader>>;
 
-    /// Reads a small key whole; `None` if it does not exist.
-    fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
-        let Some(mut r) = self.open(key)? else {
+    /// Reads a small key whole; `None` if it does not exist. A key longer
+    /// than `limit` bytes is an error (`InvalidData`): nothing bk reads
+    /// this way (bk-repo.json, a lock, the encrypted id key) is anywhere
+    /// near that size, so the storage cannot make bk read without end.
+    fn read(&self, key: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        let Some(r) = self.open(key)? else {
             return Ok(None);
         };
-        let mut buf = Vec::new();
-        r.read_to_end(&mut buf)?;
-        Ok(Some(buf))
+        read_capped(r, limit).map(Some)
     }
 
     /// The entries directly under `dir` (a key prefix without the trailing
@@ -137,8 +141,10 @@ pub trait Storage: Debug + Send + Sync {
     /// protection; locks still apply).
     fn touch(&self, key: &str);
 
-    /// Appends to `key`, creating it, and makes the bytes durable; `false`
-    /// where the storage cannot append (callers then write new keys).
+    /// Appends to `key`, creating it, and makes the bytes durable: all of
+    /// them or, on an error (a full disk), none (what got in is cut off
+    /// again, as far as the storage allows). `false` where the storage
+    /// cannot append (callers then write new keys).
     fn append(&self, key: &str, bytes: &[u8]) -> io::Result<bool>;
 
     /// Temporary keys an interrupted writer left behind (a directory's
@@ -208,6 +214,19 @@ pub fn open(location: &Location, s3: &S3Options) -> crate::error::Result<Arc<dyn
         Location::Dir(path) => Arc::new(dir::DirStorage::new(path)),
         Location::S3 { bucket, prefix } => Arc::new(s3::S3Storage::new(bucket, prefix, s3)?),
     })
+}
+
+/// Reads `r` to its end, refusing (`InvalidData`) more than `limit` bytes.
+pub fn read_capped(r: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(limit.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes, far more than bk ever writes there"),
+        ));
+    }
+    Ok(buf)
 }
 
 /// Joins a directory key and a name.

@@ -94,7 +94,12 @@ impl S3Storage {
                 builder = builder.session_token(&token);
             }
         }
-        if !opts.s3_path_style {
+        // Virtual-hosted style (BUCKET.ENDPOINT) unless asked otherwise, or
+        // the endpoint is an IP address or localhost, where a bucket name
+        // in front makes no host name (AWS's own clients switch there too).
+        let path_style =
+            opts.s3_path_style || endpoint.as_deref().is_some_and(host_wants_path_style);
+        if !path_style {
             builder = builder.enable_virtual_host_style();
         }
         let retries = env("BK_S3_RETRIES")
@@ -158,6 +163,27 @@ impl S3Storage {
     }
 }
 
+/// Whether an endpoint URL's host is an IP address (`http://127.0.0.1:9000`,
+/// `http://[::1]:9000`) or `localhost`, which take path-style requests only.
+pub fn host_wants_path_style(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+}
+
 /// An OpenDAL error as an `io::Error` whose text tells the user what
 /// to check. A missing key stays `NotFound`; a missing bucket does not.
 fn friendly_error(e: &opendal::Error, endpoint: &str, unreachable: &AtomicBool) -> io::Error {
@@ -210,7 +236,7 @@ fn friendly_error(e: &opendal::Error, endpoint: &str, unreachable: &AtomicBool) 
     };
     let cause = short_cause(e, &text);
     match hint {
-        Some(h) => io::Error::new(kind, format!("{h} ({cause})")),
+        Some(h) => io::Error::new(kind, crate::error::Explained(format!("{h} ({cause})"))),
         None => io::Error::new(kind, cause),
     }
 }
@@ -471,6 +497,36 @@ impl Drop for S3Upload {
     fn drop(&mut self) {
         if let Some(mut w) = self.writer.take() {
             let _ = self.rt.block_on(w.abort());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_wants_path_style;
+
+    #[test]
+    fn ip_and_localhost_endpoints_take_path_style() {
+        for e in [
+            "http://127.0.0.1:9000",
+            "http://127.0.0.1",
+            "https://10.0.0.7:443/",
+            "http://[::1]:9000",
+            "http://[fd00::5]/",
+            "http://localhost:9000",
+            "http://LOCALHOST",
+            "http://minio.localhost:9000",
+            "127.0.0.1:9000",
+        ] {
+            assert!(host_wants_path_style(e), "{e}");
+        }
+        for e in [
+            "https://s3.eu-central-003.backblazeb2.com",
+            "http://nas.lan:9000",
+            "https://127.0.0.1.nip.io",
+            "http://localhost-proxy:9000",
+        ] {
+            assert!(!host_wants_path_style(e), "{e}");
         }
     }
 }

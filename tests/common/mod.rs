@@ -1464,9 +1464,18 @@ impl Sandbox {
 
 // Lifecycle: locks, forget, prune.
 
-/// Writes a lock file into `repo/locks/` as another bk process would:
-/// `kind` is "shared" or "exclusive"; `time` is both the lock's `time` and
-/// `refreshed` and the file's mtime. Returns its path.
+/// This machine's boot id and this process's PID namespace
+/// (`pid:[4026531836]`), which a bk lock records beside its pid.
+pub fn boot_and_pid_ns() -> (String, String) {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("/proc boot_id");
+    let ns = fs::read_link("/proc/self/ns/pid").expect("/proc/self/ns/pid");
+    (boot.trim().to_owned(), ns.to_str().unwrap().to_owned())
+}
+
+/// Writes a lock file into `repo/locks/` as another bk process of this
+/// boot and PID namespace would: `kind` is "shared" or "exclusive"; `time`
+/// is both the lock's `time` and `refreshed` and the file's mtime. Returns
+/// its path.
 pub fn write_lock(
     repo: &Path,
     kind: &str,
@@ -1479,9 +1488,10 @@ pub fn write_lock(
     fs::create_dir_all(&dir).unwrap();
     let stamp = humantime::format_rfc3339_seconds(time).to_string();
     let path = dir.join(format!("{kind}-{host}-{pid}-{}.json", rand_suffix()));
+    let (boot_id, pid_ns) = boot_and_pid_ns();
     let json = serde_json::json!({
         "kind": kind, "host": host, "pid": pid, "program": program,
-        "time": stamp, "refreshed": stamp,
+        "time": stamp, "refreshed": stamp, "boot_id": boot_id, "pid_ns": pid_ns,
     });
     fs::write(&path, json.to_string()).unwrap();
     let ns = time
