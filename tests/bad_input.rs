@@ -839,3 +839,54 @@ fn restore_does_not_follow_symlinks_already_in_the_target() {
         describe(&out)
     );
 }
+
+#[test]
+fn file_records_whose_objects_do_not_hold_their_content_are_refused_and_reported() {
+    let s = setup();
+    let records = parse_records(&s.shown);
+    let edit = |f: &dyn Fn(&mut Value)| -> Vec<u8> {
+        let mut recs = records.clone();
+        for r in &mut recs {
+            if r["path"] == VICTIM {
+                f(r);
+            }
+        }
+        to_ndjson(&recs)
+    };
+    let no_objects = edit(&|r| r["objects"] = Value::Array(Vec::new()));
+    let short = edit(&|r| r["objects"][0]["size"] = Value::from(1000));
+    let keep = records
+        .iter()
+        .find(|r| r["path"] == KEEP[0])
+        .unwrap()
+        .clone();
+    // Another file's object, with its size made to match: only the id key
+    // can tell that it is not this content's.
+    let swapped = edit(&|r| {
+        r["objects"] = keep["objects"].clone();
+        r["objects"][0]["size"] = r["size"].clone();
+    });
+    for (what, stream, problem) in [
+        ("no objects", &no_objects, "incomplete"),
+        ("objects short of the size", &short, "incomplete"),
+        ("another file's object", &swapped, "wrong-id"),
+    ] {
+        let before = s.sb.snapshot_names();
+        if problem == "incomplete" {
+            let out = s.sb.index_write_with(stream, &[]);
+            assert_code(&out, 3, &format!("bk-index write of {what}"));
+            let err = stderr(&out);
+            assert!(err.contains(VICTIM) && err.contains("no snapshot written"), "{what}: {err}");
+            assert_eq!(s.sb.snapshot_names(), before, "{what}: no snapshot");
+        }
+        let out = s.sb.verify(stream, &[]);
+        assert_code(&out, 1, &format!("bk-verify of {what}"));
+        let found = problems(&out);
+        assert!(
+            found.iter().any(|p| p["problem"] == problem && p["path"] == VICTIM),
+            "{what}: {found:?}"
+        );
+    }
+    // The records as stored pass.
+    assert_ok(&s.sb.verify(&s.shown, &[]), "bk-verify of the snapshot");
+}
