@@ -461,5 +461,7 @@ fn help_texts_name_options_and_exit_statuses() {
         .success()
         .stdout(predicate::str::contains("Usage: bk-hash"))
         .stdout(predicate::str::contains("--jobs <N>"))
-        .stdout(predicate::str::contains("3   malformed input record"));
+        .stdout(predicate::str::contains(
+            "3   malformed or incomplete input",
+        ));
 }
