@@ -299,6 +299,9 @@ fn sort_item(rec: &Record) -> Result<SortItem> {
 /// reads next time.
 struct Catalogue {
     stored: ObjectSizes,
+    /// Root and path of the record taken last: records come sorted, so a
+    /// duplicate is the next one.
+    last: Option<(Vec<u8>, Vec<u8>)>,
     summary: Summary,
     mac: Option<StreamMac>,
     cache: CacheWriter,
@@ -310,6 +313,7 @@ impl Catalogue {
         let name = SnapshotName::new(maker.time.unwrap_or_else(SystemTime::now), maker.host, keys);
         Ok(Catalogue {
             stored: ObjectSizes::new(repo, list_objects)?,
+            last: None,
             mac: Some(keys.snapshot_mac(name.as_str())),
             summary: Summary::named(name.as_str()),
             cache: CacheWriter::new(repo.id(), keys),
@@ -319,6 +323,24 @@ impl Catalogue {
     /// Takes one record on its way into the snapshot (`item.line`, which
     /// the snapshot gets followed by a newline).
     fn add(&mut self, repo: &Repo, item: &SortItem, rec: &Record) -> Result<()> {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(root, path)| *root == item.root && *path == item.path)
+        {
+            return Err(Error::bad_input(format!(
+                "{}: two records of root {} (no snapshot written; was a stream given twice?)",
+                rec.display_path(),
+                String::from_utf8_lossy(&item.root)
+            )));
+        }
+        match &mut self.last {
+            Some((root, path)) => {
+                root.clone_from(&item.root);
+                path.clone_from(&item.path);
+            }
+            None => self.last = Some((item.root.clone(), item.path.clone())),
+        }
         check_sealed(repo, &self.stored, rec)?;
         self.summary.add(rec);
         if let Some(mac) = &mut self.mac {

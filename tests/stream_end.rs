@@ -498,3 +498,18 @@ fn two_complete_streams_one_after_the_other_make_one_snapshot() {
     assert_ok(&sealed, "bk-seal of two scans");
     sb.index_write(&sealed.stdout);
 }
+
+#[test]
+fn the_same_stream_given_twice_is_refused_not_written_with_duplicates() {
+    let sb = Sandbox::new();
+    let a = sb.path("a");
+    small_files(&a, 10, 300);
+    let backup = sb.backup(&a);
+    let before = sb.snapshot_names();
+    let twice = [&backup.sealed[..], &backup.sealed[..]].concat();
+    let index = sb.index_write_with(&twice, &[]);
+    assert_code(&index, 3, "bk-index write of one stream given twice");
+    let err = stderr(&index);
+    assert!(err.contains("two records of root") && err.contains("no snapshot written"), "{err}");
+    assert_eq!(sb.snapshot_names(), before, "no snapshot was written");
+}
