@@ -269,7 +269,7 @@ impl Outcome {
     /// Reports `err` on stderr (prefixed with the program name) and
     /// remembers its severity.
     pub fn report(&mut self, program: &str, err: &Error) {
-        eprintln!("{program}: {err}");
+        crate::say!("{program}: {err}");
         self.note(err.kind());
     }
 

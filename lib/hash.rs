@@ -89,7 +89,7 @@ pub fn run(cli: HashCli) -> Result<i32> {
         pause,
     )?;
     progress.finish();
-    eprintln!(
+    crate::say!(
         "{PROGRAM}: {} files seen, {} reused unread, {} hashed ({} bytes read), {:.1}s",
         stats.files.load(Ordering::Relaxed),
         stats.reused.load(Ordering::Relaxed),

@@ -208,7 +208,7 @@ pub fn for_repo(
             Some(s) => {
                 let k = recover(repo, s)?;
                 save_local(&k, &path)?;
-                eprintln!("bk: recovered the repository id key into {}", path.display());
+                crate::say!("bk: recovered the repository id key into {}", path.display());
                 k
             }
             None => {

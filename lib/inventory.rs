@@ -222,7 +222,7 @@ fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
             // that a crash, or a full disk under an older bk, cut short.
             // Its objects were stored, so they only show as uninventoried.
             if !complete && parsed.is_err() {
-                eprintln!(
+                crate::say!(
                     "bk-verify: {shown}: ignoring its torn last line (line {n}, {} bytes without an end of line, left by an interrupted write); the objects it named count as not in the inventory",
                     line.len()
                 );
@@ -305,12 +305,12 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
         }
         if r["problem"] == "unreadable" {
             unreadable += 1;
-            eprintln!("bk-verify: {}", r["detail"].as_str().unwrap_or_default());
+            crate::say!("bk-verify: {}", r["detail"].as_str().unwrap_or_default());
         }
         out.write_value(r).map_err(record::stdout_error)?;
     }
     out.flush().map_err(record::stdout_error)?;
-    eprintln!(
+    crate::say!(
         "bk-verify: inventory: {} objects in the inventory, {} object files re-hashed ({} bytes): {faults} problems, {warnings} objects not in the inventory",
         inventory.len(),
         files.len(),

@@ -79,7 +79,7 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     }
     let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
     if secret.is_none() {
-        eprintln!(
+        crate::say!(
             "bk-index forget: no --key given: grouping snapshots by host only (with the secret \
              key they are grouped by host and roots)"
         );
@@ -147,7 +147,7 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
         for (&i, r) in members.iter().zip(reasons) {
             snaps[i].reasons = r;
         }
-        eprintln!(
+        crate::say!(
             "bk-index forget: host {host}{}: {} snapshots, keeping {keep}, {} {}",
             roots
                 .as_ref()
@@ -200,7 +200,7 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
         }
     }
     out.flush().map_err(record::stdout_error)?;
-    eprintln!(
+    crate::say!(
         "bk-index forget: {kept} snapshots kept, {removed} {}",
         if args.dry_run {
             "would be removed (dry run: nothing removed)"
@@ -308,7 +308,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
             }
             let key = storage::join(&dir, &entry.name);
             let Some(id) = parse_id(&entry.name) else {
-                eprintln!(
+                crate::say!(
                     "bk-index prune: leaving alone {}: not an object name",
                     store.describe(&key)
                 );
@@ -350,7 +350,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     } else {
         "deleted"
     };
-    eprintln!(
+    crate::say!(
         "bk-index prune: {} snapshots reference {} objects; {verb} {} unreferenced objects \
          ({} bytes) and {} temporary files ({} bytes); kept {} objects ({} bytes), {} of them \
          unreferenced but younger than the grace period {}; {:.1}s",
@@ -367,7 +367,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
         started.elapsed().as_secs_f64()
     );
     if report.missing_referenced > 0 {
-        eprintln!(
+        crate::say!(
             "bk-index prune: warning: {} referenced objects are missing from the repository \
              ({seen} objects found); run bk-verify",
             report.missing_referenced
@@ -453,13 +453,13 @@ pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
     }
     out.flush().map_err(record::stdout_error)?;
     for lock in &kept {
-        eprintln!(
+        crate::say!(
             "bk-index unlock: kept live lock {}: {} (remove it with --all only if that program is not running)",
             lock.shown,
             lock.describe()
         );
     }
-    eprintln!(
+    crate::say!(
         "bk-index unlock: removed {} locks, {} live locks kept",
         removed.len(),
         kept.len()

@@ -255,7 +255,7 @@ impl RepoLock {
             for other in others.into_iter().filter(|o| o.key != key) {
                 if let Some(why) = &other.stale {
                     if warned.insert(other.key.clone()) {
-                        eprintln!(
+                        crate::say!(
                             "{program}: ignoring stale lock {} ({}: {why}); `bk-index unlock --repo {}` removes it",
                             other.shown,
                             other.describe(),
@@ -380,7 +380,7 @@ fn refresh_loop(store: &dyn Storage, key: &str, mut info: LockInfo, stop: &(Mute
         }
         info.refreshed = rfc3339(SystemTime::now());
         if let Err(e) = write_lock_file(store, key, &info, Commit::Replace) {
-            eprintln!("{}: cannot refresh lock: {e}", info.program);
+            crate::say!("{}: cannot refresh lock: {e}", info.program);
         }
     }
 }

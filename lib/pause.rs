@@ -37,13 +37,13 @@ impl Pause {
             return;
         }
         if !self.announced.swap(true, Ordering::SeqCst) {
-            eprintln!("{}: paused: {} exists", self.program, file.display());
+            crate::say!("{}: paused: {} exists", self.program, file.display());
         }
         while file.exists() {
             std::thread::sleep(POLL);
         }
         if self.announced.swap(false, Ordering::SeqCst) {
-            eprintln!("{}: resumed", self.program);
+            crate::say!("{}: resumed", self.program);
         }
     }
 }

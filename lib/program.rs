@@ -11,7 +11,7 @@ use crate::error::{exit, Kind, Result};
 pub fn main_with<C: Parser>(program: &str, run: impl FnOnce(C) -> Result<i32>) -> ! {
     crate::alloc::tune();
     if let Err(e) = crate::config::load_into_env(program) {
-        eprintln!("{program}: {e}");
+        crate::say!("{program}: {e}");
         std::process::exit(exit::USAGE);
     }
     let cli = C::parse();
@@ -19,7 +19,7 @@ pub fn main_with<C: Parser>(program: &str, run: impl FnOnce(C) -> Result<i32>) -
         Ok(code) => code,
         Err(e) if e.kind() == Kind::BrokenPipe => e.exit_code(),
         Err(e) => {
-            eprintln!("{program}: {e}");
+            crate::say!("{program}: {e}");
             e.exit_code()
         }
     };

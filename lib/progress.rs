@@ -59,7 +59,7 @@ impl Progress {
         if let Some(last) = self.plain {
             if last.elapsed() >= Duration::from_secs(2) {
                 let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                eprintln!(
+                crate::say!(
                     "{}: {} files, {} ({}/s)",
                     self.program,
                     self.files,

@@ -237,7 +237,7 @@ pub fn restore(
             r.outcome.report(PROGRAM, &e);
         }
         if r.disk_full {
-            eprintln!("{PROGRAM}: stopping: the target file system is full; later records were not restored");
+            crate::say!("{PROGRAM}: stopping: the target file system is full; later records were not restored");
             break;
         }
     }
@@ -909,7 +909,7 @@ impl<'a> Restorer<'a> {
         let first = match self.links.find(&id, rec) {
             LinkMatch::First => return Linked::First,
             LinkMatch::Differs(first) => {
-                eprintln!("{PROGRAM}: note: {shown} has the device and inode of {} but another size or sha256 (not the same file: replaced while it was backed up?); restored as a separate file", first.shown);
+                crate::say!("{PROGRAM}: note: {shown} has the device and inode of {} but another size or sha256 (not the same file: replaced while it was backed up?); restored as a separate file", first.shown);
                 self.notes.links_differ += 1;
                 return Linked::Differs;
             }
@@ -949,7 +949,7 @@ impl<'a> Restorer<'a> {
         {
             self.notes.links_copied += 1;
             if self.notes.links_copied == 1 {
-                eprintln!("{PROGRAM}: more than {MAX_PENDING_LINKS} hard-linked files wait for their other links; further links are restored as separate copies");
+                crate::say!("{PROGRAM}: more than {MAX_PENDING_LINKS} hard-linked files wait for their other links; further links are restored as separate copies");
             }
         }
     }
@@ -982,7 +982,7 @@ impl<'a> Restorer<'a> {
         if kind != SFlag::S_IFIFO && !self.as_root {
             self.notes.devices += 1;
             if self.notes.devices == 1 {
-                eprintln!("{PROGRAM}: {shown}: device not restored (making devices needs root); further devices are counted at the end");
+                crate::say!("{PROGRAM}: {shown}: device not restored (making devices needs root); further devices are counted at the end");
             }
             return Ok(());
         }
@@ -1053,7 +1053,7 @@ impl<'a> Restorer<'a> {
         } else if rec.uid != self.euid || rec.gid != self.egid {
             self.notes.owners += 1;
             if self.notes.owners == 1 {
-                eprintln!("{PROGRAM}: not running as root: entries get your own user and group, not the recorded owners (first: {shown}, owner {}:{})", rec.uid, rec.gid);
+                crate::say!("{PROGRAM}: not running as root: entries get your own user and group, not the recorded owners (first: {shown}, owner {}:{})", rec.uid, rec.gid);
             }
         }
     }
@@ -1116,7 +1116,7 @@ impl<'a> Restorer<'a> {
         if !self.as_root && denied && !name.starts_with("user.") && !meta::is_acl(name) {
             self.notes.xattrs += 1;
             if self.notes.xattrs == 1 {
-                eprintln!("{PROGRAM}: {shown}: xattr {name} not set (needs root); further ones are counted at the end");
+                crate::say!("{PROGRAM}: {shown}: xattr {name} not set (needs root); further ones are counted at the end");
             }
             return;
         }
@@ -1156,28 +1156,28 @@ impl<'a> Restorer<'a> {
         self.report_roots();
         let n = &self.notes;
         if n.owners > 0 {
-            eprintln!("{PROGRAM}: note: {} entries keep your user and group instead of the recorded owners (restore as root to set them)", n.owners);
+            crate::say!("{PROGRAM}: note: {} entries keep your user and group instead of the recorded owners (restore as root to set them)", n.owners);
         }
         if n.devices > 0 {
-            eprintln!(
+            crate::say!(
                 "{PROGRAM}: note: {} devices not restored (restore as root to make them)",
                 n.devices
             );
         }
         if n.xattrs > 0 {
-            eprintln!("{PROGRAM}: note: {} extended attributes outside the user namespace not set (restore as root to set them)", n.xattrs);
+            crate::say!("{PROGRAM}: note: {} extended attributes outside the user namespace not set (restore as root to set them)", n.xattrs);
         }
         if n.links_copied > 0 {
-            eprintln!(
+            crate::say!(
                 "{PROGRAM}: note: {} hard links restored as separate copies",
                 n.links_copied
             );
         }
         if n.links_differ > 1 {
-            eprintln!("{PROGRAM}: note: {} records share a device and inode with a record of other content; each was restored as a separate file", n.links_differ);
+            crate::say!("{PROGRAM}: note: {} records share a device and inode with a record of other content; each was restored as a separate file", n.links_differ);
         }
         if self.outcome.exit_code() != 0 && self.outcome.errors > 0 {
-            eprintln!("{PROGRAM}: {} problems", self.outcome.errors);
+            crate::say!("{PROGRAM}: {} problems", self.outcome.errors);
         }
     }
 }
@@ -1194,13 +1194,13 @@ impl Restorer<'_> {
             .map(|p| (p.root.clone(), p.refused))
             .collect();
         for (root, n) in refused {
-            eprintln!(
+            crate::say!(
                 "{PROGRAM}: root {:?}: {n} records not restored (the root was refused)",
                 root.unwrap_or_default()
             );
         }
         if self.roots.over_limit > 0 {
-            eprintln!(
+            crate::say!(
                 "{PROGRAM}: {} records of roots past the first {MAX_ROOTS} not restored",
                 self.roots.over_limit
             );
@@ -1228,7 +1228,7 @@ impl Restorer<'_> {
                 format!("--root {only:?}: no record has this root; nothing restored ({seen})");
             self.fault(msg);
         } else if self.roots.skipped > 0 {
-            eprintln!(
+            crate::say!(
                 "{PROGRAM}: note: {} records of other roots than {only:?} skipped ({others}{})",
                 self.roots.skipped,
                 if self.roots.others.len() >= 5 {

@@ -299,7 +299,7 @@ impl<W: Write> Scanner<W> {
         match meta::read_xattrs(full) {
             Ok(x) => {
                 for why in &x.skipped {
-                    eprintln!("{PROGRAM}: warning: {}: {why}, left out", meta::shown(full));
+                    crate::say!("{PROGRAM}: warning: {}: {why}, left out", meta::shown(full));
                 }
                 rec.xattrs = x.values;
             }

@@ -208,7 +208,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
     }
     out.flush().map_err(record::stdout_error)?;
     progress.finish();
-    eprintln!(
+    crate::say!(
         "bk-seal: {} files seen, {} reused, {} new objects added ({} bytes stored), {} bytes read, {:.1}s",
         sealer.files.load(Ordering::Relaxed),
         sealer.reused.load(Ordering::Relaxed),

@@ -376,11 +376,11 @@ impl Policy {
                 "signed by {issuer}, which is not among the --signer keys"
             ))),
             Status::Unsigned => {
-                eprintln!("{program}: warning: snapshot {name} is not signed");
+                crate::say!("{program}: warning: snapshot {name} is not signed");
                 Ok(())
             }
             Status::Unknown(issuer) => {
-                eprintln!(
+                crate::say!(
                     "{program}: warning: snapshot {name} is signed by {issuer}, which is not among the --signer keys"
                 );
                 Ok(())

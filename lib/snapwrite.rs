@@ -243,7 +243,7 @@ fn collect<'scope, 'env>(
         ));
     }
     if !input.is_checked() {
-        eprintln!(
+        crate::say!(
             "bk-index: note: the input did not start with a begin record (typed by hand, or filtered by jq?), so whether every stage before {PROGRAM} finished could not be checked"
         );
     }
@@ -379,9 +379,8 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
             "{shown}: file record has no objects; pipe it through bk-seal first (no snapshot written)"
         ))
     })?;
-    crate::repo::check_objects_cover_size(rec.size, objects).map_err(|why| {
-        Error::bad_input(format!("{shown}: {why} (no snapshot written)"))
-    })?;
+    crate::repo::check_objects_cover_size(rec.size, objects)
+        .map_err(|why| Error::bad_input(format!("{shown}: {why} (no snapshot written)")))?;
     for obj in objects {
         check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
         if stored.get(repo, &obj.id)?.is_none() {

@@ -236,7 +236,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let mut orphans = 0u64;
     if let Some(referenced) = &v.referenced {
         if failed.errors > 0 {
-            eprintln!("bk-verify: orphans not listed: some snapshots could not be read, so objects only they reference would look orphaned");
+            crate::say!("bk-verify: orphans not listed: some snapshots could not be read, so objects only they reference would look orphaned");
         } else {
             let referenced = lock(referenced);
             for (id, stored) in crate::inventory::object_files(&v.repo)? {
@@ -282,7 +282,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     if cli.orphans {
         summary += &format!(", {orphans} orphaned objects");
     }
-    eprintln!("{summary}");
+    crate::say!("{summary}");
     if cli.orphans_fail && orphans > 0 {
         problems += orphans;
     }
@@ -630,7 +630,7 @@ impl<S> LinkChecked<S> {
             };
             if !self.links.remember(key, rec, first) && !self.full_noted {
                 self.full_noted = true;
-                eprintln!("bk-verify: more than {} hard-linked files wait for their other links; further ones are not checked for a mismatch", crate::restore::MAX_PENDING_LINKS);
+                crate::say!("bk-verify: more than {} hard-linked files wait for their other links; further ones are not checked for a mismatch", crate::restore::MAX_PENDING_LINKS);
             }
             return;
         };
@@ -638,7 +638,7 @@ impl<S> LinkChecked<S> {
             "{:?} has the device and inode of {other:?} but another size or sha256: not the same file (bk-open restores it as a separate file)",
             rec.path
         );
-        eprintln!("bk-verify: warning: {detail}");
+        crate::say!("bk-verify: warning: {detail}");
         let mut link = json!({ "other": other, "detail": detail });
         if let Some(b) = other_b64 {
             link["other_b64"] = b.into();

@@ -528,6 +528,12 @@ fn bk_seal_reads_again_a_file_whose_reused_objects_do_not_match() {
     let to = sb.path("restore");
     assert_ok(&sb.restore(&shown.stdout, &to), "restore");
     let tree = fs::canonicalize(&tree).unwrap();
-    assert_eq!(fs::read(restored(&to, &tree).join("a.txt")).unwrap(), b"alpha\n");
-    assert_eq!(fs::read(restored(&to, &tree).join("b.txt")).unwrap(), b"bravo\n");
+    assert_eq!(
+        fs::read(restored(&to, &tree).join("a.txt")).unwrap(),
+        b"alpha\n"
+    );
+    assert_eq!(
+        fs::read(restored(&to, &tree).join("b.txt")).unwrap(),
+        b"bravo\n"
+    );
 }

@@ -876,14 +876,19 @@ fn file_records_whose_objects_do_not_hold_their_content_are_refused_and_reported
             let out = s.sb.index_write_with(stream, &[]);
             assert_code(&out, 3, &format!("bk-index write of {what}"));
             let err = stderr(&out);
-            assert!(err.contains(VICTIM) && err.contains("no snapshot written"), "{what}: {err}");
+            assert!(
+                err.contains(VICTIM) && err.contains("no snapshot written"),
+                "{what}: {err}"
+            );
             assert_eq!(s.sb.snapshot_names(), before, "{what}: no snapshot");
         }
         let out = s.sb.verify(stream, &[]);
         assert_code(&out, 1, &format!("bk-verify of {what}"));
         let found = problems(&out);
         assert!(
-            found.iter().any(|p| p["problem"] == problem && p["path"] == VICTIM),
+            found
+                .iter()
+                .any(|p| p["problem"] == problem && p["path"] == VICTIM),
             "{what}: {found:?}"
         );
     }

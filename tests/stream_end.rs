@@ -439,14 +439,22 @@ fn records_typed_by_hand_still_make_a_snapshot() {
     assert!(kept.starts_with(BEGIN) && kept.ends_with(END));
     let index = sb.index_write_with(&kept, &[]);
     assert_ok(&index, "bk-index write after jq kept the control records");
-    assert!(!stderr(&index).contains("note: the input"), "{}", describe(&index));
+    assert!(
+        !stderr(&index).contains("note: the input"),
+        "{}",
+        describe(&index)
+    );
     let dropped = jq("select(.size > 12)");
     let index = sb.index_write_with(&dropped, &[]);
     assert_ok(
         &index,
         "bk-index write after jq dropped the control records",
     );
-    assert!(stderr(&index).contains("note: the input"), "{}", describe(&index));
+    assert!(
+        stderr(&index).contains("note: the input"),
+        "{}",
+        describe(&index)
+    );
     assert_eq!(sb.snapshot_names().len(), 5);
 }
 
@@ -468,7 +476,11 @@ fn two_complete_streams_one_after_the_other_make_one_snapshot() {
     let snapshots = sb.snapshot_names();
     let index = sb.index_write_with(&sealed, &[]);
     assert_ok(&index, "bk-index write of two streams");
-    assert!(!stderr(&index).contains("note: the input"), "{}", describe(&index));
+    assert!(
+        !stderr(&index).contains("note: the input"),
+        "{}",
+        describe(&index)
+    );
     let new: Vec<String> = sb
         .snapshot_names()
         .difference(&snapshots)
@@ -510,6 +522,9 @@ fn the_same_stream_given_twice_is_refused_not_written_with_duplicates() {
     let index = sb.index_write_with(&twice, &[]);
     assert_code(&index, 3, "bk-index write of one stream given twice");
     let err = stderr(&index);
-    assert!(err.contains("two records of root") && err.contains("no snapshot written"), "{err}");
+    assert!(
+        err.contains("two records of root") && err.contains("no snapshot written"),
+        "{err}"
+    );
     assert_eq!(sb.snapshot_names(), before, "no snapshot was written");
 }
