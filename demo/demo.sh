@@ -105,6 +105,11 @@ nobj=$(find "$repo/objects" -type f | wc -l)
 echo "    $nobj objects in the repository for $nfiles files"
 if ((nobj < nfiles)); then ok "duplicate contents are stored once"; else bad "expected fewer objects ($nobj) than files ($nfiles)"; fi
 
+step "Certifying the repository's id key with your key (once, where the secret key is)"
+cert=$(bk-index certify --repo "$repo" --key "$sec" --passphrase-file "$pass" 2>"$tmp/certify.log") ||
+    { cat "$tmp/certify.log" >&2; die "bk-index certify failed"; }
+echo "    $cert: your key's signature over the repository id and its id key"
+
 step "Backing up again: nothing changed, so nothing new is stored"
 snap2=$(bk-scan "$tree" | bk-hash | bk-seal --repo "$repo" -r "$pub" | bk-index write --repo "$repo" -r "$pub")
 echo "    snapshot $snap2"
@@ -121,6 +126,23 @@ fi
 
 step "bk-index list"
 bk-index list --repo "$repo" --key "$sec" --passphrase-file "$pass"
+
+step "A snapshot forged with your public key alone is refused"
+forged=$repo/snapshots/29991231T235959.000000Z-attacker-00000000.pgp
+bk-index show latest --repo "$repo" --key "$sec" --passphrase-file "$pass" |
+    sed 's/"mode":33188/"mode":35309/' |
+    "${gpg_quiet[@]}" --trust-model always -r demo@example.invalid --encrypt > "$tmp/forged.pgp"
+mv "$tmp/forged.pgp" "$forged"
+rc=0
+bk-index show "$(basename "$forged")" --repo "$repo" --key "$sec" --passphrase-file "$pass" \
+    >/dev/null 2>"$tmp/forged.log" || rc=$?
+sed 's/^/    /' "$tmp/forged.log"
+if ((rc == 5)); then
+    ok "refused with exit status 5; \"latest\" is still your own snapshot"
+else
+    bad "bk-index show of a snapshot made with the public key alone exited $rc (expected 5)"
+fi
+rm -f "$forged"
 
 step "bk-index show latest | bk-verify --read-data"
 if bk-index show latest --repo "$repo" --key "$sec" --passphrase-file "$pass" |
