@@ -80,13 +80,26 @@ pub fn run(cli: ScanCli) -> Result<i32> {
     let mut scanner = Scanner::new(opts, stdout_records())?;
     // Roots in snapshot order (bytewise), so the stream is sorted as a
     // whole and bk-index can write the snapshot as it arrives.
-    let mut paths: Vec<&PathBuf> = cli.paths.iter().collect();
-    paths.sort_by_cached_key(|p| {
+    let key = |p: &Path| {
         std::path::absolute(p)
             .map(|abs| tidy(&abs).into_os_string().into_vec())
             .unwrap_or_default()
-    });
+    };
+    let mut paths: Vec<&PathBuf> = cli.paths.iter().collect();
+    paths.sort_by_cached_key(|p| key(p));
+    let mut last: Option<Vec<u8>> = None;
     for path in paths {
+        // The same root twice would give every entry twice, which no
+        // snapshot may hold: scan it once.
+        let this = key(path);
+        if last.as_ref() == Some(&this) && !this.is_empty() {
+            crate::say!(
+                "{PROGRAM}: note: {} given more than once; scanned once",
+                path.display()
+            );
+            continue;
+        }
+        last = Some(this);
         scanner.scan_path(path)?;
     }
     scanner.finish()

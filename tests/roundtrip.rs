@@ -601,7 +601,8 @@ fn init_checks_the_id_key_path_before_creating_anything(sb: Sandbox) {
     a.extend(args!["--id-key", &fresh]);
     let again = sb.run("bk-seal", &a, &hashed);
     assert_ok(&again, "bk-seal with the new id key");
-    sb.index_write(&again.stdout);
+    let out = sb.index_write_with(&again.stdout, &args!["--id-key", &fresh]);
+    assert_ok(&out, "bk-index write with the new id key");
 }
 
 backend_tests!(

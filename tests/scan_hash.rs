@@ -465,3 +465,30 @@ fn help_texts_name_options_and_exit_statuses() {
             "3   malformed or incomplete input",
         ));
 }
+
+#[test]
+fn a_path_given_twice_is_scanned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("docs");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("a"), b"a").unwrap();
+    let slash = root.join("");
+    let dotted = dir.path().join("./docs/.");
+    let out = bin("bk-scan")
+        .args([root.as_os_str(), slash.as_os_str(), dotted.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out.stdout);
+    assert_eq!(paths(&recs), [".", "a"], "each entry once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("given more than once; scanned once").count(),
+        2,
+        "{err}"
+    );
+}
