@@ -21,7 +21,8 @@ Exit status:
   2   bad command line or configuration
   3   malformed or incomplete input (a stage before stopped early: no end record)
   4   key problem (unreadable key, wrong secret key, wrong passphrase)
-  5   repository problem (missing/unknown repository, missing or corrupt object or snapshot)
+  5   repository problem (missing/unknown repository, missing or corrupt object or snapshot,
+      a snapshot that cannot be authenticated)
   6   local I/O error (disk full, permission denied on output)
   11  repository locked by another run (try again later, or give --wait)
   24  partial: some files vanished, changed or were unreadable; the rest was stored";
@@ -346,7 +347,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     name = "bk-index",
     version,
     about = "Write, list and show encrypted snapshots (the catalogue)",
-    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n  bk-index forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  bk-index prune --key secret.asc --wait 1h\n  bk-index unlock\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed or incomplete input (write: a stage before stopped early, no snapshot written)\n  4   key problem\n  5   repository problem (missing object, unknown snapshot)\n  6   local I/O error\n  11  repository locked by another run (try again later, or give --wait)")
+    after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal | bk-index write\n  bk-index list --repo /mnt/backup\n  bk-index show latest --key secret.asc --csv > files.csv\n  bk-index show latest | jq -c 'select(.path|startswith(\"docs/\"))' | bk-open --to /restore\n  bk-index forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run\n  bk-index prune --key secret.asc --wait 1h\n  bk-index unlock\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed or incomplete input (write: a stage before stopped early, no snapshot written)\n  4   key problem\n  5   repository problem (missing object, unknown snapshot, a snapshot that cannot be authenticated)\n  6   local I/O error\n  11  repository locked by another run (try again later, or give --wait)")
 )]
 pub struct IndexCli {
     #[command(flatten)]
@@ -604,7 +605,7 @@ replaced while it was backed up, its inode number reused) are reported as \
 {\"problem\":\"hardlink-mismatch\",\"path\":…,\"other\":…} and a line on stderr; bk-open restores \
 them as separate files, so nothing is lost and, like orphans, they do not change the exit \
 status.",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n  bk-verify --all-snapshots --orphans --read-data-subset today/7 --key secret.asc\n  bk-verify --inventory --repo /srv/backup   (storage side, no key)\n\n", "Exit status:\n  0   every record checked out (hard-link mismatches and orphans are warnings)\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem")
+    after_help = concat!("Examples:\n  bk-index show latest | bk-verify\n  bk-index show latest | bk-verify --read-data --key secret.asc\n  bk-verify --all-snapshots --orphans --read-data-subset today/7 --key secret.asc\n  bk-verify --inventory --repo /srv/backup   (storage side, no key)\n\n", "Exit status:\n  0   every record checked out (hard-link mismatches and orphans are warnings)\n  1   problems found (one result record each)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (with --all-snapshots: a snapshot that cannot be authenticated)")
 )]
 pub struct VerifyCli {
     #[command(flatten)]
@@ -658,7 +659,7 @@ DIR/ROOT (/home/a/docs: DIR/home/a/docs), or with --root ROOT only that root, st
 into DIR. Paths that would leave DIR (absolute, '..', through a symlink) are refused, and \
 so is any record that would replace what another root's record put there (overlapping \
 roots such as /usr and /usr/share).",
-    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore          (/home/a/docs -> /restore/home/a/docs)\n  bk-index show latest | bk-open --root /home/a/docs --to ~/docs-back\n  bk-index show latest | jq -c 'select(.path==\"letters/tax.pdf\")' | bk-open --root /home/a/docs --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object)\n  6   local I/O error (disk full)")
+    after_help = concat!("Examples:\n  bk-index show latest | bk-open --to /restore          (/home/a/docs -> /restore/home/a/docs)\n  bk-index show latest | bk-open --root /home/a/docs --to ~/docs-back\n  bk-index show latest | jq -c 'select(.path==\"letters/tax.pdf\")' | bk-open --root /home/a/docs --to .\n  bk-open --snapshot latest --signer me.asc --require-signature --to /restore\n  bk-open --object 3fa9… > chunk.bin\n\n", "Exit status:\n  0   success\n  1   some entries could not be restored (each named on stderr)\n  2   bad command line or configuration\n  3   malformed input record\n  4   key problem\n  5   repository problem (missing or corrupt object; with --snapshot, a snapshot that cannot be authenticated)\n  6   local I/O error (disk full)")
 )]
 pub struct OpenCli {
     #[command(flatten)]
