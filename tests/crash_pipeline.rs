@@ -148,16 +148,7 @@ fn snapshots(sb: &Sandbox) -> BTreeSet<String> {
 /// `latest` and the reuse cache, which a killed run must leave as they
 /// were.
 fn committed(sb: &Sandbox) -> (Vec<u8>, BTreeMap<PathBuf, Vec<u8>>) {
-    let dir = sb.snapshot_cache_dir();
-    let cache = files_under(&dir)
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().starts_with('.'))
-        .map(|p| {
-            let bytes = fs::read(dir.join(&p)).unwrap();
-            (p, bytes)
-        })
-        .collect();
-    (sb.show_latest(), cache)
+    (sb.show_latest(), sb.reuse_cache_files())
 }
 
 /// The regular files of `tree` (relative path → sha256 of the content).

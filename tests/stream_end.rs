@@ -42,17 +42,12 @@ struct Committed {
 }
 
 fn committed(sb: &Sandbox) -> Committed {
-    let dir = sb.snapshot_cache_dir();
-    // (Temporary files of a run in progress left out.)
-    let cache: BTreeMap<PathBuf, Vec<u8>> = files_under(&dir)
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().starts_with('.'))
-        .map(|p| {
-            let bytes = fs::read(dir.join(&p)).unwrap();
-            (p, bytes)
-        })
-        .collect();
-    assert!(!cache.is_empty(), "no reuse cache in {}", dir.display());
+    let cache = sb.reuse_cache_files();
+    assert!(
+        !cache.is_empty(),
+        "no reuse cache in {}",
+        sb.snapshot_cache_dir().display()
+    );
     Committed {
         snapshots: sb.snapshot_names(),
         latest: sb.show_latest(),

@@ -1777,6 +1777,21 @@ impl Sandbox {
         }
     }
 
+    /// Every file of the local reuse cache and its bytes (temporary files
+    /// of a run in progress left out): what a refused run must leave as it
+    /// was.
+    pub fn reuse_cache_files(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let dir = self.snapshot_cache_dir();
+        files_under(&dir)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().starts_with('.'))
+            .map(|p| {
+                let bytes = fs::read(dir.join(&p)).unwrap();
+                (p, bytes)
+            })
+            .collect()
+    }
+
     /// `--reuse auto --repo R`: the arguments of an incremental bk-hash.
     pub fn reuse_auto_args(&self) -> Vec<OsString> {
         args!["--reuse", "auto", "--repo", self.repo_url()]
