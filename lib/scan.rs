@@ -7,7 +7,8 @@
 //! entries come in file-name order so two scans of an unchanged tree give
 //! the same stream.
 //!
-//! Each record names its root (the PATH made absolute, not canonicalised)
+//! Each record names its root (the PATH made absolute; a `..` in it is
+//! resolved for the parent, symlinks are kept)
 //! and a path relative to it; the root directory itself is the entry `"."`
 //! so a restore can give the target directory the root's mode and times,
 //! like `rsync SRC/ DST/`. A PATH that is not a directory (a file, or a
@@ -81,8 +82,8 @@ pub fn run(cli: ScanCli) -> Result<i32> {
     // Roots in snapshot order (bytewise), so the stream is sorted as a
     // whole and bk-index can write the snapshot as it arrives.
     let key = |p: &Path| {
-        std::path::absolute(p)
-            .map(|abs| tidy(&abs).into_os_string().into_vec())
+        root_path(p)
+            .map(|abs| abs.into_os_string().into_vec())
             .unwrap_or_default()
     };
     let mut paths: Vec<&PathBuf> = cli.paths.iter().collect();
@@ -134,6 +135,25 @@ fn tidy(path: &Path) -> PathBuf {
     path.components().collect()
 }
 
+/// The absolute, tidy path a PATH argument is recorded under. A `..` in it
+/// (`bk-scan ../docs`) is resolved through the file system, as `cd` would
+/// resolve it, for the parent only: a root must be a plain path for
+/// restore to give it a place, and the entry itself, a symlink say, stays
+/// what it is.
+fn root_path(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = tidy(&std::path::absolute(path)?);
+    if !abs
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Ok(abs);
+    }
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(fs::canonicalize(parent)?.join(name)),
+        _ => fs::canonicalize(&abs),
+    }
+}
+
 /// The cause of a bad `--exclude` glob, without the `!` this program put
 /// in front of it.
 fn glob_cause(err: &ignore::Error) -> String {
@@ -170,7 +190,7 @@ impl<W: Write> Scanner<W> {
     /// Only a failure to write the output is returned as an error; problems
     /// with the PATH or its entries are reported and remembered.
     pub fn scan_path(&mut self, path: &Path) -> Result<()> {
-        let abs = match std::path::absolute(path) {
+        let abs = match root_path(path) {
             Ok(abs) => abs,
             Err(e) => {
                 self.report_io(path, &e);

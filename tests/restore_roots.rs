@@ -291,13 +291,26 @@ fn unsafe_roots_are_refused_once_and_write_nothing_outside() {
     let dotted = sb.path("good/../real");
     sb.backup_roots(&[&good, &dotted]);
     let shown = sb.show_latest();
-    let dotted_str = dotted.to_str().unwrap();
+    let real_str = fs::canonicalize(&real)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(
         parse_records(&shown)
             .iter()
-            .any(|r| r["root"] == dotted_str),
-        "bk-scan keeps '..' in the root"
+            .any(|r| r["root"] == real_str.as_str()),
+        "bk-scan resolves '..' in a root"
     );
+    // A hand-made (or older) stream may still hold one.
+    let dotted_str = dotted.to_str().unwrap();
+    let mut recs = parse_records(&shown);
+    for r in &mut recs {
+        if r["root"] == real_str.as_str() {
+            r["root"] = dotted_str.into();
+        }
+    }
+    let shown = to_ndjson(&recs);
 
     let dest = sb.fresh_dir("restore");
     let out = sb.restore(&shown, &dest);
@@ -330,7 +343,7 @@ fn unsafe_roots_are_refused_once_and_write_nothing_outside() {
     let sealed_real = parse_records(&sb.show_latest());
     let file = sealed_real
         .iter()
-        .find(|r| r["root"] == dotted_str && r["kind"] == "file")
+        .find(|r| r["root"] == real_str.as_str() && r["kind"] == "file")
         .unwrap();
     let mut through = file.clone();
     through["root"] = Value::from(a.join("link").to_str().unwrap());
