@@ -20,9 +20,13 @@ use crate::crypto::{Recipients, SecretKeys};
 use crate::error::{io_cause, Error, Result};
 use crate::repo::Repo;
 
-/// The 32-byte secret that keys object ids.
+/// The 32-byte secret that keys object ids, with its HMAC state prepared
+/// once (an id is computed or checked for every file of every run).
 #[derive(Clone)]
-pub struct IdKey(Zeroizing<[u8; 32]>);
+pub struct IdKey {
+    key: Zeroizing<[u8; 32]>,
+    hmac: Hmac<Sha256>,
+}
 
 impl std::fmt::Debug for IdKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,27 +39,46 @@ impl IdKey {
     pub fn generate() -> IdKey {
         let mut k = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(k.as_mut());
-        IdKey(k)
+        IdKey::new(k)
     }
 
     /// A key with these bytes (tests and derivations).
     pub fn from_bytes(bytes: [u8; 32]) -> IdKey {
-        IdKey(Zeroizing::new(bytes))
+        IdKey::new(Zeroizing::new(bytes))
+    }
+
+    fn new(key: Zeroizing<[u8; 32]>) -> IdKey {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let hmac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        IdKey { key, hmac }
     }
 
     /// The key's bytes, for deriving the keys that authenticate snapshots
     /// and caches ([`crate::authkey`]); never written anywhere in clear but
     /// the local key file.
     pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.key
     }
 
     fn mac(&self, data: &[u8]) -> String {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = self.hmac.clone();
         mac.update(data);
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `id_hex` is the object id of a content with this hex
+    /// SHA-256 (false if either is not 64 hex digits).
+    pub fn id_matches(&self, sha256_hex: &str, id_hex: &str) -> bool {
+        let (mut digest, mut id) = ([0u8; 32], [0u8; 32]);
+        if hex::decode_to_slice(sha256_hex, &mut digest).is_err()
+            || hex::decode_to_slice(id_hex, &mut id).is_err()
+        {
+            return false;
+        }
+        let mut mac = self.hmac.clone();
+        mac.update(&digest);
+        mac.verify_slice(&id).is_ok()
     }
 
     /// The object id of a content with this hex SHA-256.
@@ -75,13 +98,13 @@ impl IdKey {
     }
 
     fn to_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(hex::encode(self.0.as_ref()))
+        Zeroizing::new(hex::encode(self.key.as_ref()))
     }
 
     fn from_hex(text: &str) -> Option<IdKey> {
         let bytes = Zeroizing::new(hex::decode(text.trim()).ok()?);
         let arr: [u8; 32] = bytes.as_slice().try_into().ok()?;
-        Some(IdKey(Zeroizing::new(arr)))
+        Some(IdKey::from_bytes(arr))
     }
 }
 
@@ -162,7 +185,7 @@ pub fn load_local(path: &Path) -> Result<Option<IdKey>> {
 pub fn encrypt(key: &IdKey, recipients: &Recipients) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     recipients
-        .encrypt(&key.0[..], &mut out, false)
+        .encrypt(&key.key[..], &mut out, false)
         .map_err(|e| Error::key(format!("encrypting the id key: {e}")))?;
     Ok(out)
 }
@@ -183,7 +206,7 @@ pub fn recover(repo: &Repo, secret: &SecretKeys) -> Result<IdKey> {
         .as_slice()
         .try_into()
         .map_err(|_| Error::repo("keys/id-key.pgp: does not hold a 32-byte key"))?;
-    Ok(IdKey(Zeroizing::new(arr)))
+    Ok(IdKey::from_bytes(arr))
 }
 
 /// Checks, before any real work, that `secret` can read this repository
@@ -228,4 +251,22 @@ pub fn for_repo(
         )));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_matches_only_the_id_of_that_sha256() {
+        let key = IdKey::from_bytes([9u8; 32]);
+        let sha = "ab".repeat(32);
+        let id = key.object_id(&sha).unwrap();
+        assert!(key.id_matches(&sha, &id));
+        assert!(!key.id_matches(&"ac".repeat(32), &id));
+        assert!(!IdKey::from_bytes([8u8; 32]).id_matches(&sha, &id));
+        assert!(!key.id_matches(&sha, &id[..62]));
+        assert!(!key.id_matches("zz", &id));
+        assert_eq!(key.check_value(), IdKey::from_bytes([9u8; 32]).check_value());
+    }
 }

@@ -473,7 +473,7 @@ impl Sealer {
             return false;
         }
         match objects.as_slice() {
-            [one] => self.id_key.object_id(sha).is_ok_and(|id| id == one.id),
+            [one] => self.id_key.id_matches(sha, &one.id),
             _ => true,
         }
     }

@@ -420,7 +420,7 @@ impl Verifier {
             });
         }
         if let (Some(id_key), [one], Some(sha)) = (&self.id_key, objects.as_slice(), &rec.sha256) {
-            if id_key.object_id(sha).is_ok_and(|id| id != one.id) {
+            if !id_key.id_matches(sha, &one.id) {
                 problems.push(Problem {
                     problem: "wrong-id",
                     object: Some(one.id.clone()),
