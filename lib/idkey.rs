@@ -267,6 +267,9 @@ mod tests {
         assert!(!IdKey::from_bytes([8u8; 32]).id_matches(&sha, &id));
         assert!(!key.id_matches(&sha, &id[..62]));
         assert!(!key.id_matches("zz", &id));
-        assert_eq!(key.check_value(), IdKey::from_bytes([9u8; 32]).check_value());
+        assert_eq!(
+            key.check_value(),
+            IdKey::from_bytes([9u8; 32]).check_value()
+        );
     }
 }

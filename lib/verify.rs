@@ -10,6 +10,7 @@
 //! `--inventory` is the keyless storage-side check ([`crate::inventory`]).
 
 use std::collections::{HashMap, HashSet};
+use std::io::Seek as _;
 use std::io::{self, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -318,9 +319,12 @@ fn id_bytes(id: &str) -> [u8; 32] {
 
 impl Verifier {
     /// The records of every snapshot in turn, each tagged with its
-    /// snapshot's name. A snapshot that cannot be decrypted, is badly
-    /// signed or is not a record stream is reported (and remembered in
-    /// `failed`), and the others are still checked.
+    /// snapshot's name. A snapshot that cannot be decrypted, is not
+    /// authentic or is not a record stream is reported (and remembered in
+    /// `failed`), and the others are still checked. Each snapshot is read
+    /// twice from its decrypted spool, once to check that every line is a
+    /// record and once to hand the records on, so memory does not grow
+    /// with its size.
     fn all_snapshot_records<'a>(
         &'a self,
         names: Vec<String>,
@@ -328,26 +332,33 @@ impl Verifier {
         failed: &'a Mutex<Outcome>,
     ) -> impl Iterator<Item = Result<Record>> + 'a {
         names.into_iter().flat_map(move |name| {
+            let none =
+                || -> Box<dyn Iterator<Item = Result<Record>>> { Box::new(std::iter::empty()) };
             let Some(key) = &self.key else {
-                return Vec::new().into_iter();
+                return none();
             };
-            let records = decrypt_snapshot(&self.repo, key, &name, policy).and_then(|spool| {
-                record::RecordReader::new(BufReader::new(spool))
-                    .map(|r| {
+            let tmp = std::env::temp_dir();
+            let spool = decrypt_snapshot(&self.repo, key, &name, policy).and_then(|mut spool| {
+                for r in record::RecordReader::new(BufReader::new(&spool)) {
+                    r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+                }
+                spool.rewind().map_err(|e| Error::io(&tmp, e))?;
+                Ok(spool)
+            });
+            match spool {
+                Ok(spool) => Box::new(record::RecordReader::new(BufReader::new(spool)).map(
+                    move |r| {
                         r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))
                             .map(|mut rec| {
                                 rec.extra
                                     .insert(SNAPSHOT_FIELD.into(), Value::from(name.clone()));
                                 rec
                             })
-                    })
-                    .collect::<Result<Vec<Record>>>()
-            });
-            match records {
-                Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+                    },
+                )),
                 Err(e) => {
                     lock(failed).report("bk-verify", &e);
-                    Vec::new().into_iter()
+                    none()
                 }
             }
         })
