@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         eprintln!("usage: bk-gen-docs [DIR]");
         return ExitCode::from(2);
     }
-    match bk::docs::generate(&dir) {
+    match bk::cli::docs::generate(&dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bk-gen-docs: {}: {e}", dir.display());

@@ -1,6 +1,6 @@
 //! bk-hash: add the SHA-256 of each regular file's content to its record
-//! (see [`bk::hash`]).
+//! (see [`bk::stages::hash`]).
 
 fn main() {
-    bk::program::main_with::<bk::cli::HashCli>("bk-hash", bk::hash::run)
+    bk::cli::program::main_with::<bk::cli::HashCli>("bk-hash", bk::stages::hash::run)
 }

@@ -1,3 +1,3 @@
 fn main() {
-    bk::program::main_with::<bk::cli::IndexCli>("bk-index", bk::index::run)
+    bk::cli::program::main_with::<bk::cli::IndexCli>("bk-index", bk::stages::index::run)
 }

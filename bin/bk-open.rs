@@ -1,3 +1,3 @@
 fn main() {
-    bk::program::main_with::<bk::cli::OpenCli>("bk-open", bk::open::run)
+    bk::cli::program::main_with::<bk::cli::OpenCli>("bk-open", bk::stages::open::run)
 }

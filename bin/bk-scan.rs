@@ -1,6 +1,6 @@
 //! bk-scan: walk trees and print one metadata record per entry (see
-//! [`bk::scan`]).
+//! [`bk::stages::scan`]).
 
 fn main() {
-    bk::program::main_with::<bk::cli::ScanCli>("bk-scan", bk::scan::run)
+    bk::cli::program::main_with::<bk::cli::ScanCli>("bk-scan", bk::stages::scan::run)
 }

@@ -1,3 +1,3 @@
 fn main() {
-    bk::program::main_with::<bk::cli::SealCli>("bk-seal", bk::seal::run)
+    bk::cli::program::main_with::<bk::cli::SealCli>("bk-seal", bk::stages::seal::run)
 }

@@ -1,3 +1,3 @@
 fn main() {
-    bk::program::main_with::<bk::cli::VerifyCli>("bk-verify", bk::verify::run)
+    bk::cli::program::main_with::<bk::cli::VerifyCli>("bk-verify", bk::stages::verify::run)
 }

@@ -286,7 +286,7 @@ fn an_id_key_replaced_by_the_storage_is_not_trusted() {
 
 /// The check value bk-repo.json holds for an id key.
 fn bk_check_value(key: &[u8; 32]) -> String {
-    bk::idkey::IdKey::from_bytes(*key).check_value()
+    bk::repo::idkey::IdKey::from_bytes(*key).check_value()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use bk::seal::{CHUNK_MAX, CHUNK_MIN};
+use bk::stages::seal::{CHUNK_MAX, CHUNK_MIN};
 use common::*;
 use serde_json::Value;
 

@@ -24,10 +24,10 @@ fn files_under(root: &Path, dir: &str) -> BTreeSet<PathBuf> {
 fn committed_docs_are_fresh() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    bk::docs::generate(tmp.path()).expect("generate docs");
+    bk::cli::docs::generate(tmp.path()).expect("generate docs");
 
     let mut problems = Vec::new();
-    for dir in [bk::docs::MAN_DIR, bk::docs::COMPLETIONS_DIR] {
+    for dir in [bk::cli::docs::MAN_DIR, bk::cli::docs::COMPLETIONS_DIR] {
         let fresh = files_under(tmp.path(), dir);
         let committed = files_under(repo, dir);
         for rel in &fresh {
@@ -54,7 +54,7 @@ fn committed_docs_are_fresh() {
 
 #[test]
 fn generation_is_deterministic() {
-    let a = bk::docs::render_all().expect("render");
-    let b = bk::docs::render_all().expect("render");
+    let a = bk::cli::docs::render_all().expect("render");
+    let b = bk::cli::docs::render_all().expect("render");
     assert_eq!(a, b);
 }

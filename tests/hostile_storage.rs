@@ -278,7 +278,7 @@ fn assert_refused(f: &Fixture, run: &Run, rel: &str, plant: Plant) -> Output {
 #[test]
 fn fifos_and_devices_in_place_of_repository_files_are_refused_at_once() {
     let f = fixture();
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     let places = [
         format!("objects/{}/{}", &f.object[..2], f.object),
         format!("snapshots/{}", f.snapshot),

@@ -35,7 +35,7 @@ fn unlock(sb: &Sandbox, extra: &[&str]) -> std::process::Output {
 #[test]
 fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
     let (sb, hashed) = setup();
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     let dead = write_lock(
         &sb.repo,
         "exclusive",
@@ -101,7 +101,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
 #[test]
 fn a_live_exclusive_lock_blocks_backups() {
     let (sb, hashed) = setup();
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     // This test process is alive: its lock is live.
     let lock = write_lock(
         &sb.repo,
@@ -149,7 +149,7 @@ fn a_live_exclusive_lock_blocks_backups() {
 #[test]
 fn wait_succeeds_once_the_lock_is_released() {
     let (sb, hashed) = setup();
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     let lock = write_lock(
         &sb.repo,
         "exclusive",
@@ -276,9 +276,9 @@ fn init_pipeline_creates_and_locks_the_repository() {
 #[test]
 fn a_lock_whose_pid_was_reused_is_stale() {
     let (sb, hashed) = setup();
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     let me = std::process::id();
-    let started = bk::lock::process_start(me).expect("/proc on Linux");
+    let started = bk::repo::lock::process_start(me).expect("/proc on Linux");
     let plant = |started: &str| {
         let path = write_lock(
             &sb.repo,
@@ -358,7 +358,7 @@ fn a_lock_of_another_pid_namespace_is_live_until_it_goes_unrefreshed() {
     let (sb, _) = setup();
     let _sealed = sealed_not_indexed(&sb);
     let stored = objects(&sb);
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     let (boot, _) = boot_and_pid_ns();
     let dead = dead_pid();
     let plant = |when: SystemTime, fields: &[(&str, &str)]| {

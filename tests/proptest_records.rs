@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use bk::record::{Kind, ObjectRef, Record, RecordReader};
-use bk::restore::{safe_relative, still_open, MAX_NAME, MAX_PATH};
+use bk::stages::open::restore::{safe_relative, still_open, MAX_NAME, MAX_PATH};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

@@ -504,7 +504,7 @@ fn locks_on_s3_block_prune_and_unlock_removes_them() {
         "a finished backup leaves no lock: {:?}",
         sb.repo_files("locks")
     );
-    let host = bk::host::this_host();
+    let host = bk::sys::host::this_host();
     let me = std::process::id();
 
     // A live backup (this test process is alive): prune must not run.

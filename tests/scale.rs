@@ -402,7 +402,9 @@ fn four_gib_file_is_chunked_and_restored_in_bounded_memory() {
         .collect();
     assert!(sizes.len() > 1, "the 4 GiB file should be chunked");
     assert_eq!(sizes.iter().sum::<u64>(), LEN);
-    assert!(sizes.iter().all(|&s| s <= u64::from(bk::seal::CHUNK_MAX)));
+    assert!(sizes
+        .iter()
+        .all(|&s| s <= u64::from(bk::stages::seal::CHUNK_MAX)));
     eprintln!("4 GiB file: {} chunks", sizes.len());
 
     let mut a = args!["write"];

@@ -428,7 +428,7 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) {
 
 /// Sets the mtime of `path` (not following symlinks) to `ns`.
 pub fn set_mtime(path: &Path, ns: i64) {
-    bk::meta::set_times(path, ns).unwrap();
+    bk::record::meta::set_times(path, ns).unwrap();
 }
 
 /// `chown -R nobody:nogroup`.

@@ -1,0 +1,205 @@
+//! Keys derived from the repository id key that authenticate what a
+//! backing-up host writes: snapshot names, snapshot contents, and the local
+//! reuse cache.
+//!
+//! Every backing-up host holds the id key (it names objects); the storage
+//! operator never does: the repository keeps it only encrypted to the
+//! recipients, and public keys cannot decrypt it. So a MAC under a key
+//! derived from it shows that a backing-up host made the thing, not someone
+//! who holds only the public key and write access. Each use gets its own
+//! key (HKDF-SHA256, the repository id as salt, one label per use), so no
+//! derived key reveals the id key or another derived key.
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::repo::idkey::IdKey;
+
+/// Bytes of a snapshot name's tag (hex in the name: twice as many digits).
+pub const NAME_TAG_BYTES: usize = 8;
+
+/// The keys a backing-up host authenticates its output with.
+#[derive(Clone)]
+pub struct AuthKeys {
+    name: Zeroizing<[u8; 32]>,
+    snapshot: Zeroizing<[u8; 32]>,
+    cache: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for AuthKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthKeys(..)")
+    }
+}
+
+impl AuthKeys {
+    /// Derives the keys of repository `repo_id` from its id key.
+    pub fn derive(id_key: &IdKey, repo_id: &str) -> AuthKeys {
+        let hk = Hkdf::<Sha256>::new(Some(repo_id.as_bytes()), id_key.secret_bytes());
+        let expand = |label: &[u8]| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            // 32 bytes is far below HKDF-SHA256's limit of 8,160.
+            hk.expand(label, out.as_mut())
+                .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF length"));
+            out
+        };
+        AuthKeys {
+            name: expand(b"bk snapshot name v1"),
+            snapshot: expand(b"bk snapshot content v1"),
+            cache: expand(b"bk reuse cache v1"),
+        }
+    }
+
+    /// The tag of a snapshot name's stem (`<time>-<host>-<nonce>`), in hex.
+    pub fn name_tag(&self, stem: &str) -> String {
+        let mut mac = hmac(&self.name);
+        mac.update(stem.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..NAME_TAG_BYTES])
+    }
+
+    /// Whether `tag_hex` is the tag of `stem` (compared in constant time).
+    pub fn name_tag_matches(&self, stem: &str, tag_hex: &str) -> bool {
+        let Some(tag) = decode_hex(tag_hex).filter(|t| t.len() == NAME_TAG_BYTES) else {
+            return false;
+        };
+        let mut mac = hmac(&self.name);
+        mac.update(stem.as_bytes());
+        mac.verify_truncated_left(&tag).is_ok()
+    }
+
+    /// A MAC over the content of the snapshot `name`, fed as it is written
+    /// or read.
+    pub fn snapshot_mac(&self, name: &str) -> StreamMac {
+        let mut mac = hmac(&self.snapshot);
+        mac.update(b"bk snapshot v1\n");
+        mac.update(name.as_bytes());
+        mac.update(b"\n");
+        StreamMac(mac)
+    }
+
+    /// A MAC over the local reuse cache file of `root` (keyed BLAKE3: the
+    /// cache is read in full before every run that reuses it, so speed
+    /// matters more than what `openssl` can check).
+    pub fn cache_mac(&self, root: &[u8]) -> CacheMac {
+        let mut h = blake3::Hasher::new_keyed(&self.cache);
+        h.update(&(root.len() as u64).to_le_bytes());
+        h.update(root);
+        CacheMac(h)
+    }
+}
+
+fn hmac(key: &[u8; 32]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    hex::decode(text).ok()
+}
+
+/// An HMAC-SHA256 being fed a stream of bytes.
+#[derive(Clone)]
+pub struct StreamMac(Hmac<Sha256>);
+
+impl StreamMac {
+    /// Feeds more bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The MAC in hex.
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize().into_bytes())
+    }
+
+    /// Whether `mac_hex` is the MAC of what was fed (constant time).
+    pub fn matches(self, mac_hex: &str) -> bool {
+        match decode_hex(mac_hex) {
+            Some(tag) if tag.len() == 32 => self.0.verify_slice(&tag).is_ok(),
+            _ => false,
+        }
+    }
+}
+
+/// A keyed BLAKE3 being fed a cache file.
+#[derive(Clone)]
+pub struct CacheMac(blake3::Hasher);
+
+impl CacheMac {
+    /// Feeds more bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The MAC in hex.
+    pub fn finish(&self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+
+    /// Whether `mac_hex` is the MAC of what was fed (constant time).
+    pub fn matches(&self, mac_hex: &str) -> bool {
+        blake3::Hash::from_hex(mac_hex).is_ok_and(|h| h == self.0.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(repo: &str) -> AuthKeys {
+        AuthKeys::derive(&IdKey::from_bytes([7u8; 32]), repo)
+    }
+
+    #[test]
+    fn tags_depend_on_the_key_the_repository_and_the_stem() {
+        let a = keys("aa");
+        let tag = a.name_tag("20261201T000000Z-h-01020304");
+        assert_eq!(tag.len(), 2 * NAME_TAG_BYTES);
+        assert!(a.name_tag_matches("20261201T000000Z-h-01020304", &tag));
+        assert!(!a.name_tag_matches("20261201T000000Z-h-01020305", &tag));
+        assert!(!keys("ab").name_tag_matches("20261201T000000Z-h-01020304", &tag));
+        let other = AuthKeys::derive(&IdKey::from_bytes([8u8; 32]), "aa");
+        assert!(!other.name_tag_matches("20261201T000000Z-h-01020304", &tag));
+        assert!(!a.name_tag_matches("20261201T000000Z-h-01020304", &tag.to_uppercase()));
+        assert!(!a.name_tag_matches("20261201T000000Z-h-01020304", "zz"));
+    }
+
+    #[test]
+    fn snapshot_macs_bind_the_name_and_every_byte() {
+        let k = keys("aa");
+        let mut m = k.snapshot_mac("n1");
+        m.update(b"line 1\nline 2\n");
+        let mac = m.finish();
+        let check = |name: &str, body: &[&[u8]]| {
+            let mut m = k.snapshot_mac(name);
+            for b in body {
+                m.update(b);
+            }
+            m.matches(&mac)
+        };
+        assert!(
+            check("n1", &[b"line 1\n", b"line 2\n"]),
+            "split feeding is the same"
+        );
+        assert!(!check("n2", &[b"line 1\nline 2\n"]));
+        assert!(!check("n1", &[b"line 1\nline 3\n"]));
+        assert!(!check("n1", &[b"line 1\n"]));
+    }
+
+    #[test]
+    fn cache_macs_bind_the_root() {
+        let k = keys("aa");
+        let mut a = k.cache_mac(b"/home");
+        a.update(b"x");
+        let mut b = k.cache_mac(b"/hom");
+        b.update(b"ex");
+        assert_ne!(a.finish(), b.finish());
+        assert!(a.matches(&a.finish()));
+        assert!(!a.matches(&b.finish()));
+    }
+}

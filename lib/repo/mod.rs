@@ -1,0 +1,776 @@
+//! The repository (format 1): OpenPGP messages under a directory or an
+//! S3 prefix (see [`crate::storage`]), with the same layout in both.
+//!
+//! ```text
+//! repo/
+//!   bk-repo.json        format, repository id, recipient fingerprints
+//!   keys/id-key.pgp     the id key, encrypted to the recipients
+//!   objects/ab/abcd…    one OpenPGP message per unique content
+//!   snapshots/<UTC time>-<host>-<rand>.pgp
+//!   inventory/<UTC time>-<rand>.ndjson   id, stored size and ciphertext SHA-256
+//!                                        of every object bk-seal added
+//!   locks/
+//! ```
+//!
+//! Every file becomes visible only once it is complete and durable (a
+//! temporary name renamed into place, or a completed S3 upload), so a crash
+//! never leaves a half-written object or snapshot under a real name.
+
+pub mod authkey;
+pub mod certify;
+pub mod chunker;
+pub mod idkey;
+pub mod inventory;
+pub mod lock;
+pub mod retention;
+pub mod snapshot_name;
+pub mod trailer;
+pub mod trust;
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RepoArg;
+use crate::error::{io_cause, Error, Result};
+use crate::storage::{self, Commit, Finished, KeyReader, Location, S3Options, Storage, Upload};
+
+pub use crate::storage::dir::{create_private_file, sync_dir, TMP_PREFIX};
+
+/// The repository format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// The key of the public configuration.
+const CONFIG_KEY: &str = "bk-repo.json";
+
+/// The most of `bk-repo.json` that is read (it holds a few hundred bytes,
+/// plus 41 per recipient).
+const CONFIG_LIMIT: u64 = 1 << 20;
+
+/// The most of `keys/id-key.pgp` that is read (32 bytes encrypted to each
+/// recipient: about 600 bytes per RSA-4096 recipient).
+pub const ID_KEY_LIMIT: u64 = 1 << 20;
+
+/// The public facts in `bk-repo.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Repository format version.
+    pub format: u32,
+    /// Random repository id (hex), names the local id key and caches.
+    pub id: String,
+    /// Fingerprints of the recipients the repository was created for.
+    pub recipients: Vec<String>,
+    /// Hex HMAC-SHA256(id key, "bk id key check"): lets bk tell a wrong
+    /// local id key from the right one without revealing the key.
+    pub id_key_check: String,
+    /// When the repository was created (RFC 3339).
+    pub created: String,
+}
+
+/// An open repository.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    store: Arc<dyn Storage>,
+    location: Location,
+    config: RepoConfig,
+}
+
+/// Where a repository is and how to reach it: what `--repo` and the S3
+/// options name, before anything is read.
+#[derive(Debug, Clone)]
+pub struct RepoHandle {
+    /// The storage.
+    pub store: Arc<dyn Storage>,
+    /// The location as given.
+    pub location: Location,
+}
+
+impl RepoHandle {
+    /// The storage `--repo` names (no request is made yet).
+    pub fn new(location: &Location, s3: &S3Options) -> Result<RepoHandle> {
+        Ok(RepoHandle {
+            store: storage::open(location, s3)?,
+            location: location.clone(),
+        })
+    }
+
+    /// The storage of a program's `--repo` arguments.
+    pub fn from_arg(arg: &RepoArg) -> Result<RepoHandle> {
+        RepoHandle::new(&arg.repo, &arg.s3)
+    }
+
+    /// Whether a repository exists there (its `bk-repo.json` does).
+    pub fn exists(&self) -> Result<bool> {
+        self.store
+            .stat(CONFIG_KEY)
+            .map(|s| s.is_some())
+            .map_err(|e| repo_err(&*self.store, CONFIG_KEY, &e))
+    }
+}
+
+/// A repository error naming `key` in `store`.
+pub fn repo_err(store: &dyn Storage, key: &str, e: &io::Error) -> Error {
+    Error::repo(format!("{}: {}", store.describe(key), io_cause(e)))
+}
+
+impl Repo {
+    /// Opens the repository a program's `--repo` arguments name.
+    pub fn open(arg: &RepoArg) -> Result<Repo> {
+        Repo::open_handle(RepoHandle::from_arg(arg)?)
+    }
+
+    /// Opens an existing repository and checks its format version.
+    pub fn open_handle(handle: RepoHandle) -> Result<Repo> {
+        let RepoHandle { store, location } = handle;
+        let shown = store.describe(CONFIG_KEY);
+        let text = match store.read(CONFIG_KEY, CONFIG_LIMIT) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                // A storage that cannot even list (a missing bucket, say)
+                // says why; otherwise there is simply no repository.
+                if let Err(e) = store.list("") {
+                    return Err(repo_err(&*store, "", &e));
+                }
+                return Err(Error::repo(format!(
+                    "{location}: not a bk repository (no bk-repo.json); create one with `bk-seal --init`"
+                )));
+            }
+            Err(e) => return Err(Error::repo(format!("{shown}: {}", io_cause(&e)))),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| Error::repo(format!("{shown}: not valid JSON: {e}")))?;
+        match value.get("format").and_then(|f| f.as_u64()) {
+            Some(f) if f == u64::from(FORMAT) => {}
+            Some(f) => {
+                return Err(Error::repo(format!(
+                    "{location}: repository format {f} is not supported by this bk (it reads format {FORMAT})"
+                )))
+            }
+            None => return Err(Error::repo(format!("{shown}: no repository format version"))),
+        }
+        let config: RepoConfig =
+            serde_json::from_value(value).map_err(|e| Error::repo(format!("{shown}: {e}")))?;
+        if config.id.is_empty() || !config.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::repo(format!(
+                "{shown}: repository id {:?} is not hex",
+                config.id
+            )));
+        }
+        Ok(Repo {
+            store,
+            location,
+            config,
+        })
+    }
+
+    /// The directories a new repository starts with.
+    const LAYOUT: [&str; 4] = ["objects", "snapshots", "keys", "locks"];
+
+    /// Checks that a repository can be created where `handle` points: there
+    /// is nothing there yet, or an empty directory or prefix. Creates
+    /// nothing, so that `bk-seal --init` can check everything else before
+    /// anything is made.
+    pub fn check_creatable(handle: &RepoHandle) -> Result<()> {
+        let store = &*handle.store;
+        let not_empty = match handle.location.as_dir() {
+            // Any entry counts here, hidden ones too (a listing leaves
+            // those out).
+            Some(dir) => match std::fs::read_dir(dir) {
+                Ok(mut entries) => Ok(entries.next().is_some()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => store.list("").map(|entries| !entries.is_empty()),
+        }
+        .map_err(|e| repo_err(store, "", &e))?;
+        if not_empty {
+            return Err(Error::repo(format!(
+                "{}: not empty and not a bk repository; refusing to create one there",
+                handle.location
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new random repository id (it names the local id key file, so
+    /// `bk-seal --init` picks it before anything is created).
+    pub fn new_id() -> String {
+        let mut id = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        hex::encode(id)
+    }
+
+    /// Creates a new repository with the id `id` and the given id key
+    /// (already encrypted to the recipients as `encrypted_id_key`). Refuses
+    /// a non-empty directory or prefix that is not a repository. If it
+    /// fails part way, it removes what it made: either there is a whole
+    /// repository afterwards, or nothing (bk-repo.json is written last, so
+    /// a crash leaves no repository that claims to be one).
+    pub fn create(
+        handle: RepoHandle,
+        id: String,
+        recipients: &[String],
+        id_key_check: String,
+        encrypted_id_key: &[u8],
+    ) -> Result<Repo> {
+        Repo::check_creatable(&handle)?;
+        let RepoHandle { store, location } = handle;
+        let config = RepoConfig {
+            format: FORMAT,
+            id,
+            recipients: recipients.to_vec(),
+            id_key_check,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        let made_root = location.as_dir().is_some_and(|d| !d.exists());
+        let repo = Repo {
+            store,
+            location,
+            config,
+        };
+        let result = (|| {
+            if let Some(dir) = repo.location.as_dir() {
+                for sub in Self::LAYOUT {
+                    let p = dir.join(sub);
+                    std::fs::create_dir_all(&p).map_err(|e| repo_err(&*repo.store, sub, &e))?;
+                }
+            }
+            repo.write_atomic("keys/id-key.pgp", |w| w.write_all(encrypted_id_key))?;
+            let json = serde_json::to_vec_pretty(&repo.config).unwrap_or_default();
+            repo.write_atomic(CONFIG_KEY, |w| {
+                w.write_all(&json)?;
+                w.write_all(b"\n")
+            })
+        })();
+        if let Err(e) = result {
+            repo.undo_create(made_root);
+            return Err(e);
+        }
+        Ok(repo)
+    }
+
+    /// Removes what a failed [`Repo::create`] made (the place was empty
+    /// or absent before, so all of it is ours). Best effort.
+    fn undo_create(&self, made_root: bool) {
+        match self.location.as_dir() {
+            Some(dir) => {
+                let _ = std::fs::remove_file(dir.join(CONFIG_KEY));
+                for sub in Self::LAYOUT {
+                    let _ = std::fs::remove_dir_all(dir.join(sub));
+                }
+                if made_root {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            None => {
+                let _ = self.store.delete(CONFIG_KEY);
+                let _ = self.store.delete("keys/id-key.pgp");
+            }
+        }
+    }
+
+    /// The storage the repository lives in.
+    pub fn store(&self) -> &dyn Storage {
+        &*self.store
+    }
+
+    /// The storage, shared (for locks held beyond this borrow).
+    pub fn store_arc(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.store)
+    }
+
+    /// Where the repository is, as the user named it.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The public configuration.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The repository id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// A repository error naming `key`.
+    pub fn error(&self, key: &str, e: &io::Error) -> Error {
+        repo_err(&*self.store, key, e)
+    }
+
+    /// An error while writing `key`: on a local directory that is a local
+    /// I/O problem (a full disk, exit 6), on remote storage a repository
+    /// problem (exit 5).
+    pub fn write_error(&self, key: &str, e: io::Error) -> Error {
+        match self.location.as_dir() {
+            Some(_) => Error::io(std::path::Path::new(&self.store.describe(key)), e),
+            None => self.error(key, &e),
+        }
+    }
+
+    /// The key of an object with this id. The id must already be checked
+    /// with [`check_object_id`].
+    pub fn object_key(&self, id: &str) -> String {
+        format!("objects/{}/{id}", &id[..2])
+    }
+
+    /// The key of a snapshot by name.
+    pub fn snapshot_key(&self, name: &str) -> String {
+        format!("snapshots/{name}")
+    }
+
+    /// Streams a key's bytes; a missing key is a repository error naming
+    /// `what`.
+    pub fn open_key(&self, key: &str, what: &str) -> Result<KeyReader> {
+        match self.store.open(key) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
+            Err(e) => Err(self.key_error(key, what, &e)),
+        }
+    }
+
+    /// Reads a small key whole (at most `limit` bytes: more is an error);
+    /// a missing key is a repository error naming `what`.
+    pub fn read_key(&self, key: &str, what: &str, limit: u64) -> Result<Vec<u8>> {
+        match self.store.read(key, limit) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(Error::repo(format!("{what}: missing from the repository"))),
+            Err(e) => Err(self.key_error(key, what, &e)),
+        }
+    }
+
+    /// A repository error reading `key` (shown as `what`), naming where
+    /// it is when `what` does not already.
+    fn key_error(&self, key: &str, what: &str, e: &io::Error) -> Error {
+        let shown = self.store.describe(key);
+        if what.contains(&shown) {
+            Error::repo(format!("{what}: {}", io_cause(e)))
+        } else {
+            Error::repo(format!("{what} ({shown}): {}", io_cause(e)))
+        }
+    }
+
+    /// The stored size of an object, or `None` if it is absent.
+    pub fn object_size(&self, id: &str) -> Result<Option<u64>> {
+        self.store
+            .stat(&self.object_key(id))
+            .map(|s| s.map(|s| s.size))
+            .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))
+    }
+
+    /// The stored size of an object this run reuses (a dedup hit or a record
+    /// passed through with its objects), or `None` if it is absent. An
+    /// object last modified more than [`REUSE_TOUCH_AFTER`] ago gets its
+    /// modification time set to now, so that `bk-index prune`'s grace period
+    /// protects it until the records naming it are in a snapshot. The touch
+    /// is best effort (storage that refuses it only loses that extra
+    /// protection; locks still apply).
+    pub fn reuse_object(&self, id: &str) -> Result<Option<u64>> {
+        let key = self.object_key(id);
+        let stat = self
+            .store
+            .stat(&key)
+            .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))?;
+        Ok(stat.map(|s| {
+            let old = s
+                .modified
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > REUSE_TOUCH_AFTER);
+            if old {
+                self.store.touch(&key);
+            }
+            s.size
+        }))
+    }
+
+    /// Calls `f` with the id and stored size of every object under
+    /// `objects/` (names that are not an object id in its right
+    /// sub-directory are skipped), in no particular order, streaming.
+    pub fn for_each_object(&self, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
+        self.store
+            .walk("objects", &mut |rel, stat| {
+                if let Some((sub, id)) = rel.split_once('/') {
+                    if check_object_id(id).is_ok() && id.starts_with(sub) {
+                        f(id, stat.size);
+                    }
+                }
+            })
+            .map_err(|e| self.error("objects", &e))
+    }
+
+    /// Writes an object through `fill` so that no reader sees it yet: it
+    /// gets its real name only in [`Repo::commit_objects`], which makes a
+    /// whole batch durable at once. A crash before that leaves only
+    /// temporary files (or, on S3, complete objects no snapshot names yet),
+    /// never a half-written object under a real name.
+    pub fn write_object_unsynced(
+        &self,
+        id: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<PendingObject, StoreError> {
+        let key = self.object_key(id);
+        let upload = self
+            .store
+            .create(&key)
+            .map_err(|e| StoreError::Write(self.write_error(&key, e)))?;
+        let (finished, size, blake3) = self.fill(&key, upload, fill)?;
+        Ok(PendingObject {
+            id: id.to_owned(),
+            finished,
+            size,
+            blake3,
+        })
+    }
+
+    /// Writes `fill`'s bytes to `upload`; returns the finished upload, its
+    /// size and the hex BLAKE3 of the bytes written. Failures of the output
+    /// are told apart from failures of `fill`'s input.
+    fn fill(
+        &self,
+        key: &str,
+        upload: Box<dyn Upload>,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(Finished, u64, String), StoreError> {
+        let mut out = TrackedWriter {
+            inner: BufWriter::with_capacity(256 << 10, upload),
+            error: None,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        };
+        if let Err(e) = fill(&mut out) {
+            return Err(match out.error.take() {
+                Some(we) => StoreError::Write(self.write_error(key, we)),
+                None => StoreError::Fill(e),
+            });
+        }
+        let written = out.written;
+        let blake3 = out.hasher.finalize().to_hex().to_string();
+        let upload = out
+            .inner
+            .into_inner()
+            .map_err(|e| StoreError::Write(self.write_error(key, e.into_error())))?;
+        let finished = upload
+            .finish()
+            .map_err(|e| StoreError::Write(self.write_error(key, e)))?;
+        Ok((finished, written, blake3))
+    }
+
+    /// Makes a batch of written objects durable and visible under their
+    /// real names (keeping an existing object of the same id), and records
+    /// the new ones in the object inventory (see [`crate::repo::inventory`]).
+    /// Returns how many were new, their stored bytes, and the ids that
+    /// were already stored by someone else (whose stored size may differ
+    /// from the one written here).
+    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64, Vec<String>)> {
+        if batch.is_empty() {
+            return Ok((0, 0, Vec::new()));
+        }
+        let mut facts = Vec::with_capacity(batch.len());
+        let mut finished = Vec::with_capacity(batch.len());
+        for p in batch {
+            facts.push((p.id, p.size, p.blake3));
+            finished.push(p.finished);
+        }
+        let created = self
+            .store
+            .commit(finished, Commit::KeepExisting)
+            .map_err(|e| self.write_error("objects", e))?;
+        let (mut new, mut bytes) = (0, 0);
+        let mut inventory = Vec::new();
+        let mut kept = Vec::new();
+        for ((id, size, sha), created) in facts.iter().zip(created) {
+            if created {
+                new += 1;
+                bytes += size;
+                inventory.push((id.as_str(), *size, sha.as_str()));
+            } else {
+                kept.push(id.clone());
+            }
+        }
+        crate::repo::inventory::append(self, &inventory)?;
+        Ok((new, bytes, kept))
+    }
+
+    /// Writes a key atomically: readers see the old state or all of the new
+    /// bytes, never part of them, and they are durable when this returns.
+    pub fn write_atomic(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        self.put(key, fill, Commit::Replace)
+    }
+
+    /// [`Repo::write_atomic`] with a choice of [`Commit`] mode.
+    pub fn put(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+        mode: Commit,
+    ) -> Result<()> {
+        let upload = self
+            .store
+            .create(key)
+            .map_err(|e| self.write_error(key, e))?;
+        let (finished, _, _) = self
+            .fill(key, upload, fill)
+            .map_err(StoreError::into_error)?;
+        self.store
+            .commit(vec![finished], mode)
+            .map_err(|e| self.write_error(key, e))?;
+        Ok(())
+    }
+
+    /// Snapshot file names, oldest first (names start with the UTC time).
+    pub fn snapshots(&self) -> Result<Vec<String>> {
+        let entries = self
+            .store
+            .list("snapshots")
+            .map_err(|e| self.error("snapshots", &e))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.is_dir && e.name.ends_with(".pgp"))
+            .map(|e| e.name)
+            .collect())
+    }
+
+    /// Resolves "latest", a full snapshot name or a unique prefix of one.
+    pub fn find_snapshot(&self, wanted: &str) -> Result<String> {
+        let names = self.snapshots()?;
+        if wanted == "latest" {
+            return names
+                .last()
+                .cloned()
+                .ok_or_else(|| Error::repo(format!("{}: no snapshots yet", self.location)));
+        }
+        if names.iter().any(|n| n == wanted) {
+            return Ok(wanted.to_owned());
+        }
+        let matches: Vec<&String> = names.iter().filter(|n| n.starts_with(wanted)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::repo(format!(
+                "snapshot {wanted:?}: no such snapshot"
+            ))),
+            _ => Err(Error::repo(format!(
+                "snapshot {wanted:?}: ambiguous, matches {} snapshots",
+                matches.len()
+            ))),
+        }
+    }
+}
+
+/// Checks that an object id is 64 lower-case hex characters, so that it
+/// can never name a path outside `objects/`.
+pub fn check_object_id(id: &str) -> Result<()> {
+    if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(())
+    } else {
+        Err(Error::repo(format!(
+            "object id {:?} is not 64 lower-case hex digits",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// Checks that the objects of a file record cover its content: their
+/// plaintext sizes add up to the record's `size`, and a non-empty file
+/// has at least one object. A record that fails this cannot be restored
+/// (`"size":81234,"objects":[]` would restore as an empty file, or not at
+/// all), so `bk-index write` and `bk-verify` should refuse it. The error
+/// says what is wrong, for the caller to put after the record's path.
+pub fn check_objects_cover_size(
+    size: u64,
+    objects: &[crate::record::ObjectRef],
+) -> std::result::Result<(), String> {
+    if size > 0 && objects.is_empty() {
+        return Err(format!(
+            "a file of {size} bytes with no objects (its content is nowhere in the repository)"
+        ));
+    }
+    let total = objects
+        .iter()
+        .try_fold(0u64, |sum, o| sum.checked_add(o.size));
+    match total {
+        Some(total) if total == size => Ok(()),
+        Some(total) => Err(format!(
+            "its objects hold {total} bytes of content, the record says {size}"
+        )),
+        None => Err(format!(
+            "its objects' sizes add up to more than 2^64 bytes, the record says {size}"
+        )),
+    }
+}
+
+/// Stored sizes of objects a run looks up many times (deduplication, the
+/// checks of bk-index write and bk-verify). On remote storage, where each
+/// stat is a round trip, they come from one listing of `objects/` (one
+/// request per 1,000 objects on S3, about 50 bytes of memory per object),
+/// kept up to date with [`ObjectSizes::insert`]; on a directory, from a
+/// stat per lookup.
+#[derive(Debug)]
+pub struct ObjectSizes {
+    listed: Option<Mutex<HashMap<[u8; 32], u64>>>,
+}
+
+impl ObjectSizes {
+    /// Lists `objects/` up front if the storage is remote and `worth_it`
+    /// (the caller expects enough lookups to pay for the listing).
+    pub fn new(repo: &Repo, worth_it: bool) -> Result<ObjectSizes> {
+        if !(worth_it && repo.store().is_remote()) {
+            return Ok(ObjectSizes { listed: None });
+        }
+        let mut sizes = HashMap::new();
+        repo.for_each_object(&mut |id, size| {
+            if let Some(raw) = raw_object_id(id) {
+                sizes.insert(raw, size);
+            }
+        })?;
+        Ok(ObjectSizes {
+            listed: Some(Mutex::new(sizes)),
+        })
+    }
+
+    /// The stored size of an object, or `None` if it is absent.
+    pub fn get(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
+        match self.listed_size(id) {
+            Some(size) => Ok(size),
+            None => repo.object_size(id),
+        }
+    }
+
+    /// [`ObjectSizes::get`] for an object this run reuses: without a
+    /// listing, [`Repo::reuse_object`] (which refreshes an old object's
+    /// time for prune's grace period).
+    pub fn reuse(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
+        match self.listed_size(id) {
+            Some(size) => Ok(size),
+            None => repo.reuse_object(id),
+        }
+    }
+
+    /// Records an object this run stored.
+    pub fn insert(&self, id: &str, size: u64) {
+        if let (Some(listed), Some(raw)) = (&self.listed, raw_object_id(id)) {
+            crate::sys::sync::lock(listed).insert(raw, size);
+        }
+    }
+
+    /// From the listing: `Some(size if stored)`; `None` without one.
+    fn listed_size(&self, id: &str) -> Option<Option<u64>> {
+        let listed = self.listed.as_ref()?;
+        let raw = raw_object_id(id)?;
+        Some(crate::sys::sync::lock(listed).get(&raw).copied())
+    }
+}
+
+/// An object id as its 32 raw bytes; `None` if it is not one.
+pub fn raw_object_id(id: &str) -> Option<[u8; 32]> {
+    let mut raw = [0u8; 32];
+    (check_object_id(id).is_ok() && hex::decode_to_slice(id, &mut raw).is_ok()).then_some(raw)
+}
+
+/// Why storing an object failed: the source (the closure's input) or the
+/// write to the repository.
+#[derive(Debug)]
+pub enum StoreError {
+    /// `fill` failed (its input went wrong); nothing was stored.
+    Fill(io::Error),
+    /// Writing, syncing or renaming in the repository failed.
+    Write(Error),
+}
+
+impl StoreError {
+    /// Converts to a plain error, treating fill failures as I/O errors.
+    pub fn into_error(self) -> Error {
+        match self {
+            StoreError::Fill(e) => Error::io(std::path::Path::new("(input)"), e),
+            StoreError::Write(e) => e,
+        }
+    }
+}
+
+/// An object written but not yet visible, waiting for
+/// [`Repo::commit_objects`]. Dropping it discards it.
+#[derive(Debug)]
+pub struct PendingObject {
+    /// Object id.
+    pub id: String,
+    finished: Finished,
+    /// Bytes written.
+    pub size: u64,
+    /// Hex BLAKE3 of the bytes written (the ciphertext), for the inventory.
+    pub blake3: String,
+}
+
+/// A writer that remembers its own I/O error, so a failed encryption can be
+/// blamed on the output (disk full) rather than on the input, and hashes
+/// what it writes (for the object inventory) so nothing is read back.
+/// BLAKE3, not SHA-256: it only has to catch accidents in storage, and at
+/// four times the speed it costs a tenth of a large file's sealing
+/// instead of a third of its hashing.
+struct TrackedWriter<W: Write> {
+    inner: W,
+    error: Option<io::Error>,
+    written: u64,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for TrackedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf).inspect_err(|e| {
+            self.error = Some(io::Error::new(e.kind(), e.to_string()));
+        })?;
+        self.written += n as u64;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().inspect_err(|e| {
+            self.error = Some(io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+/// An object reused by a run gets a fresh modification time when its own is
+/// older than this: half of `bk-index prune`'s default grace period (24 h).
+pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ObjectRef;
+
+    fn obj(size: u64) -> ObjectRef {
+        ObjectRef {
+            id: "ab".repeat(32),
+            size,
+            stored: None,
+        }
+    }
+
+    #[test]
+    fn objects_must_cover_the_size_of_a_file() {
+        assert_eq!(check_objects_cover_size(0, &[]), Ok(()));
+        assert_eq!(check_objects_cover_size(5, &[obj(5)]), Ok(()));
+        assert_eq!(
+            check_objects_cover_size(3 << 20, &[obj(1 << 20), obj(2 << 20)]),
+            Ok(())
+        );
+        // An empty file may name the object of the empty content.
+        assert_eq!(check_objects_cover_size(0, &[obj(0)]), Ok(()));
+        let e = check_objects_cover_size(81234, &[]).unwrap_err();
+        assert!(e.contains("81234 bytes with no objects"), "{e}");
+        let e = check_objects_cover_size(10, &[obj(4), obj(5)]).unwrap_err();
+        assert!(e.contains("hold 9 bytes") && e.contains("says 10"), "{e}");
+        let e = check_objects_cover_size(0, &[obj(1)]).unwrap_err();
+        assert!(e.contains("hold 1 bytes"), "{e}");
+        let e = check_objects_cover_size(1, &[obj(u64::MAX), obj(2)]).unwrap_err();
+        assert!(e.contains("more than 2^64"), "{e}");
+    }
+}

@@ -1,0 +1,468 @@
+//! Keeping a repository for years: `bk-index forget` (remove snapshots by a
+//! retention policy), `bk-index prune` (delete objects no snapshot
+//! references) and `bk-index unlock` (remove stale locks).
+//!
+//! Why prune never deletes an object a backup needs:
+//!
+//! 1. **Locks.** Prune holds the exclusive lock from before it lists the
+//!    snapshots until its last deletion; `bk-seal` and `bk-index write`
+//!    hold shared locks for their whole run, and `bk-index write` takes
+//!    its lock before it reads its input. So in `bk-seal | bk-index write`
+//!    a prune can run either wholly before the pipeline (then bk-seal sees
+//!    what is missing and stores it again) or wholly after it (then the new
+//!    snapshot is among those prune reads), never in between.
+//! 2. **Grace period.** Records sealed in one run and written into a
+//!    snapshot in another (`bk-seal > file`, later `bk-index write < file`)
+//!    are not covered by one lock. Prune never deletes an unreferenced
+//!    object modified less than `--grace` ago (24 hours by default), and
+//!    `bk-seal` sets the modification time of every object it reuses to
+//!    now when it is older than [`crate::repo::REUSE_TOUCH_AFTER`] (12 h).
+//!    So every object such a file names stays for at least 12 hours after
+//!    bk-seal ended.
+//! 3. **Complete reference set.** Prune reads every snapshot before it
+//!    deletes anything; a snapshot it cannot decrypt or parse stops it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::{self, BufReader, Write};
+use std::time::{Duration, SystemTime};
+
+use crate::cli::{IndexForgetArgs, IndexPruneArgs, IndexUnlockArgs};
+use crate::crypto::SecretKeys;
+use crate::error::{Error, Result};
+use crate::record::{self, RecordReader};
+use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::retention::Policy;
+use crate::repo::snapshot_name::SnapshotName;
+use crate::repo::trust::{NameCheck, Trust};
+use crate::repo::{check_object_id, Repo};
+use crate::stages::index::{decrypt_snapshot, load_secret, require_secret, summary_path};
+use crate::storage;
+
+/// One snapshot as forget sees it.
+struct Snap {
+    name: String,
+    time: Option<i64>,
+    host: String,
+    roots: Option<Vec<String>>,
+    reasons: Vec<String>,
+    /// Why forget leaves it alone without counting it, if it does.
+    excluded: Option<String>,
+}
+
+/// `bk-index forget`.
+pub fn forget(args: IndexForgetArgs) -> Result<i32> {
+    let policy = Policy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args.keep_within,
+    };
+    if policy.is_empty() {
+        return Err(Error::usage(
+            "bk-index forget: no keep option given (--keep-last, --keep-hourly, --keep-daily, \
+             --keep-weekly, --keep-monthly, --keep-yearly or --keep-within); refusing to remove \
+             every snapshot",
+        ));
+    }
+    let repo = Repo::open(&args.repo)?;
+    let secret = load_secret(&args.secret)?;
+    let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
+    if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
+        return Err(Error::repo(format!(
+            "bk-index forget: cannot tell your snapshots from forged ones ({}), and a forged snapshot counted as kept could push yours out: forgetting nothing; run this on a backing-up host, give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated",
+            trust.basis()
+        )));
+    }
+    let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
+    if secret.is_none() {
+        crate::say!(
+            "bk-index forget: no --key given: grouping snapshots by host only (with the secret \
+             key they are grouped by host and roots)"
+        );
+    }
+    let mut snaps = Vec::new();
+    for name in repo.snapshots()? {
+        let parsed = SnapshotName::parse(&name);
+        let host = parsed
+            .as_ref()
+            .map_or_else(String::new, |p| p.host().to_owned());
+        if args.host.as_ref().is_some_and(|h| *h != host) {
+            continue;
+        }
+        let mut excluded = match trust.check_name(&name) {
+            NameCheck::NotAuthentic(why) if !trust.allows_unauthenticated() => Some(why.to_owned()),
+            _ => None,
+        };
+        let roots = match (&secret, &excluded) {
+            (Some(key), None) => match snapshot_roots(&repo, key, &name, &trust) {
+                Ok(roots) => Some(roots),
+                Err(e) if e.kind() == crate::error::Kind::Repo => {
+                    excluded = Some(e.to_string());
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            _ => None,
+        };
+        if let Some(why) = &excluded {
+            crate::say!("bk-index forget: leaving snapshot {name} alone, neither counted nor removed: {why}");
+        }
+        snaps.push(Snap {
+            time: parsed.map(|p| p.micros()),
+            name,
+            host,
+            roots,
+            reasons: Vec::new(),
+            excluded: excluded
+                .map(|_| "not authenticated (never removed, never counted)".to_owned()),
+        });
+    }
+    // Group by host and roots, then apply the policy to each group.
+    let mut groups: BTreeMap<(String, Option<Vec<String>>), Vec<usize>> = BTreeMap::new();
+    for (i, s) in snaps.iter_mut().enumerate() {
+        if let Some(why) = s.excluded.take() {
+            s.reasons.push(why);
+            continue;
+        }
+        if s.time.is_none() {
+            s.reasons.push("unrecognised name (never removed)".into());
+            continue;
+        }
+        groups
+            .entry((s.host.clone(), s.roots.clone()))
+            .or_default()
+            .push(i);
+    }
+    for ((host, roots), members) in &groups {
+        let times: Vec<i64> = members
+            .iter()
+            .map(|&i| snaps[i].time.unwrap_or(0))
+            .collect();
+        let reasons = policy.apply(&times);
+        let keep = reasons.iter().filter(|r| !r.is_empty()).count();
+        for (&i, r) in members.iter().zip(reasons) {
+            snaps[i].reasons = r;
+        }
+        crate::say!(
+            "bk-index forget: host {host}{}: {} snapshots, keeping {keep}, {} {}",
+            roots
+                .as_ref()
+                .map_or_else(String::new, |r| format!(", roots {}", r.join(" "))),
+            members.len(),
+            if args.dry_run {
+                "would remove"
+            } else {
+                "removing"
+            },
+            members.len() - keep
+        );
+    }
+    let mut out = io::stdout().lock();
+    let (mut kept, mut removed) = (0u64, 0u64);
+    for s in &snaps {
+        let keep = !s.reasons.is_empty();
+        let action = match (keep, args.dry_run) {
+            (true, _) => "keep",
+            (false, true) => "would remove",
+            (false, false) => "remove",
+        };
+        let line = if args.json {
+            serde_json::json!({
+                "name": s.name,
+                "host": s.host,
+                "time": s.time.map(micros_rfc3339),
+                "roots": s.roots,
+                "action": action,
+                "reasons": s.reasons,
+            })
+            .to_string()
+        } else if keep {
+            format!("keep:   {}  ({})", s.name, s.reasons.join(", "))
+        } else {
+            format!("{action}: {}", s.name)
+        };
+        writeln!(out, "{line}").map_err(record::stdout_error)?;
+        if keep {
+            kept += 1;
+            continue;
+        }
+        removed += 1;
+        if !args.dry_run {
+            let key = repo.snapshot_key(&s.name);
+            repo.store()
+                .delete(&key)
+                .map_err(|e| repo.error(&key, &e).context("removing snapshot"))?;
+            let _ = fs::remove_file(summary_path(&repo, &s.name));
+        }
+    }
+    out.flush().map_err(record::stdout_error)?;
+    crate::say!(
+        "bk-index forget: {kept} snapshots kept, {removed} {}",
+        if args.dry_run {
+            "would be removed (dry run: nothing removed)"
+        } else if removed > 0 {
+            "removed; run `bk-index prune` to delete the objects only they used"
+        } else {
+            "removed"
+        }
+    );
+    Ok(0)
+}
+
+/// The distinct roots a snapshot's records name, sorted.
+fn snapshot_roots(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result<Vec<String>> {
+    let spool = decrypt_snapshot(repo, key, name, trust)?;
+    let mut roots = BTreeSet::new();
+    for rec in RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        let root = rec
+            .root_os()
+            .map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        roots.insert(root);
+    }
+    Ok(roots.into_iter().collect())
+}
+
+fn micros_rfc3339(us: i64) -> String {
+    let t = if us >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    };
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// What prune found and did.
+#[derive(Debug, Default, serde::Serialize)]
+struct PruneReport {
+    snapshots: u64,
+    referenced: u64,
+    objects_deleted: u64,
+    bytes_freed: u64,
+    tmp_deleted: u64,
+    tmp_bytes_freed: u64,
+    objects_kept: u64,
+    bytes_kept: u64,
+    unreferenced_within_grace: u64,
+    missing_referenced: u64,
+    dry_run: bool,
+    grace_seconds: u64,
+}
+
+/// `bk-index prune`.
+pub fn prune(args: IndexPruneArgs) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let repo = Repo::open(&args.repo)?;
+    let key = require_secret(&args.secret, "bk-index prune")?;
+    let _lock = exclusive_lock(&repo, args.dry_run, "bk-index prune", args.wait.wait)?;
+    let mut deleted_ids: Vec<String> = Vec::new();
+    let mut report = PruneReport {
+        dry_run: args.dry_run,
+        grace_seconds: args.grace.as_secs(),
+        ..PruneReport::default()
+    };
+    // 1. Every object any snapshot references; any failure stops here,
+    // before anything is deleted.
+    let mut referenced: HashSet<[u8; 32]> = HashSet::new();
+    for name in repo.snapshots()? {
+        collect_references(&repo, &key, &name, &mut referenced)
+            .map_err(|e| e.context("bk-index prune stopped, nothing deleted"))?;
+        report.snapshots += 1;
+    }
+    report.referenced = referenced.len() as u64;
+    // 2. Walk objects/ and delete what is neither referenced nor recent.
+    let now = SystemTime::now();
+    let store = repo.store();
+    let list = |dir: &str| store.list(dir).map_err(|e| repo.error(dir, &e));
+    let leftovers = |dir: &str| store.leftovers(dir).map_err(|e| repo.error(dir, &e));
+    let delete = |key: &str| -> Result<()> {
+        if args.dry_run {
+            return Ok(());
+        }
+        store
+            .delete(key)
+            .map_err(|e| repo.error(key, &e).context("bk-index prune"))
+    };
+    let mut seen = 0u64;
+    for sub in list("objects")? {
+        if !sub.is_dir {
+            continue;
+        }
+        let dir = storage::join("objects", &sub.name);
+        for tmp in leftovers(&dir)? {
+            if age(tmp.stat.modified, now) >= args.grace {
+                report.tmp_deleted += 1;
+                report.tmp_bytes_freed += tmp.stat.size;
+                delete(&storage::join(&dir, &tmp.name))?;
+            }
+        }
+        for entry in list(&dir)? {
+            if entry.is_dir {
+                continue;
+            }
+            let key = storage::join(&dir, &entry.name);
+            let Some(id) = parse_id(&entry.name) else {
+                crate::say!(
+                    "bk-index prune: leaving alone {}: not an object name",
+                    store.describe(&key)
+                );
+                continue;
+            };
+            seen += 1;
+            let size = entry.stat.size;
+            if referenced.contains(&id) {
+                report.objects_kept += 1;
+                report.bytes_kept += size;
+            } else if age(entry.stat.modified, now) >= args.grace {
+                report.objects_deleted += 1;
+                report.bytes_freed += size;
+                delete(&key)?;
+                if !args.dry_run {
+                    deleted_ids.push(entry.name);
+                }
+            } else {
+                report.unreferenced_within_grace += 1;
+                report.objects_kept += 1;
+                report.bytes_kept += size;
+            }
+        }
+    }
+    crate::repo::inventory::append_removed(&repo, &deleted_ids)?;
+    report.missing_referenced = report
+        .referenced
+        .saturating_sub(report.objects_kept - report.unreferenced_within_grace);
+    // 3. Temporary files of interrupted snapshot writes.
+    for tmp in leftovers("snapshots")? {
+        if age(tmp.stat.modified, now) >= args.grace {
+            report.tmp_deleted += 1;
+            report.tmp_bytes_freed += tmp.stat.size;
+            delete(&storage::join("snapshots", &tmp.name))?;
+        }
+    }
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    crate::say!(
+        "bk-index prune: {} snapshots reference {} objects; {verb} {} unreferenced objects \
+         ({} bytes) and {} temporary files ({} bytes); kept {} objects ({} bytes), {} of them \
+         unreferenced but younger than the grace period {}; {:.1}s",
+        report.snapshots,
+        report.referenced,
+        report.objects_deleted,
+        report.bytes_freed,
+        report.tmp_deleted,
+        report.tmp_bytes_freed,
+        report.objects_kept,
+        report.bytes_kept,
+        report.unreferenced_within_grace,
+        humantime::format_duration(args.grace),
+        started.elapsed().as_secs_f64()
+    );
+    if report.missing_referenced > 0 {
+        crate::say!(
+            "bk-index prune: warning: {} referenced objects are missing from the repository \
+             ({seen} objects found); run bk-verify",
+            report.missing_referenced
+        );
+    }
+    if args.json {
+        let mut out = io::stdout().lock();
+        serde_json::to_writer(&mut out, &report)
+            .map_err(io::Error::other)
+            .and_then(|_| writeln!(out))
+            .and_then(|_| out.flush())
+            .map_err(record::stdout_error)?;
+    }
+    Ok(0)
+}
+
+/// Adds the ids of every object a snapshot references to `set`.
+fn collect_references(
+    repo: &Repo,
+    key: &SecretKeys,
+    name: &str,
+    set: &mut HashSet<[u8; 32]>,
+) -> Result<()> {
+    // Every snapshot counts, trusted or not: prune keeps what any names.
+    let spool = decrypt_snapshot(repo, key, name, &Trust::everything())?;
+    for rec in RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        for obj in rec.objects.iter().flatten() {
+            check_object_id(&obj.id).map_err(|e| e.context(format!("snapshot {name}")))?;
+            let id = parse_id(&obj.id).ok_or_else(|| {
+                Error::repo(format!("snapshot {name}: bad object id {:?}", obj.id))
+            })?;
+            set.insert(id);
+        }
+    }
+    Ok(())
+}
+
+/// A 64-hex-digit object id as 32 bytes.
+fn parse_id(name: &str) -> Option<[u8; 32]> {
+    if check_object_id(name).is_err() {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(name, &mut id).ok()?;
+    Some(id)
+}
+
+/// The exclusive lock forget and prune hold while they delete; a dry run,
+/// which deletes nothing, takes none.
+fn exclusive_lock(
+    repo: &Repo,
+    dry_run: bool,
+    program: &str,
+    wait: Duration,
+) -> Result<Option<RepoLock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    RepoLock::acquire(repo.store_arc(), LockKind::Exclusive, program, wait).map(Some)
+}
+
+/// How long ago a key was last modified (zero if in the future or
+/// unknown).
+fn age(modified: Option<SystemTime>, now: SystemTime) -> Duration {
+    modified
+        .and_then(|m| now.duration_since(m).ok())
+        .unwrap_or_default()
+}
+
+/// `bk-index unlock`.
+pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
+    let repo = Repo::open(&args.repo)?;
+    let (removed, kept) = crate::repo::lock::unlock(repo.store(), args.all)?;
+    let mut out = io::stdout().lock();
+    for lock in &removed {
+        let why = lock.stale.as_deref().map_or_else(
+            || "live, removed with --all".to_owned(),
+            |w| format!("stale: {w}"),
+        );
+        writeln!(out, "removed {}: {} ({why})", lock.shown, lock.describe())
+            .map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    for lock in &kept {
+        crate::say!(
+            "bk-index unlock: kept live lock {}: {} (remove it with --all only if that program is not running)",
+            lock.shown,
+            lock.describe()
+        );
+    }
+    crate::say!(
+        "bk-index unlock: removed {} locks, {} live locks kept",
+        removed.len(),
+        kept.len()
+    );
+    Ok(0)
+}

@@ -1,0 +1,477 @@
+//! bk-index: the catalogue. `write` turns a sealed record stream into one
+//! compressed, encrypted snapshot; `list` shows the snapshots; `show`
+//! decrypts one back to records or CSV.
+
+pub mod lifecycle;
+pub mod write;
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{IndexCli, IndexCommand, IndexListArgs, IndexShowArgs, SecretKeyArgs};
+use crate::crypto::{PassphraseSource, SecretKeys};
+use crate::error::{Error, Result};
+use crate::record::{self, Kind, Record};
+use crate::repo::snapshot_name::SnapshotName;
+use crate::repo::trailer::Splitter;
+use crate::repo::trust::{NameCheck, Trust};
+use crate::repo::Repo;
+
+/// Runs bk-index; returns the exit status.
+pub fn run(cli: IndexCli) -> Result<i32> {
+    match cli.command {
+        IndexCommand::Write(args) => crate::stages::index::write::write(args),
+        IndexCommand::List(args) => list(args),
+        IndexCommand::Show(args) => show(args),
+        IndexCommand::Forget(args) => crate::stages::index::lifecycle::forget(args),
+        IndexCommand::Prune(args) => crate::stages::index::lifecycle::prune(args),
+        IndexCommand::Unlock(args) => crate::stages::index::lifecycle::unlock(args),
+        IndexCommand::Certify(args) => crate::repo::certify::run(args),
+    }
+}
+
+/// What `list` shows without decrypting a snapshot; kept in the local
+/// cache by `write`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// Snapshot file name.
+    pub name: String,
+    /// Creation time (RFC 3339), from the name.
+    pub time: String,
+    /// Host that made it, from the name.
+    pub host: String,
+    /// File records.
+    pub files: u64,
+    /// All records.
+    pub entries: u64,
+    /// Sum of file sizes.
+    pub bytes: u64,
+}
+
+impl Summary {
+    /// An empty summary of the snapshot `name` (time and host from it).
+    pub fn named(name: &str) -> Summary {
+        let parsed = SnapshotName::parse(name);
+        Summary {
+            name: name.to_owned(),
+            time: parsed
+                .as_ref()
+                .map_or_else(String::new, |p| p.time().to_owned()),
+            host: parsed
+                .as_ref()
+                .map_or_else(String::new, |p| p.host().to_owned()),
+            ..Summary::default()
+        }
+    }
+
+    pub(crate) fn add(&mut self, rec: &Record) {
+        self.entries += 1;
+        if rec.kind == Kind::File {
+            self.files += 1;
+            self.bytes += rec.size;
+        }
+    }
+}
+
+/// Loads the secret key named by the arguments, if any.
+pub fn load_secret(args: &SecretKeyArgs) -> Result<Option<SecretKeys>> {
+    args.key
+        .as_ref()
+        .map(|k| {
+            SecretKeys::load(
+                k,
+                &PassphraseSource {
+                    file: args.passphrase_file.clone(),
+                },
+            )
+        })
+        .transpose()
+}
+
+/// Loads the secret key, which this command cannot do without.
+pub fn require_secret(args: &SecretKeyArgs, why: &str) -> Result<SecretKeys> {
+    load_secret(args)?.ok_or_else(|| {
+        Error::usage(format!(
+            "{why} needs a secret key: give --key SECRET (or BK_KEY)"
+        ))
+    })
+}
+
+/// The running program's name for warnings (`bk-index`, `bk-open`…).
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "bk".into())
+}
+
+/// The local cache file of a snapshot's summary (what `list` shows
+/// without decrypting it).
+pub fn summary_path(repo: &Repo, name: &str) -> PathBuf {
+    crate::sys::paths::cache_home()
+        .join("bk")
+        .join(repo.id())
+        .join("summaries")
+        .join(format!("{name}.json"))
+}
+
+/// Saves a summary in the local cache; a cache that cannot be written only
+/// costs a decryption later, so failures are ignored.
+pub(crate) fn save_summary(repo: &Repo, summary: &Summary) {
+    let path = summary_path(repo, &summary.name);
+    let made = path
+        .parent()
+        .is_some_and(|dir| fs::create_dir_all(dir).is_ok());
+    if made {
+        if let Ok(json) = serde_json::to_vec(summary) {
+            let _ = fs::write(path, json);
+        }
+    }
+}
+
+fn load_summary(repo: &Repo, name: &str) -> Option<Summary> {
+    let data = fs::read(summary_path(repo, name)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+fn list(args: IndexListArgs) -> Result<i32> {
+    const PROGRAM: &str = "bk-index list";
+    let repo = Repo::open(&args.repo)?;
+    let secret = load_secret(&args.secret)?;
+    let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
+    if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
+        return Err(Error::repo(format!(
+            "cannot tell your snapshots from forged ones: {}; run this on a backing-up host of the repository, or give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated to list every snapshot unchecked",
+            trust.basis()
+        )));
+    }
+    let mut rows = Vec::new();
+    let mut refused = 0u64;
+    for name in repo.snapshots()? {
+        let named = trust.check_name(&name);
+        if let NameCheck::NotAuthentic(why) = named {
+            if !trust.allows_unauthenticated() {
+                crate::say!("{PROGRAM}: refusing snapshot {name}: {why}");
+                refused += 1;
+                continue;
+            }
+        }
+        let summary = match (load_summary(&repo, &name), &secret) {
+            (Some(s), _) if named == NameCheck::Authentic => Some(s),
+            (_, Some(key)) => match summarize(&repo, key, &name, &trust) {
+                Ok(s) => {
+                    save_summary(&repo, &s);
+                    Some(s)
+                }
+                Err(e) if e.kind() == crate::error::Kind::Repo => {
+                    crate::say!("{PROGRAM}: refusing snapshot {name}: {e}");
+                    refused += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+            (cached, None) => cached,
+        };
+        let authenticated = named == NameCheck::Authentic
+            || (named == NameCheck::Unchecked && summary.is_some() && secret.is_some());
+        rows.push(Row {
+            parsed: SnapshotName::parse(&name),
+            name,
+            summary,
+            authenticated,
+        });
+    }
+    write_list(&rows, args.json, trust.allows_unauthenticated())?;
+    if refused > 0 {
+        return Err(Error::repo(format!(
+            "{refused} snapshots refused (see above): nobody holding this repository's id key made them, so anyone holding your public key could have; they are not listed (--allow-unauthenticated lists them)"
+        )));
+    }
+    Ok(0)
+}
+
+/// One line of `list`.
+struct Row {
+    name: String,
+    parsed: Option<SnapshotName>,
+    summary: Option<Summary>,
+    authenticated: bool,
+}
+
+/// Prints the rows as a table whose columns fit the widest value, or as
+/// JSON lines.
+fn write_list(rows: &[Row], json: bool, show_auth: bool) -> Result<()> {
+    let mut out = io::stdout().lock();
+    let time_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.time()).to_owned();
+    let host_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.host()).to_owned();
+    let mut text = String::new();
+    if json {
+        for r in rows {
+            let mut v = serde_json::json!({"name": r.name, "time": time_of(r), "host": host_of(r), "authenticated": r.authenticated});
+            if let Some(s) = &r.summary {
+                v["files"] = s.files.into();
+                v["entries"] = s.entries.into();
+                v["bytes"] = s.bytes.into();
+            }
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+    } else {
+        let width = |head: &str, f: &dyn Fn(&Row) -> String| {
+            rows.iter()
+                .map(|r| f(r).len())
+                .max()
+                .unwrap_or(0)
+                .max(head.len())
+        };
+        let nw = width("SNAPSHOT", &|r| r.name.clone());
+        let tw = width("TIME", &time_of);
+        let hw = width("HOST", &host_of);
+        let count = |r: &Row, f: fn(&Summary) -> u64| {
+            r.summary
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| f(s).to_string())
+        };
+        let line = |n: &str, t: &str, h: &str, files: &str, bytes: &str, auth: &str| {
+            let row = format!("{n:<nw$}  {t:<tw$}  {h:<hw$}  {files:>9}  {bytes:>15}");
+            if show_auth {
+                format!("{row}  {auth}\n")
+            } else {
+                format!("{row}\n")
+            }
+        };
+        text.push_str(&line(
+            "SNAPSHOT",
+            "TIME",
+            "HOST",
+            "FILES",
+            "BYTES",
+            "AUTHENTICATED",
+        ));
+        for r in rows {
+            text.push_str(&line(
+                &r.name,
+                &time_of(r),
+                &host_of(r),
+                &count(r, |s| s.files),
+                &count(r, |s| s.bytes),
+                if r.authenticated { "yes" } else { "NO" },
+            ));
+        }
+    }
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(record::stdout_error)
+}
+
+/// Counts a snapshot's files and bytes by decrypting it.
+fn summarize(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result<Summary> {
+    let spool = decrypt_snapshot(repo, key, name, trust)?;
+    let mut summary = Summary::named(name);
+    for rec in record::RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        summary.add(&rec);
+    }
+    Ok(summary)
+}
+
+/// Decrypts a snapshot fully into an anonymous temporary file and judges
+/// it (see [`crate::repo::trust`]) before anything is used: its MAC line, which
+/// the file does not get, and its signature, both at the message's end,
+/// after its integrity check. Lines are bounded by [`record::MAX_LINE`].
+pub fn decrypt_snapshot(
+    repo: &Repo,
+    key: &SecretKeys,
+    name: &str,
+    trust: &Trust,
+) -> Result<fs::File> {
+    let what = format!("snapshot {name}");
+    let tmp = std::env::temp_dir();
+    let input = repo.open_key(&repo.snapshot_key(name), &what)?;
+    let mut msg = key.decrypt(input, &what)?;
+    let spool = tempfile::tempfile().map_err(|e| Error::io(&tmp, e))?;
+    let mut split = Splitter::new(
+        LineBound::new(spool),
+        trust.keys().map(|k| k.snapshot_mac(name)),
+    );
+    let copied = crate::crypto::copy_plaintext(&mut msg, &what, &mut split, &tmp);
+    if split.get_ref().too_long {
+        return Err(LineBound::too_long(&what));
+    }
+    copied?;
+    let found = split.finish();
+    if split.get_ref().too_long {
+        return Err(LineBound::too_long(&what));
+    }
+    let found = found.map_err(|e| Error::io(&tmp, e))?;
+    let status = trust.signature_status(&msg);
+    trust.judge(&program_name(), name, &found, &status)?;
+    let mut spool = split.into_inner().out;
+    spool.rewind().map_err(|e| Error::io(&tmp, e))?;
+    Ok(spool)
+}
+
+/// A writer that refuses a line longer than [`record::MAX_LINE`], so a
+/// forged snapshot of one endless line cannot take the memory of whoever
+/// reads it line by line.
+struct LineBound {
+    out: fs::File,
+    /// Bytes of the line not yet ended.
+    line: usize,
+    too_long: bool,
+}
+
+impl LineBound {
+    fn new(out: fs::File) -> Self {
+        LineBound {
+            out,
+            line: 0,
+            too_long: false,
+        }
+    }
+
+    /// The error for a snapshot whose line was too long.
+    fn too_long(what: &str) -> Error {
+        Error::repo(format!(
+            "{what}: a line longer than {} bytes: not a record stream; refusing it",
+            record::MAX_LINE
+        ))
+    }
+}
+
+impl Write for LineBound {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut pieces = buf.split(|&b| b == b'\n');
+        let mut current = self.line + pieces.next().map_or(0, <[u8]>::len);
+        for piece in pieces {
+            self.too_long |= current > record::MAX_LINE;
+            current = piece.len();
+        }
+        self.too_long |= current > record::MAX_LINE;
+        if self.too_long {
+            return Err(io::Error::other("snapshot line too long"));
+        }
+        self.out.write_all(buf)?;
+        self.line = current;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn show(args: IndexShowArgs) -> Result<i32> {
+    let repo = Repo::open(&args.repo)?;
+    let key = require_secret(&args.secret, "bk-index show")?;
+    let trust = Trust::establish(&repo, Some(&key), &args.trust.options())?;
+    let name = trust.find_snapshot("bk-index show", &repo, &args.snapshot)?;
+    let spool = decrypt_snapshot(&repo, &key, &name, &trust)?;
+    if args.csv {
+        return write_csv(&name, spool);
+    }
+    let mut input = BufReader::with_capacity(256 << 10, spool);
+    let mut out = io::BufWriter::with_capacity(256 << 10, io::stdout().lock());
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
+        let n = (&mut input)
+            .take(record::MAX_LINE as u64 + 2)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        // Refuse a snapshot that is not a record stream rather than pass
+        // garbage on to bk-open.
+        Record::from_line(line.trim_ascii(), line_no)
+            .map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        out.write_all(&line).map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    Ok(0)
+}
+
+/// Header of `show --csv`.
+const CSV_HEADER: [&str; 13] = [
+    "path", "kind", "size", "mtime", "mode", "user", "group", "uid", "gid", "target", "sha256",
+    "objects", "root",
+];
+
+fn write_csv(name: &str, spool: fs::File) -> Result<i32> {
+    let mut csv = csv::Writer::from_writer(io::stdout().lock());
+    let csv_err = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(io) => record::stdout_error(io),
+        other => Error::io(
+            &PathBuf::from("stdout"),
+            io::Error::other(format!("{other:?}")),
+        ),
+    };
+    csv.write_record(CSV_HEADER).map_err(csv_err)?;
+    for rec in record::RecordReader::new(BufReader::new(spool)) {
+        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+        let objects = rec
+            .objects
+            .as_ref()
+            .map(|o| {
+                o.iter()
+                    .map(|o| o.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let row = [
+            rec.path.clone(),
+            rec.kind.as_str().to_owned(),
+            rec.size.to_string(),
+            iso_time(rec.mtime_ns),
+            format!("{:04o}", rec.mode & 0o7777),
+            rec.user.clone().unwrap_or_default(),
+            rec.group.clone().unwrap_or_default(),
+            rec.uid.to_string(),
+            rec.gid.to_string(),
+            rec.target.clone().unwrap_or_default(),
+            rec.sha256.clone().unwrap_or_default(),
+            objects,
+            rec.root.clone().unwrap_or_default(),
+        ];
+        csv.write_record(&row).map_err(csv_err)?;
+    }
+    csv.flush().map_err(record::stdout_error)?;
+    Ok(0)
+}
+
+/// ISO-8601 UTC time with nanoseconds from nanoseconds since the epoch.
+pub fn iso_time(ns: i64) -> String {
+    let t = if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    };
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_sanitized() {
+        assert_eq!(crate::sys::host::file_safe("a b/c"), "a_b_c");
+    }
+
+    #[test]
+    fn iso_time_has_nanoseconds() {
+        assert_eq!(
+            iso_time(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+    }
+}

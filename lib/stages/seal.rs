@@ -1,0 +1,877 @@
+//! bk-seal: store every content not yet in the repository as an encrypted
+//! object and add the object ids to the records.
+//!
+//! Small files become one object each; files above `--chunk-threshold` are
+//! cut into content-defined chunks (FastCDC), each its own object, so an
+//! edit in a large file stores only the chunks around it. A record that
+//! already carries objects (reused by `bk-hash --reuse`) passes through
+//! unread when all of them are present.
+//!
+//! Durability is batched: new objects are written under temporary names,
+//! a whole batch is made durable with one `syncfs`, and only then do the
+//! objects get their real names and their records go out. So a crash never
+//! leaves a half-written object under a real name, and a snapshot (written
+//! after bk-seal's output ends) never names an object that is not durable.
+//!
+//! A checked input (one that starts with a begin record, see
+//! [`crate::record`]) makes a checked output: a begin record first, and an
+//! end record last, written only after every record and the last batch
+//! commit, and only if the run finished (exit status 0 or 24) and the
+//! input had its end records. A full disk, a lost repository, or an input
+//! cut short therefore never leaves an end record for `bk-index write`.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::cli::SealCli;
+use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
+use crate::error::{Error, Kind as ErrorKind, Result};
+use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
+use crate::repo::chunker::Chunker;
+use crate::repo::idkey::{self, IdKey};
+use crate::repo::{ObjectSizes, PendingObject, Repo, RepoHandle, StoreError};
+use crate::stream::progress::Progress;
+use crate::sys::source::{open_source, HashingReader};
+use crate::sys::sync::lock;
+
+pub use crate::repo::chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
+
+/// A batch is committed when this many objects or bytes are pending.
+const BATCH_OBJECTS: usize = 2000;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Objects written but not yet committed, shared by the workers.
+#[derive(Default)]
+struct Pending {
+    objects: Vec<PendingObject>,
+    ids: HashSet<String>,
+    bytes: u64,
+}
+
+/// Everything the sealing workers share.
+struct Sealer {
+    repo: Repo,
+    /// Stored objects, for deduplication (one listing on remote storage).
+    stored: ObjectSizes,
+    recipients: Recipients,
+    id_key: IdKey,
+    chunk_threshold: u64,
+    pending: Mutex<Pending>,
+    files: AtomicU64,
+    reused: AtomicU64,
+    read_bytes: AtomicU64,
+    committed_objects: AtomicU64,
+    committed_bytes: AtomicU64,
+    pause: crate::stream::pause::Pause,
+    /// Files being cut into chunks at once: at most one per chunk worker.
+    chunking: Turns,
+}
+
+/// A sealed record, and whether some of its objects await a commit.
+struct Sealed {
+    rec: Record,
+    waits: bool,
+}
+
+/// What a record worker hands to the writer, which keeps input order.
+enum Output {
+    /// Every object the record names is committed: its line, serialised
+    /// already (it may wait in memory behind other records, and a line
+    /// takes a third of the memory of a record).
+    Ready {
+        line: Vec<u8>,
+        file_size: Option<u64>,
+    },
+    /// The record names objects of the pending batch: written after the
+    /// commit, with their stored sizes. (Boxed: most outputs are lines,
+    /// and an inline record would make each of them as large.)
+    Waiting(Box<Record>),
+}
+
+impl Output {
+    fn new(sealed: Sealed) -> Output {
+        if sealed.waits {
+            return Output::Waiting(Box::new(sealed.rec));
+        }
+        let mut line = sealed.rec.to_line();
+        line.shrink_to_fit();
+        Output::Ready {
+            line,
+            file_size: (sealed.rec.kind == Kind::File).then_some(sealed.rec.size),
+        }
+    }
+
+    fn file_size(&self) -> Option<u64> {
+        match self {
+            Output::Ready { file_size, .. } => *file_size,
+            Output::Waiting(rec) => (rec.kind == Kind::File).then_some(rec.size),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Output::Ready { line, .. } => crate::stream::reorder::line_weight(line),
+            Output::Waiting(rec) => crate::stream::reorder::record_weight(rec),
+        }
+    }
+}
+
+/// Runs bk-seal; returns the exit status.
+pub fn run(cli: SealCli) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let jobs = cli.jobs.count();
+    let remote = cli.repo.repo.as_dir().is_none();
+    if remote {
+        // Many threads (record workers for the round trips, the S3
+        // client's), bound by the network rather than the allocator. Set
+        // before any of them starts.
+        crate::sys::alloc::limit_arenas(1);
+    }
+    let recipients = Recipients::load(&cli.recipients.recipients)?;
+    let repo = open_or_init(&cli, &recipients)?;
+    // Shared lock for the whole run: no prune can run while it stores or
+    // reuses objects (see `crate::stages::index::lifecycle`).
+    let _lock = crate::repo::lock::RepoLock::acquire(
+        repo.store_arc(),
+        crate::repo::lock::LockKind::Shared,
+        "bk-seal",
+        cli.wait.wait,
+    )?;
+    check_recipients(&repo, &recipients)?;
+    let id_key = load_id_key(&cli, &repo)?;
+    let sealer = Sealer {
+        stored: ObjectSizes::new(&repo, true)?,
+        repo,
+        recipients,
+        id_key,
+        chunk_threshold: cli.chunk.chunk_threshold,
+        pending: Mutex::new(Pending::default()),
+        files: AtomicU64::new(0),
+        reused: AtomicU64::new(0),
+        read_bytes: AtomicU64::new(0),
+        committed_objects: AtomicU64::new(0),
+        committed_bytes: AtomicU64::new(0),
+        pause: crate::stream::pause::Pause::new("bk-seal", cli.pause.pause_file.as_deref()),
+        chunking: Turns::new(jobs),
+    };
+    let mut out = record::stdout_records();
+    let mut input = record::stdin_records().checking(record::Check::Stage("bk-seal"));
+    let checked = input.is_checked();
+    if checked {
+        out.write_begin().map_err(record::stdout_error)?;
+    }
+    let mut progress = Progress::new(&cli.progress, "bk-seal");
+    let mut held: Vec<Output> = Vec::new();
+    let (mut new_objects, mut new_bytes) = (0u64, 0u64);
+    // On remote storage a small object's time is mostly the round trip,
+    // so more record workers keep the connection busy (each holds at most
+    // one small file's object; the chunk pool stays at `jobs`).
+    let record_workers = match cli.jobs.jobs {
+        None if remote => jobs * REMOTE_WORKERS_PER_CORE,
+        _ => jobs,
+    };
+    let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
+    let outcome = std::thread::scope(|scope| {
+        // The chunk pool: hashes, and encrypts when new, the chunks of
+        // large files, so that one huge file keeps every core busy.
+        for _ in 0..jobs {
+            let rx = chunk_rx.clone();
+            let sealer = &sealer;
+            scope.spawn(move || {
+                for job in rx {
+                    let _ = job
+                        .reply
+                        .send(sealer.store_chunk(&job.data, job.expect.as_deref()));
+                }
+            });
+        }
+        drop(chunk_rx);
+        let chunk_tx = chunk_tx;
+        seal_stream(
+            &sealer,
+            input,
+            record_workers,
+            &chunk_tx,
+            &mut out,
+            &mut progress,
+            &mut held,
+        )
+    })?;
+    let (n, b) = sealer.commit(&mut held, &mut out)?;
+    new_objects += n;
+    new_bytes += b;
+    let code = outcome.exit_code();
+    if checked && crate::error::exit::finished(code) {
+        out.write_end().map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    progress.finish();
+    crate::say!(
+        "bk-seal: {} files seen, {} reused, {} new objects added ({} bytes stored), {} bytes read, {:.1}s",
+        sealer.files.load(Ordering::Relaxed),
+        sealer.reused.load(Ordering::Relaxed),
+        new_objects + sealer.committed_objects.load(Ordering::Relaxed),
+        new_bytes + sealer.committed_bytes.load(Ordering::Relaxed),
+        sealer.read_bytes.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(code)
+}
+
+/// Seals the records of `input` with `jobs` workers, writing records whose
+/// objects are all committed at once and holding the others for the next
+/// batch commit.
+fn seal_stream(
+    sealer: &Sealer,
+    input: record::RecordReader<io::BufReader<record::StdinFd>>,
+    jobs: usize,
+    chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    out: &mut record::RecordWriter<io::Stdout>,
+    progress: &mut Progress,
+    held: &mut Vec<Output>,
+) -> Result<crate::error::Outcome> {
+    crate::stream::pipeline::run(
+        "bk-seal",
+        jobs,
+        crate::stream::pipeline::batch_for(&sealer.repo),
+        move || input,
+        |rec| {
+            sealer.pause.wait();
+            // A file that vanished or a malformed record spoils one
+            // record; a repository or disk that fails spoils the run.
+            sealer
+                .seal(rec, chunk_tx)
+                .map(|sealed| Some(Output::new(sealed)))
+                .map_err(|e| match e.kind() {
+                    ErrorKind::Partial | ErrorKind::BadInput => e,
+                    _ => e.fatal(),
+                })
+        },
+        Output::weight,
+        |output: Option<Output>| {
+            let Some(output) = output else {
+                // Nothing ready: what is written goes on down the pipe.
+                return out.flush().map_err(record::stdout_error);
+            };
+            if let Some(size) = output.file_size() {
+                progress.add(1, size);
+            }
+            // A record whose objects are committed goes out at once, unless
+            // records before it still wait for the batch: input order is
+            // kept (see crate::stream::reorder).
+            match output {
+                Output::Ready { line, .. } if held.is_empty() => {
+                    return out.write_line(&line).map_err(record::stdout_error)
+                }
+                output => held.push(output),
+            }
+            if sealer.batch_full() || held.len() >= HELD_RECORDS {
+                let (n, b) = sealer.commit(held, out)?;
+                sealer.committed_objects.fetch_add(n, Ordering::Relaxed);
+                sealer.committed_bytes.fetch_add(b, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// One chunk of a large file for the chunk pool to hash and, when new,
+/// encrypt and write.
+struct ChunkJob {
+    data: Vec<u8>,
+    /// The chunk's SHA-256 as bk-hash found it, when it did.
+    expect: Option<String>,
+    reply: crossbeam_channel::Sender<Result<ChunkDone, StoreError>>,
+}
+
+/// A chunk the pool has dealt with: its object, and whether that object
+/// awaits a commit.
+struct ChunkDone {
+    object: ObjectRef,
+    waits: bool,
+}
+
+/// Records held behind ones waiting for a batch commit before the batch is
+/// committed early, to bound the memory they hold.
+const HELD_RECORDS: usize = 8192;
+
+/// Record workers per core when the repository is remote and `-j` is not
+/// given.
+const REMOTE_WORKERS_PER_CORE: usize = 4;
+
+/// Chunks of one file being encrypted at once (bounds memory per file).
+const CHUNKS_IN_FLIGHT: usize = 3;
+
+/// Opens the repository, creating it first with `--init` when it does not
+/// exist yet (a new id key is made and saved locally). Everything that can
+/// be checked is checked before anything is made (the place is empty, the
+/// id key file is new and can be written, the key encrypts to the
+/// recipients), and a failure while creating removes what was made: either
+/// there is a whole repository with its local id key afterwards, or
+/// neither.
+fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
+    let handle = RepoHandle::from_arg(&cli.repo)?;
+    if !cli.init || handle.exists()? {
+        return Repo::open_handle(handle);
+    }
+    Repo::check_creatable(&handle)?;
+    // With --key the new repository is certified at once: the key must
+    // unlock and be able to sign before anything is made.
+    let certifier = cli
+        .secret
+        .key
+        .as_ref()
+        .map(|file| {
+            let secret = SecretKeys::load(
+                file,
+                &PassphraseSource {
+                    file: cli.secret.passphrase_file.clone(),
+                },
+            )?;
+            crate::crypto::signature::SnapshotSigner::from_secret(&secret)?;
+            Ok::<_, Error>(secret)
+        })
+        .transpose()?;
+    let id = Repo::new_id();
+    let path = cli
+        .id_key
+        .clone()
+        .unwrap_or_else(|| idkey::default_path(&id));
+    idkey::check_new_local(&path, cli.id_key.is_some())?;
+    let key = IdKey::generate();
+    let encrypted = idkey::encrypt(&key, recipients)?;
+    idkey::save_local(&key, &path)?;
+    let created = Repo::create(
+        handle,
+        id,
+        recipients.fingerprints(),
+        key.check_value(),
+        &encrypted,
+    );
+    let repo = match created {
+        Ok(repo) => repo,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+    };
+    crate::say!(
+        "bk-seal: created repository {} (id {}); its id key is saved in {} (keep it private; the repository holds it only encrypted), check value {}",
+        repo.location(),
+        repo.id(),
+        path.display(),
+        key.check_value()
+    );
+    match &certifier {
+        Some(secret) => {
+            let cert = crate::repo::certify::certify(&repo, secret, &key)?;
+            crate::say!(
+                "bk-seal: certified the id key with {} ({}): a machine with only your secret key can authenticate this repository's snapshots",
+                secret.describe(),
+                repo.store().describe(&cert)
+            );
+        }
+        None => crate::say!(
+            "bk-seal: once, where your secret key is, run `bk-index certify --repo {} --key SECRET`: until then only this machine can tell your snapshots from forged ones",
+            repo.location()
+        ),
+    }
+    Ok(repo)
+}
+
+/// Refuses recipients the repository was not made for: objects encrypted
+/// to them could not be read with the repository's keys.
+pub fn check_recipients(repo: &Repo, recipients: &Recipients) -> Result<()> {
+    let known = &repo.config().recipients;
+    for fp in recipients.fingerprints() {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(fp)) {
+            return Err(Error::key(format!(
+                "recipient {fp} is not a recipient of repository {} (it lists {})",
+                repo.location(),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The id key: the local file, or recovered with the secret key.
+fn load_id_key(cli: &SealCli, repo: &Repo) -> Result<IdKey> {
+    let local = cli
+        .id_key
+        .clone()
+        .unwrap_or_else(|| idkey::default_path(repo.id()));
+    let secret = match (&cli.secret.key, local.exists()) {
+        (Some(key), false) => Some(SecretKeys::load(
+            key,
+            &PassphraseSource {
+                file: cli.secret.passphrase_file.clone(),
+            },
+        )?),
+        _ => None,
+    };
+    idkey::for_repo(repo, Some(&local), secret.as_ref())
+}
+
+impl Sealer {
+    /// Adds `objects` to a file record, storing the content if needed.
+    fn seal(
+        &self,
+        mut rec: Record,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<Sealed> {
+        if rec.kind != Kind::File {
+            return Ok(Sealed { rec, waits: false });
+        }
+        self.files.fetch_add(1, Ordering::Relaxed);
+        let shown = rec.display_path();
+        let mut sha = rec.sha256.clone().ok_or_else(|| {
+            Error::bad_input(format!(
+                "{shown}: file record has no sha256; pipe it through bk-hash first"
+            ))
+        })?;
+        if !self.objects_agree(&rec, &sha) {
+            crate::say!(
+                "bk-seal: {shown}: its objects do not match its size and sha256 (a damaged reuse cache, or an edited record): reading the file again"
+            );
+            rec.objects = None;
+            sha = self.rehash(&rec)?;
+            rec.sha256 = Some(sha.clone());
+        }
+        // The chunk hashes are bk-hash's word to bk-seal, not for the
+        // snapshot.
+        let chunks = rec.chunks.take();
+        if self.objects_present(&rec)? {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(Sealed { rec, waits: false });
+        }
+        let (objects, waits) = if rec.size > self.chunk_threshold {
+            let _turn = self.chunking.enter();
+            match chunks {
+                Some(chunks) => self.store_hashed_chunks(&rec, &chunks, &shown, chunk_tx)?,
+                None => self.store_chunked(&rec, &sha, &shown, chunk_tx)?,
+            }
+        } else {
+            self.store_whole(&rec, &sha, &shown)?
+        };
+        rec.objects = Some(objects);
+        Ok(Sealed { rec, waits })
+    }
+
+    /// Whether the objects a record arrives with (reused by bk-hash) can
+    /// be its content: their sizes add up to the file's, and a single
+    /// object's id is the one its sha256 gives. A record without objects
+    /// agrees trivially.
+    fn objects_agree(&self, rec: &Record, sha: &str) -> bool {
+        let Some(objects) = rec.objects.as_ref() else {
+            return true;
+        };
+        let total = objects.iter().try_fold(0u64, |t, o| t.checked_add(o.size));
+        if total != Some(rec.size) || (objects.is_empty() && rec.size > 0) {
+            return false;
+        }
+        match objects.as_slice() {
+            [one] => self.id_key.id_matches(sha, &one.id),
+            _ => true,
+        }
+    }
+
+    /// Hashes the file again, for a record whose hash cannot be trusted.
+    fn rehash(&self, rec: &Record) -> Result<String> {
+        let path = rec.source_path()?;
+        let mut buf = vec![0u8; 128 << 10];
+        let hashed = crate::stages::hash::hash_file(
+            &path,
+            rec.size,
+            false,
+            &mut buf,
+            &std::sync::atomic::AtomicBool::new(false),
+        )?;
+        self.read_bytes.fetch_add(rec.size, Ordering::Relaxed);
+        Ok(hashed.sha256)
+    }
+
+    /// Whether the record already names objects that are all in the
+    /// repository with the sizes it says (a file reused by bk-hash).
+    fn objects_present(&self, rec: &Record) -> Result<bool> {
+        let Some(objects) = rec.objects.as_ref().filter(|o| !o.is_empty()) else {
+            return Ok(false);
+        };
+        for obj in objects {
+            if crate::repo::check_object_id(&obj.id).is_err() {
+                return Ok(false);
+            }
+            match self.stored.reuse(&self.repo, &obj.id)? {
+                Some(size) if obj.stored.is_none_or(|s| s == size) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One object for the whole file, encrypted while it is re-hashed.
+    fn store_whole(&self, rec: &Record, sha: &str, shown: &str) -> Result<(Vec<ObjectRef>, bool)> {
+        let id = self.id_key.object_id(sha).map_err(|e| e.context(shown))?;
+        if let Some((stored, waits)) = self.known(&id)? {
+            return Ok((vec![obj_ref(id, rec.size, stored)], waits));
+        }
+        let file = open_source(&rec.source_path()?, shown)?;
+        let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
+        let result = self.repo.write_object_unsynced(&id, |out| {
+            self.recipients
+                .encrypt_object(&mut reader, out, Some(rec.size))?;
+            if reader.count() != rec.size || reader.hex_digest() != sha {
+                return Err(io::Error::other(CHANGED));
+            }
+            Ok(())
+        });
+        self.read_bytes.fetch_add(reader.count(), Ordering::Relaxed);
+        let pending = result.map_err(|e| store_error(e, shown))?;
+        let stored = pending.size;
+        self.add_pending(pending);
+        Ok((vec![obj_ref(id, rec.size, Some(stored))], true))
+    }
+
+    /// Content-defined chunks, each its own object, for a record without
+    /// bk-hash's chunk list: the whole file is read and the whole-file hash
+    /// checked at the end (chunks stored before a mismatch are sound
+    /// objects of the content read, only the record is refused).
+    fn store_chunked(
+        &self,
+        rec: &Record,
+        sha: &str,
+        shown: &str,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<(Vec<ObjectRef>, bool)> {
+        let file = open_source(&rec.source_path()?, shown)?;
+        let mut reader = HashingReader::new(file);
+        let mut in_flight = InFlight::new(shown);
+        for chunk in Chunker::new(&mut reader) {
+            let data = chunk.map_err(|e| unreadable(shown, &e))?;
+            in_flight.push(send_chunk(chunk_tx, data, None)?)?;
+        }
+        let (objects, waits) = in_flight.finish()?;
+        let count = reader.count();
+        self.read_bytes.fetch_add(count, Ordering::Relaxed);
+        if count != rec.size || reader.hex_digest() != sha {
+            return Err(changed_since_hashed(shown, "size or sha256 differs"));
+        }
+        Ok((objects, waits))
+    }
+
+    /// Chunks bk-hash cut and hashed: only those the repository lacks are
+    /// read (each checked against its hash in the pool), so an edit in a
+    /// large file costs reading the edited chunks, not the file.
+    fn store_hashed_chunks(
+        &self,
+        rec: &Record,
+        chunks: &[ChunkHash],
+        shown: &str,
+        chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    ) -> Result<(Vec<ObjectRef>, bool)> {
+        check_chunk_list(chunks, rec.size, shown)?;
+        let mut file = None;
+        let mut offset = 0;
+        let mut in_flight = InFlight::new(shown);
+        for chunk in chunks {
+            let id = self
+                .id_key
+                .object_id(&chunk.sha256)
+                .map_err(|e| e.context(shown))?;
+            let slot = match self.known(&id)? {
+                Some((stored, waits)) => Slot::Done(ChunkDone {
+                    object: obj_ref(id, chunk.size, stored),
+                    waits,
+                }),
+                None => {
+                    let source = match &mut file {
+                        Some(source) => source,
+                        None => file.insert(open_source(&rec.source_path()?, shown)?),
+                    };
+                    let data = read_chunk(source, offset, chunk.size, shown)?;
+                    self.read_bytes.fetch_add(chunk.size, Ordering::Relaxed);
+                    send_chunk(chunk_tx, data, Some(chunk.sha256.clone()))?
+                }
+            };
+            in_flight.push(slot)?;
+            offset += chunk.size;
+        }
+        in_flight.finish()
+    }
+
+    /// The chunk pool's work on one chunk: its id (from its SHA-256), and
+    /// its object, stored unless the repository or this run has it.
+    /// With `expect`, a chunk whose hash differs is refused: its file
+    /// changed since bk-hash read it.
+    fn store_chunk(&self, data: &[u8], expect: Option<&str>) -> Result<ChunkDone, StoreError> {
+        let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
+        if expect.is_some_and(|e| e != chunk_sha) {
+            return Err(StoreError::Fill(io::Error::other(CHANGED)));
+        }
+        let id = self
+            .id_key
+            .object_id(&chunk_sha)
+            .map_err(StoreError::Write)?;
+        let size = data.len() as u64;
+        if let Some((stored, waits)) = self.known(&id).map_err(StoreError::Write)? {
+            return Ok(ChunkDone {
+                object: obj_ref(id, size, stored),
+                waits,
+            });
+        }
+        let pending = self.repo.write_object_unsynced(&id, |out| {
+            self.recipients.encrypt_object(data, out, Some(size))
+        })?;
+        let stored = pending.size;
+        self.add_pending(pending);
+        Ok(ChunkDone {
+            object: obj_ref(id, size, Some(stored)),
+            waits: true,
+        })
+    }
+
+    /// Whether object `id` is stored already or pending in this run:
+    /// `Some((stored size if known, waits for commit))`.
+    fn known(&self, id: &str) -> Result<Option<(Option<u64>, bool)>> {
+        if lock(&self.pending).ids.contains(id) {
+            return Ok(Some((None, true)));
+        }
+        Ok(self.stored.reuse(&self.repo, id)?.map(|s| (Some(s), false)))
+    }
+
+    fn add_pending(&self, obj: PendingObject) {
+        let mut p = lock(&self.pending);
+        p.bytes += obj.size;
+        p.ids.insert(obj.id.clone());
+        p.objects.push(obj);
+    }
+
+    fn batch_full(&self) -> bool {
+        let p = lock(&self.pending);
+        p.objects.len() >= BATCH_OBJECTS || p.bytes >= BATCH_BYTES
+    }
+
+    /// Commits the pending objects and writes the records that waited for
+    /// them, with the stored size of each object as it now is.
+    fn commit(
+        &self,
+        held: &mut Vec<Output>,
+        out: &mut record::RecordWriter<io::Stdout>,
+    ) -> Result<(u64, u64)> {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        let mut written: HashMap<String, u64> = batch
+            .objects
+            .iter()
+            .map(|o| (o.id.clone(), o.size))
+            .collect();
+        let (new, bytes, kept) = self.repo.commit_objects(batch.objects)?;
+        for id in &kept {
+            written.remove(id);
+        }
+        for (id, &size) in &written {
+            self.stored.insert(id, size);
+        }
+        // Sizes are known for what this batch wrote and what was reused;
+        // only an object someone else stored first is looked up again.
+        for output in held.drain(..) {
+            let mut rec = match output {
+                Output::Ready { line, .. } => {
+                    out.write_line(&line).map_err(record::stdout_error)?;
+                    continue;
+                }
+                Output::Waiting(rec) => *rec,
+            };
+            if let Some(objects) = rec.objects.as_mut() {
+                for obj in objects.iter_mut() {
+                    obj.stored = match written.get(&obj.id) {
+                        Some(&size) => Some(size),
+                        None if obj.stored.is_none() || kept.contains(&obj.id) => {
+                            self.repo.object_size(&obj.id)?
+                        }
+                        None => obj.stored,
+                    };
+                }
+            }
+            out.write(&rec).map_err(record::stdout_error)?;
+        }
+        Ok((new, bytes))
+    }
+}
+
+/// Lets at most `n` threads at a time through. A file being cut into
+/// chunks holds a chunk of up to [`CHUNK_MAX`] bytes waiting for the pool
+/// (and, without bk-hash's chunk list, its chunker's buffer), so the pool's
+/// size, not the number of record workers (four per core on remote
+/// storage, for the round trips of small files), should bound how many
+/// files are cut at once: more would not be faster, the pool being the
+/// bottleneck.
+struct Turns {
+    taken: crossbeam_channel::Sender<()>,
+    given_back: crossbeam_channel::Receiver<()>,
+}
+
+impl Turns {
+    fn new(n: usize) -> Turns {
+        let (taken, given_back) = crossbeam_channel::bounded(n.max(1));
+        Turns { taken, given_back }
+    }
+
+    /// Waits for a turn, which lasts until the returned guard is dropped.
+    fn enter(&self) -> Turn<'_> {
+        // Both ends live in `self`, so the send cannot fail.
+        let _ = self.taken.send(());
+        Turn(self)
+    }
+}
+
+/// A turn through [`Turns`], given back when dropped.
+struct Turn<'a>(&'a Turns);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.given_back.try_recv();
+    }
+}
+
+/// The pool's answer on one chunk.
+type ChunkReply = crossbeam_channel::Receiver<Result<ChunkDone, StoreError>>;
+
+/// Hands one chunk to the pool.
+fn send_chunk(
+    chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
+    data: Vec<u8>,
+    expect: Option<String>,
+) -> Result<Slot> {
+    let (reply, result) = crossbeam_channel::bounded(1);
+    chunk_tx
+        .send(ChunkJob {
+            data,
+            expect,
+            reply,
+        })
+        .map_err(|_| Error::fault("chunk pool stopped"))?;
+    Ok(Slot::Sent(result))
+}
+
+/// One chunk of a file, in file order: known already, or with the pool.
+enum Slot {
+    Done(ChunkDone),
+    Sent(ChunkReply),
+}
+
+/// The chunks of one file on their way to becoming its object list, at
+/// most [`CHUNKS_IN_FLIGHT`] of them with the pool at once.
+struct InFlight<'a> {
+    shown: &'a str,
+    slots: std::collections::VecDeque<Slot>,
+    objects: Vec<ObjectRef>,
+    waits: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shown: &'a str) -> Self {
+        InFlight {
+            shown,
+            slots: Default::default(),
+            objects: Vec::new(),
+            waits: false,
+        }
+    }
+
+    /// Adds the next chunk, first waiting for the oldest when too many are
+    /// with the pool.
+    fn push(&mut self, slot: Slot) -> Result<()> {
+        self.slots.push_back(slot);
+        while self.slots.len() > CHUNKS_IN_FLIGHT {
+            self.take_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn take_oldest(&mut self) -> Result<()> {
+        let done = match self.slots.pop_front() {
+            Some(Slot::Done(done)) => done,
+            Some(Slot::Sent(result)) => result
+                .recv()
+                .map_err(|_| Error::fault("chunk pool stopped"))?
+                .map_err(|e| store_error(e, self.shown))?,
+            None => return Ok(()),
+        };
+        self.waits |= done.waits;
+        self.objects.push(done.object);
+        Ok(())
+    }
+
+    /// The file's objects in order, and whether any awaits a commit.
+    fn finish(mut self) -> Result<(Vec<ObjectRef>, bool)> {
+        while !self.slots.is_empty() {
+            self.take_oldest()?;
+        }
+        Ok((self.objects, self.waits))
+    }
+}
+
+/// Checks bk-hash's chunk list before trusting it with reads: sizes that
+/// add up to the file's and fit a chunk.
+fn check_chunk_list(chunks: &[ChunkHash], size: u64, shown: &str) -> Result<()> {
+    let fits = |c: &ChunkHash| c.size > 0 && c.size <= u64::from(CHUNK_MAX);
+    let total = chunks.iter().try_fold(0u64, |t, c| t.checked_add(c.size));
+    if !chunks.iter().all(fits) || total != Some(size) {
+        return Err(Error::bad_input(format!(
+            "{shown}: its \"chunks\" do not add up to its size in chunks of at most {CHUNK_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one chunk of a source file (into fresh capacity: no zeroing pass
+/// over memory that the read overwrites anyway).
+fn read_chunk(file: &mut std::fs::File, offset: u64, size: u64, shown: &str) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut data = Vec::with_capacity(size as usize);
+    let read = file
+        .seek(SeekFrom::Start(offset))
+        .and_then(|_| file.take(size).read_to_end(&mut data));
+    match read {
+        Ok(n) if n as u64 == size => Ok(data),
+        Ok(_) => Err(changed_since_hashed(shown, "shorter now")),
+        Err(e) => Err(unreadable(shown, &e)),
+    }
+}
+
+fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {
+    ObjectRef { id, size, stored }
+}
+
+const CHANGED: &str = "content changed while reading";
+
+/// The error for a failed object write: a changed or unreadable source is
+/// "partial", a failing repository is reported as such.
+fn store_error(err: StoreError, shown: &str) -> Error {
+    match err {
+        StoreError::Fill(e) if e.to_string() == CHANGED => {
+            changed_since_hashed(shown, "size or sha256 differs")
+        }
+        StoreError::Fill(e) => unreadable(shown, &e),
+        StoreError::Write(e) => e.context(format!("storing {shown}")),
+    }
+}
+
+/// The error for a source file that could not be read: that file is left
+/// out (exit 24), the run goes on.
+fn unreadable(shown: &str, err: &io::Error) -> Error {
+    Error::partial(format!(
+        "{shown}: {}; not stored",
+        crate::error::io_cause(err)
+    ))
+}
+
+/// The error for a source file whose content is not what bk-hash hashed:
+/// that file is left out (exit 24), the run goes on.
+fn changed_since_hashed(shown: &str, how: &str) -> Error {
+    Error::partial(format!(
+        "{shown}: changed since it was hashed ({how}); not stored"
+    ))
+}
