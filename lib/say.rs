@@ -27,3 +27,12 @@ pub fn line(args: fmt::Arguments<'_>) {
     text.push('\n');
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
+
+/// The running program's name for warnings (`bk-index`, `bk-open`…).
+pub fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "bk".into())
+}

@@ -14,8 +14,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::storage::location::LocationParser;
-use crate::storage::{Location, S3Options};
+use std::ffi::OsStr;
+
+use crate::crypto::{PassphraseSource, SecretKeys};
+use crate::error::{Error, Result};
+use crate::repo::{Repo, RepoHandle};
+use crate::storage::location::Location;
+use crate::storage::s3::S3Options;
 
 /// Text shown under every program's `--help`: exit statuses.
 pub const EXIT_STATUS_HELP: &str = "\
@@ -49,7 +54,72 @@ pub struct RepoArg {
     #[arg(long, env = "BK_REPO", value_name = "DIR|s3://BUCKET/PREFIX", value_parser = LocationParser)]
     pub repo: Location,
     #[command(flatten)]
-    pub s3: S3Options,
+    pub s3: S3Args,
+}
+
+impl RepoArg {
+    /// The storage these arguments name (no request is made yet).
+    pub fn handle(&self) -> Result<RepoHandle> {
+        RepoHandle::new(&self.repo, &self.s3.options())
+    }
+
+    /// Opens the existing repository these arguments name.
+    pub fn open(&self) -> Result<Repo> {
+        Repo::open_handle(self.handle()?)
+    }
+}
+
+/// clap value parser for [`Location`] (directories need not be UTF-8).
+#[derive(Debug, Clone, Copy)]
+pub struct LocationParser;
+
+impl clap::builder::TypedValueParser for LocationParser {
+    type Value = Location;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Location, clap::Error> {
+        Location::parse(value).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --repo: {e}\n"),
+            )
+        })
+    }
+}
+
+/// How to reach an S3-compatible service. Credentials come from the
+/// standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or profile files
+/// (`AWS_PROFILE`, `~/.aws/credentials`, `~/.aws/config`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct S3Args {
+    /// S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph,
+    /// Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]
+    #[arg(long, env = "BK_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
+    #[arg(long, env = "BK_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for
+    /// MinIO and most self-hosted servers; automatic for an endpoint that
+    /// is an IP address or localhost)
+    #[arg(long, env = "BK_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub s3_path_style: bool,
+}
+
+impl S3Args {
+    /// The storage layer's options.
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+        }
+    }
 }
 
 /// Public keys to encrypt to.
@@ -78,6 +148,32 @@ pub struct SecretKeyArgs {
     /// else the terminal is asked)
     #[arg(long, env = "BK_PASSPHRASE_FILE", value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+}
+
+impl SecretKeyArgs {
+    /// Loads the secret key named by the arguments, if any.
+    pub fn load(&self) -> Result<Option<SecretKeys>> {
+        self.key
+            .as_ref()
+            .map(|k| {
+                SecretKeys::load(
+                    k,
+                    &PassphraseSource {
+                        file: self.passphrase_file.clone(),
+                    },
+                )
+            })
+            .transpose()
+    }
+
+    /// Loads the secret key, which this command cannot do without.
+    pub fn require(&self, why: &str) -> Result<SecretKeys> {
+        self.load()?.ok_or_else(|| {
+            Error::usage(format!(
+                "{why} needs a secret key: give --key SECRET (or BK_KEY)"
+            ))
+        })
+    }
 }
 
 /// `--chunk-threshold`: which files are stored in content-defined chunks.
@@ -118,6 +214,18 @@ pub struct ProgressArg {
     /// Never show progress, even on a terminal
     #[arg(long, conflicts_with = "progress")]
     pub no_progress: bool,
+}
+
+impl ProgressArg {
+    /// When to show progress.
+    pub fn show(&self) -> crate::stream::progress::Show {
+        use crate::stream::progress::Show;
+        match (self.progress, self.no_progress) {
+            (_, true) => Show::Never,
+            (true, false) => Show::Always,
+            (false, false) => Show::Auto,
+        }
+    }
 }
 
 /// Public keys whose snapshot signatures are trusted, and whether a
@@ -271,7 +379,7 @@ pub struct HashCli {
     #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
     pub id_key: Option<PathBuf>,
     #[command(flatten)]
-    pub s3: S3Options,
+    pub s3: S3Args,
     #[command(flatten)]
     pub progress: ProgressArg,
     #[command(flatten)]

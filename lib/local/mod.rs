@@ -2,3 +2,4 @@
 //! key: the reuse cache of each source root's latest snapshot.
 
 pub mod snapcache;
+pub mod summaries;

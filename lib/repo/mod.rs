@@ -22,23 +22,23 @@ pub mod chunker;
 pub mod idkey;
 pub mod inventory;
 pub mod lock;
+pub mod objects;
 pub mod retention;
 pub mod snapshot_name;
+pub mod snapshots;
 pub mod trailer;
 pub mod trust;
 
-use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RepoArg;
 use crate::error::{io_cause, Error, Result};
-use crate::storage::{self, Commit, Finished, KeyReader, Location, S3Options, Storage, Upload};
-
-pub use crate::storage::dir::{create_private_file, sync_dir, TMP_PREFIX};
+use crate::storage::location::{self, Location};
+use crate::storage::s3::S3Options;
+use crate::storage::{Commit, Finished, KeyReader, Storage, Upload};
 
 /// The repository format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -92,14 +92,9 @@ impl RepoHandle {
     /// The storage `--repo` names (no request is made yet).
     pub fn new(location: &Location, s3: &S3Options) -> Result<RepoHandle> {
         Ok(RepoHandle {
-            store: storage::open(location, s3)?,
+            store: location::open(location, s3)?,
             location: location.clone(),
         })
-    }
-
-    /// The storage of a program's `--repo` arguments.
-    pub fn from_arg(arg: &RepoArg) -> Result<RepoHandle> {
-        RepoHandle::new(&arg.repo, &arg.s3)
     }
 
     /// Whether a repository exists there (its `bk-repo.json` does).
@@ -117,11 +112,6 @@ pub fn repo_err(store: &dyn Storage, key: &str, e: &io::Error) -> Error {
 }
 
 impl Repo {
-    /// Opens the repository a program's `--repo` arguments name.
-    pub fn open(arg: &RepoArg) -> Result<Repo> {
-        Repo::open_handle(RepoHandle::from_arg(arg)?)
-    }
-
     /// Opens an existing repository and checks its format version.
     pub fn open_handle(handle: RepoHandle) -> Result<Repo> {
         let RepoHandle { store, location } = handle;
@@ -312,12 +302,6 @@ impl Repo {
         }
     }
 
-    /// The key of an object with this id. The id must already be checked
-    /// with [`check_object_id`].
-    pub fn object_key(&self, id: &str) -> String {
-        format!("objects/{}/{id}", &id[..2])
-    }
-
     /// The key of a snapshot by name.
     pub fn snapshot_key(&self, name: &str) -> String {
         format!("snapshots/{name}")
@@ -354,82 +338,10 @@ impl Repo {
         }
     }
 
-    /// The stored size of an object, or `None` if it is absent.
-    pub fn object_size(&self, id: &str) -> Result<Option<u64>> {
-        self.store
-            .stat(&self.object_key(id))
-            .map(|s| s.map(|s| s.size))
-            .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))
-    }
-
-    /// The stored size of an object this run reuses (a dedup hit or a record
-    /// passed through with its objects), or `None` if it is absent. An
-    /// object last modified more than [`REUSE_TOUCH_AFTER`] ago gets its
-    /// modification time set to now, so that `bk-index prune`'s grace period
-    /// protects it until the records naming it are in a snapshot. The touch
-    /// is best effort (storage that refuses it only loses that extra
-    /// protection; locks still apply).
-    pub fn reuse_object(&self, id: &str) -> Result<Option<u64>> {
-        let key = self.object_key(id);
-        let stat = self
-            .store
-            .stat(&key)
-            .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))?;
-        Ok(stat.map(|s| {
-            let old = s
-                .modified
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > REUSE_TOUCH_AFTER);
-            if old {
-                self.store.touch(&key);
-            }
-            s.size
-        }))
-    }
-
-    /// Calls `f` with the id and stored size of every object under
-    /// `objects/` (names that are not an object id in its right
-    /// sub-directory are skipped), in no particular order, streaming.
-    pub fn for_each_object(&self, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
-        self.store
-            .walk("objects", &mut |rel, stat| {
-                if let Some((sub, id)) = rel.split_once('/') {
-                    if check_object_id(id).is_ok() && id.starts_with(sub) {
-                        f(id, stat.size);
-                    }
-                }
-            })
-            .map_err(|e| self.error("objects", &e))
-    }
-
-    /// Writes an object through `fill` so that no reader sees it yet: it
-    /// gets its real name only in [`Repo::commit_objects`], which makes a
-    /// whole batch durable at once. A crash before that leaves only
-    /// temporary files (or, on S3, complete objects no snapshot names yet),
-    /// never a half-written object under a real name.
-    pub fn write_object_unsynced(
-        &self,
-        id: &str,
-        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> Result<PendingObject, StoreError> {
-        let key = self.object_key(id);
-        let upload = self
-            .store
-            .create(&key)
-            .map_err(|e| StoreError::Write(self.write_error(&key, e)))?;
-        let (finished, size, blake3) = self.fill(&key, upload, fill)?;
-        Ok(PendingObject {
-            id: id.to_owned(),
-            finished,
-            size,
-            blake3,
-        })
-    }
-
     /// Writes `fill`'s bytes to `upload`; returns the finished upload, its
     /// size and the hex BLAKE3 of the bytes written. Failures of the output
     /// are told apart from failures of `fill`'s input.
-    fn fill(
+    pub(super) fn fill(
         &self,
         key: &str,
         upload: Box<dyn Upload>,
@@ -457,42 +369,6 @@ impl Repo {
             .finish()
             .map_err(|e| StoreError::Write(self.write_error(key, e)))?;
         Ok((finished, written, blake3))
-    }
-
-    /// Makes a batch of written objects durable and visible under their
-    /// real names (keeping an existing object of the same id), and records
-    /// the new ones in the object inventory (see [`crate::repo::inventory`]).
-    /// Returns how many were new, their stored bytes, and the ids that
-    /// were already stored by someone else (whose stored size may differ
-    /// from the one written here).
-    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64, Vec<String>)> {
-        if batch.is_empty() {
-            return Ok((0, 0, Vec::new()));
-        }
-        let mut facts = Vec::with_capacity(batch.len());
-        let mut finished = Vec::with_capacity(batch.len());
-        for p in batch {
-            facts.push((p.id, p.size, p.blake3));
-            finished.push(p.finished);
-        }
-        let created = self
-            .store
-            .commit(finished, Commit::KeepExisting)
-            .map_err(|e| self.write_error("objects", e))?;
-        let (mut new, mut bytes) = (0, 0);
-        let mut inventory = Vec::new();
-        let mut kept = Vec::new();
-        for ((id, size, sha), created) in facts.iter().zip(created) {
-            if created {
-                new += 1;
-                bytes += size;
-                inventory.push((id.as_str(), *size, sha.as_str()));
-            } else {
-                kept.push(id.clone());
-            }
-        }
-        crate::repo::inventory::append(self, &inventory)?;
-        Ok((new, bytes, kept))
     }
 
     /// Writes a key atomically: readers see the old state or all of the new
@@ -564,116 +440,6 @@ impl Repo {
     }
 }
 
-/// Checks that an object id is 64 lower-case hex characters, so that it
-/// can never name a path outside `objects/`.
-pub fn check_object_id(id: &str) -> Result<()> {
-    if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(Error::repo(format!(
-            "object id {:?} is not 64 lower-case hex digits",
-            id.chars().take(80).collect::<String>()
-        )))
-    }
-}
-
-/// Checks that the objects of a file record cover its content: their
-/// plaintext sizes add up to the record's `size`, and a non-empty file
-/// has at least one object. A record that fails this cannot be restored
-/// (`"size":81234,"objects":[]` would restore as an empty file, or not at
-/// all), so `bk-index write` and `bk-verify` should refuse it. The error
-/// says what is wrong, for the caller to put after the record's path.
-pub fn check_objects_cover_size(
-    size: u64,
-    objects: &[crate::record::ObjectRef],
-) -> std::result::Result<(), String> {
-    if size > 0 && objects.is_empty() {
-        return Err(format!(
-            "a file of {size} bytes with no objects (its content is nowhere in the repository)"
-        ));
-    }
-    let total = objects
-        .iter()
-        .try_fold(0u64, |sum, o| sum.checked_add(o.size));
-    match total {
-        Some(total) if total == size => Ok(()),
-        Some(total) => Err(format!(
-            "its objects hold {total} bytes of content, the record says {size}"
-        )),
-        None => Err(format!(
-            "its objects' sizes add up to more than 2^64 bytes, the record says {size}"
-        )),
-    }
-}
-
-/// Stored sizes of objects a run looks up many times (deduplication, the
-/// checks of bk-index write and bk-verify). On remote storage, where each
-/// stat is a round trip, they come from one listing of `objects/` (one
-/// request per 1,000 objects on S3, about 50 bytes of memory per object),
-/// kept up to date with [`ObjectSizes::insert`]; on a directory, from a
-/// stat per lookup.
-#[derive(Debug)]
-pub struct ObjectSizes {
-    listed: Option<Mutex<HashMap<[u8; 32], u64>>>,
-}
-
-impl ObjectSizes {
-    /// Lists `objects/` up front if the storage is remote and `worth_it`
-    /// (the caller expects enough lookups to pay for the listing).
-    pub fn new(repo: &Repo, worth_it: bool) -> Result<ObjectSizes> {
-        if !(worth_it && repo.store().is_remote()) {
-            return Ok(ObjectSizes { listed: None });
-        }
-        let mut sizes = HashMap::new();
-        repo.for_each_object(&mut |id, size| {
-            if let Some(raw) = raw_object_id(id) {
-                sizes.insert(raw, size);
-            }
-        })?;
-        Ok(ObjectSizes {
-            listed: Some(Mutex::new(sizes)),
-        })
-    }
-
-    /// The stored size of an object, or `None` if it is absent.
-    pub fn get(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
-        match self.listed_size(id) {
-            Some(size) => Ok(size),
-            None => repo.object_size(id),
-        }
-    }
-
-    /// [`ObjectSizes::get`] for an object this run reuses: without a
-    /// listing, [`Repo::reuse_object`] (which refreshes an old object's
-    /// time for prune's grace period).
-    pub fn reuse(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
-        match self.listed_size(id) {
-            Some(size) => Ok(size),
-            None => repo.reuse_object(id),
-        }
-    }
-
-    /// Records an object this run stored.
-    pub fn insert(&self, id: &str, size: u64) {
-        if let (Some(listed), Some(raw)) = (&self.listed, raw_object_id(id)) {
-            crate::sys::sync::lock(listed).insert(raw, size);
-        }
-    }
-
-    /// From the listing: `Some(size if stored)`; `None` without one.
-    fn listed_size(&self, id: &str) -> Option<Option<u64>> {
-        let listed = self.listed.as_ref()?;
-        let raw = raw_object_id(id)?;
-        Some(crate::sys::sync::lock(listed).get(&raw).copied())
-    }
-}
-
-/// An object id as its 32 raw bytes; `None` if it is not one.
-pub fn raw_object_id(id: &str) -> Option<[u8; 32]> {
-    let mut raw = [0u8; 32];
-    (check_object_id(id).is_ok() && hex::decode_to_slice(id, &mut raw).is_ok()).then_some(raw)
-}
-
 /// Why storing an object failed: the source (the closure's input) or the
 /// write to the repository.
 #[derive(Debug)]
@@ -692,19 +458,6 @@ impl StoreError {
             StoreError::Write(e) => e,
         }
     }
-}
-
-/// An object written but not yet visible, waiting for
-/// [`Repo::commit_objects`]. Dropping it discards it.
-#[derive(Debug)]
-pub struct PendingObject {
-    /// Object id.
-    pub id: String,
-    finished: Finished,
-    /// Bytes written.
-    pub size: u64,
-    /// Hex BLAKE3 of the bytes written (the ciphertext), for the inventory.
-    pub blake3: String,
 }
 
 /// A writer that remembers its own I/O error, so a failed encryption can be
@@ -737,40 +490,18 @@ impl<W: Write> Write for TrackedWriter<W> {
     }
 }
 
-/// An object reused by a run gets a fresh modification time when its own is
-/// older than this: half of `bk-index prune`'s default grace period (24 h).
-pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::ObjectRef;
-
-    fn obj(size: u64) -> ObjectRef {
-        ObjectRef {
-            id: "ab".repeat(32),
-            size,
-            stored: None,
+/// Refuses recipients the repository was not made for: objects encrypted
+/// to them could not be read with the repository's keys.
+pub fn check_recipients(repo: &Repo, recipients: &crate::crypto::Recipients) -> Result<()> {
+    let known = &repo.config().recipients;
+    for fp in recipients.fingerprints() {
+        if !known.iter().any(|k| k.eq_ignore_ascii_case(fp)) {
+            return Err(Error::key(format!(
+                "recipient {fp} is not a recipient of repository {} (it lists {})",
+                repo.location(),
+                known.join(", ")
+            )));
         }
     }
-
-    #[test]
-    fn objects_must_cover_the_size_of_a_file() {
-        assert_eq!(check_objects_cover_size(0, &[]), Ok(()));
-        assert_eq!(check_objects_cover_size(5, &[obj(5)]), Ok(()));
-        assert_eq!(
-            check_objects_cover_size(3 << 20, &[obj(1 << 20), obj(2 << 20)]),
-            Ok(())
-        );
-        // An empty file may name the object of the empty content.
-        assert_eq!(check_objects_cover_size(0, &[obj(0)]), Ok(()));
-        let e = check_objects_cover_size(81234, &[]).unwrap_err();
-        assert!(e.contains("81234 bytes with no objects"), "{e}");
-        let e = check_objects_cover_size(10, &[obj(4), obj(5)]).unwrap_err();
-        assert!(e.contains("hold 9 bytes") && e.contains("says 10"), "{e}");
-        let e = check_objects_cover_size(0, &[obj(1)]).unwrap_err();
-        assert!(e.contains("hold 1 bytes"), "{e}");
-        let e = check_objects_cover_size(1, &[obj(u64::MAX), obj(2)]).unwrap_err();
-        assert!(e.contains("more than 2^64"), "{e}");
-    }
+    Ok(())
 }

@@ -150,7 +150,7 @@ fn parse_stamp(stamp: &str) -> Option<(i64, String)> {
         }
         _ => return None,
     };
-    let days = crate::repo::retention::days_from_civil(y, mo as u32, d as u32);
+    let days = crate::sys::time::days_from_civil(y, mo as u32, d as u32);
     let secs = days * 86_400 + h * 3600 + mi * 60 + s;
     let frac_text = std::str::from_utf8(frac).ok()?;
     let rfc3339 = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac_text}Z");

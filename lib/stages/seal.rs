@@ -31,7 +31,8 @@ use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
 use crate::repo::chunker::Chunker;
 use crate::repo::idkey::{self, IdKey};
-use crate::repo::{ObjectSizes, PendingObject, Repo, RepoHandle, StoreError};
+use crate::repo::objects::{ObjectSizes, PendingObject};
+use crate::repo::{Repo, StoreError};
 use crate::stream::progress::Progress;
 use crate::sys::source::{open_source, HashingReader};
 use crate::sys::sync::lock;
@@ -139,7 +140,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         "bk-seal",
         cli.wait.wait,
     )?;
-    check_recipients(&repo, &recipients)?;
+    crate::repo::check_recipients(&repo, &recipients)?;
     let id_key = load_id_key(&cli, &repo)?;
     let sealer = Sealer {
         stored: ObjectSizes::new(&repo, true)?,
@@ -162,7 +163,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
     if checked {
         out.write_begin().map_err(record::stdout_error)?;
     }
-    let mut progress = Progress::new(&cli.progress, "bk-seal");
+    let mut progress = Progress::new(cli.progress.show(), "bk-seal");
     let mut held: Vec<Output> = Vec::new();
     let (mut new_objects, mut new_bytes) = (0u64, 0u64);
     // On remote storage a small object's time is mostly the round trip,
@@ -235,7 +236,7 @@ fn seal_stream(
     crate::stream::pipeline::run(
         "bk-seal",
         jobs,
-        crate::stream::pipeline::batch_for(&sealer.repo),
+        crate::stream::pipeline::batch_for(sealer.repo.store().is_remote()),
         move || input,
         |rec| {
             sealer.pause.wait();
@@ -312,7 +313,7 @@ const CHUNKS_IN_FLIGHT: usize = 3;
 /// there is a whole repository with its local id key afterwards, or
 /// neither.
 fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
-    let handle = RepoHandle::from_arg(&cli.repo)?;
+    let handle = cli.repo.handle()?;
     if !cli.init || handle.exists()? {
         return Repo::open_handle(handle);
     }
@@ -379,22 +380,6 @@ fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
         ),
     }
     Ok(repo)
-}
-
-/// Refuses recipients the repository was not made for: objects encrypted
-/// to them could not be read with the repository's keys.
-pub fn check_recipients(repo: &Repo, recipients: &Recipients) -> Result<()> {
-    let known = &repo.config().recipients;
-    for fp in recipients.fingerprints() {
-        if !known.iter().any(|k| k.eq_ignore_ascii_case(fp)) {
-            return Err(Error::key(format!(
-                "recipient {fp} is not a recipient of repository {} (it lists {})",
-                repo.location(),
-                known.join(", ")
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The id key: the local file, or recovered with the secret key.
@@ -500,7 +485,7 @@ impl Sealer {
             return Ok(false);
         };
         for obj in objects {
-            if crate::repo::check_object_id(&obj.id).is_err() {
+            if crate::repo::objects::check_object_id(&obj.id).is_err() {
                 return Ok(false);
             }
             match self.stored.reuse(&self.repo, &obj.id)? {

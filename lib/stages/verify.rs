@@ -23,9 +23,10 @@ use crate::crypto::SecretKeys;
 use crate::error::{exit, Error, Kind as ErrorKind, Outcome, Result};
 use crate::record::{self, Kind, Record};
 use crate::repo::idkey::IdKey;
-use crate::repo::{check_object_id, ObjectSizes, Repo};
-use crate::stages::index::{decrypt_snapshot, require_secret};
-use crate::stages::open::decrypt_object;
+use crate::repo::objects::decrypt_object;
+use crate::repo::objects::{check_object_id, ObjectSizes};
+use crate::repo::snapshots::decrypt_snapshot;
+use crate::repo::Repo;
 use crate::sys::sync::lock;
 
 /// A problem found with one record.
@@ -143,7 +144,7 @@ fn local_id_key(repo: &Repo, explicit: Option<&std::path::Path>) -> Option<IdKey
 
 /// Runs bk-verify; returns the exit status.
 pub fn run(cli: VerifyCli) -> Result<i32> {
-    let repo = Repo::open(&cli.repo)?;
+    let repo = cli.repo.open()?;
     if cli.inventory {
         return crate::repo::inventory::verify(&repo, cli.jobs.count());
     }
@@ -160,7 +161,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         } else {
             "bk-verify --read-data"
         };
-        let key = require_secret(&cli.secret, why)?;
+        let key = cli.secret.require(why)?;
         crate::repo::idkey::check_secret(&repo, &key)?;
         Some(key)
     } else {
@@ -212,7 +213,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let mut outcome = crate::stream::pipeline::run(
         "bk-verify",
         cli.jobs.count(),
-        crate::stream::pipeline::batch_for(&v.repo),
+        crate::stream::pipeline::batch_for(v.repo.store().is_remote()),
         input,
         |rec| Ok(Some(v.check(&rec))),
         |results| results.len() * 256,
@@ -423,7 +424,7 @@ impl Verifier {
             }];
         };
         let mut problems = Vec::new();
-        if let Err(why) = crate::repo::check_objects_cover_size(rec.size, objects) {
+        if let Err(why) = crate::repo::objects::check_objects_cover_size(rec.size, objects) {
             problems.push(Problem {
                 problem: "incomplete",
                 object: None,

@@ -11,9 +11,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rand::RngCore;
-
 use super::{Commit, Entry, Finished, KeyReader, Stat, Storage, Upload};
+use crate::sys::fs::{create_private_file, sync_dir};
 
 /// Prefix of temporary files; never a valid object or snapshot name.
 pub const TMP_PREFIX: &str = ".tmp-";
@@ -182,7 +181,7 @@ impl Storage for DirStorage {
         let synced = batch.len() > 1 && self.syncfs();
         if !synced {
             for f in &batch {
-                if let Some(tmp) = &f.staged {
+                if let Some(StagedFile(tmp)) = f.staged_ref() {
                     File::open(tmp).and_then(|f| f.sync_all())?;
                 }
             }
@@ -190,10 +189,12 @@ impl Storage for DirStorage {
         let mut dirs = BTreeSet::new();
         let mut created = Vec::with_capacity(batch.len());
         for mut f in batch {
-            let Some(tmp) = f.staged.take() else {
+            let Some(mut staged) = f.take_staged::<StagedFile>() else {
                 created.push(true);
                 continue;
             };
+            // From here on the rename (or the error path) owns the file.
+            let tmp = std::mem::take(&mut staged.0);
             let dest = self.path(&f.key);
             let result = match mode {
                 Commit::KeepExisting => rename_noreplace(&tmp, &dest),
@@ -379,10 +380,22 @@ impl Upload for DirUpload {
                 start_writeback(&file);
             }
         }
-        Ok(Finished {
-            key: std::mem::take(&mut self.key),
-            staged: Some(std::mem::take(&mut self.tmp)),
-        })
+        Ok(Finished::staged(
+            std::mem::take(&mut self.key),
+            StagedFile(std::mem::take(&mut self.tmp)),
+        ))
+    }
+}
+
+/// A finished upload's temporary file, removed if it is dropped before
+/// [`DirStorage`] renames it into place.
+struct StagedFile(PathBuf);
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -447,33 +460,6 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(from).map(|_| false),
         Err(_) => fs::rename(from, to).map(|_| true),
     }
-}
-
-/// Creates a new, empty file readable only by its owner in `dir`, named
-/// `prefix` and random hex digits, never following or reusing an existing
-/// entry. Used for everything bk writes under a temporary name.
-pub fn create_private_file(dir: &Path, prefix: &str) -> io::Result<(PathBuf, File)> {
-    loop {
-        let mut rnd = [0u8; 8];
-        rand::thread_rng().fill_bytes(&mut rnd);
-        let path = dir.join(format!("{prefix}{}", hex::encode(rnd)));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// fsyncs a directory so that renames inside it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
-//! Parsing `--repo`: a directory or `s3://BUCKET/PREFIX`, and the S3
-//! connection options that go with it.
+//! Where a repository is (a directory or `s3://BUCKET/PREFIX`), and
+//! opening the storage there.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use clap::Args;
+use super::dir::DirStorage;
+use super::s3::{S3Options, S3Storage};
+use super::Storage;
+use crate::error::Result;
 
 /// Where a repository is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,28 +76,6 @@ impl fmt::Display for Location {
     }
 }
 
-/// clap value parser for [`Location`] (directories need not be UTF-8).
-#[derive(Debug, Clone, Copy)]
-pub struct LocationParser;
-
-impl clap::builder::TypedValueParser for LocationParser {
-    type Value = Location;
-
-    fn parse_ref(
-        &self,
-        _cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<Location, clap::Error> {
-        Location::parse(value).map_err(|e| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid --repo: {e}\n"),
-            )
-        })
-    }
-}
-
 impl From<Location> for OsString {
     fn from(l: Location) -> OsString {
         match l {
@@ -103,24 +85,12 @@ impl From<Location> for OsString {
     }
 }
 
-/// How to reach an S3-compatible service. Credentials come from the
-/// standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or profile files
-/// (`AWS_PROFILE`, `~/.aws/credentials`, `~/.aws/config`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct S3Options {
-    /// S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph,
-    /// Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]
-    #[arg(long, env = "BK_S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-    /// S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
-    #[arg(long, env = "BK_S3_REGION", value_name = "REGION")]
-    pub s3_region: Option<String>,
-    /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for
-    /// MinIO and most self-hosted servers; automatic for an endpoint that
-    /// is an IP address or localhost)
-    #[arg(long, env = "BK_S3_PATH_STYLE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub s3_path_style: bool,
+/// Opens the storage a location names.
+pub fn open(location: &Location, s3: &S3Options) -> Result<Arc<dyn Storage>> {
+    Ok(match location {
+        Location::Dir(path) => Arc::new(DirStorage::new(path)),
+        Location::S3 { bucket, prefix } => Arc::new(S3Storage::new(bucket, prefix, s3)?),
+    })
 }
 
 #[cfg(test)]

@@ -13,17 +13,14 @@
 //! is finished and committed (a temporary file renamed into place, or an S3
 //! PUT / multipart upload, which S3 shows only once it is complete).
 
+use std::any::Any;
 use std::fmt::Debug;
 use std::io::{self, BufRead, Read, Write};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 pub mod dir;
 pub mod location;
 pub mod s3;
-
-pub use location::{Location, S3Options};
 
 /// A key's size and age.
 #[derive(Debug, Clone, Copy)]
@@ -190,30 +187,53 @@ pub trait Upload: Write + Send {
     fn finish(self: Box<Self>) -> io::Result<Finished>;
 }
 
-/// A finished upload waiting for [`Storage::commit`]. Dropping it
-/// uncommitted removes a directory backend's temporary file.
-#[derive(Debug)]
+/// A finished upload waiting for [`Storage::commit`], with whatever its
+/// backend keeps until then (a directory's temporary file). Dropping it
+/// uncommitted drops that too, which discards the bytes.
 pub struct Finished {
     /// The key it is for.
     pub key: String,
-    /// The temporary file holding the bytes (directory backend).
-    staged: Option<PathBuf>,
+    staged: Option<Box<dyn Any + Send>>,
 }
 
-impl Drop for Finished {
-    fn drop(&mut self) {
-        if let Some(tmp) = self.staged.take() {
-            let _ = std::fs::remove_file(tmp);
+impl Finished {
+    /// An upload that is visible once finished (S3 has no rename).
+    pub fn visible(key: String) -> Self {
+        Finished { key, staged: None }
+    }
+
+    /// An upload whose backend keeps `staged` until it commits it.
+    pub fn staged(key: String, staged: impl Any + Send) -> Self {
+        Finished {
+            key,
+            staged: Some(Box::new(staged)),
+        }
+    }
+
+    /// What the backend staged, if it is a `T`.
+    pub fn staged_ref<T: Any>(&self) -> Option<&T> {
+        self.staged.as_ref()?.downcast_ref()
+    }
+
+    /// Takes back what the backend staged, if it is a `T`.
+    pub fn take_staged<T: Any>(&mut self) -> Option<T> {
+        match self.staged.take()?.downcast::<T>() {
+            Ok(t) => Some(*t),
+            Err(other) => {
+                self.staged = Some(other);
+                None
+            }
         }
     }
 }
 
-/// Opens the storage a location names.
-pub fn open(location: &Location, s3: &S3Options) -> crate::error::Result<Arc<dyn Storage>> {
-    Ok(match location {
-        Location::Dir(path) => Arc::new(dir::DirStorage::new(path)),
-        Location::S3 { bucket, prefix } => Arc::new(s3::S3Storage::new(bucket, prefix, s3)?),
-    })
+impl Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished")
+            .field("key", &self.key)
+            .field("staged", &self.staged.is_some())
+            .finish()
+    }
 }
 
 /// Reads `r` to its end, refusing (`InvalidData`) more than `limit` bytes.

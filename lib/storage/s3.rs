@@ -21,7 +21,7 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{services, ErrorKind, Operator};
 use tokio::runtime::{Handle, Runtime};
 
-use super::{Commit, Entry, Finished, KeyReader, S3Options, Stat, Storage, Upload};
+use super::{Commit, Entry, Finished, KeyReader, Stat, Storage, Upload};
 use crate::error::{Error, Result};
 
 /// Size of one part of a multipart upload (S3's minimum is 5 MiB); also
@@ -46,6 +46,22 @@ fn runtime() -> Result<&'static Runtime> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
+/// How to reach an S3-compatible service. Credentials come from the
+/// standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or profile files
+/// (`AWS_PROFILE`, `~/.aws/credentials`, `~/.aws/config`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL for providers other than AWS (else `AWS_ENDPOINT_URL`,
+    /// else AWS).
+    pub endpoint: Option<String>,
+    /// Region (else `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-east-1).
+    pub region: Option<String>,
+    /// Address buckets as ENDPOINT/BUCKET (automatic for an endpoint that
+    /// is an IP address or localhost).
+    pub path_style: bool,
+}
+
 /// A repository in an S3 bucket.
 #[derive(Debug)]
 pub struct S3Storage {
@@ -68,13 +84,13 @@ impl S3Storage {
         opendal::install_default();
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let region = opts
-            .s3_region
+            .region
             .clone()
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".into());
         let endpoint = opts
-            .s3_endpoint
+            .endpoint
             .clone()
             .or_else(|| env("AWS_ENDPOINT_URL_S3"))
             .or_else(|| env("AWS_ENDPOINT_URL"));
@@ -97,8 +113,7 @@ impl S3Storage {
         // Virtual-hosted style (BUCKET.ENDPOINT) unless asked otherwise, or
         // the endpoint is an IP address or localhost, where a bucket name
         // in front makes no host name (AWS's own clients switch there too).
-        let path_style =
-            opts.s3_path_style || endpoint.as_deref().is_some_and(host_wants_path_style);
+        let path_style = opts.path_style || endpoint.as_deref().is_some_and(host_wants_path_style);
         if !path_style {
             builder = builder.enable_virtual_host_style();
         }
@@ -486,10 +501,7 @@ impl Upload for S3Upload {
             let _ = self.rt.block_on(w.abort());
             return Err(friendly_error(&e, &self.endpoint, &self.unreachable));
         }
-        Ok(Finished {
-            key: std::mem::take(&mut self.key),
-            staged: None,
-        })
+        Ok(Finished::visible(std::mem::take(&mut self.key)))
     }
 }
 

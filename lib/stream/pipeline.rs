@@ -68,11 +68,12 @@ impl<I: Iterator<Item = Result<Record>>> Source for Unbatched<I> {
     }
 }
 
-/// Records per batch for a stage storing into or reading from `repo`: 1
-/// where each record waits on a network round trip (so that they
-/// overlap), [`BATCH_RECORDS`] on a local directory.
-pub fn batch_for(repo: &crate::repo::Repo) -> usize {
-    if repo.store().is_remote() {
+/// Records per batch for a stage storing into or reading from a
+/// repository: 1 where each record waits on a network round trip
+/// (`remote`, so that they overlap), [`BATCH_RECORDS`] on a local
+/// directory.
+pub fn batch_for(remote: bool) -> usize {
+    if remote {
         1
     } else {
         BATCH_RECORDS

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::ProgressArg;
-
 /// A progress display for one program.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -20,12 +18,26 @@ pub struct Progress {
     started: Instant,
 }
 
+/// When progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// Only when stderr is a terminal.
+    Auto,
+    /// Also on a log file (plain periodic lines).
+    Always,
+    /// Never.
+    Never,
+}
+
 impl Progress {
-    /// Shown when `--progress` is given or stderr is a terminal, unless
-    /// `--no-progress`.
-    pub fn new(arg: &ProgressArg, program: &'static str) -> Progress {
+    /// Progress of `program`, shown as `show` says.
+    pub fn new(show: Show, program: &'static str) -> Progress {
         let tty = std::io::stderr().is_terminal();
-        let show = !arg.no_progress && (arg.progress || tty);
+        let show = match show {
+            Show::Auto => tty,
+            Show::Always => true,
+            Show::Never => false,
+        };
         let bar = (show && tty).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
             let style = ProgressStyle::with_template(

@@ -71,11 +71,18 @@ pub fn run(cli: HashCli) -> Result<i32> {
     let reuse = cli
         .reuse
         .as_deref()
-        .map(|arg| ReuseSource::from_arg(arg, cli.repo.as_ref(), &cli.s3, cli.id_key.as_deref()))
+        .map(|arg| {
+            ReuseSource::from_arg(
+                arg,
+                cli.repo.as_ref(),
+                &cli.s3.options(),
+                cli.id_key.as_deref(),
+            )
+        })
         .transpose()?
         .map(Reuser::new);
     let stats = Arc::new(Stats::default());
-    let mut progress = Progress::new(&cli.progress, PROGRAM);
+    let mut progress = Progress::new(cli.progress.show(), PROGRAM);
     let pause = Arc::new(Pause::new(PROGRAM, cli.pause.pause_file.as_deref()));
     let settings = Settings {
         jobs: cli.jobs.count(),
@@ -804,13 +811,7 @@ mod tests {
     }
 
     fn quiet() -> Progress {
-        Progress::new(
-            &crate::cli::ProgressArg {
-                progress: false,
-                no_progress: true,
-            },
-            PROGRAM,
-        )
+        Progress::new(crate::stream::progress::Show::Never, PROGRAM)
     }
 
     /// A writer whose reader has gone away, like stdout into `| head`.

@@ -39,8 +39,8 @@ impl ReuseSource {
     /// id key (`id_key`, else the default file) to check the cache with.
     pub fn from_arg(
         arg: &str,
-        repo: Option<&crate::storage::Location>,
-        s3: &crate::storage::S3Options,
+        repo: Option<&crate::storage::location::Location>,
+        s3: &crate::storage::s3::S3Options,
         id_key: Option<&std::path::Path>,
     ) -> Result<ReuseSource> {
         if arg == "auto" {

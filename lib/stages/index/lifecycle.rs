@@ -16,7 +16,7 @@
 //!    are not covered by one lock. Prune never deletes an unreferenced
 //!    object modified less than `--grace` ago (24 hours by default), and
 //!    `bk-seal` sets the modification time of every object it reuses to
-//!    now when it is older than [`crate::repo::REUSE_TOUCH_AFTER`] (12 h).
+//!    now when it is older than [`crate::repo::objects::REUSE_TOUCH_AFTER`] (12 h).
 //!    So every object such a file names stays for at least 12 hours after
 //!    bk-seal ended.
 //! 3. **Complete reference set.** Prune reads every snapshot before it
@@ -30,13 +30,15 @@ use std::time::{Duration, SystemTime};
 use crate::cli::{IndexForgetArgs, IndexPruneArgs, IndexUnlockArgs};
 use crate::crypto::SecretKeys;
 use crate::error::{Error, Result};
+use crate::local::summaries::summary_path;
 use crate::record::{self, RecordReader};
 use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::objects::check_object_id;
 use crate::repo::retention::Policy;
 use crate::repo::snapshot_name::SnapshotName;
+use crate::repo::snapshots::decrypt_snapshot;
 use crate::repo::trust::{NameCheck, Trust};
-use crate::repo::{check_object_id, Repo};
-use crate::stages::index::{decrypt_snapshot, load_secret, require_secret, summary_path};
+use crate::repo::Repo;
 use crate::storage;
 
 /// One snapshot as forget sees it.
@@ -68,8 +70,8 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
              every snapshot",
         ));
     }
-    let repo = Repo::open(&args.repo)?;
-    let secret = load_secret(&args.secret)?;
+    let repo = args.repo.open()?;
+    let secret = args.secret.load()?;
     let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
     if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
         return Err(Error::repo(format!(
@@ -258,8 +260,8 @@ struct PruneReport {
 /// `bk-index prune`.
 pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     let started = std::time::Instant::now();
-    let repo = Repo::open(&args.repo)?;
-    let key = require_secret(&args.secret, "bk-index prune")?;
+    let repo = args.repo.open()?;
+    let key = args.secret.require("bk-index prune")?;
     let _lock = exclusive_lock(&repo, args.dry_run, "bk-index prune", args.wait.wait)?;
     let mut deleted_ids: Vec<String> = Vec::new();
     let mut report = PruneReport {
@@ -440,7 +442,7 @@ fn age(modified: Option<SystemTime>, now: SystemTime) -> Duration {
 
 /// `bk-index unlock`.
 pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
-    let repo = Repo::open(&args.repo)?;
+    let repo = args.repo.open()?;
     let (removed, kept) = crate::repo::lock::unlock(repo.store(), args.all)?;
     let mut out = io::stdout().lock();
     for lock in &removed {

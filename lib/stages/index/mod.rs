@@ -2,147 +2,42 @@
 //! compressed, encrypted snapshot; `list` shows the snapshots; `show`
 //! decrypts one back to records or CSV.
 
+pub mod certify;
 pub mod lifecycle;
 pub mod write;
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
-use crate::cli::{IndexCli, IndexCommand, IndexListArgs, IndexShowArgs, SecretKeyArgs};
-use crate::crypto::{PassphraseSource, SecretKeys};
+use crate::cli::{IndexCli, IndexCommand, IndexListArgs, IndexShowArgs};
+use crate::crypto::SecretKeys;
 use crate::error::{Error, Result};
-use crate::record::{self, Kind, Record};
+use crate::local::summaries::{load_summary, save_summary, Summary};
+use crate::record::{self, Record};
 use crate::repo::snapshot_name::SnapshotName;
-use crate::repo::trailer::Splitter;
+use crate::repo::snapshots::decrypt_snapshot;
 use crate::repo::trust::{NameCheck, Trust};
 use crate::repo::Repo;
 
 /// Runs bk-index; returns the exit status.
 pub fn run(cli: IndexCli) -> Result<i32> {
     match cli.command {
-        IndexCommand::Write(args) => crate::stages::index::write::write(args),
+        IndexCommand::Write(args) => write::write(args),
         IndexCommand::List(args) => list(args),
         IndexCommand::Show(args) => show(args),
-        IndexCommand::Forget(args) => crate::stages::index::lifecycle::forget(args),
-        IndexCommand::Prune(args) => crate::stages::index::lifecycle::prune(args),
-        IndexCommand::Unlock(args) => crate::stages::index::lifecycle::unlock(args),
-        IndexCommand::Certify(args) => crate::repo::certify::run(args),
+        IndexCommand::Forget(args) => lifecycle::forget(args),
+        IndexCommand::Prune(args) => lifecycle::prune(args),
+        IndexCommand::Unlock(args) => lifecycle::unlock(args),
+        IndexCommand::Certify(args) => crate::stages::index::certify::run(args),
     }
-}
-
-/// What `list` shows without decrypting a snapshot; kept in the local
-/// cache by `write`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Summary {
-    /// Snapshot file name.
-    pub name: String,
-    /// Creation time (RFC 3339), from the name.
-    pub time: String,
-    /// Host that made it, from the name.
-    pub host: String,
-    /// File records.
-    pub files: u64,
-    /// All records.
-    pub entries: u64,
-    /// Sum of file sizes.
-    pub bytes: u64,
-}
-
-impl Summary {
-    /// An empty summary of the snapshot `name` (time and host from it).
-    pub fn named(name: &str) -> Summary {
-        let parsed = SnapshotName::parse(name);
-        Summary {
-            name: name.to_owned(),
-            time: parsed
-                .as_ref()
-                .map_or_else(String::new, |p| p.time().to_owned()),
-            host: parsed
-                .as_ref()
-                .map_or_else(String::new, |p| p.host().to_owned()),
-            ..Summary::default()
-        }
-    }
-
-    pub(crate) fn add(&mut self, rec: &Record) {
-        self.entries += 1;
-        if rec.kind == Kind::File {
-            self.files += 1;
-            self.bytes += rec.size;
-        }
-    }
-}
-
-/// Loads the secret key named by the arguments, if any.
-pub fn load_secret(args: &SecretKeyArgs) -> Result<Option<SecretKeys>> {
-    args.key
-        .as_ref()
-        .map(|k| {
-            SecretKeys::load(
-                k,
-                &PassphraseSource {
-                    file: args.passphrase_file.clone(),
-                },
-            )
-        })
-        .transpose()
-}
-
-/// Loads the secret key, which this command cannot do without.
-pub fn require_secret(args: &SecretKeyArgs, why: &str) -> Result<SecretKeys> {
-    load_secret(args)?.ok_or_else(|| {
-        Error::usage(format!(
-            "{why} needs a secret key: give --key SECRET (or BK_KEY)"
-        ))
-    })
-}
-
-/// The running program's name for warnings (`bk-index`, `bk-open`…).
-fn program_name() -> String {
-    std::env::args_os()
-        .next()
-        .map(PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "bk".into())
-}
-
-/// The local cache file of a snapshot's summary (what `list` shows
-/// without decrypting it).
-pub fn summary_path(repo: &Repo, name: &str) -> PathBuf {
-    crate::sys::paths::cache_home()
-        .join("bk")
-        .join(repo.id())
-        .join("summaries")
-        .join(format!("{name}.json"))
-}
-
-/// Saves a summary in the local cache; a cache that cannot be written only
-/// costs a decryption later, so failures are ignored.
-pub(crate) fn save_summary(repo: &Repo, summary: &Summary) {
-    let path = summary_path(repo, &summary.name);
-    let made = path
-        .parent()
-        .is_some_and(|dir| fs::create_dir_all(dir).is_ok());
-    if made {
-        if let Ok(json) = serde_json::to_vec(summary) {
-            let _ = fs::write(path, json);
-        }
-    }
-}
-
-fn load_summary(repo: &Repo, name: &str) -> Option<Summary> {
-    let data = fs::read(summary_path(repo, name)).ok()?;
-    serde_json::from_slice(&data).ok()
 }
 
 fn list(args: IndexListArgs) -> Result<i32> {
     const PROGRAM: &str = "bk-index list";
-    let repo = Repo::open(&args.repo)?;
-    let secret = load_secret(&args.secret)?;
+    let repo = args.repo.open()?;
+    let secret = args.secret.load()?;
     let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
     if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
         return Err(Error::repo(format!(
@@ -280,95 +175,9 @@ fn summarize(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result
     Ok(summary)
 }
 
-/// Decrypts a snapshot fully into an anonymous temporary file and judges
-/// it (see [`crate::repo::trust`]) before anything is used: its MAC line, which
-/// the file does not get, and its signature, both at the message's end,
-/// after its integrity check. Lines are bounded by [`record::MAX_LINE`].
-pub fn decrypt_snapshot(
-    repo: &Repo,
-    key: &SecretKeys,
-    name: &str,
-    trust: &Trust,
-) -> Result<fs::File> {
-    let what = format!("snapshot {name}");
-    let tmp = std::env::temp_dir();
-    let input = repo.open_key(&repo.snapshot_key(name), &what)?;
-    let mut msg = key.decrypt(input, &what)?;
-    let spool = tempfile::tempfile().map_err(|e| Error::io(&tmp, e))?;
-    let mut split = Splitter::new(
-        LineBound::new(spool),
-        trust.keys().map(|k| k.snapshot_mac(name)),
-    );
-    let copied = crate::crypto::copy_plaintext(&mut msg, &what, &mut split, &tmp);
-    if split.get_ref().too_long {
-        return Err(LineBound::too_long(&what));
-    }
-    copied?;
-    let found = split.finish();
-    if split.get_ref().too_long {
-        return Err(LineBound::too_long(&what));
-    }
-    let found = found.map_err(|e| Error::io(&tmp, e))?;
-    let status = trust.signature_status(&msg);
-    trust.judge(&program_name(), name, &found, &status)?;
-    let mut spool = split.into_inner().out;
-    spool.rewind().map_err(|e| Error::io(&tmp, e))?;
-    Ok(spool)
-}
-
-/// A writer that refuses a line longer than [`record::MAX_LINE`], so a
-/// forged snapshot of one endless line cannot take the memory of whoever
-/// reads it line by line.
-struct LineBound {
-    out: fs::File,
-    /// Bytes of the line not yet ended.
-    line: usize,
-    too_long: bool,
-}
-
-impl LineBound {
-    fn new(out: fs::File) -> Self {
-        LineBound {
-            out,
-            line: 0,
-            too_long: false,
-        }
-    }
-
-    /// The error for a snapshot whose line was too long.
-    fn too_long(what: &str) -> Error {
-        Error::repo(format!(
-            "{what}: a line longer than {} bytes: not a record stream; refusing it",
-            record::MAX_LINE
-        ))
-    }
-}
-
-impl Write for LineBound {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut pieces = buf.split(|&b| b == b'\n');
-        let mut current = self.line + pieces.next().map_or(0, <[u8]>::len);
-        for piece in pieces {
-            self.too_long |= current > record::MAX_LINE;
-            current = piece.len();
-        }
-        self.too_long |= current > record::MAX_LINE;
-        if self.too_long {
-            return Err(io::Error::other("snapshot line too long"));
-        }
-        self.out.write_all(buf)?;
-        self.line = current;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
 fn show(args: IndexShowArgs) -> Result<i32> {
-    let repo = Repo::open(&args.repo)?;
-    let key = require_secret(&args.secret, "bk-index show")?;
+    let repo = args.repo.open()?;
+    let key = args.secret.require("bk-index show")?;
     let trust = Trust::establish(&repo, Some(&key), &args.trust.options())?;
     let name = trust.find_snapshot("bk-index show", &repo, &args.snapshot)?;
     let spool = decrypt_snapshot(&repo, &key, &name, &trust)?;

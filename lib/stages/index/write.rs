@@ -28,14 +28,15 @@ use crate::crypto::signature::SnapshotSigner;
 use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Result};
 use crate::local::snapcache::CacheWriter;
+use crate::local::summaries::{save_summary, Summary};
 use crate::record::extsort::{ExternalSorter, SortItem, Sorted};
 use crate::record::{self, Kind, Record};
 use crate::repo::authkey::{AuthKeys, StreamMac};
 use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::objects::{check_object_id, ObjectSizes};
 use crate::repo::snapshot_name::SnapshotName;
 use crate::repo::trailer;
-use crate::repo::{check_object_id, ObjectSizes, Repo, RepoHandle};
-use crate::stages::index::{save_summary, Summary};
+use crate::repo::{Repo, RepoHandle};
 
 const PROGRAM: &str = "bk-index write";
 
@@ -76,7 +77,7 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
     // together, so the shared lock covers the whole pipeline with no gap.
     // In `bk-seal --init … | bk-index write` the repository only exists
     // once bk-seal is under way: then it is opened at the first record.
-    let handle = RepoHandle::from_arg(&args.repo)?;
+    let handle = args.repo.handle()?;
     let lock = crate::repo::lock::lock_if_repo_exists(&handle, PROGRAM, args.wait.wait)?;
     let target = Target {
         handle: RefCell::new(Some(handle)),
@@ -251,7 +252,7 @@ fn collect<'scope, 'env>(
         return s.finish();
     }
     let repo = target.repo()?;
-    crate::stages::seal::check_recipients(repo, maker.recipients)?;
+    crate::repo::check_recipients(repo, maker.recipients)?;
     let sorted = sorter.finish().map_err(tmp_err)?;
     write_sorted(repo, target.keys()?, sorted, object_refs, maker)
 }
@@ -267,9 +268,7 @@ fn start_stream<'scope, 'env>(
     let Some(repo) = target.repo_if_exists()? else {
         return Ok(None);
     };
-    if repo.store().is_remote()
-        || crate::stages::seal::check_recipients(repo, maker.recipients).is_err()
-    {
+    if repo.store().is_remote() || crate::repo::check_recipients(repo, maker.recipients).is_err() {
         return Ok(None);
     }
     Ok(Some(SnapshotStream::start(
@@ -381,7 +380,7 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
             "{shown}: file record has no objects; pipe it through bk-seal first (no snapshot written)"
         ))
     })?;
-    crate::repo::check_objects_cover_size(rec.size, objects)
+    crate::repo::objects::check_objects_cover_size(rec.size, objects)
         .map_err(|why| Error::bad_input(format!("{shown}: {why} (no snapshot written)")))?;
     for obj in objects {
         check_object_id(&obj.id).map_err(|e| e.context(&shown))?;

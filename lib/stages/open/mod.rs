@@ -5,20 +5,17 @@ pub mod restore;
 use std::io::{self, Write};
 
 use crate::cli::OpenCli;
-use crate::crypto::{copy_plaintext, SecretKeys};
 use crate::error::{Error, Result};
 use crate::record;
-use crate::repo::{check_object_id, Repo};
-use crate::stages::index::require_secret;
 
 /// Runs bk-open; returns the exit status.
 pub fn run(cli: OpenCli) -> Result<i32> {
-    let repo = Repo::open(&cli.repo)?;
-    let key = require_secret(&cli.secret, "bk-open")?;
+    let repo = cli.repo.open()?;
+    let key = cli.secret.require("bk-open")?;
     crate::repo::idkey::check_secret(&repo, &key)?;
     if let Some(id) = &cli.object {
         let mut out = io::stdout().lock();
-        decrypt_object(&repo, &key, id, &mut out, "stdout")?;
+        crate::repo::objects::decrypt_object(&repo, &key, id, &mut out, "stdout")?;
         out.flush().map_err(record::stdout_error)?;
         return Ok(0);
     }
@@ -37,7 +34,7 @@ pub fn run(cli: OpenCli) -> Result<i32> {
             let trust =
                 crate::repo::trust::Trust::establish(&repo, Some(&key), &cli.trust.options())?;
             let name = trust.find_snapshot("bk-open", &repo, wanted)?;
-            let spool = crate::stages::index::decrypt_snapshot(&repo, &key, &name, &trust)?;
+            let spool = crate::repo::snapshots::decrypt_snapshot(&repo, &key, &name, &trust)?;
             let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
                 .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
             crate::stages::open::restore::restore(&repo, &key, to, &layout, records)?
@@ -51,23 +48,4 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         )?,
     };
     Ok(outcome.exit_code())
-}
-
-/// Decrypts object `id` into `out` and returns the plaintext byte count.
-/// A missing, truncated or tampered object is a repository error naming the
-/// object; an error writing `out` is an I/O error. `out` may have received
-/// plaintext before a failure at the end of the message is detected, so
-/// callers must not trust it unless this returns `Ok`.
-pub fn decrypt_object(
-    repo: &Repo,
-    key: &SecretKeys,
-    id: &str,
-    out: &mut dyn Write,
-    out_name: &str,
-) -> Result<u64> {
-    check_object_id(id)?;
-    let what = format!("object {id}");
-    let input = repo.open_key(&repo.object_key(id), &what)?;
-    let mut msg = key.decrypt(input, &what)?;
-    copy_plaintext(&mut msg, &what, out, std::path::Path::new(out_name))
 }

@@ -85,8 +85,8 @@ use crate::crypto::SecretKeys;
 use crate::error::{io_cause, Error, Outcome, Result};
 use crate::record::meta;
 use crate::record::{Kind, Record};
+use crate::repo::objects::decrypt_object;
 use crate::repo::Repo;
-use crate::stages::open::decrypt_object;
 
 const PROGRAM: &str = "bk-open";
 
@@ -1333,7 +1333,7 @@ struct TempPath(PathBuf);
 impl TempPath {
     /// Creates a new, private, empty file in `dir` with a random name.
     fn create(dir: &Path) -> io::Result<(TempPath, File)> {
-        let (path, file) = crate::repo::create_private_file(dir, ".bk-restore-")?;
+        let (path, file) = crate::sys::fs::create_private_file(dir, ".bk-restore-")?;
         Ok((TempPath(path), file))
     }
 
