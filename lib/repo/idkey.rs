@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{Recipients, SecretKeys};
 use crate::error::{io_cause, Error, Result};
+use crate::repo::id::ObjectId;
 use crate::repo::Repo;
 
 /// The 32-byte secret that keys object ids, with its HMAC state prepared
@@ -82,14 +83,13 @@ impl IdKey {
     }
 
     /// The object id of a content with this hex SHA-256.
-    pub fn object_id(&self, sha256_hex: &str) -> Result<String> {
-        let digest = hex::decode(sha256_hex)
-            .ok()
-            .filter(|d| d.len() == 32)
-            .ok_or_else(|| {
-                Error::bad_input(format!("sha256 {sha256_hex:?} is not 64 hex digits"))
-            })?;
-        Ok(self.mac(&digest))
+    pub fn object_id(&self, sha256_hex: &str) -> Result<ObjectId> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(sha256_hex, &mut digest)
+            .map_err(|_| Error::bad_input(format!("sha256 {sha256_hex:?} is not 64 hex digits")))?;
+        let mut mac = self.hmac.clone();
+        mac.update(&digest);
+        Ok(ObjectId::from_bytes(mac.finalize().into_bytes().into()))
     }
 
     /// The public check value stored in bk-repo.json.
@@ -261,7 +261,7 @@ mod tests {
     fn id_matches_only_the_id_of_that_sha256() {
         let key = IdKey::from_bytes([9u8; 32]);
         let sha = "ab".repeat(32);
-        let id = key.object_id(&sha).unwrap();
+        let id = key.object_id(&sha).unwrap().to_string();
         assert!(key.id_matches(&sha, &id));
         assert!(!key.id_matches(&"ac".repeat(32), &id));
         assert!(!IdKey::from_bytes([8u8; 32]).id_matches(&sha, &id));

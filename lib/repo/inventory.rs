@@ -27,8 +27,11 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use serde::Serialize;
+
 use crate::error::{exit, io_cause, Error, Result};
 use crate::record;
+use crate::repo::id::ObjectId;
 use crate::repo::Repo;
 use crate::storage::{self, Commit};
 
@@ -50,13 +53,13 @@ fn file_stem() -> &'static str {
 
 /// Appends `(id, stored bytes, hex BLAKE3)` lines to this process's
 /// inventory file and makes them durable.
-pub fn append(repo: &Repo, entries: &[(&str, u64, &str)]) -> Result<()> {
+pub fn append(repo: &Repo, entries: &[(ObjectId, u64, &str)]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
     let mut text = Vec::new();
     for (id, stored, hash) in entries {
-        let line = json!({"id": id, "stored": stored, "blake3": hash});
+        let line = json!({"id": id.to_string(), "stored": stored, "blake3": hash});
         text.extend_from_slice(line.to_string().as_bytes());
         text.push(b'\n');
     }
@@ -249,7 +252,7 @@ fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
 /// Every object under `objects/` (two levels), as (id, stored size).
 pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
-    repo.for_each_object(&mut |id, size| out.push((id.to_owned(), size)))?;
+    repo.for_each_object(&mut |id, size| out.push((id.to_string(), size)))?;
     out.sort();
     Ok(out)
 }
@@ -271,11 +274,17 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     };
     let files = object_files(repo)?;
     let on_disk: BTreeMap<&str, u64> = files.iter().map(|(id, n)| (id.as_str(), *n)).collect();
-    let mut results: Vec<Value> = Vec::new();
+    let mut results: Vec<Problem> = Vec::new();
     for (id, e) in &inventory {
         if !on_disk.contains_key(id.as_str()) {
-            results.push(json!({"problem": "missing", "object": id,
-                "detail": format!("object {id} is in the inventory ({} bytes) but not in the repository", e.stored)}));
+            results.push(Problem::new(
+                ProblemKind::Missing,
+                id,
+                format!(
+                    "object {id} is in the inventory ({} bytes) but not in the repository",
+                    e.stored
+                ),
+            ));
         }
     }
     let bytes = AtomicU64::new(0);
@@ -293,21 +302,22 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
         }
     });
     let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    found.sort_by(|a, b| a["object"].as_str().cmp(&b["object"].as_str()));
+    found.sort_by(|a: &Problem, b: &Problem| a.object.cmp(&b.object));
     results.extend(found);
     let mut out = record::stdout_records();
     let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
     for r in &results {
-        if r["problem"] == "uninventoried" {
-            warnings += 1;
-        } else {
-            faults += 1;
+        match r.problem {
+            ProblemKind::Uninventoried => warnings += 1,
+            _ => faults += 1,
         }
-        if r["problem"] == "unreadable" {
+        if r.problem == ProblemKind::Unreadable {
             unreadable += 1;
-            crate::say!("bk-verify: {}", r["detail"].as_str().unwrap_or_default());
+            crate::say!("bk-verify: {}", r.detail);
         }
-        out.write_value(r).map_err(record::stdout_error)?;
+        let value =
+            serde_json::to_value(r).map_err(|e| record::stdout_error(io::Error::other(e)))?;
+        out.write_value(&value).map_err(record::stdout_error)?;
     }
     out.flush().map_err(record::stdout_error)?;
     crate::say!(
@@ -325,25 +335,63 @@ pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
     })
 }
 
+/// What `bk-verify --inventory` finds wrong with one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ProblemKind {
+    /// In the inventory, not in the repository (or not an object name).
+    Missing,
+    /// Not the stored size the inventory says.
+    Size,
+    /// Not the bytes the inventory hashed, or a read error.
+    Bitrot,
+    /// Not a regular file, or it cannot be opened: a repository problem.
+    Unreadable,
+    /// Stored, but not in the inventory: a warning only.
+    Uninventoried,
+}
+
+/// One problem record, as printed.
+#[derive(Debug, Serialize)]
+struct Problem {
+    problem: ProblemKind,
+    object: String,
+    detail: String,
+}
+
+impl Problem {
+    fn new(problem: ProblemKind, object: &str, detail: String) -> Problem {
+        Problem {
+            problem,
+            object: object.to_owned(),
+            detail,
+        }
+    }
+}
+
 /// Checks one object file; returns its problem record, if any.
-fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> Option<Value> {
+fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> Option<Problem> {
     let Some(want) = want else {
-        return Some(json!({"problem": "uninventoried", "object": id,
-            "detail": format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")}));
+        return Some(Problem::new(ProblemKind::Uninventoried, id, format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")));
     };
-    let problem =
-        |kind: &str, detail: String| Some(json!({"problem": kind, "object": id, "detail": detail}));
-    let mut file = match repo.store().open(&repo.object_key(id)) {
+    let problem = |kind: ProblemKind, detail: String| Some(Problem::new(kind, id, detail));
+    let Ok(key) = ObjectId::parse(id).map(|id| id.key()) else {
+        return problem(
+            ProblemKind::Missing,
+            format!("object {id}: not an object id"),
+        );
+    };
+    let mut file = match repo.store().open(&key) {
         Ok(Some(f)) => f,
-        Ok(None) => return problem("missing", format!("object {id}: missing")),
+        Ok(None) => return problem(ProblemKind::Missing, format!("object {id}: missing")),
         // Not a regular file (a FIFO, a device), or unreadable: named, and
         // the run ends as a repository problem (exit 5).
         Err(e) => {
             return problem(
-                "unreadable",
+                ProblemKind::Unreadable,
                 format!(
                     "object {id}: {}: {}",
-                    repo.store().describe(&repo.object_key(id)),
+                    repo.store().describe(&key),
                     io_cause(&e)
                 ),
             )
@@ -362,7 +410,7 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 return problem(
-                    "bitrot",
+                    ProblemKind::Bitrot,
                     format!("object {id}: read error: {}", io_cause(&e)),
                 )
             }
@@ -371,7 +419,7 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
     bytes.fetch_add(n, Ordering::Relaxed);
     if n != want.stored {
         return problem(
-            "size",
+            ProblemKind::Size,
             format!(
                 "object {id} has {n} bytes, the inventory says {}",
                 want.stored
@@ -381,7 +429,7 @@ fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> 
     let got = hasher.hex();
     if got != want.hash.hex() {
         return problem(
-            "bitrot",
+            ProblemKind::Bitrot,
             format!(
                 "object {id}: {} {got} differs from the inventory's {} (corrupted in storage)",
                 want.hash.name(),

@@ -19,6 +19,7 @@
 pub mod authkey;
 pub mod certify;
 pub mod chunker;
+pub mod id;
 pub mod idkey;
 pub mod inventory;
 pub mod lock;

@@ -6,22 +6,17 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::Mutex;
 
+use super::id::ObjectId;
 use super::{Repo, StoreError};
 use crate::crypto::{copy_plaintext, SecretKeys};
 use crate::error::{io_cause, Error, Result};
 use crate::storage::{Commit, Finished};
 
 impl Repo {
-    /// The key of an object with this id. The id must already be checked
-    /// with [`check_object_id`].
-    pub fn object_key(&self, id: &str) -> String {
-        format!("objects/{}/{id}", &id[..2])
-    }
-
     /// The stored size of an object, or `None` if it is absent.
-    pub fn object_size(&self, id: &str) -> Result<Option<u64>> {
+    pub fn object_size(&self, id: &ObjectId) -> Result<Option<u64>> {
         self.store
-            .stat(&self.object_key(id))
+            .stat(&id.key())
             .map(|s| s.map(|s| s.size))
             .map_err(|e| Error::repo(format!("object {id}: {}", io_cause(&e))))
     }
@@ -33,8 +28,8 @@ impl Repo {
     /// protects it until the records naming it are in a snapshot. The touch
     /// is best effort (storage that refuses it only loses that extra
     /// protection; locks still apply).
-    pub fn reuse_object(&self, id: &str) -> Result<Option<u64>> {
-        let key = self.object_key(id);
+    pub fn reuse_object(&self, id: &ObjectId) -> Result<Option<u64>> {
+        let key = id.key();
         let stat = self
             .store
             .stat(&key)
@@ -54,13 +49,11 @@ impl Repo {
     /// Calls `f` with the id and stored size of every object under
     /// `objects/` (names that are not an object id in its right
     /// sub-directory are skipped), in no particular order, streaming.
-    pub fn for_each_object(&self, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
+    pub fn for_each_object(&self, f: &mut dyn FnMut(ObjectId, u64)) -> Result<()> {
         self.store
             .walk("objects", &mut |rel, stat| {
-                if let Some((sub, id)) = rel.split_once('/') {
-                    if check_object_id(id).is_ok() && id.starts_with(sub) {
-                        f(id, stat.size);
-                    }
+                if let Some(id) = ObjectId::from_key(rel) {
+                    f(id, stat.size);
                 }
             })
             .map_err(|e| self.error("objects", &e))
@@ -73,17 +66,17 @@ impl Repo {
     /// never a half-written object under a real name.
     pub fn write_object_unsynced(
         &self,
-        id: &str,
+        id: &ObjectId,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<PendingObject, StoreError> {
-        let key = self.object_key(id);
+        let key = id.key();
         let upload = self
             .store
             .create(&key)
             .map_err(|e| StoreError::Write(self.write_error(&key, e)))?;
         let (finished, size, blake3) = self.fill(&key, upload, fill)?;
         Ok(PendingObject {
-            id: id.to_owned(),
+            id: *id,
             finished,
             size,
             blake3,
@@ -96,7 +89,7 @@ impl Repo {
     /// Returns how many were new, their stored bytes, and the ids that
     /// were already stored by someone else (whose stored size may differ
     /// from the one written here).
-    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64, Vec<String>)> {
+    pub fn commit_objects(&self, batch: Vec<PendingObject>) -> Result<(u64, u64, Vec<ObjectId>)> {
         if batch.is_empty() {
             return Ok((0, 0, Vec::new()));
         }
@@ -117,26 +110,13 @@ impl Repo {
             if created {
                 new += 1;
                 bytes += size;
-                inventory.push((id.as_str(), *size, sha.as_str()));
+                inventory.push((*id, *size, sha.as_str()));
             } else {
-                kept.push(id.clone());
+                kept.push(*id);
             }
         }
         crate::repo::inventory::append(self, &inventory)?;
         Ok((new, bytes, kept))
-    }
-}
-
-/// Checks that an object id is 64 lower-case hex characters, so that it
-/// can never name a path outside `objects/`.
-pub fn check_object_id(id: &str) -> Result<()> {
-    if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(Error::repo(format!(
-            "object id {:?} is not 64 lower-case hex digits",
-            id.chars().take(80).collect::<String>()
-        )))
     }
 }
 
@@ -177,7 +157,7 @@ pub fn check_objects_cover_size(
 /// stat per lookup.
 #[derive(Debug)]
 pub struct ObjectSizes {
-    listed: Option<Mutex<HashMap<[u8; 32], u64>>>,
+    listed: Option<Mutex<HashMap<ObjectId, u64>>>,
 }
 
 impl ObjectSizes {
@@ -189,9 +169,7 @@ impl ObjectSizes {
         }
         let mut sizes = HashMap::new();
         repo.for_each_object(&mut |id, size| {
-            if let Some(raw) = raw_object_id(id) {
-                sizes.insert(raw, size);
-            }
+            sizes.insert(id, size);
         })?;
         Ok(ObjectSizes {
             listed: Some(Mutex::new(sizes)),
@@ -199,7 +177,7 @@ impl ObjectSizes {
     }
 
     /// The stored size of an object, or `None` if it is absent.
-    pub fn get(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
+    pub fn get(&self, repo: &Repo, id: &ObjectId) -> Result<Option<u64>> {
         match self.listed_size(id) {
             Some(size) => Ok(size),
             None => repo.object_size(id),
@@ -209,7 +187,7 @@ impl ObjectSizes {
     /// [`ObjectSizes::get`] for an object this run reuses: without a
     /// listing, [`Repo::reuse_object`] (which refreshes an old object's
     /// time for prune's grace period).
-    pub fn reuse(&self, repo: &Repo, id: &str) -> Result<Option<u64>> {
+    pub fn reuse(&self, repo: &Repo, id: &ObjectId) -> Result<Option<u64>> {
         match self.listed_size(id) {
             Some(size) => Ok(size),
             None => repo.reuse_object(id),
@@ -217,24 +195,17 @@ impl ObjectSizes {
     }
 
     /// Records an object this run stored.
-    pub fn insert(&self, id: &str, size: u64) {
-        if let (Some(listed), Some(raw)) = (&self.listed, raw_object_id(id)) {
-            crate::sys::sync::lock(listed).insert(raw, size);
+    pub fn insert(&self, id: &ObjectId, size: u64) {
+        if let Some(listed) = &self.listed {
+            crate::sys::sync::lock(listed).insert(*id, size);
         }
     }
 
     /// From the listing: `Some(size if stored)`; `None` without one.
-    fn listed_size(&self, id: &str) -> Option<Option<u64>> {
+    fn listed_size(&self, id: &ObjectId) -> Option<Option<u64>> {
         let listed = self.listed.as_ref()?;
-        let raw = raw_object_id(id)?;
-        Some(crate::sys::sync::lock(listed).get(&raw).copied())
+        Some(crate::sys::sync::lock(listed).get(id).copied())
     }
-}
-
-/// An object id as its 32 raw bytes; `None` if it is not one.
-pub fn raw_object_id(id: &str) -> Option<[u8; 32]> {
-    let mut raw = [0u8; 32];
-    (check_object_id(id).is_ok() && hex::decode_to_slice(id, &mut raw).is_ok()).then_some(raw)
 }
 
 /// An object written but not yet visible, waiting for
@@ -242,7 +213,7 @@ pub fn raw_object_id(id: &str) -> Option<[u8; 32]> {
 #[derive(Debug)]
 pub struct PendingObject {
     /// Object id.
-    pub id: String,
+    pub id: ObjectId,
     finished: Finished,
     /// Bytes written.
     pub size: u64,
@@ -262,13 +233,12 @@ pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_sec
 pub fn decrypt_object(
     repo: &Repo,
     key: &SecretKeys,
-    id: &str,
+    id: &ObjectId,
     out: &mut dyn Write,
     out_name: &str,
 ) -> Result<u64> {
-    check_object_id(id)?;
     let what = format!("object {id}");
-    let input = repo.open_key(&repo.object_key(id), &what)?;
+    let input = repo.open_key(&id.key(), &what)?;
     let mut msg = key.decrypt(input, &what)?;
     copy_plaintext(&mut msg, &what, out, std::path::Path::new(out_name))
 }

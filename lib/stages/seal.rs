@@ -30,6 +30,7 @@ use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
 use crate::repo::chunker::Chunker;
+use crate::repo::id::ObjectId;
 use crate::repo::idkey::{self, IdKey};
 use crate::repo::objects::{ObjectSizes, PendingObject};
 use crate::repo::{Repo, StoreError};
@@ -47,7 +48,7 @@ const BATCH_BYTES: u64 = 256 << 20;
 #[derive(Default)]
 struct Pending {
     objects: Vec<PendingObject>,
-    ids: HashSet<String>,
+    ids: HashSet<ObjectId>,
     bytes: u64,
 }
 
@@ -485,10 +486,10 @@ impl Sealer {
             return Ok(false);
         };
         for obj in objects {
-            if crate::repo::objects::check_object_id(&obj.id).is_err() {
+            let Ok(id) = ObjectId::parse(&obj.id) else {
                 return Ok(false);
-            }
-            match self.stored.reuse(&self.repo, &obj.id)? {
+            };
+            match self.stored.reuse(&self.repo, &id)? {
                 Some(size) if obj.stored.is_none_or(|s| s == size) => {}
                 _ => return Ok(false),
             }
@@ -508,7 +509,7 @@ impl Sealer {
             self.recipients
                 .encrypt_object(&mut reader, out, Some(rec.size))?;
             if reader.count() != rec.size || reader.hex_digest() != sha {
-                return Err(io::Error::other(CHANGED));
+                return Err(io::Error::other(ContentChanged));
             }
             Ok(())
         });
@@ -593,7 +594,7 @@ impl Sealer {
     fn store_chunk(&self, data: &[u8], expect: Option<&str>) -> Result<ChunkDone, StoreError> {
         let chunk_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data));
         if expect.is_some_and(|e| e != chunk_sha) {
-            return Err(StoreError::Fill(io::Error::other(CHANGED)));
+            return Err(StoreError::Fill(io::Error::other(ContentChanged)));
         }
         let id = self
             .id_key
@@ -619,7 +620,7 @@ impl Sealer {
 
     /// Whether object `id` is stored already or pending in this run:
     /// `Some((stored size if known, waits for commit))`.
-    fn known(&self, id: &str) -> Result<Option<(Option<u64>, bool)>> {
+    fn known(&self, id: &ObjectId) -> Result<Option<(Option<u64>, bool)>> {
         if lock(&self.pending).ids.contains(id) {
             return Ok(Some((None, true)));
         }
@@ -629,7 +630,7 @@ impl Sealer {
     fn add_pending(&self, obj: PendingObject) {
         let mut p = lock(&self.pending);
         p.bytes += obj.size;
-        p.ids.insert(obj.id.clone());
+        p.ids.insert(obj.id);
         p.objects.push(obj);
     }
 
@@ -646,11 +647,8 @@ impl Sealer {
         out: &mut record::RecordWriter<io::Stdout>,
     ) -> Result<(u64, u64)> {
         let batch = std::mem::take(&mut *lock(&self.pending));
-        let mut written: HashMap<String, u64> = batch
-            .objects
-            .iter()
-            .map(|o| (o.id.clone(), o.size))
-            .collect();
+        let mut written: HashMap<ObjectId, u64> =
+            batch.objects.iter().map(|o| (o.id, o.size)).collect();
         let (new, bytes, kept) = self.repo.commit_objects(batch.objects)?;
         for id in &kept {
             written.remove(id);
@@ -670,10 +668,12 @@ impl Sealer {
             };
             if let Some(objects) = rec.objects.as_mut() {
                 for obj in objects.iter_mut() {
-                    obj.stored = match written.get(&obj.id) {
+                    // Records that wait hold only ids this run made.
+                    let id = ObjectId::parse(&obj.id)?;
+                    obj.stored = match written.get(&id) {
                         Some(&size) => Some(size),
-                        None if obj.stored.is_none() || kept.contains(&obj.id) => {
-                            self.repo.object_size(&obj.id)?
+                        None if obj.stored.is_none() || kept.contains(&id) => {
+                            self.repo.object_size(&id)?
                         }
                         None => obj.stored,
                     };
@@ -826,17 +826,32 @@ fn read_chunk(file: &mut std::fs::File, offset: u64, size: u64, shown: &str) -> 
     }
 }
 
-fn obj_ref(id: String, size: u64, stored: Option<u64>) -> ObjectRef {
-    ObjectRef { id, size, stored }
+fn obj_ref(id: ObjectId, size: u64, stored: Option<u64>) -> ObjectRef {
+    ObjectRef {
+        id: id.to_string(),
+        size,
+        stored,
+    }
 }
 
-const CHANGED: &str = "content changed while reading";
+/// The cause a fill closure gives when the file's content is not the one
+/// bk-hash hashed, told apart from read errors by its type.
+#[derive(Debug)]
+struct ContentChanged;
+
+impl std::fmt::Display for ContentChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("content changed while reading")
+    }
+}
+
+impl std::error::Error for ContentChanged {}
 
 /// The error for a failed object write: a changed or unreadable source is
 /// "partial", a failing repository is reported as such.
 fn store_error(err: StoreError, shown: &str) -> Error {
     match err {
-        StoreError::Fill(e) if e.to_string() == CHANGED => {
+        StoreError::Fill(e) if e.get_ref().is_some_and(|c| c.is::<ContentChanged>()) => {
             changed_since_hashed(shown, "size or sha256 differs")
         }
         StoreError::Fill(e) => unreadable(shown, &e),

@@ -22,9 +22,10 @@ use crate::cli::VerifyCli;
 use crate::crypto::SecretKeys;
 use crate::error::{exit, Error, Kind as ErrorKind, Outcome, Result};
 use crate::record::{self, Kind, Record};
+use crate::repo::id::ObjectId;
 use crate::repo::idkey::IdKey;
 use crate::repo::objects::decrypt_object;
-use crate::repo::objects::{check_object_id, ObjectSizes};
+use crate::repo::objects::ObjectSizes;
 use crate::repo::snapshots::decrypt_snapshot;
 use crate::repo::Repo;
 use crate::sys::sync::lock;
@@ -310,12 +311,10 @@ fn snapshot_count(repo: &Repo) -> usize {
     repo.snapshots().map_or(0, |s| s.len())
 }
 
-/// The 32 bytes of a hex object id (zeros for an id that is not hex; such
+/// The 32 bytes of a hex object id (zeros for an id that is not one; such
 /// ids are reported as problems anyway).
 fn id_bytes(id: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let _ = hex::decode_to_slice(id, &mut out);
-    out
+    ObjectId::parse(id).map_or([0; 32], |id| *id.as_bytes())
 }
 
 impl Verifier {
@@ -478,7 +477,9 @@ impl Verifier {
             hasher: Sha256::new(),
             count: 0,
         };
-        let problem = match decrypt_object(&self.repo, key, id, &mut sink, "(hash)") {
+        let decrypted = ObjectId::parse(id)
+            .and_then(|oid| decrypt_object(&self.repo, key, &oid, &mut sink, "(hash)"));
+        let problem = match decrypted {
             Err(e) => Some(Problem {
                 problem: "decrypt",
                 object: Some(id.to_owned()),
@@ -486,7 +487,9 @@ impl Verifier {
             }),
             Ok(_) => {
                 let digest = hex::encode(sink.hasher.finalize());
-                let matches = id_key.object_id(&digest).is_ok_and(|want| want == id);
+                let matches = id_key
+                    .object_id(&digest)
+                    .is_ok_and(|want| want.to_string() == id);
                 (!matches || sink.count != size).then(|| Problem {
                     problem: "hash",
                     object: Some(id.to_owned()),
@@ -510,14 +513,13 @@ impl Verifier {
             return done.clone();
         }
         self.objects.fetch_add(1, Ordering::Relaxed);
-        let problem = if let Err(e) = check_object_id(id) {
-            Some(Problem {
+        let problem = match ObjectId::parse(id) {
+            Err(e) => Some(Problem {
                 problem: "missing",
                 object: Some(id.to_owned()),
                 detail: e.to_string(),
-            })
-        } else {
-            match self.stored.get(&self.repo, id) {
+            }),
+            Ok(oid) => match self.stored.get(&self.repo, &oid) {
                 Ok(None) => Some(Problem {
                     problem: "missing",
                     object: Some(id.to_owned()),
@@ -536,7 +538,7 @@ impl Verifier {
                     object: Some(id.to_owned()),
                     detail: e.to_string(),
                 }),
-            }
+            },
         };
         remember(&self.seen_objects, cache_key, problem.clone());
         problem
@@ -556,7 +558,9 @@ impl Verifier {
         };
         let mut problem = None;
         for id in &ids {
-            if let Err(e) = decrypt_object(&self.repo, key, id, &mut sink, "(hash)") {
+            let decrypted = ObjectId::parse(id)
+                .and_then(|oid| decrypt_object(&self.repo, key, &oid, &mut sink, "(hash)"));
+            if let Err(e) = decrypted {
                 problem = Some(Problem {
                     problem: "decrypt",
                     object: Some((*id).to_owned()),

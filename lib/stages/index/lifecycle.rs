@@ -32,8 +32,8 @@ use crate::crypto::SecretKeys;
 use crate::error::{Error, Result};
 use crate::local::summaries::summary_path;
 use crate::record::{self, RecordReader};
+use crate::repo::id::ObjectId;
 use crate::repo::lock::{LockKind, RepoLock};
-use crate::repo::objects::check_object_id;
 use crate::repo::retention::Policy;
 use crate::repo::snapshot_name::SnapshotName;
 use crate::repo::snapshots::decrypt_snapshot;
@@ -271,7 +271,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     };
     // 1. Every object any snapshot references; any failure stops here,
     // before anything is deleted.
-    let mut referenced: HashSet<[u8; 32]> = HashSet::new();
+    let mut referenced: HashSet<ObjectId> = HashSet::new();
     for name in repo.snapshots()? {
         collect_references(&repo, &key, &name, &mut referenced)
             .map_err(|e| e.context("bk-index prune stopped, nothing deleted"))?;
@@ -309,7 +309,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
                 continue;
             }
             let key = storage::join(&dir, &entry.name);
-            let Some(id) = parse_id(&entry.name) else {
+            let Ok(id) = ObjectId::parse(&entry.name) else {
                 crate::say!(
                     "bk-index prune: leaving alone {}: not an object name",
                     store.describe(&key)
@@ -391,31 +391,18 @@ fn collect_references(
     repo: &Repo,
     key: &SecretKeys,
     name: &str,
-    set: &mut HashSet<[u8; 32]>,
+    set: &mut HashSet<ObjectId>,
 ) -> Result<()> {
     // Every snapshot counts, trusted or not: prune keeps what any names.
     let spool = decrypt_snapshot(repo, key, name, &Trust::everything())?;
     for rec in RecordReader::new(BufReader::new(spool)) {
         let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
         for obj in rec.objects.iter().flatten() {
-            check_object_id(&obj.id).map_err(|e| e.context(format!("snapshot {name}")))?;
-            let id = parse_id(&obj.id).ok_or_else(|| {
-                Error::repo(format!("snapshot {name}: bad object id {:?}", obj.id))
-            })?;
+            let id = ObjectId::parse(&obj.id).map_err(|e| e.context(format!("snapshot {name}")))?;
             set.insert(id);
         }
     }
     Ok(())
-}
-
-/// A 64-hex-digit object id as 32 bytes.
-fn parse_id(name: &str) -> Option<[u8; 32]> {
-    if check_object_id(name).is_err() {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    hex::decode_to_slice(name, &mut id).ok()?;
-    Some(id)
 }
 
 /// The exclusive lock forget and prune hold while they delete; a dry run,

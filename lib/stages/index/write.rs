@@ -32,8 +32,9 @@ use crate::local::summaries::{save_summary, Summary};
 use crate::record::extsort::{ExternalSorter, SortItem, Sorted};
 use crate::record::{self, Kind, Record};
 use crate::repo::authkey::{AuthKeys, StreamMac};
+use crate::repo::id::ObjectId;
 use crate::repo::lock::{LockKind, RepoLock};
-use crate::repo::objects::{check_object_id, ObjectSizes};
+use crate::repo::objects::ObjectSizes;
 use crate::repo::snapshot_name::SnapshotName;
 use crate::repo::trailer;
 use crate::repo::{Repo, RepoHandle};
@@ -383,8 +384,8 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
     crate::repo::objects::check_objects_cover_size(rec.size, objects)
         .map_err(|why| Error::bad_input(format!("{shown}: {why} (no snapshot written)")))?;
     for obj in objects {
-        check_object_id(&obj.id).map_err(|e| e.context(&shown))?;
-        if stored.get(repo, &obj.id)?.is_none() {
+        let id = ObjectId::parse(&obj.id).map_err(|e| e.context(&shown))?;
+        if stored.get(repo, &id)?.is_none() {
             return Err(Error::repo(format!(
                 "{shown}: object {} is not in the repository (no snapshot written)",
                 obj.id

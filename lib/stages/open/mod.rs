@@ -15,7 +15,8 @@ pub fn run(cli: OpenCli) -> Result<i32> {
     crate::repo::idkey::check_secret(&repo, &key)?;
     if let Some(id) = &cli.object {
         let mut out = io::stdout().lock();
-        crate::repo::objects::decrypt_object(&repo, &key, id, &mut out, "stdout")?;
+        let id = crate::repo::id::ObjectId::parse(id)?;
+        crate::repo::objects::decrypt_object(&repo, &key, &id, &mut out, "stdout")?;
         out.flush().map_err(record::stdout_error)?;
         return Ok(0);
     }

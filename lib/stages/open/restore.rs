@@ -85,6 +85,7 @@ use crate::crypto::SecretKeys;
 use crate::error::{io_cause, Error, Outcome, Result};
 use crate::record::meta;
 use crate::record::{Kind, Record};
+use crate::repo::id::ObjectId;
 use crate::repo::objects::decrypt_object;
 use crate::repo::Repo;
 
@@ -869,7 +870,9 @@ impl<'a> Restorer<'a> {
         let mut out = FileSink::new(file, rec.size);
         for obj in objects {
             let before = out.count();
-            if let Err(e) = decrypt_object(self.repo, self.key, &obj.id, &mut out, shown) {
+            let decrypted = ObjectId::parse(&obj.id)
+                .and_then(|id| decrypt_object(self.repo, self.key, &id, &mut out, shown));
+            if let Err(e) = decrypted {
                 return Err(match out.take_error() {
                     Some(we) => self.io_error(dest, we).context(shown),
                     None => e.context(shown),

@@ -1,0 +1,96 @@
+//! Typed ids, parsed once where they come in (a record, a listing), so
+//! no code below slices or trusts a string from a repository or stdin.
+
+use crate::error::{Error, Result};
+
+/// An object id: 32 bytes (HMAC-SHA256 of the content's SHA-256 under the
+/// id key), written as 64 lower-case hex digits. Made only by parsing, by
+/// the id key or from a listing, so an object key built from one never
+/// names a path outside `objects/`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId([u8; 32]);
+
+impl ObjectId {
+    /// Parses 64 lower-case hex digits; anything else is a repository
+    /// error naming (the start of) the text.
+    pub fn parse(text: &str) -> Result<ObjectId> {
+        let mut raw = [0u8; 32];
+        let lower_hex =
+            text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if lower_hex && hex::decode_to_slice(text, &mut raw).is_ok() {
+            return Ok(ObjectId(raw));
+        }
+        Err(Error::repo(format!(
+            "object id {:?} is not 64 lower-case hex digits",
+            text.chars().take(80).collect::<String>()
+        )))
+    }
+
+    /// The id of these 32 bytes.
+    pub fn from_bytes(raw: [u8; 32]) -> ObjectId {
+        ObjectId(raw)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The storage key of the object: `objects/<first byte>/<id>`.
+    pub fn key(&self) -> String {
+        format!("objects/{:02x}/{self}", self.0[0])
+    }
+
+    /// The id a key below `objects/` names (`ab/<id>`), if it is one in
+    /// its right sub-directory.
+    pub fn from_key(rel: &str) -> Option<ObjectId> {
+        let (sub, name) = rel.split_once('/')?;
+        let id = ObjectId::parse(name).ok()?;
+        (format!("{:02x}", id.0[0]) == sub).then_some(id)
+    }
+}
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_are_parsed_once_and_name_only_their_key() {
+        let hex = "0a".repeat(32);
+        let id = ObjectId::parse(&hex).unwrap();
+        assert_eq!(id.to_string(), hex);
+        assert_eq!(id.as_bytes(), &[0x0a; 32]);
+        assert_eq!(id.key(), format!("objects/0a/{hex}"));
+        for bad in [
+            "0A".repeat(32),
+            "0a".repeat(31),
+            format!("{}zz", "0a".repeat(31)),
+            format!("../{}", "0a".repeat(31)),
+            format!("{}é", "0a".repeat(31)),
+            String::new(),
+        ] {
+            let e = ObjectId::parse(&bad).unwrap_err();
+            assert!(
+                e.to_string().contains("is not 64 lower-case hex digits"),
+                "{e}"
+            );
+            assert_eq!(e.exit_code(), crate::error::exit::REPO);
+        }
+        assert_eq!(ObjectId::from_key(&format!("0a/{hex}")), Some(id));
+        assert_eq!(ObjectId::from_key(&format!("0b/{hex}")), None);
+        assert_eq!(ObjectId::from_key(&format!("0/{hex}")), None);
+        assert_eq!(ObjectId::from_key(&hex), None);
+    }
+}
