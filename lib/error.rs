@@ -2,7 +2,8 @@
 //!
 //! Every message names the thing that failed (a path, an object, a record
 //! line, a key) and the cause, on one line, so scripts and people can act on
-//! it without guessing.
+//! it without guessing; what to do about it is a separate hint. Code tells
+//! errors apart by their kind, never by their text.
 
 use std::path::Path;
 
@@ -100,13 +101,40 @@ impl Kind {
     }
 }
 
-/// One error: its kind and a one-line message naming the thing and the cause.
-#[derive(Debug, thiserror::Error)]
-#[error("{msg}")]
+/// One error: its kind (which gives the exit status), a message naming
+/// the thing that failed, the chain of causes below it, and what the user
+/// can do about it. Shown as `msg: cause: cause…` on one line, and the
+/// hint on a line of its own (see [`report`]).
+#[derive(Debug)]
 pub struct Error {
     kind: Kind,
     msg: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    hint: Option<String>,
     fatal: bool,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)?;
+        // The cause shows its own causes (an `Error` below `context`); an
+        // I/O error is shown by its short cause.
+        match self.source.as_deref() {
+            None => Ok(()),
+            Some(c) => match c.downcast_ref::<std::io::Error>() {
+                Some(io) => write!(f, ": {}", io_cause(io)),
+                None => write!(f, ": {c}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Result with bk's error type.
@@ -118,8 +146,27 @@ impl Error {
         Error {
             kind,
             msg: msg.into(),
+            source: None,
+            hint: None,
             fatal: false,
         }
+    }
+
+    /// The same error with `cause` below it in the chain.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(cause));
+        self
+    }
+
+    /// The same error with what the user can do about it.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// What the user can do about it, if anything is known.
+    pub fn hint_text(&self) -> Option<&str> {
+        self.hint.as_deref()
     }
 
     /// The same error, marked as ending the whole run rather than one
@@ -169,13 +216,21 @@ impl Error {
         Self::new(Kind::Partial, msg)
     }
 
-    /// A local I/O error on `path`; a full disk or a permission problem on
-    /// the output is reported as such.
+    /// A local I/O error on `path`, with `err` as its cause; a full disk or
+    /// a permission problem on the output is reported as such.
     pub fn io(path: &Path, err: std::io::Error) -> Self {
         if err.kind() == std::io::ErrorKind::BrokenPipe {
             return Self::new(Kind::BrokenPipe, "broken pipe");
         }
-        Self::new(Kind::Io, format!("{}: {}", path.display(), io_cause(&err)))
+        let hint = match err.kind() {
+            std::io::ErrorKind::StorageFull => Some("free some space there, then run it again"),
+            _ => None,
+        };
+        let e = Self::new(Kind::Io, path.display().to_string()).caused_by(err);
+        match hint {
+            Some(h) => e.hint(h),
+            None => e,
+        }
     }
 
     /// The kind of this error.
@@ -188,13 +243,29 @@ impl Error {
         self.kind.exit_code()
     }
 
-    /// The same error with more context in front ("while doing X: ...").
-    pub fn context(self, what: impl std::fmt::Display) -> Self {
+    /// The same error under more context ("while doing X: ..."): the
+    /// context becomes the message and the error its cause; kind, hint and
+    /// fatality stay.
+    pub fn context(mut self, what: impl std::fmt::Display) -> Self {
+        let kind = self.kind;
+        let fatal = self.fatal;
+        let hint = self.hint.take();
         Error {
-            kind: self.kind,
-            msg: format!("{what}: {}", self.msg),
-            fatal: self.fatal,
+            kind,
+            msg: what.to_string(),
+            source: Some(Box::new(self)),
+            hint,
+            fatal,
         }
+    }
+}
+
+/// Prints `err` on stderr for `program`: the error and its causes on one
+/// line, then what to do on a line of its own, each in one write.
+pub fn report(program: &str, err: &Error) {
+    crate::say!("{program}: {err}");
+    if let Some(hint) = err.hint_text() {
+        crate::say!("{program}: hint: {hint}");
     }
 }
 
@@ -237,6 +308,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn context_keeps_kind_and_hint_and_chains_the_cause() {
+        let e = Error::io(
+            Path::new("/out/f"),
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        )
+        .context("restoring a/b");
+        assert_eq!(
+            e.to_string(),
+            "restoring a/b: /out/f: no space left on device"
+        );
+        assert_eq!(e.exit_code(), exit::IO);
+        assert_eq!(
+            e.hint_text(),
+            Some("free some space there, then run it again")
+        );
+        let cause = std::error::Error::source(&e).expect("a cause");
+        assert_eq!(cause.to_string(), "/out/f: no space left on device");
+        let e = Error::locked("locked by x")
+            .hint("try again later")
+            .context("bk-seal");
+        assert_eq!(e.to_string(), "bk-seal: locked by x");
+        assert_eq!(
+            (e.kind(), e.hint_text()),
+            (Kind::Locked, Some("try again later"))
+        );
+        assert!(Error::repo("plain").hint_text().is_none());
+    }
+
+    #[test]
     fn io_cause_keeps_a_message_of_its_own() {
         use std::io::{Error as E, ErrorKind as K};
         assert_eq!(
@@ -269,7 +369,7 @@ impl Outcome {
     /// Reports `err` on stderr (prefixed with the program name) and
     /// remembers its severity.
     pub fn report(&mut self, program: &str, err: &Error) {
-        crate::say!("{program}: {err}");
+        report(program, err);
         self.note(err.kind());
     }
 

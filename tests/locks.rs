@@ -121,6 +121,12 @@ fn a_live_exclusive_lock_blocks_backups() {
         )),
         "{err}"
     );
+    // What to do comes on a line of its own.
+    assert!(
+        err.lines()
+            .any(|l| l == "bk-seal: hint: try again later, or give --wait DURATION"),
+        "{err}"
+    );
     assert!(
         out.stdout.is_empty(),
         "bk-seal wrote records while locked out"

@@ -19,7 +19,7 @@ pub fn main_with<C: Parser>(program: &str, run: impl FnOnce(C) -> Result<i32>) -
         Ok(code) => code,
         Err(e) if e.kind() == Kind::BrokenPipe => e.exit_code(),
         Err(e) => {
-            crate::say!("{program}: {e}");
+            crate::error::report(program, &e);
             e.exit_code()
         }
     };

@@ -277,7 +277,7 @@ impl RepoLock {
             let young = holder.age < CONTENDER_WINDOW;
             if waited >= wait && !(young && waited < wait + CONTENDER_WINDOW * 2) {
                 return Err(Error::locked(format!(
-                    "repository {} is locked by {}{}; try again later{}",
+                    "repository {} is locked by {}{}",
                     store.location(),
                     holder.describe(),
                     if wait.is_zero() {
@@ -285,12 +285,12 @@ impl RepoLock {
                     } else {
                         format!(" (waited {})", humantime::format_duration(round_secs(wait)))
                     },
-                    if wait.is_zero() {
-                        ", or give --wait DURATION"
-                    } else {
-                        ""
-                    }
-                )));
+                ))
+                .hint(if wait.is_zero() {
+                    "try again later, or give --wait DURATION"
+                } else {
+                    "try again later"
+                }));
             }
             // Exclusive contenders back off longer, so that a waiting prune
             // never keeps a starting backup out for long.

@@ -414,9 +414,8 @@ impl Sealer {
         self.files.fetch_add(1, Ordering::Relaxed);
         let shown = rec.display_path();
         let mut sha = rec.sha256.clone().ok_or_else(|| {
-            Error::bad_input(format!(
-                "{shown}: file record has no sha256; pipe it through bk-hash first"
-            ))
+            Error::bad_input(format!("{shown}: file record has no sha256"))
+                .hint("pipe the records through bk-hash first")
         })?;
         if !self.objects_agree(&rec, &sha) {
             crate::say!(

@@ -75,9 +75,10 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
     if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
         return Err(Error::repo(format!(
-            "bk-index forget: cannot tell your snapshots from forged ones ({}), and a forged snapshot counted as kept could push yours out: forgetting nothing; run this on a backing-up host, give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated",
+            "bk-index forget: cannot tell your snapshots from forged ones ({}), and a forged snapshot counted as kept could push yours out: forgetting nothing",
             trust.basis()
-        )));
+        ))
+        .hint("run this on a backing-up host, give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated"));
     }
     let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
     if secret.is_none() {

@@ -41,9 +41,10 @@ fn list(args: IndexListArgs) -> Result<i32> {
     let trust = Trust::establish(&repo, secret.as_ref(), &args.trust.options())?;
     if trust.keys().is_none() && secret.is_none() && !trust.allows_unauthenticated() {
         return Err(Error::repo(format!(
-            "cannot tell your snapshots from forged ones: {}; run this on a backing-up host of the repository, or give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated to list every snapshot unchecked",
+            "cannot tell your snapshots from forged ones: {}",
             trust.basis()
-        )));
+        ))
+        .hint("run this on a backing-up host of the repository, or give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated to list every snapshot unchecked"));
     }
     let mut rows = Vec::new();
     let mut refused = 0u64;

@@ -169,10 +169,11 @@ fn load_keys(repo: &Repo, explicit: Option<&std::path::Path>) -> Result<AuthKeys
     let path = explicit.map_or_else(|| crate::repo::idkey::default_path(repo.id()), Into::into);
     let key = crate::repo::idkey::load_local(&path)?.ok_or_else(|| {
         Error::key(format!(
-            "no id key for repository {} at {}: it authenticates the snapshot; give --id-key FILE (or BK_ID_KEY), the file bk-seal uses",
+            "no id key for repository {} at {}: it authenticates the snapshot",
             repo.id(),
             path.display()
         ))
+        .hint("give --id-key FILE (or BK_ID_KEY), the file bk-seal uses")
     })?;
     if key.check_value() != repo.config().id_key_check {
         return Err(Error::key(format!(
@@ -378,8 +379,9 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
     let shown = rec.display_path();
     let objects = rec.objects.as_ref().ok_or_else(|| {
         Error::bad_input(format!(
-            "{shown}: file record has no objects; pipe it through bk-seal first (no snapshot written)"
+            "{shown}: file record has no objects (no snapshot written)"
         ))
+        .hint("pipe the records through bk-seal first")
     })?;
     crate::repo::objects::check_objects_cover_size(rec.size, objects)
         .map_err(|why| Error::bad_input(format!("{shown}: {why} (no snapshot written)")))?;
