@@ -5,7 +5,7 @@
 //! The full-disk tests mount a small tmpfs and the unreadable-file test
 //! drops to nobody with setpriv: they need root (CI runs as root).
 
-mod support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bk::record::Kind;
-use support::*;
+use common::stepwise::*;
 
 /// Object ids and inode numbers of every object under its real name.
 fn object_inodes(sb: &Sandbox) -> BTreeMap<String, u64> {

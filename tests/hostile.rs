@@ -3,7 +3,7 @@
 //! refuse (and name) every bad entry, detect every tampered object by its
 //! SHA-256, and stay within bounded memory on absurd input.
 
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,7 +15,7 @@ use std::process::Command;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bk::record::{Kind, Record};
-use support::*;
+use common::stepwise::*;
 
 /// Backs up a few small files and returns the sandbox and sealed records
 /// by path.

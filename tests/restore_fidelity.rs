@@ -4,7 +4,7 @@
 //!
 //! These tests need root (owners, devices, setpriv); CI runs as root.
 
-mod support;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bk::record::Kind;
-use support::*;
+use common::stepwise::*;
 
 /// A recognisable nanosecond timestamp: 2009-02-13 + `n` seconds.
 fn t(n: i64) -> i64 {

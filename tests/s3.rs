@@ -1,6 +1,6 @@
 //! S3 repositories (`--repo s3://BUCKET/PREFIX`), end to end against a real
 //! S3 server: moto's, started on a loopback port for each test by
-//! `tests/support/s3_server.py` (see tests/common/s3.rs). The test reads
+//! `tests/common/s3_server.py` (see tests/common/s3.rs). The test reads
 //! the bucket itself with curl, independently of bk.
 //!
 //! Besides these, the round-trip and dedup suites run every test against

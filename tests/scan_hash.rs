@@ -1,6 +1,8 @@
 //! End-to-end tests of bk-scan and bk-hash, run as the real programs on
 //! trees generated in temporary directories.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -9,25 +11,15 @@ use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::Path;
 
 use assert_cmd::Command;
-use bk::record::{Kind, Record, RecordReader};
+use bk::record::{Kind, Record};
+use common::{mtime_ns, records, sha256_hex, BAD_INPUT, PARTIAL, USAGE};
 use predicates::prelude::*;
-use sha2::{Digest, Sha256};
-
-const PARTIAL: i32 = 24;
-const BAD_INPUT: i32 = 3;
-const USAGE: i32 = 2;
 
 fn bin(name: &str) -> Command {
     let mut cmd = Command::cargo_bin(name).unwrap();
     // Keep a developer's config file out of the tests.
     cmd.env("BK_CONFIG", "/dev/null").env_remove("BK_EXCLUDE");
     cmd
-}
-
-fn records(out: &[u8]) -> Vec<Record> {
-    RecordReader::new(out)
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
 }
 
 /// Scans `args`, expecting success; returns stdout and the records.
@@ -51,14 +43,6 @@ fn by_path(recs: &[Record]) -> BTreeMap<OsString, Record> {
 
 fn paths(recs: &[Record]) -> Vec<String> {
     recs.iter().map(|r| r.path.clone()).collect()
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
 }
 
 /// A tree with every kind of entry bk-scan must get right.
@@ -119,7 +103,7 @@ fn scan_records_every_kind_with_its_metadata() {
         let meta = fs::symlink_metadata(root.join(path)).unwrap();
         assert_eq!(rec.size, meta.size(), "{path:?}");
         assert_eq!(rec.mode, meta.mode(), "{path:?}");
-        assert_eq!(rec.mtime_ns, mtime_ns(&meta), "{path:?}");
+        assert_eq!(rec.mtime_ns, mtime_ns(&root.join(path)), "{path:?}");
         assert_eq!(rec.ino, meta.ino(), "{path:?}");
         assert_eq!((rec.uid, rec.gid), (meta.uid(), meta.gid()), "{path:?}");
         assert_eq!(rec.nlink, meta.nlink(), "{path:?}");
@@ -318,7 +302,11 @@ fn hash_adds_sha256_of_each_file_and_passes_the_rest() {
         let got = &hashed[&path];
         if rec.kind == Kind::File {
             let content = fs::read(root.join(&path)).unwrap();
-            assert_eq!(got.sha256.as_deref(), Some(&*sha_hex(&content)), "{path:?}");
+            assert_eq!(
+                got.sha256.as_deref(),
+                Some(&*sha256_hex(&content)),
+                "{path:?}"
+            );
             let mut without = got.clone();
             without.sha256 = None;
             assert_eq!(&without, rec, "only sha256 is added");
@@ -364,7 +352,7 @@ fn vanished_and_changed_files_are_reported_and_left_out() {
     let hashed = by_path(&records(&out));
     let names: Vec<_> = hashed.keys().cloned().collect();
     assert_eq!(names, [OsString::from("."), OsString::from("kept")]);
-    assert_eq!(hashed[OsStr::new("kept")].sha256, Some(sha_hex(b"kept")));
+    assert_eq!(hashed[OsStr::new("kept")].sha256, Some(sha256_hex(b"kept")));
 }
 
 #[test]

@@ -35,9 +35,38 @@ pub(crate) use args;
 
 mod s3;
 pub use s3::*;
+pub mod stepwise;
 
 /// How long one program may run before the test kills it and fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Exit statuses (lib/error.rs, README).
+pub const OK: i32 = 0;
+pub const FAULTS: i32 = 1;
+pub const USAGE: i32 = 2;
+pub const BAD_INPUT: i32 = 3;
+pub const REPO: i32 = 5;
+pub const IO: i32 = 6;
+pub const PARTIAL: i32 = 24;
+
+/// The user and group tests drop to for non-root runs.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this test may use root powers (mount, mknod, chown, setpriv).
+/// Not root: in CI that is a failure (CI runs as root, and a test that
+/// silently passes would hide a gap); elsewhere the test is skipped with a
+/// printed reason.
+pub fn have_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs root, and CI must run as root"
+    );
+    eprintln!("SKIPPED {test}: needs root (CI runs it as root)");
+    false
+}
 
 // ---------------------------------------------------------------------------
 // Keys, made by the real gpg.
@@ -339,6 +368,14 @@ pub fn stderr(out: &Output) -> String {
 
 // ---------------------------------------------------------------------------
 // Records.
+
+/// Parses NDJSON into typed records with bk's own `RecordReader`,
+/// panicking on a bad line (compare [`parse_records`], which gives JSON).
+pub fn records(out: &[u8]) -> Vec<bk::record::Record> {
+    bk::record::RecordReader::new(out)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("valid records")
+}
 
 /// Parses NDJSON, panicking on a bad line. Control records (a stage's
 /// `{"bk":"begin","v":1}` and `{"bk":"end","v":1}`) are left out, so

@@ -1,5 +1,5 @@
 //! A real S3 server for the S3 tests: moto's, started by
-//! `tests/support/s3_server.py` on a free loopback port, one per sandbox
+//! `tests/common/s3_server.py` on a free loopback port, one per sandbox
 //! (tests run in parallel threads; each gets its own server, bucket and
 //! prefix). The test reads and writes the bucket itself with `curl`
 //! (`--aws-sigv4`), independently of bk.
@@ -22,7 +22,7 @@ use super::{describe, run_command, DEFAULT_TIMEOUT};
 
 /// The wrapper around moto's server (see its docstring).
 pub fn s3_server_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/s3_server.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3_server.py")
 }
 
 /// What to install when moto is missing.

@@ -1,8 +1,12 @@
-//! Helpers for the restore, hostile-repository and fault tests: a sandbox
-//! per test (its own HOME, XDG directories and GnuPG home), a throwaway
-//! key made by the real gpg, runners for the programs, and the backup
-//! pipeline run one stage at a time so tests can interfere between stages.
-#![allow(dead_code)]
+//! The sandbox of the restore, hostile-repository and fault tests: a
+//! directory repository, its own HOME, XDG directories and GnuPG home, one
+//! throwaway key made by the real gpg ([`keys`]), runners for the programs,
+//! and the backup pipeline run one stage at a time (scan, hash, seal, index
+//! write) so tests can interfere between stages or run a stage as nobody.
+//!
+//! It is simpler than [`super::Sandbox`] (one key, no S3, raw
+//! `std::process::Command`s); tests use one or the other:
+//! `use common::stepwise::*;`.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -12,35 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use bk::record::{Record, RecordReader};
-use sha2::{Digest, Sha256};
+use bk::record::Record;
 use tempfile::TempDir;
 
-/// Exit statuses (lib/error.rs, README).
-pub const OK: i32 = 0;
-pub const FAULTS: i32 = 1;
-pub const REPO: i32 = 5;
-pub const IO: i32 = 6;
-pub const PARTIAL: i32 = 24;
-
-/// The user and group tests drop to for non-root runs.
-pub const NOBODY: u32 = 65534;
-
-/// Whether this test may use root powers (mount, mknod, chown, setpriv).
-/// Not root: in CI that is a failure (CI runs as root, and a test that
-/// silently passes would hide a gap); elsewhere the test is skipped with a
-/// printed reason.
-pub fn have_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs root, and CI must run as root"
-    );
-    eprintln!("SKIPPED {test}: needs root (CI runs it as root)");
-    false
-}
+// Not every test binary uses every one of these.
+#[allow(unused_imports)]
+pub use super::{
+    have_root, records, restored, sha256_hex, stderr, FAULTS, IO, NOBODY, OK, PARTIAL, REPO,
+};
 
 /// A key pair exported by gpg once per test binary.
 pub struct Keys {
@@ -322,12 +305,6 @@ impl Sandbox {
     }
 }
 
-/// Where `bk-open --to DEST` restores the records of root `root` (as
-/// bk-scan recorded it: absolute): `DEST/<root without its leading '/'>`.
-pub fn restored(dest: &Path, root: &Path) -> PathBuf {
-    dest.join(root.strip_prefix("/").unwrap_or(root))
-}
-
 /// Calls `f` on every entry under `dir` (not following symlinks).
 pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -382,17 +359,6 @@ pub fn code(out: &Output) -> i32 {
         .unwrap_or_else(|| panic!("killed by a signal: {out:?}"))
 }
 
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Parses NDJSON records.
-pub fn records(out: &[u8]) -> Vec<Record> {
-    RecordReader::new(out)
-        .collect::<Result<Vec<_>, _>>()
-        .expect("valid records")
-}
-
 /// Records back to NDJSON.
 pub fn ndjson(recs: &[Record]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -401,10 +367,6 @@ pub fn ndjson(recs: &[Record]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-pub fn sha_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Deterministic pseudo-random bytes (xorshift), incompressible enough.
