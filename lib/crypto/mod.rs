@@ -3,7 +3,7 @@
 //!
 //! Everything bk stores is a standard OpenPGP message that GnuPG 2.2 reads:
 //! v4 keys, SEIPD v1 with AES-256, an empty literal file name and a zero
-//! date. Decryption runs in streaming mode (see NOTES-openpgp.md), which
+//! date. Decryption runs in the `pgp` crate's streaming mode, which
 //! releases plaintext before the integrity check at the end; callers must
 //! therefore write to a temporary place and give the result its real name
 //! only after the whole message (and bk's own SHA-256) checked out.

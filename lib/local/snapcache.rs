@@ -217,9 +217,9 @@ impl CacheWriter {
 /// Puts `new` in the place of `old`: an atomic swap, then the old file is
 /// removed. A plain rename over an existing file is the same to readers,
 /// but ext4 then allocates and starts writing back the new file inside the
-/// rename (its `auto_da_alloc` guard for programs that forget to fsync):
-/// 7–8 ms for a 9 MB cache here, at the very end of every run. The cache
-/// needs no such guard: a cache file cut short by a crash only ends reuse
+/// rename (its `auto_da_alloc` guard for programs that forget to fsync),
+/// which every run would wait for at its very end. The cache needs no such
+/// guard: a cache file cut short by a crash only ends reuse
 /// at its first bad line. Falls back to a rename where there is nothing to
 /// swap with or the file system cannot swap.
 fn replace(new: &Path, old: &Path) -> std::io::Result<()> {

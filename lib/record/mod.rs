@@ -593,8 +593,43 @@ pub enum StdinFd {
 impl io::Read for StdinFd {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            StdinFd::Dup(f) => f.read(buf),
+            StdinFd::Dup(f) => {
+                wait_for_input(f);
+                if STOP_READING.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(0);
+                }
+                f.read(buf)
+            }
             StdinFd::Std(s) => s.read(buf),
+        }
+    }
+}
+
+/// Set once a stage's output is gone (see [`stop_reading_stdin`]).
+static STOP_READING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every read of stdin from now on end as if at the end of input, so
+/// that a stage whose output went away (`| head`) is not kept waiting by a
+/// reader thread blocked on a pipe that the program before keeps open.
+pub fn stop_reading_stdin() {
+    STOP_READING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Waits until `f` has input (or its end, or an error), looking every
+/// tenth of a second whether reading should stop instead.
+fn wait_for_input(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let mut fds = [nix::libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: nix::libc::POLLIN,
+        revents: 0,
+    }];
+    while !STOP_READING.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: `fds` is one valid pollfd for the duration of the call.
+        let n = unsafe { nix::libc::poll(fds.as_mut_ptr(), 1, 100) };
+        if n != 0 {
+            // Ready, hung up, or poll failed (the read then tells why).
+            return;
         }
     }
 }

@@ -7,11 +7,11 @@
 //! {"id":"<object id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the object file>"}
 //! ```
 //!
-//! (Lines written by earlier builds carry `"sha256"` instead and are
-//! checked with SHA-256.) These are public facts: the id
-//! is already the file's name, `stored` its size, and the hash is over the
-//! ciphertext (random session keys make it unrelated to the plaintext). So `bk-verify --inventory` can re-hash every
-//! object file and detect bit rot, truncation or loss on the storage side
+//! (Lines with `"sha256"` in place of `"blake3"` are checked with
+//! SHA-256.) These are public facts: the id is already the file's name,
+//! `stored` its size, and the hash is over the ciphertext (random session
+//! keys make it unrelated to the plaintext). So `bk-verify --inventory`
+//! can re-hash every object file and detect bit rot, truncation or loss on the storage side
 //! without any key. It detects accidents, not a malicious operator, who
 //! could rewrite the inventory too (the secret-key checks catch that).
 //!

@@ -413,10 +413,9 @@ const EARLY_WRITEBACK_FROM: u64 = 1 << 20;
 
 /// Asks the kernel to start writing `file`'s dirty pages now, without
 /// waiting for them. A batch is made durable by one `syncfs` at its end;
-/// left to the kernel's own timing, the chunks of a large backup were
-/// still being written then, and that `syncfs` kept the run waiting
-/// (measured: 0.3 s at the end of a 1 GiB backup, with both cores idle).
-/// Small files are left alone: one writeback each would cost more than
+/// left to the kernel's own timing, the chunks of a large backup are still
+/// being written then, and that `syncfs` keeps the run waiting with the
+/// cores idle. Small files are left alone: one writeback each would cost more than
 /// the batched one. Best effort: durability still comes from the `syncfs`.
 fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;

@@ -365,7 +365,9 @@ impl Storage for S3Storage {
     }
 
     fn walk(&self, dir: &str, f: &mut dyn FnMut(&str, Stat)) -> io::Result<()> {
+        // The root is "/" to the lister, and keys below it have no prefix.
         let path = format!("{dir}/");
+        let below = if dir.is_empty() { "" } else { path.as_str() };
         let lister = self.ops().blocking.lister_options(
             &path,
             opendal::options::ListOptions {
@@ -381,7 +383,7 @@ impl Storage for S3Storage {
         for entry in lister {
             let entry = entry.map_err(|e| self.error(&e))?;
             let meta = entry.metadata();
-            let Some(rel) = entry.path().trim_start_matches('/').strip_prefix(&path) else {
+            let Some(rel) = entry.path().trim_start_matches('/').strip_prefix(below) else {
                 continue;
             };
             if meta.is_dir() || rel.is_empty() {

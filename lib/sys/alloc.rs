@@ -4,9 +4,9 @@
 //! object on several threads. With glibc's defaults each free of such a
 //! buffer may hand the memory back (`madvise`/`munmap`), and in a
 //! multi-threaded process each of those costs a TLB shoot-down on every
-//! core; measured on 20,000 small files, that was about 15% of bk-seal's
-//! wall time. Fixing the thresholds keeps freed memory for reuse instead;
-//! peak memory is unchanged, since it is bounded by what is in flight.
+//! core, a large share of a small-file backup's time. Fixing the
+//! thresholds keeps freed memory for reuse instead; peak memory is
+//! unchanged, since it is bounded by what is in flight.
 
 /// Keeps freed memory below 256 MiB per arena and serves allocations up to
 /// 32 MiB from the heap. Does nothing outside glibc.
@@ -24,11 +24,9 @@ pub fn tune() {
 /// of its own, up to eight per core, and with the thresholds above every
 /// arena keeps the most it ever held, so peak memory grows with the number
 /// of threads. bk-seal on S3 runs four record workers per core besides the
-/// chunk pool and the S3 client's threads: sealing four 256 MiB files
-/// peaked at 77-80 MiB, against 44-48 MiB with one arena, in the same time
-/// (3,000 small files: 3% slower, against a local server). Call it before
-/// the threads start (arenas that exist already stay). Does nothing
-/// outside glibc.
+/// chunk pool and the S3 client's threads, so there one arena keeps its
+/// memory bounded at little cost in speed. Call it before the threads
+/// start (arenas that exist already stay). Does nothing outside glibc.
 pub fn limit_arenas(n: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter (glibc takes its own

@@ -43,10 +43,9 @@ const PROGRAM: &str = "bk-index write";
 
 /// Records held back per core to restore their order before the snapshot
 /// is streamed: enough for the records in flight in a stage that does not
-/// keep order (two queues of 16 per worker, one worker per core: 244
-/// places measured on two cores before bk-hash and bk-seal kept order);
-/// what the window still holds at the end is written after the last
-/// record, so it is kept small.
+/// keep order (two queues of 16 per worker, one worker per core); what the
+/// window still holds at the end is written after the last record, so it
+/// is kept small.
 const WINDOW_RECORDS_PER_CORE: usize = 512;
 
 /// Bytes of record lines held back at most, whatever their number.
