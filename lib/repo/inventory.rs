@@ -29,8 +29,7 @@ use sha2::{Digest, Sha256};
 
 use serde::Serialize;
 
-use crate::error::{exit, io_cause, Error, Result};
-use crate::record;
+use crate::error::{io_cause, Error, Result};
 use crate::repo::id::ObjectId;
 use crate::repo::Repo;
 use crate::storage::{self, Commit};
@@ -124,9 +123,12 @@ fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
 /// The longest inventory line read (a line is about 170 bytes).
 const MAX_LINE: u64 = 4096;
 
+/// Every object the inventory holds, by id.
+pub type Inventory = BTreeMap<String, Entry>;
+
 /// What the inventory says about one object.
 #[derive(Debug, Clone)]
-struct Entry {
+pub struct Entry {
     stored: u64,
     hash: FileHash,
 }
@@ -186,7 +188,7 @@ impl Hasher {
 }
 
 /// Reads every inventory file: `None` if the repository has none at all.
-fn load(repo: &Repo) -> Result<Option<BTreeMap<String, Entry>>> {
+pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
     let files: Vec<String> = repo
         .store()
         .list(DIR)
@@ -257,88 +259,31 @@ pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
-/// `bk-verify --inventory`: re-hashes every object file against the
-/// inventory, with `jobs` threads. Problems (`missing`, `size`, `bitrot`)
-/// are printed as records and make the exit status 1; an object file that
-/// cannot be opened (`unreadable`: not a regular file, say a FIFO) is a
-/// repository problem, exit 5, once every object is checked; objects the
-/// inventory does not know (`uninventoried`) are printed as warnings only.
-pub fn verify(repo: &Repo, jobs: usize) -> Result<i32> {
-    let Some(inventory) = load(repo)? else {
-        return Err(Error::repo(format!(
-            "{}: no object inventory (inventory/): the repository was written by a bk \
-             older than the inventory, so there is nothing to check objects against; \
-             new objects will be inventoried from the next bk-seal on",
-            repo.location()
-        )));
-    };
-    let files = object_files(repo)?;
-    let on_disk: BTreeMap<&str, u64> = files.iter().map(|(id, n)| (id.as_str(), *n)).collect();
-    let mut results: Vec<Problem> = Vec::new();
-    for (id, e) in &inventory {
-        if !on_disk.contains_key(id.as_str()) {
-            results.push(Problem::new(
+/// The objects the inventory holds and nothing holds any more: an
+/// inventory entry whose object file is not in `on_disk`.
+pub fn missing<'a>(
+    inventory: &'a Inventory,
+    on_disk: &'a BTreeMap<&str, u64>,
+) -> impl Iterator<Item = Problem> + 'a {
+    inventory
+        .iter()
+        .filter(|(id, _)| !on_disk.contains_key(id.as_str()))
+        .map(|(id, e)| {
+            Problem::new(
                 ProblemKind::Missing,
                 id,
                 format!(
                     "object {id} is in the inventory ({} bytes) but not in the repository",
                     e.stored
                 ),
-            ));
-        }
-    }
-    let bytes = AtomicU64::new(0);
-    let queue = Mutex::new(files.iter());
-    let found = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let next = crate::sys::sync::lock(&queue).next();
-                let Some((id, _)) = next else { break };
-                if let Some(v) = check_one(repo, id, inventory.get(id), &bytes) {
-                    crate::sys::sync::lock(&found).push(v);
-                }
-            });
-        }
-    });
-    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    found.sort_by(|a: &Problem, b: &Problem| a.object.cmp(&b.object));
-    results.extend(found);
-    let mut out = record::stdout_records();
-    let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
-    for r in &results {
-        match r.problem {
-            ProblemKind::Uninventoried => warnings += 1,
-            _ => faults += 1,
-        }
-        if r.problem == ProblemKind::Unreadable {
-            unreadable += 1;
-            crate::say!("bk-verify: {}", r.detail);
-        }
-        let value =
-            serde_json::to_value(r).map_err(|e| record::stdout_error(io::Error::other(e)))?;
-        out.write_value(&value).map_err(record::stdout_error)?;
-    }
-    out.flush().map_err(record::stdout_error)?;
-    crate::say!(
-        "bk-verify: inventory: {} objects in the inventory, {} object files re-hashed ({} bytes): {faults} problems, {warnings} objects not in the inventory",
-        inventory.len(),
-        files.len(),
-        bytes.load(Ordering::Relaxed)
-    );
-    Ok(if unreadable > 0 {
-        exit::REPO
-    } else if faults > 0 {
-        exit::FAULTS
-    } else {
-        exit::OK
-    })
+            )
+        })
 }
 
 /// What `bk-verify --inventory` finds wrong with one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum ProblemKind {
+pub enum ProblemKind {
     /// In the inventory, not in the repository (or not an object name).
     Missing,
     /// Not the stored size the inventory says.
@@ -353,10 +298,13 @@ enum ProblemKind {
 
 /// One problem record, as printed.
 #[derive(Debug, Serialize)]
-struct Problem {
-    problem: ProblemKind,
-    object: String,
-    detail: String,
+pub struct Problem {
+    /// What kind of problem.
+    pub problem: ProblemKind,
+    /// The object id.
+    pub object: String,
+    /// What is wrong, for people.
+    pub detail: String,
 }
 
 impl Problem {
@@ -369,8 +317,15 @@ impl Problem {
     }
 }
 
-/// Checks one object file; returns its problem record, if any.
-fn check_one(repo: &Repo, id: &str, want: Option<&Entry>, bytes: &AtomicU64) -> Option<Problem> {
+/// Re-hashes one object file against what the inventory says of it
+/// (`want`, `None` if nothing), adding the bytes read to `bytes`; returns
+/// its problem, if any.
+pub fn check_object(
+    repo: &Repo,
+    id: &str,
+    want: Option<&Entry>,
+    bytes: &AtomicU64,
+) -> Option<Problem> {
     let Some(want) = want else {
         return Some(Problem::new(ProblemKind::Uninventoried, id, format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")));
     };

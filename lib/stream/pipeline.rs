@@ -31,10 +31,24 @@ pub const BATCH_RECORDS: usize = 64;
 /// File bytes one batch holds at most (past it, the batch is handed on).
 pub const BATCH_FILE_BYTES: u64 = 1 << 20;
 
-/// Records for [`run`]: an iterator that can tell whether its next record
-/// is at hand.
-pub trait Source: Iterator<Item = Result<Record>> {
-    /// Whether the next record can be had without waiting on input.
+/// What [`run`]'s workers work on: records, or anything else a stage
+/// hands out (object ids to re-hash).
+pub trait Job: Send {
+    /// The content working on it may read, which closes a batch early (a
+    /// file's size).
+    fn bytes(&self) -> u64;
+}
+
+impl Job for Record {
+    fn bytes(&self) -> u64 {
+        file_bytes(self)
+    }
+}
+
+/// Jobs for [`run`]: an iterator that can tell whether its next job is at
+/// hand.
+pub trait Source<T = Record>: Iterator<Item = Result<T>> {
+    /// Whether the next job can be had without waiting on input.
     fn next_ready(&self) -> bool;
 }
 
@@ -44,24 +58,24 @@ impl<R: Peek> Source for RecordReader<R> {
     }
 }
 
-impl<S: Source + ?Sized> Source for Box<S> {
+impl<T, S: Source<T> + ?Sized> Source<T> for Box<S> {
     fn next_ready(&self) -> bool {
         (**self).next_ready()
     }
 }
 
-/// Any record iterator as a [`Source`] that hands on every record at once.
+/// Any iterator of jobs as a [`Source`] that hands on every job at once.
 pub struct Unbatched<I>(pub I);
 
-impl<I: Iterator<Item = Result<Record>>> Iterator for Unbatched<I> {
-    type Item = Result<Record>;
+impl<T, I: Iterator<Item = Result<T>>> Iterator for Unbatched<I> {
+    type Item = Result<T>;
 
-    fn next(&mut self) -> Option<Result<Record>> {
+    fn next(&mut self) -> Option<Result<T>> {
         self.0.next()
     }
 }
 
-impl<I: Iterator<Item = Result<Record>>> Source for Unbatched<I> {
+impl<T, I: Iterator<Item = Result<T>>> Source<T> for Unbatched<I> {
     fn next_ready(&self) -> bool {
         false
     }
@@ -159,7 +173,7 @@ enum Msg<O> {
 /// finished) and is reported; an error from `sink` (the output went away)
 /// stops everything and is returned. The returned [`Outcome`] holds the
 /// exit status earned by the reported errors.
-pub fn run<It, O, F, S>(
+pub fn run<T, It, O, F, S>(
     program: &str,
     jobs: usize,
     batch: usize,
@@ -169,13 +183,14 @@ pub fn run<It, O, F, S>(
     mut sink: S,
 ) -> Result<Outcome>
 where
-    It: Source,
+    T: Job,
+    It: Source<T>,
     O: Send,
-    F: Fn(Record) -> Result<Option<O>> + Sync,
+    F: Fn(T) -> Result<Option<O>> + Sync,
     S: FnMut(Option<O>) -> Result<()>,
 {
     let jobs = jobs.max(1);
-    let (in_tx, in_rx) = bounded::<Vec<(u64, Record)>>(jobs * QUEUE_PER_WORKER);
+    let (in_tx, in_rx) = bounded::<Vec<(u64, T)>>(jobs * QUEUE_PER_WORKER);
     let (out_tx, out_rx) = bounded::<Vec<Msg<O>>>(jobs * RESULTS_PER_WORKER);
     let mut outcome = Outcome::default();
     let mut sink_error = None;
@@ -197,7 +212,7 @@ where
                         return;
                     }
                 };
-                let bytes = file_bytes(&rec);
+                let bytes = rec.bytes();
                 if let Some(batch) = batcher.add((seq, rec), bytes, source.next_ready()) {
                     if in_tx.send(batch).is_err() {
                         return;

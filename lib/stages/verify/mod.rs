@@ -9,6 +9,8 @@
 //! plaintext's SHA-256); `--orphans` lists objects no snapshot references.
 //! `--inventory` is the keyless storage-side check ([`crate::repo::inventory`]).
 
+pub mod inventory;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Seek as _;
 use std::io::{self, BufReader};
@@ -147,7 +149,7 @@ fn local_id_key(repo: &Repo, explicit: Option<&std::path::Path>) -> Option<IdKey
 pub fn run(cli: VerifyCli) -> Result<i32> {
     let repo = cli.repo.open()?;
     if cli.inventory {
-        return crate::repo::inventory::verify(&repo, cli.jobs.count());
+        return inventory::run(&repo, cli.jobs.count());
     }
     let all_snapshots = cli.all_snapshots || cli.orphans;
     let subset = cli

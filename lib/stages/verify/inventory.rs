@@ -1,0 +1,117 @@
+//! `bk-verify --inventory`: every object file re-hashed against the
+//! inventory on the stage workers, without any key (see
+//! [`crate::repo::inventory`] for what the inventory holds and why).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{exit, Error, Result};
+use crate::record;
+use crate::repo::inventory::{self, Problem, ProblemKind};
+use crate::repo::Repo;
+use crate::stream::pipeline::{self, Job};
+
+/// One object file to re-hash.
+struct ObjectFile<'a> {
+    id: &'a str,
+    size: u64,
+}
+
+impl Job for ObjectFile<'_> {
+    fn bytes(&self) -> u64 {
+        self.size
+    }
+}
+
+/// Every object at hand at once (they come from a listing), so that
+/// batches fill up.
+struct Listed<I>(I);
+
+impl<'a, I: Iterator<Item = &'a (String, u64)>> Iterator for Listed<I> {
+    type Item = Result<ObjectFile<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next()
+            .map(|(id, size)| Ok(ObjectFile { id, size: *size }))
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a (String, u64)>> pipeline::Source<ObjectFile<'a>> for Listed<I> {
+    fn next_ready(&self) -> bool {
+        true
+    }
+}
+
+/// Re-hashes every object file against the inventory, with `jobs`
+/// workers. Problems (`missing`, `size`, `bitrot`) are printed as records
+/// and make the exit status 1; an object file that cannot be opened
+/// (`unreadable`: not a regular file, say a FIFO) is a repository problem,
+/// exit 5, once every object is checked; objects the inventory does not
+/// know (`uninventoried`) are printed as warnings only.
+pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
+    let Some(inventory) = inventory::load(repo)? else {
+        return Err(Error::repo(format!(
+            "{}: no object inventory (inventory/): the repository was written by a bk \
+             older than the inventory, so there is nothing to check objects against",
+            repo.location()
+        ))
+        .hint("new objects are inventoried from the next bk-seal on"));
+    };
+    let files = inventory::object_files(repo)?;
+    let on_disk: BTreeMap<&str, u64> = files.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+    let mut results: Vec<Problem> = inventory::missing(&inventory, &on_disk).collect();
+    let bytes = AtomicU64::new(0);
+    let mut found = Vec::new();
+    let outcome = pipeline::run(
+        "bk-verify",
+        jobs,
+        pipeline::batch_for(repo.store().is_remote()),
+        || Listed(files.iter()),
+        |obj: ObjectFile<'_>| {
+            Ok(inventory::check_object(
+                repo,
+                obj.id,
+                inventory.get(obj.id),
+                &bytes,
+            ))
+        },
+        |p: &Problem| p.detail.len() + 128,
+        |p| {
+            found.extend(p);
+            Ok(())
+        },
+    )?;
+    found.sort_by(|a: &Problem, b: &Problem| a.object.cmp(&b.object));
+    results.extend(found);
+    let mut out = record::stdout_records();
+    let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
+    for r in &results {
+        match r.problem {
+            ProblemKind::Uninventoried => warnings += 1,
+            _ => faults += 1,
+        }
+        if r.problem == ProblemKind::Unreadable {
+            unreadable += 1;
+            crate::say!("bk-verify: {}", r.detail);
+        }
+        let value =
+            serde_json::to_value(r).map_err(|e| record::stdout_error(io::Error::other(e)))?;
+        out.write_value(&value).map_err(record::stdout_error)?;
+    }
+    out.flush().map_err(record::stdout_error)?;
+    crate::say!(
+        "bk-verify: inventory: {} objects in the inventory, {} object files re-hashed ({} bytes): {faults} problems, {warnings} objects not in the inventory",
+        inventory.len(),
+        files.len(),
+        bytes.load(Ordering::Relaxed)
+    );
+    Ok(if unreadable > 0 {
+        exit::REPO
+    } else if faults > 0 || outcome.exit_code() != exit::OK {
+        exit::FAULTS
+    } else {
+        exit::OK
+    })
+}
