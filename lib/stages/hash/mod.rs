@@ -1,11 +1,11 @@
 //! bk-hash: add the SHA-256 of each regular file's content to its record.
 //!
-//! Three stages joined by bounded channels, so memory stays flat however
-//! long the stream: one thread parses stdin, `-j N` workers hash files, and
-//! the main thread writes records in input order (within a memory budget,
-//! see [`crate::stream::reorder`]). Records that need no hashing (not a file, or
-//! already hashed and sealed, or reused) go from the reader straight to the
-//! writer.
+//! It runs on the stage workers of [`crate::stream::pipeline`], so memory
+//! stays flat however long the stream: one thread parses stdin (and applies
+//! `--reuse`, in input order), `-j N` workers hash files, and the main
+//! thread writes records in input order (within a memory budget, see
+//! [`crate::stream::reorder`]). Records that need no hashing (not a file,
+//! or already hashed and sealed, or reused) are handed on as they are.
 //!
 //! A file is checked against its record before and after it is read, and
 //! any sign that it changed since the scan (gone, replaced by a symlink or
@@ -34,13 +34,13 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::bounded;
 use sha2::{Digest, Sha256};
 
 use crate::cli::HashCli;
-use crate::error::{exit, io_cause, Error, Kind as ErrorKind, Outcome, Result};
+use crate::error::{exit, io_cause, Error, Result};
 use crate::record::meta::shown;
 use crate::record::{
     stdin_records, stdout_error, stdout_records, Check, ChunkHash, Kind, Peek, Record,
@@ -49,9 +49,9 @@ use crate::record::{
 use crate::repo::chunker::Chunker;
 use crate::stages::hash::reuse::{ReuseSource, Reuser};
 use crate::stream::pause::Pause;
-use crate::stream::pipeline::{recv_or_idle, Batcher, BATCH_FILE_BYTES, BATCH_RECORDS};
+use crate::stream::pipeline::{self, Job, Source, BATCH_RECORDS};
 use crate::stream::progress::Progress;
-use crate::stream::reorder::{line_weight, Reorder, REORDER_BUDGET};
+use crate::stream::reorder::line_weight;
 use crate::sys::source::HashingReader;
 
 /// The program name in messages.
@@ -60,10 +60,6 @@ const PROGRAM: &str = "bk-hash";
 /// Read buffer per worker: large enough that system calls are not the
 /// cost, small enough to stay in cache.
 const BUF_SIZE: usize = 128 << 10;
-
-/// Records queued per worker between stages: enough to keep workers busy,
-/// few enough that memory does not depend on the input.
-const QUEUE_PER_WORKER: usize = 4;
 
 /// Runs bk-hash on stdin and stdout and returns the exit status.
 pub fn run(cli: HashCli) -> Result<i32> {
@@ -131,20 +127,88 @@ pub struct Settings {
     pub chunk_threshold: u64,
 }
 
-/// Results for the writer, in batches: `(input number, record or error)`.
-type Done = Vec<(u64, Result<Record>)>;
-
-/// One unit of work: a record (input number `seq`) and the file to hash
-/// for it.
-struct Job {
-    seq: u64,
+/// One record for the workers, with the file to hash for it (`None`: not a
+/// file, or already hashed and sealed, or reused; it is handed on as is).
+struct HashJob {
     rec: Record,
-    file: PathBuf,
+    file: Option<PathBuf>,
 }
 
-/// Hashes the records of `input` (read on a thread of its own) with
-/// `settings.jobs` workers and writes them to `out`; returns the exit
-/// status. Workers wait before each file while `pause` says so.
+impl Job for HashJob {
+    fn bytes(&self) -> u64 {
+        if self.file.is_some() {
+            self.rec.size
+        } else {
+            0
+        }
+    }
+}
+
+/// The input as [`HashJob`]s: each record parsed, its reuse applied (the
+/// earlier snapshot is walked in input order, so this happens here, in
+/// order, and not on the workers) and the file it needs hashed found. A
+/// file record that cannot be located stops the input.
+struct Jobs<R: Peek> {
+    input: RecordReader<R>,
+    reuse: Option<Reuser>,
+    stats: Arc<Stats>,
+    stopped: bool,
+}
+
+impl<R: Peek> Iterator for Jobs<R> {
+    type Item = Result<HashJob>;
+
+    fn next(&mut self) -> Option<Result<HashJob>> {
+        if self.stopped {
+            return None;
+        }
+        let mut rec = match self.input.next()? {
+            Ok(rec) => rec,
+            Err(e) => {
+                self.stopped = true;
+                return Some(Err(e));
+            }
+        };
+        if rec.kind == Kind::File {
+            self.stats.files.fetch_add(1, Ordering::Relaxed);
+            if self.reuse.as_mut().is_some_and(|r| r.apply(&mut rec)) {
+                self.stats.reused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match file_to_hash(&rec) {
+            Ok(file) => Some(Ok(HashJob { rec, file })),
+            Err(e) => {
+                self.stopped = true;
+                Some(Err(
+                    e.context(format!("stdin line {}", self.input.line_no()))
+                ))
+            }
+        }
+    }
+}
+
+impl<R: Peek> Source<HashJob> for Jobs<R> {
+    fn next_ready(&self) -> bool {
+        self.input.next_ready()
+    }
+}
+
+/// A record's line as the writer gets it, with the file size it counts
+/// for progress.
+struct Line {
+    line: Vec<u8>,
+    file_size: Option<u64>,
+}
+
+thread_local! {
+    /// Each worker's read buffer.
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF_SIZE]);
+}
+
+/// Hashes the records of `input` with `settings.jobs` workers (see
+/// [`crate::stream::pipeline`]) and writes them to `out` in input order;
+/// returns the exit status. Workers wait before each file while `pause`
+/// says so, and stop reading once the output is gone.
 ///
 /// A checked input (see [`crate::record`]) makes a checked output: a begin
 /// record first, and an end record last if every record was handed on
@@ -166,180 +230,63 @@ where
     if checked {
         out.write_begin().map_err(stdout_error)?;
     }
-    let jobs = settings.jobs.max(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (job_tx, job_rx) = bounded::<Vec<Job>>(jobs * QUEUE_PER_WORKER);
-    let (done_tx, done_rx) = bounded::<Done>(jobs * QUEUE_PER_WORKER);
-
-    let reader_stats = Arc::clone(&stats);
-    let passed = done_tx.clone();
-    let reader = spawn("bk-hash-reader", move || {
-        read_jobs(input, &job_tx, &passed, reuse, &reader_stats)
-    })?;
-    let mut workers = Vec::with_capacity(jobs);
-    for _ in 0..jobs {
-        let (rx, tx, stop) = (job_rx.clone(), done_tx.clone(), Arc::clone(&stop));
-        let (stats, pause) = (Arc::clone(&stats), Arc::clone(&pause));
-        workers.push(spawn("bk-hash-worker", move || {
-            work(&rx, &tx, &stop, &stats, &pause, settings.chunk_threshold)
-        })?);
-    }
-    // Only the workers and the reader may keep the channels open, so that
-    // the loops below end when the work does.
-    drop((job_rx, done_tx));
-
-    let mut outcome = Outcome::default();
-    if let Err(err) = write_results(&done_rx, &mut out, &mut outcome, progress) {
-        // The reader of our output is gone: stop the workers (they notice
-        // between reads and on their next send) and leave the reader
-        // thread, which may be blocked on stdin, to the process exit.
-        stop.store(true, Ordering::Relaxed);
-        drop(done_rx);
-        join_workers(workers, &mut outcome);
-        return Err(err);
-    }
-    join_workers(workers, &mut outcome);
-    match reader.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => outcome.report(PROGRAM, &err),
-        Err(_) => outcome.report(PROGRAM, &panicked("reader")),
-    }
+    let stop = AtomicBool::new(false);
+    let jobs = Jobs {
+        input,
+        reuse,
+        stats: Arc::clone(&stats),
+        stopped: false,
+    };
+    let work = |job: HashJob| -> Result<Option<Line>> {
+        let HashJob { mut rec, file } = job;
+        if let Some(file) = file {
+            pause.wait();
+            let chunked = rec.size > settings.chunk_threshold;
+            let hashed =
+                BUF.with_borrow_mut(|buf| hash_file(&file, rec.size, chunked, buf, &stop))?;
+            stats.hashed.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
+            rec.sha256 = Some(hashed.sha256);
+            rec.chunks = hashed.chunks;
+        }
+        let mut line = rec.to_line();
+        line.shrink_to_fit();
+        let file_size = (rec.kind == Kind::File).then_some(rec.size);
+        Ok(Some(Line { line, file_size }))
+    };
+    let written = |line: Option<Line>| -> Result<()> {
+        // Whenever nothing is ready, what is written goes on down the
+        // pipe, so that bk-seal works on it while a large file is hashed.
+        let result = match line {
+            None => out.flush(),
+            Some(Line { line, file_size }) => {
+                if let Some(size) = file_size {
+                    progress.add(1, size);
+                }
+                out.write_line(&line)
+            }
+        };
+        result.map_err(|e| {
+            // The reader of our output is gone: workers stop between reads.
+            stop.store(true, Ordering::Relaxed);
+            stdout_error(e)
+        })
+    };
+    let outcome = pipeline::run(
+        PROGRAM,
+        settings.jobs,
+        BATCH_RECORDS,
+        move || jobs,
+        work,
+        |l: &Line| line_weight(&l.line),
+        written,
+    )?;
     let code = outcome.exit_code();
     if checked && exit::finished(code) {
         out.write_end().map_err(stdout_error)?;
     }
     out.flush().map_err(stdout_error)?;
     Ok(code)
-}
-
-/// Starts a named thread; failing to start one is a local resource problem.
-fn spawn<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<JoinHandle<T>> {
-    thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("starting a thread: {}", io_cause(&e)),
-            )
-        })
-}
-
-/// The error for a thread that panicked (a bug, but not one to hang on).
-fn panicked(what: &str) -> Error {
-    Error::new(
-        ErrorKind::Io,
-        format!("internal error: the {what} thread panicked"),
-    )
-}
-
-/// Waits for every worker; a panicked one is reported.
-fn join_workers(workers: Vec<JoinHandle<()>>, outcome: &mut Outcome) {
-    for w in workers {
-        if w.join().is_err() {
-            outcome.report(PROGRAM, &panicked("worker"));
-        }
-    }
-}
-
-/// The reader stage: parses records, works out which file each needs
-/// hashed, and queues them; a record with nothing to hash (not a file, or
-/// reused) goes straight to the writer, which keeps input order. Stops at
-/// the first bad line (returning its error) or when the workers are gone.
-fn read_jobs<R: Peek>(
-    mut input: RecordReader<R>,
-    jobs: &Sender<Vec<Job>>,
-    passed: &Sender<Done>,
-    mut reuse: Option<Reuser>,
-    stats: &Stats,
-) -> Result<()> {
-    let mut out = Outgoing {
-        jobs,
-        passed,
-        hashing: Batcher::new(BATCH_RECORDS),
-        passing: Batcher::new(BATCH_RECORDS),
-    };
-    let result = read_into(&mut input, &mut out, &mut reuse, stats);
-    out.flush();
-    result
-}
-
-/// [`read_jobs`]' loop.
-fn read_into<R: Peek>(
-    input: &mut RecordReader<R>,
-    out: &mut Outgoing,
-    reuse: &mut Option<Reuser>,
-    stats: &Stats,
-) -> Result<()> {
-    let mut seq = 0;
-    while let Some(item) = input.next() {
-        let mut rec = item?;
-        if rec.kind == Kind::File {
-            stats.files.fetch_add(1, Ordering::Relaxed);
-            if reuse.as_mut().is_some_and(|r| r.apply(&mut rec)) {
-                stats.reused.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let file =
-            file_to_hash(&rec).map_err(|e| e.context(format!("stdin line {}", input.line_no())))?;
-        let sent = match file {
-            None => out.pass(seq, rec),
-            Some(file) => out.hash(Job { seq, rec, file }),
-        };
-        if !sent || (!input.next_ready() && !out.flush()) {
-            break;
-        }
-        seq += 1;
-    }
-    Ok(())
-}
-
-/// The reader's two outgoing streams, in batches (see [`Batcher`]): files
-/// for the workers to hash, and records passed straight to the writer (a
-/// re-run passes on nearly all). Each method returns false once the other
-/// side is gone.
-struct Outgoing<'a> {
-    jobs: &'a Sender<Vec<Job>>,
-    passed: &'a Sender<Done>,
-    hashing: Batcher<Job>,
-    passing: Batcher<(u64, Result<Record>)>,
-}
-
-impl Outgoing<'_> {
-    fn pass(&mut self, seq: u64, rec: Record) -> bool {
-        match self.passing.add((seq, Ok(rec)), 0, true) {
-            Some(batch) => self.passed.send(batch).is_ok(),
-            None => true,
-        }
-    }
-
-    fn hash(&mut self, job: Job) -> bool {
-        let size = job.rec.size;
-        match self.hashing.add(job, size, true) {
-            // The writer gets what was passed first: the job queue may be
-            // full, and the reader would wait there.
-            Some(batch) => self.flush_passed() && self.jobs.send(batch).is_ok(),
-            None => true,
-        }
-    }
-
-    /// Hands on everything gathered (before the reader might wait).
-    fn flush(&mut self) -> bool {
-        self.flush_passed()
-            && self
-                .hashing
-                .take()
-                .is_none_or(|b| self.jobs.send(b).is_ok())
-    }
-
-    fn flush_passed(&mut self) -> bool {
-        self.passing
-            .take()
-            .is_none_or(|b| self.passed.send(b).is_ok())
-    }
 }
 
 /// Whether a record needs its content hashed: every file, except one that
@@ -374,98 +321,6 @@ pub fn file_to_hash(rec: &Record) -> Result<Option<PathBuf>> {
     } else {
         root.join(path)
     }))
-}
-
-/// A worker: hashes queued files until the queue closes, the output side
-/// goes away, or `stop` is set.
-fn work(
-    jobs: &Receiver<Vec<Job>>,
-    done: &Sender<Done>,
-    stop: &AtomicBool,
-    stats: &Stats,
-    pause: &Pause,
-    chunk_threshold: u64,
-) {
-    let mut buf = vec![0u8; BUF_SIZE];
-    for batch in jobs {
-        let mut results = Vec::with_capacity(batch.len());
-        for Job { seq, mut rec, file } in batch {
-            // What is done goes out before a large file holds it back.
-            let large = rec.size >= BATCH_FILE_BYTES && !results.is_empty();
-            if large && done.send(std::mem::take(&mut results)).is_err() {
-                return;
-            }
-            pause.wait();
-            let chunked = rec.size > chunk_threshold;
-            let result = hash_file(&file, rec.size, chunked, &mut buf, stop).map(|hashed| {
-                stats.hashed.fetch_add(1, Ordering::Relaxed);
-                stats.bytes_read.fetch_add(rec.size, Ordering::Relaxed);
-                rec.sha256 = Some(hashed.sha256);
-                rec.chunks = hashed.chunks;
-                rec
-            });
-            results.push((seq, result));
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-        }
-        if done.send(results).is_err() {
-            return;
-        }
-    }
-}
-
-/// The writer stage: writes hashed records in input order and reports
-/// skipped ones, until every worker is done. Fails only when the output
-/// cannot be written.
-fn write_results<W: Write>(
-    done: &Receiver<Done>,
-    out: &mut RecordWriter<W>,
-    outcome: &mut Outcome,
-    progress: &mut Progress,
-) -> Result<()> {
-    let mut order = Reorder::new(REORDER_BUDGET);
-    let mut ready = Vec::new();
-    // Whenever nothing is ready, what is written goes on down the pipe, so
-    // that bk-seal works on it while a large file is hashed.
-    while let Some(batch) = recv_or_idle(done, || out.flush().map_err(stdout_error))? {
-        for (seq, result) in batch {
-            place_result(seq, result, &mut order, &mut ready, outcome, progress);
-            for line in ready.drain(..) {
-                out.write_line(&line).map_err(stdout_error)?;
-            }
-        }
-    }
-    for line in order.drain() {
-        out.write_line(&line).map_err(stdout_error)?;
-    }
-    Ok(())
-}
-
-/// Puts one worker result in its place in `order`.
-fn place_result(
-    seq: u64,
-    result: Result<Record>,
-    order: &mut Reorder<Vec<u8>>,
-    ready: &mut Vec<Vec<u8>>,
-    outcome: &mut Outcome,
-    progress: &mut Progress,
-) {
-    match result {
-        Ok(rec) => {
-            if rec.kind == Kind::File {
-                progress.add(1, rec.size);
-            }
-            let mut line = rec.to_line();
-            line.shrink_to_fit();
-            let weight = line_weight(&line);
-            order.push(seq, Some(line), weight, ready);
-        }
-        Err(err) => {
-            outcome.report(PROGRAM, &err);
-            order.push(seq, None, 0, ready);
-        }
-    }
 }
 
 /// What hashing one file found.
@@ -843,6 +698,6 @@ mod tests {
             Arc::default(),
         )
         .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+        assert_eq!(err.kind(), crate::error::Kind::BrokenPipe);
     }
 }
