@@ -1,6 +1,10 @@
 //! bk-open: decrypt one object to stdout, or restore a record stream.
 
+mod guards;
+mod links;
 pub mod restore;
+mod safety;
+mod sinks;
 
 use std::io::{self, Write};
 
