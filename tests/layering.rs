@@ -182,6 +182,10 @@ impl<'a> Visit<'a> for Paths<'_> {
         self.module.pop();
     }
 
+    fn visit_vis_restricted(&mut self, _: &'a syn::VisRestricted) {
+        // `pub(super)` names who may see an item, not what it uses.
+    }
+
     fn visit_item_use(&mut self, u: &'a syn::ItemUse) {
         self.use_tree(&mut Vec::new(), &u.tree);
     }
