@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::cli::SealCli;
-use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
+use crate::crypto::Recipients;
 use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
 use crate::repo::chunker::Chunker;
@@ -323,15 +323,8 @@ fn open_or_init(cli: &SealCli, recipients: &Recipients) -> Result<Repo> {
     // unlock and be able to sign before anything is made.
     let certifier = cli
         .secret
-        .key
-        .as_ref()
-        .map(|file| {
-            let secret = SecretKeys::load(
-                file,
-                &PassphraseSource {
-                    file: cli.secret.passphrase_file.clone(),
-                },
-            )?;
+        .load()?
+        .map(|secret| {
             crate::crypto::signature::SnapshotSigner::from_secret(&secret)?;
             Ok::<_, Error>(secret)
         })
@@ -389,14 +382,9 @@ fn load_id_key(cli: &SealCli, repo: &Repo) -> Result<IdKey> {
         .id_key
         .clone()
         .unwrap_or_else(|| idkey::default_path(repo.id()));
-    let secret = match (&cli.secret.key, local.exists()) {
-        (Some(key), false) => Some(SecretKeys::load(
-            key,
-            &PassphraseSource {
-                file: cli.secret.passphrase_file.clone(),
-            },
-        )?),
-        _ => None,
+    let secret = match local.exists() {
+        false => cli.secret.load()?,
+        true => None,
     };
     idkey::for_repo(repo, Some(&local), secret.as_ref())
 }

@@ -1090,14 +1090,29 @@ impl Restorer<'_> {
     }
 }
 
-/// The ctime of a file made (and removed) in `base` now, by the clock
-/// the file system stamps entries with; if none can be made, the current
-/// time less a second (the kernel's clock for ctime is coarse).
+/// The start of this run by the clock the file system stamps entries
+/// with: the ctime of a file made (and removed) in `base` once that clock
+/// has ticked past the ctime of a first such file. The clock is coarse (a
+/// few milliseconds), so an entry an earlier run wrote in the same tick
+/// would otherwise look as new as this run's own. If no file can be made,
+/// the current time less a second.
 fn run_start(base: &Path) -> (i64, i64) {
-    if let Ok((tmp, file)) = TempPath::create(base) {
-        if let Ok(m) = file.metadata() {
-            drop(tmp);
-            return (m.ctime(), m.ctime_nsec());
+    let probe = || -> Option<(i64, i64)> {
+        let (tmp, file) = TempPath::create(base).ok()?;
+        let m = file.metadata().ok()?;
+        drop(tmp);
+        Some((m.ctime(), m.ctime_nsec()))
+    };
+    if let Some(first) = probe() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        loop {
+            match probe() {
+                Some(now) if now > first => return now,
+                Some(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                _ => break,
+            }
         }
     }
     let now = std::time::SystemTime::now()

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Seek as _;
 use std::io::{self, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -40,13 +40,48 @@ struct Problem {
     detail: String,
 }
 
-/// Internal field carrying a record's snapshot name from the reader to
-/// the workers (removed before any output).
-const SNAPSHOT_FIELD: &str = "\u{0}snapshot";
+/// One record for the workers, with what the reader knows of it: the
+/// snapshot it came from (`--all-snapshots`) and, for a hard link whose
+/// size or sha256 differs from the earlier record of its inode, what the
+/// mismatch report says of that record.
+struct Checked {
+    rec: Record,
+    snapshot: Option<Arc<str>>,
+    link: Option<serde_json::Map<String, Value>>,
+}
 
-/// Internal field carrying, from the reader to the workers, the record of
-/// the same root, device and inode whose size or sha256 differs.
-const LINK_FIELD: &str = "\u{0}hardlink";
+impl Checked {
+    fn new(rec: Record, snapshot: Option<Arc<str>>) -> Checked {
+        Checked {
+            rec,
+            snapshot,
+            link: None,
+        }
+    }
+}
+
+impl crate::stream::pipeline::Job for Checked {
+    fn bytes(&self) -> u64 {
+        crate::stream::pipeline::file_bytes(&self.rec)
+    }
+}
+
+/// The records of stdin, with no snapshot of their own.
+struct FromStdin<R: record::Peek>(record::RecordReader<R>);
+
+impl<R: record::Peek> Iterator for FromStdin<R> {
+    type Item = Result<Checked>;
+
+    fn next(&mut self) -> Option<Result<Checked>> {
+        Some(self.0.next()?.map(|rec| Checked::new(rec, None)))
+    }
+}
+
+impl<R: record::Peek> crate::stream::pipeline::Source<Checked> for FromStdin<R> {
+    fn next_ready(&self) -> bool {
+        self.0.next_ready()
+    }
+}
 
 /// The problem name of a hard-link mismatch: a warning, like orphans.
 const HARDLINK_MISMATCH: &str = "hardlink-mismatch";
@@ -203,13 +238,13 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let failed_ref = &snapshot_failed;
     let policy_ref = &trust;
     let mut mismatches = 0u64;
-    let input = move || -> Box<dyn crate::stream::pipeline::Source> {
-        let records: Box<dyn crate::stream::pipeline::Source> = if all_snapshots {
+    let input = move || -> Box<dyn crate::stream::pipeline::Source<Checked>> {
+        let records: Box<dyn crate::stream::pipeline::Source<Checked>> = if all_snapshots {
             Box::new(crate::stream::pipeline::Unbatched(
                 v_ref.all_snapshot_records(snapshots, policy_ref, failed_ref),
             ))
         } else {
-            Box::new(record::stdin_records())
+            Box::new(FromStdin(record::stdin_records()))
         };
         Box::new(LinkChecked::new(records))
     };
@@ -218,7 +253,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         cli.jobs.count(),
         crate::stream::pipeline::batch_for(v.repo.store().is_remote()),
         input,
-        |rec| Ok(Some(v.check(&rec))),
+        |job: Checked| Ok(Some(v.check(&job))),
         |results| results.len() * 256,
         |results: Option<Vec<Value>>| {
             let Some(results) = results else {
@@ -332,10 +367,10 @@ impl Verifier {
         names: Vec<String>,
         policy: &'a crate::repo::trust::Trust,
         failed: &'a Mutex<Outcome>,
-    ) -> impl Iterator<Item = Result<Record>> + 'a {
+    ) -> impl Iterator<Item = Result<Checked>> + 'a {
         names.into_iter().flat_map(move |name| {
             let none =
-                || -> Box<dyn Iterator<Item = Result<Record>>> { Box::new(std::iter::empty()) };
+                || -> Box<dyn Iterator<Item = Result<Checked>>> { Box::new(std::iter::empty()) };
             let Some(key) = &self.key else {
                 return none();
             };
@@ -348,16 +383,15 @@ impl Verifier {
                 Ok(spool)
             });
             match spool {
-                Ok(spool) => Box::new(record::RecordReader::new(BufReader::new(spool)).map(
-                    move |r| {
-                        r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))
-                            .map(|mut rec| {
-                                rec.extra
-                                    .insert(SNAPSHOT_FIELD.into(), Value::from(name.clone()));
-                                rec
-                            })
-                    },
-                )),
+                Ok(spool) => {
+                    let shared: Arc<str> = name.as_str().into();
+                    Box::new(
+                        record::RecordReader::new(BufReader::new(spool)).map(move |r| {
+                            r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))
+                                .map(|rec| Checked::new(rec, Some(Arc::clone(&shared))))
+                        }),
+                    )
+                }
                 Err(e) => {
                     lock(failed).report("bk-verify", &e);
                     none()
@@ -367,13 +401,15 @@ impl Verifier {
     }
 
     /// Checks one record; returns its result records (empty when fine).
-    fn check(&self, rec: &Record) -> Vec<Value> {
+    fn check(&self, job: &Checked) -> Vec<Value> {
+        let rec = &job.rec;
+        let snapshot = job.snapshot.as_deref().map(Value::from);
         self.records.fetch_add(1, Ordering::Relaxed);
         if rec.kind != Kind::File {
             return Vec::new();
         }
         let mut results = Vec::new();
-        if let Some(Value::Object(link)) = rec.extra.get(LINK_FIELD) {
+        if let Some(link) = &job.link {
             let mut v = json!({
                 "problem": HARDLINK_MISMATCH,
                 "path": rec.path,
@@ -385,7 +421,7 @@ impl Verifier {
             for (k, val) in link {
                 v[k] = val.clone();
             }
-            if let Some(s) = rec.extra.get(SNAPSHOT_FIELD) {
+            if let Some(s) = &snapshot {
                 v["snapshot"] = s.clone();
             }
             results.push(v);
@@ -396,7 +432,6 @@ impl Verifier {
                 set.insert(id_bytes(&o.id));
             }
         }
-        let snapshot = rec.extra.get(SNAPSHOT_FIELD).cloned();
         let problems = self.check_file(rec);
         results.extend(problems.into_iter().map(|p| {
             let mut v = json!({
@@ -610,7 +645,7 @@ struct LinkChecked<S> {
         (Option<std::ffi::OsString>, u64, u64),
         FirstRecord,
     >,
-    snapshot: Option<Value>,
+    snapshot: Option<Arc<str>>,
     full_noted: bool,
 }
 
@@ -624,12 +659,12 @@ impl<S> LinkChecked<S> {
         }
     }
 
-    fn mark(&mut self, rec: &mut Record) {
-        let snapshot = rec.extra.get(SNAPSHOT_FIELD);
-        if snapshot != self.snapshot.as_ref() {
-            self.snapshot = snapshot.cloned();
+    fn mark(&mut self, job: &mut Checked) {
+        if job.snapshot != self.snapshot {
+            self.snapshot.clone_from(&job.snapshot);
             self.links.clear();
         }
+        let rec = &job.rec;
         if rec.kind != Kind::File || rec.nlink < 2 {
             return;
         }
@@ -660,21 +695,23 @@ impl<S> LinkChecked<S> {
             rec.path
         );
         crate::say!("bk-verify: warning: {detail}");
-        let mut link = json!({ "other": other, "detail": detail });
+        let mut link = serde_json::Map::new();
+        link.insert("other".into(), other.into());
+        link.insert("detail".into(), detail.into());
         if let Some(b) = other_b64 {
-            link["other_b64"] = b.into();
+            link.insert("other_b64".into(), b.into());
         }
         if let Some(r) = &rec.root {
-            link["root"] = r.clone().into();
+            link.insert("root".into(), r.clone().into());
         }
-        rec.extra.insert(LINK_FIELD.into(), link);
+        job.link = Some(link);
     }
 }
 
-impl<S: crate::stream::pipeline::Source> Iterator for LinkChecked<S> {
-    type Item = Result<Record>;
+impl<S: crate::stream::pipeline::Source<Checked>> Iterator for LinkChecked<S> {
+    type Item = Result<Checked>;
 
-    fn next(&mut self) -> Option<Result<Record>> {
+    fn next(&mut self) -> Option<Result<Checked>> {
         let mut item = self.inner.next()?;
         if let Ok(rec) = &mut item {
             self.mark(rec);
@@ -683,7 +720,9 @@ impl<S: crate::stream::pipeline::Source> Iterator for LinkChecked<S> {
     }
 }
 
-impl<S: crate::stream::pipeline::Source> crate::stream::pipeline::Source for LinkChecked<S> {
+impl<S: crate::stream::pipeline::Source<Checked>> crate::stream::pipeline::Source<Checked>
+    for LinkChecked<S>
+{
     fn next_ready(&self) -> bool {
         self.inner.next_ready()
     }
