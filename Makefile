@@ -4,7 +4,7 @@
 #                restore and compare a sample tree with a throwaway gpg key)
 #   make test    every test, including the slow ignored ones (what CI runs)
 #   make lint    rustfmt --check and clippy with warnings as errors
-#   make docs    regenerate man/ and completions/ from lib/cli.rs
+#   make docs    regenerate man/ and completions/ from lib/cli/
 #   make bench   compare bk with restic and borg (bench/run.sh; ~25 min, BENCH_SCALE=small for a quick run)
 
 CARGO ?= cargo

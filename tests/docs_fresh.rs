@@ -1,5 +1,5 @@
 //! The committed man pages and completions must be exactly what the CLI
-//! definitions generate today; otherwise someone changed `lib/cli.rs`
+//! definitions generate today; otherwise someone changed `lib/cli/`
 //! without running `make docs`.
 
 use std::collections::BTreeSet;
