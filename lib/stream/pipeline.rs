@@ -232,6 +232,14 @@ where
                 for batch in in_rx {
                     let mut msgs = Vec::with_capacity(batch.len());
                     for (seq, rec) in batch {
+                        // What is done goes out before a job with much
+                        // to read holds it back.
+                        if rec.bytes() >= BATCH_FILE_BYTES
+                            && !msgs.is_empty()
+                            && out_tx.send(std::mem::take(&mut msgs)).is_err()
+                        {
+                            return;
+                        }
                         match work(rec) {
                             Ok(o) => msgs.push(Msg::Out(seq, o)),
                             Err(e) => {
