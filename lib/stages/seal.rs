@@ -382,9 +382,10 @@ fn load_id_key(cli: &SealCli, repo: &Repo) -> Result<IdKey> {
         .id_key
         .clone()
         .unwrap_or_else(|| idkey::default_path(repo.id()));
-    let secret = match local.exists() {
-        false => cli.secret.load()?,
-        true => None,
+    let secret = if local.exists() {
+        None
+    } else {
+        cli.secret.load()?
     };
     idkey::for_repo(repo, Some(&local), secret.as_ref())
 }

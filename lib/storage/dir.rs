@@ -193,20 +193,14 @@ impl Storage for DirStorage {
                 created.push(true);
                 continue;
             };
-            // From here on the rename (or the error path) owns the file.
-            let tmp = std::mem::take(&mut staged.0);
             let dest = self.path(&f.key);
-            let result = match mode {
-                Commit::KeepExisting => rename_noreplace(&tmp, &dest),
-                Commit::Replace => fs::rename(&tmp, &dest).map(|_| true),
-            };
-            match result {
-                Ok(c) => created.push(c),
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
-                }
-            }
+            // On an error, dropping `staged` removes the temporary file.
+            created.push(match mode {
+                Commit::KeepExisting => rename_noreplace(&staged.0, &dest)?,
+                Commit::Replace => fs::rename(&staged.0, &dest).map(|_| true)?,
+            });
+            // Renamed (or, for a key kept, removed): nothing left to remove.
+            staged.0 = PathBuf::new();
             if let Some(d) = dest.parent() {
                 dirs.insert(d.to_path_buf());
             }

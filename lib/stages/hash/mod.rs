@@ -34,7 +34,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{self};
+use std::thread;
 
 use crossbeam_channel::bounded;
 use sha2::{Digest, Sha256};
@@ -147,27 +147,21 @@ impl Job for HashJob {
 /// The input as [`HashJob`]s: each record parsed, its reuse applied (the
 /// earlier snapshot is walked in input order, so this happens here, in
 /// order, and not on the workers) and the file it needs hashed found. A
-/// file record that cannot be located stops the input.
+/// file record that cannot be located is an input error, which stops the
+/// pipeline's reading.
 struct Jobs<R: Peek> {
     input: RecordReader<R>,
     reuse: Option<Reuser>,
     stats: Arc<Stats>,
-    stopped: bool,
 }
 
 impl<R: Peek> Iterator for Jobs<R> {
     type Item = Result<HashJob>;
 
     fn next(&mut self) -> Option<Result<HashJob>> {
-        if self.stopped {
-            return None;
-        }
         let mut rec = match self.input.next()? {
             Ok(rec) => rec,
-            Err(e) => {
-                self.stopped = true;
-                return Some(Err(e));
-            }
+            Err(e) => return Some(Err(e)),
         };
         if rec.kind == Kind::File {
             self.stats.files.fetch_add(1, Ordering::Relaxed);
@@ -175,15 +169,11 @@ impl<R: Peek> Iterator for Jobs<R> {
                 self.stats.reused.fetch_add(1, Ordering::Relaxed);
             }
         }
-        match file_to_hash(&rec) {
-            Ok(file) => Some(Ok(HashJob { rec, file })),
-            Err(e) => {
-                self.stopped = true;
-                Some(Err(
-                    e.context(format!("stdin line {}", self.input.line_no()))
-                ))
-            }
-        }
+        Some(
+            file_to_hash(&rec)
+                .map(|file| HashJob { rec, file })
+                .map_err(|e| e.context(format!("stdin line {}", self.input.line_no()))),
+        )
     }
 }
 
@@ -235,7 +225,6 @@ where
         input,
         reuse,
         stats: Arc::clone(&stats),
-        stopped: false,
     };
     let work = |job: HashJob| -> Result<Option<Line>> {
         let HashJob { mut rec, file } = job;

@@ -403,7 +403,6 @@ impl Verifier {
     /// Checks one record; returns its result records (empty when fine).
     fn check(&self, job: &Checked) -> Vec<Value> {
         let rec = &job.rec;
-        let snapshot = job.snapshot.as_deref().map(Value::from);
         self.records.fetch_add(1, Ordering::Relaxed);
         if rec.kind != Kind::File {
             return Vec::new();
@@ -421,8 +420,8 @@ impl Verifier {
             for (k, val) in link {
                 v[k] = val.clone();
             }
-            if let Some(s) = &snapshot {
-                v["snapshot"] = s.clone();
+            if let Some(s) = job.snapshot.as_deref() {
+                v["snapshot"] = s.into();
             }
             results.push(v);
         }
@@ -443,8 +442,8 @@ impl Verifier {
             if let Some(b) = &rec.path_b64 {
                 v["path_b64"] = b.clone().into();
             }
-            if let Some(s) = &snapshot {
-                v["snapshot"] = s.clone();
+            if let Some(s) = job.snapshot.as_deref() {
+                v["snapshot"] = s.into();
             }
             v
         }));
