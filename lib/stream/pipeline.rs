@@ -29,7 +29,7 @@ const RESULTS_PER_WORKER: usize = 32;
 pub const BATCH_RECORDS: usize = 64;
 
 /// File bytes one batch holds at most (past it, the batch is handed on).
-pub const BATCH_FILE_BYTES: u64 = 1 << 20;
+const BATCH_FILE_BYTES: u64 = 1 << 20;
 
 /// What [`run`]'s workers work on: records, or anything else a stage
 /// hands out (object ids to re-hash).
@@ -96,7 +96,7 @@ pub fn batch_for(remote: bool) -> usize {
 /// The next message from `rx`, calling `idle` first when none is ready
 /// (the moment to flush buffered output before waiting); `None` once every
 /// sender is gone.
-pub fn recv_or_idle<T>(rx: &Receiver<T>, idle: impl FnOnce() -> Result<()>) -> Result<Option<T>> {
+fn recv_or_idle<T>(rx: &Receiver<T>, idle: impl FnOnce() -> Result<()>) -> Result<Option<T>> {
     match rx.try_recv() {
         Ok(msg) => Ok(Some(msg)),
         Err(TryRecvError::Disconnected) => Ok(None),
@@ -117,7 +117,7 @@ pub fn file_bytes(rec: &Record) -> u64 {
 }
 
 /// Gathers records into batches for the workers.
-pub struct Batcher<T> {
+struct Batcher<T> {
     batch: Vec<T>,
     file_bytes: u64,
     max_records: usize,
@@ -125,7 +125,7 @@ pub struct Batcher<T> {
 
 impl<T> Batcher<T> {
     /// An empty batcher for batches of at most `max_records` records.
-    pub fn new(max_records: usize) -> Self {
+    fn new(max_records: usize) -> Self {
         Batcher {
             batch: Vec::new(),
             file_bytes: 0,
@@ -136,7 +136,7 @@ impl<T> Batcher<T> {
     /// Adds `item` (for a record of [`file_bytes`] `bytes`); returns the
     /// batch when it should be handed on: it is full, or holds much file
     /// content, or the next record is not at hand (`more_ready` false).
-    pub fn add(&mut self, item: T, bytes: u64, more_ready: bool) -> Option<Vec<T>> {
+    fn add(&mut self, item: T, bytes: u64, more_ready: bool) -> Option<Vec<T>> {
         self.file_bytes = self.file_bytes.saturating_add(bytes);
         self.batch.push(item);
         let full = self.batch.len() >= self.max_records || self.file_bytes >= BATCH_FILE_BYTES;
@@ -144,7 +144,7 @@ impl<T> Batcher<T> {
     }
 
     /// What is gathered, if anything.
-    pub fn take(&mut self) -> Option<Vec<T>> {
+    fn take(&mut self) -> Option<Vec<T>> {
         self.file_bytes = 0;
         (!self.batch.is_empty()).then(|| std::mem::take(&mut self.batch))
     }
