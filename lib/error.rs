@@ -222,14 +222,12 @@ impl Error {
         if err.kind() == std::io::ErrorKind::BrokenPipe {
             return Self::new(Kind::BrokenPipe, "broken pipe");
         }
-        let hint = match err.kind() {
-            std::io::ErrorKind::StorageFull => Some("free some space there, then run it again"),
-            _ => None,
-        };
+        let full = err.kind() == std::io::ErrorKind::StorageFull;
         let e = Self::new(Kind::Io, path.display().to_string()).caused_by(err);
-        match hint {
-            Some(h) => e.hint(h),
-            None => e,
+        if full {
+            e.hint("free some space there, then run it again")
+        } else {
+            e
         }
     }
 
