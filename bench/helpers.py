@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Helpers for bench/run.sh: corpus generation, openssl speed parsing,
-the local S3 server's counts and the results table.
+the real tree's size and the check of its restores, the local S3 server's
+counts and the results table.
 
     helpers.py gen-small DIR FILES DIRS SEED
     helpers.py speed FILE              # kB/s of the 16384-byte column
-    helpers.py table RESULTS.tsv META.env OUT.md [S3.tsv]
+    helpers.py tree-stats OUT.json ROOT...          # size of the real tree
+    helpers.py compare OUT.json RESTORED ROOT...    # ROOT vs RESTORED/ROOT
+    helpers.py table RESULTS.tsv META.env OUT.md [S3.tsv [REAL.tsv]]
     helpers.py free-port               # a free TCP port on 127.0.0.1
     helpers.py s3-count URL BUCKET PREFIX   # keys and bytes under PREFIX/
     helpers.py s3-requests LOG FROM TO BUCKET PREFIX   # requests in lines FROM+1..TO
@@ -15,6 +18,7 @@ import os
 import random
 import re
 import socket
+import stat
 import statistics
 import sys
 import urllib.parse
@@ -51,6 +55,145 @@ def speed(path):
             if len(values) == len(header):
                 return float(values[header.index("16384")])
     sys.exit(f"no 16384-byte column in {path}")
+
+
+# --------------------------------------------------------------------------
+# The real tree (case 5): its size, and the check of a restore
+
+
+def walk(root):
+    """Every entry under `root` (itself included), without following
+    symlinks, as (path relative to root, lstat). Unlistable directories are
+    skipped (and counted by the callers through their lstat)."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(root, rel) if rel else root
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:  # gone since its directory was listed
+            continue
+        yield rel, st
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                names = sorted(os.listdir(path), reverse=True)
+            except OSError:
+                continue
+            stack.extend(os.path.join(rel, n) for n in names)
+
+
+KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+         stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFSOCK: "socket"}
+
+
+def kind(st):
+    return KINDS.get(stat.S_IFMT(st.st_mode), "other")
+
+
+def tree_stats(out, roots):
+    """Entries by kind and bytes in regular files under `roots`; writes
+    them to `out` as JSON and prints one line."""
+    counts, size = {}, 0
+    for root in roots:
+        for _, st in walk(root):
+            k = kind(st)
+            counts[k] = counts.get(k, 0) + 1
+            if k == "file":
+                size += st.st_size
+    entries = sum(counts.values())
+    result = {"roots": roots, "entries": entries, "bytes": size, "kinds": counts}
+    with open(out, "w") as f:
+        json.dump(result, f, sort_keys=True)
+    print(tree_line(result))
+
+
+def tree_line(t):
+    kinds = ", ".join(f"{v:,} {k}{'s' if v != 1 else ''}" for k, v in sorted(t["kinds"].items(), key=lambda kv: -kv[1]))
+    return f"{t['entries']:,} entries ({kinds}), {t['bytes']:,} bytes in files ({t['bytes'] / 2**20:,.0f} MiB)"
+
+
+def same_content(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def compare(out, restored, roots):
+    """Compare every root with its restore, `restored`/ROOT (the root's full
+    path under the target, as bk and restic lay it out; borg's relative
+    paths land in the same place). A difference: an entry missing from the
+    restore or extra in it, of another kind, a regular file with other
+    content, a symlink with another target, a device with another number.
+    Not compared (and counted): sockets, which a restore need not recreate
+    (bk records them and never restores them), and what this process cannot
+    read in the original. Mode, owner and mtime differences are counted too,
+    as information. Writes a JSON summary to `out` and prints it in words."""
+    r = {"entries": 0, "files": 0, "bytes": 0, "differences": 0, "skipped": 0,
+         "mode": 0, "owner": 0, "mtime": 0, "examples": []}
+
+    def differs(what, path):
+        r["differences"] += 1
+        if len(r["examples"]) < 10:
+            r["examples"].append(f"{what}: {path}")
+
+    for root in roots:
+        target = os.path.join(restored, root.lstrip("/"))
+        for rel, st in walk(root):
+            r["entries"] += 1
+            orig = os.path.join(root, rel) if rel else root
+            copy = os.path.join(target, rel) if rel else target
+            k = kind(st)
+            if k == "socket":
+                r["skipped"] += 1
+                continue
+            try:
+                cst = os.lstat(copy)
+            except FileNotFoundError:
+                differs("missing", orig)
+                continue
+            if kind(cst) != k:
+                differs(f"{k} restored as {kind(cst)}", orig)
+                continue
+            if k != "symlink":
+                r["mode"] += stat.S_IMODE(st.st_mode) != stat.S_IMODE(cst.st_mode)
+                r["mtime"] += st.st_mtime_ns != cst.st_mtime_ns
+            r["owner"] += (st.st_uid, st.st_gid) != (cst.st_uid, cst.st_gid)
+            if k == "file":
+                r["files"] += 1
+                r["bytes"] += st.st_size
+                try:
+                    same = st.st_size == cst.st_size and same_content(orig, copy)
+                except PermissionError:
+                    r["skipped"] += 1
+                    continue
+                if not same:
+                    differs("content", orig)
+            elif k == "symlink":
+                if os.readlink(orig) != os.readlink(copy):
+                    differs("symlink target", orig)
+            elif k in ("char", "block"):
+                if st.st_rdev != cst.st_rdev:
+                    differs("device number", orig)
+            elif k == "dir":
+                try:
+                    extra = set(os.listdir(copy)) - set(os.listdir(orig))
+                except PermissionError:
+                    r["skipped"] += 1
+                    continue
+                for name in sorted(extra):
+                    differs("extra", os.path.join(orig, name))
+    with open(out, "w") as f:
+        json.dump(r, f, sort_keys=True)
+    verdict = "same" if r["differences"] == 0 else f"{r['differences']:,} DIFFERENCES"
+    print(f"restore vs {' '.join(roots)}: {verdict}; {r['entries']:,} entries, {r['files']:,} files, "
+          f"{r['bytes']:,} bytes compared, {r['skipped']:,} not compared (sockets, unreadable); "
+          f"metadata differing (not a failure): mode {r['mode']:,}, owner {r['owner']:,}, mtime {r['mtime']:,}")
+    for e in r["examples"]:
+        print(f"  {e}")
 
 
 # --------------------------------------------------------------------------
@@ -154,10 +297,10 @@ def load(results):
     for line in open(results):
         if not line.strip():
             continue
-        case, tool, rep, wall, rss, added, detail, cpu = (line.rstrip("\n").split("\t") + [""] * 8)[:8]
+        case, tool, rep, wall, rss, added, detail, cpu, warn = (line.rstrip("\n").split("\t") + [""] * 9)[:9]
         runs.setdefault((case, tool), []).append(
             {"wall": float(wall), "rss": int(rss), "added": int(added) if added else None, "detail": detail,
-             "cpu": float(cpu) if cpu else None}
+             "cpu": float(cpu) if cpu else None, "rep": rep, "warn": warn}
         )
     return runs
 
@@ -181,7 +324,24 @@ def mib(kib):
     return "–" if kib is None else f"{kib / 1024:.0f}"
 
 
-def table(results, meta_path, out_path, s3_path=None):
+def stage_row(runs, case, title, tools):
+    """A row of bk's peak RSS and CPU per program, and every tool's CPU."""
+    stage_peaks, stage_cpu = {}, {}
+    for r in runs.get((case, "bk"), []):
+        for part in r["detail"].split(","):
+            if ":" in part:
+                name, kib, cpu = (part.split(":") + [""])[:3]
+                stage_peaks[name] = max(stage_peaks.get(name, 0), int(kib))
+                stage_cpu.setdefault(name, []).append(float(cpu) if cpu else None)
+    cpu = {t: median([r["cpu"] for r in runs.get((case, t), [])]) for t in tools}
+    if not stage_peaks:
+        return None
+    return (f"| {title} | " + ", ".join(f"{n} {mib(k)}" for n, k in stage_peaks.items())
+            + " | " + ", ".join(f"{n} {fmt(median(c))}" for n, c in stage_cpu.items())
+            + " | " + " / ".join(fmt(cpu[t]) for t in tools) + " |")
+
+
+def table(results, meta_path, out_path, s3_path=None, real_path=None):
     meta = {}
     for line in open(meta_path):
         if "=" in line:
@@ -203,6 +363,9 @@ def table(results, meta_path, out_path, s3_path=None):
         f"borg `{meta.get('BORG_ENC', '?')}` (compression lz4, the default)")
     if meta.get("BK_BINARIES"):
         add(f"- bk binaries not built by this run (`BENCH_NO_BUILD`): {meta['BK_BINARIES']}; the commit above is the benchmark's tree")
+    if meta.get("REAL_TREE"):
+        t = json.loads(meta["REAL_TREE"])
+        add(f"- real tree (case 5, not scaled): {' and '.join(f'`{r}`' for r in t['roots'])} of this machine, {tree_line(t)}")
     if meta.get("BK_NOTE"):
         add(f"- note: {meta['BK_NOTE']}")
     add("")
@@ -229,20 +392,9 @@ def table(results, meta_path, out_path, s3_path=None):
             f"| {mib(rss['bk'])} / {mib(rss['restic'])} / {mib(rss['borg'])} "
             f"| {fmt(rss_ratio)}{verdict(rss_ratio, RSS_TARGET)} | {added_col} |"
         )
-        stage_peaks, stage_cpu = {}, {}
-        for r in runs.get((case, "bk"), []):
-            for part in r["detail"].split(","):
-                if ":" in part:
-                    name, kib, cpu = (part.split(":") + [""])[:3]
-                    stage_peaks[name] = max(stage_peaks.get(name, 0), int(kib))
-                    stage_cpu.setdefault(name, []).append(float(cpu) if cpu else None)
-        cpu = {t: median([r["cpu"] for r in runs.get((case, t), [])]) for t in tools}
-        if stage_peaks:
-            details.append(
-                f"| {title} | " + ", ".join(f"{n} {mib(k)}" for n, k in stage_peaks.items())
-                + " | " + ", ".join(f"{n} {fmt(median(c))}" for n, c in stage_cpu.items())
-                + " | " + " / ".join(fmt(cpu[t]) for t in tools) + " |"
-            )
+        row = stage_row(runs, case, title, tools)
+        if row:
+            details.append(row)
         all_walls = {t: [round(r["wall"], 2) for r in runs.get((case, t), [])] for t in tools}
         details_walls.append(f"| {title} | " + " | ".join(str(all_walls[t]) for t in tools) + " |")
     add("")
@@ -286,6 +438,8 @@ def table(results, meta_path, out_path, s3_path=None):
                 add(f"| {t} | {mbs:.0f} | {mbs / (limit * cores):.2f} | {mbs / limit:.2f} |")
     if not details_walls:
         del lines[start:]
+    if any(case.startswith("real-") for case, _ in runs):
+        lines.extend(real_table(runs, real_path, meta))
     if s3_path and os.path.exists(s3_path) and os.path.getsize(s3_path):
         lines.extend(s3_table(runs, s3_path, meta))
     text = "\n".join(lines) + "\n"
@@ -294,11 +448,144 @@ def table(results, meta_path, out_path, s3_path=None):
         f.write(text)
 
 
-S3_CASES = [
-    ("s3-big-backup", "S1. big: full backup to S3"),
-    ("s3-small-backup", "S2. small: full backup to S3"),
+# Case 5, the real tree: (case, title, bk/restic target of issue 16).
+REAL_CASES = [
+    ("real-backup", "full backup, s", 1.0),
+    ("real-rerun", "unchanged re-run, s", None),
+    ("real-restore", "restore of the latest snapshot, s", 0.7),
 ]
-S3_STORED = {"bk": "objects/", "restic": "data/ (packs)"}
+REAL_SIZE_TARGET = 1.15  # bk's repository size / restic's
+REAL_GROWTH_TARGET = 16384  # bytes bk's repository may grow per unchanged re-run
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def num(x):
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def target(r, t, what):
+    if r is None:
+        return what
+    return f"{'PASS' if r <= t else 'MISS'} ({what})"
+
+
+def real_table(runs, real_path, meta):
+    """Case 5: times, repository size and growth, and the restore check."""
+    tools = ["bk", "restic", "borg"]
+    checks = {}
+    if real_path and os.path.exists(real_path):
+        for line in open(real_path):
+            if line.startswith("check\t"):
+                _, tool, rep, summary = line.rstrip("\n").split("\t", 3)
+                checks.setdefault(tool, []).append((rep, json.loads(summary)))
+    tree = json.loads(meta["REAL_TREE"]) if meta.get("REAL_TREE") else None
+    out = []
+    add = out.append
+    add("")
+    roots = " and ".join(f"`{r}`" for r in tree["roots"]) if tree else "the real tree"
+    add(f"## Real tree: {roots} of this machine (case 5, issue 16)")
+    add("")
+    if tree:
+        add(f"The tree: {tree_line(tree)}. It does not depend on `BENCH_SCALE`; another machine's tree gives other numbers.")
+    add("Each tool, taking turns in every repetition: a full backup of both roots into a fresh repository, "
+        "a second backup of them, unchanged, into that repository, and a restore of its latest snapshot into an empty "
+        f"directory. Median of {meta.get('REPS', '?')} runs; repository size and growth from `du -sb`.")
+    add("")
+    add("| | bk | restic | borg | bk/restic | bk/borg | target (issue 16) |")
+    add("|---|---:|---:|---:|---|---|---|")
+    bk_differs = any(c["differences"] for _, c in checks.get("bk", []))
+    walls = []
+    for case, title, t in REAL_CASES:
+        wall = {tl: median([r["wall"] for r in runs.get((case, tl), [])]) for tl in tools}
+        if all(v is None for v in wall.values()):
+            continue
+        rr, rb = ratio(wall["bk"], wall["restic"]), ratio(wall["bk"], wall["borg"])
+        goal = ""
+        if t is not None:
+            goal = target(rr, t, f"bk ≤ {t} × restic")
+            if case == "real-restore" and bk_differs:
+                goal = f"MISS (bk's restore differs; bk ≤ {t} × restic)"
+        add(f"| {title} | {fmt(wall['bk'])} | {fmt(wall['restic'])} | {fmt(wall['borg'])} | {fmt(rr)} | {fmt(rb)} | {goal} |")
+        walls.append(f"| {title} | " + " | ".join(str([round(r["wall"], 2) for r in runs.get((case, tl), [])]) for tl in tools) + " |")
+    size = {tl: median([r["added"] for r in runs.get(("real-backup", tl), [])]) for tl in tools}
+    rr, rb = ratio(size["bk"], size["restic"]), ratio(size["bk"], size["borg"])
+    add(f"| repository size after the full backup, bytes | {num(size['bk'])} | {num(size['restic'])} | {num(size['borg'])} "
+        f"| {fmt(rr)} | {fmt(rb)} | {target(rr, REAL_SIZE_TARGET, f'bk ≤ {REAL_SIZE_TARGET} × restic')} |")
+    growth = {tl: median([r["added"] for r in runs.get(("real-rerun", tl), [])]) for tl in tools}
+    rr, rb = ratio(growth["bk"], growth["restic"]), ratio(growth["bk"], growth["borg"])
+    add(f"| repository growth per unchanged re-run, bytes | {num(growth['bk'])} | {num(growth['restic'])} | {num(growth['borg'])} "
+        f"| {fmt(rr)} | {fmt(rb)} | {target(growth['bk'], REAL_GROWTH_TARGET, f'bk ≤ {REAL_GROWTH_TARGET:,} bytes')} |")
+    rss = {tl: " / ".join(mib(median([r["rss"] for r in runs.get((case, tl), [])])) for case, _, _ in REAL_CASES) for tl in tools}
+    add(f"| peak RSS MiB: backup / re-run / restore | {rss['bk']} | {rss['restic']} | {rss['borg']} | | | |")
+
+    def matches(tl):
+        cs = checks.get(tl, [])
+        if not cs:
+            return "–"
+        bad = [(rep, c["differences"]) for rep, c in cs if c["differences"]]
+        if not bad:
+            return f"yes ({len(cs)} of {len(cs)})"
+        return "**NO**: " + ", ".join(f"run {rep}: {d:,} differences" for rep, d in bad)
+    add(f"| restore matches the trees | {matches('bk')} | {matches('restic')} | {matches('borg')} | | | |")
+    add("")
+    add("Restore check (helpers.py `compare`, after every restore): each root against its restore under the "
+        "target (its full path); a difference is an entry missing or extra, of another kind, a file with other "
+        "content, a symlink with another target or a device with another number. Sockets and whatever the "
+        "benchmark cannot read in the original are not compared. Mode, owner and mtime differences are counted "
+        "as information, not as a failure.")
+    add("")
+    add("| tool | run | entries | files | bytes compared | differences | not compared | mode / owner / mtime differing |")
+    add("|---|---|---:|---:|---:|---:|---:|---|")
+    examples = []
+    for tl in tools:
+        for rep, c in checks.get(tl, []):
+            add(f"| {tl} | {rep} | {c['entries']:,} | {c['files']:,} | {c['bytes']:,} | {c['differences']:,} | {c['skipped']:,} "
+                f"| {c['mode']:,} / {c['owner']:,} / {c['mtime']:,} |")
+            examples += [f"- {tl} run {rep}: {e}" for e in c["examples"]]
+    if examples:
+        add("")
+        add("Differences (up to 10 per restore):")
+        add("")
+        out.extend(examples)
+    warnings = [f"- {tl} {case} run {r['rep']}: {r['warn']}" for case, _, _ in REAL_CASES for tl in tools
+                for r in runs.get((case, tl), []) if r.get("warn")]
+    if warnings:
+        add("")
+        add("Partial exits, tolerated in this case only (the tool finished but could not read or restore some entries):")
+        add("")
+        out.extend(warnings)
+    add("")
+    add("bk's peak RSS per program (largest over the runs) and CPU time:")
+    add("")
+    add("| case | peak RSS MiB per bk program | CPU s (user+sys, median) per bk program | CPU s bk / restic / borg |")
+    add("|---|---|---|---|")
+    for case, title, _ in REAL_CASES:
+        row = stage_row(runs, case, title, tools)
+        if row:
+            add(row)
+    add("")
+    add("Every run's wall time (s):")
+    add("")
+    add("| case | bk | restic | borg |")
+    add("|---|---|---|---|")
+    out.extend(walls)
+    return out
+
+
+# (case, title, bk/restic target for wall time)
+S3_CASES = [
+    ("s3-big-backup", "S1. big: full backup to S3", None),
+    ("s3-big-restore", "S1. big: restore from S3", None),
+    ("s3-small-backup", "S2. small: full backup to S3", 1.0),
+    ("s3-small-restore", "S2. small: restore from S3", 1.0),
+]
+# bk's PUT requests per MiB it stored: at most one per MiB plus a constant
+# (the target is for S2, small files).
+S3_PUT_CASES = {"s3-small-backup"}
+S3_PUT_CONSTANT = 20
 
 
 def s3_table(runs, s3_path, meta):
@@ -308,26 +595,33 @@ def s3_table(runs, s3_path, meta):
     for line in open(s3_path):
         if not line.strip():
             continue
-        case, tool, rep, requests, objects, stored, server_rss, detail = line.rstrip("\n").split("\t")
+        case, tool, rep, requests, objects, stored, server_rss, area, total_keys, total_bytes, detail = \
+            line.rstrip("\n").split("\t")
         s3.setdefault((case, tool), []).append(
             {"requests": int(requests), "objects": int(objects), "stored": int(stored),
-             "server_rss": int(server_rss) if server_rss else None, "detail": json.loads(detail)}
+             "server_rss": int(server_rss) if server_rss else None, "area": area,
+             "total_keys": int(total_keys), "total_bytes": int(total_bytes), "detail": json.loads(detail)}
         )
     tools = ["bk", "restic"]
     out = []
     add = out.append
     add("")
-    add(f"## S3: backup to a local S3 server ({meta.get('MOTO_VERSION', 'moto_server')})")
+    add(f"## S3: backup to a local S3 server, and restore from it ({meta.get('MOTO_VERSION', 'moto_server')})")
     add("")
+    bk_areas = sorted({r["area"] for (case, t), rs in s3.items() if t == "bk" for r in rs})
     add("Each run backs up into a fresh bucket on a freshly started `moto_server` on 127.0.0.1 "
-        "(in memory, path-style); requests are the server's access-log lines during the timed backup "
+        "(in memory, path-style), then restores that backup from the same server into an empty directory "
+        "(timed; bk: `bk-index show latest | bk-open --to`, restic: `restic restore latest --target`; "
+        "checked against the corpus with `diff -r`). "
+        "Requests are the server's access-log lines during the timed backup "
         "(bk: the whole pipeline including `bk-seal --init`; restic: `restic backup`, after an untimed `restic init`). "
-        "Objects stored: keys under bk's `objects/`, pack files under restic's `data/`.")
+        f"Objects stored: keys under bk's {' and '.join(f'`{a}/`' for a in bk_areas) or '`objects/` or `packs/`'}, "
+        "pack files under restic's `data/`. Targets next to the ratios.")
     add("")
     add("| case | bk s | restic s | bk/restic | peak RSS MiB bk / restic | requests bk / restic | objects stored bk / restic | requests per object bk / restic |")
     add("|---|---:|---:|---|---|---|---|---|")
-    walls, breakdown, by_area = [], [], []
-    for case, title in S3_CASES:
+    walls, breakdown, by_area, puts = [], [], [], []
+    for case, title, goal in S3_CASES:
         wall = {t: median([r["wall"] for r in runs.get((case, t), [])]) for t in tools}
         if all(v is None for v in wall.values()):
             continue
@@ -335,12 +629,22 @@ def s3_table(runs, s3_path, meta):
         req = {t: median([r["requests"] for r in s3.get((case, t), [])]) for t in tools}
         obj = {t: median([r["objects"] for r in s3.get((case, t), [])]) for t in tools}
         per = {t: req[t] / obj[t] if req[t] is not None and obj[t] else None for t in tools}
-        ratio = wall["bk"] / wall["restic"] if wall["bk"] and wall["restic"] else None
-        num = lambda x: "–" if x is None else f"{x:,.0f}"
-        add(f"| {title} | {fmt(wall['bk'])} | {fmt(wall['restic'])} | {fmt(ratio)} "
-            f"| {mib(rss['bk'])} / {mib(rss['restic'])} "
-            f"| {num(req['bk'])} / {num(req['restic'])} | {num(obj['bk'])} / {num(obj['restic'])} "
-            f"| {fmt(per['bk'])} / {fmt(per['restic'])} |")
+        r = ratio(wall["bk"], wall["restic"])
+        if case.endswith("-restore"):  # requests are counted for the backup only
+            counts = "| | | |"
+        else:
+            counts = (f"| {num(req['bk'])} / {num(req['restic'])} | {num(obj['bk'])} / {num(obj['restic'])} "
+                      f"| {fmt(per['bk'])} / {fmt(per['restic'])} |")
+        add(f"| {title} | {fmt(wall['bk'])} | {fmt(wall['restic'])} | {fmt(r)}{verdict(r, goal)} "
+            f"| {mib(rss['bk'])} / {mib(rss['restic'])} {counts}")
+        bk_backups = s3.get((case, "bk"), [])
+        if bk_backups:
+            p = median([x["detail"]["methods"].get("PUT", 0) for x in bk_backups])
+            m = median([x["total_bytes"] for x in bk_backups]) / 2**20
+            goal_puts = ""
+            if case in S3_PUT_CASES:
+                goal_puts = f"{'PASS' if p <= m + S3_PUT_CONSTANT else 'MISS'} (PUTs ≤ MiB + {S3_PUT_CONSTANT})"
+            puts.append(f"| {title} | {p:,.0f} | {m:,.2f} | {p / m if m else 0:,.2f} | {goal_puts} |")
         walls.append(f"| {title} | " + " | ".join(str([round(r["wall"], 2) for r in runs.get((case, t), [])]) for t in tools) + " |")
         bk_runs = s3.get((case, "bk"), [])
         if bk_runs:
@@ -355,6 +659,13 @@ def s3_table(runs, s3_path, meta):
                 last = rs[-1]["detail"]["areas"]
                 parts = sorted(last.items(), key=lambda kv: (-kv[1], kv[0]))
                 by_area.append(f"| {title} | {t} | " + ", ".join(f"{k}: {v:,}" for k, v in parts) + " |")
+    add("")
+    add("bk's PUT requests per MiB it stored (all keys under its prefix, by ListObjectsV2 after the backup), "
+        "median over the runs; target: at most one PUT per MiB stored plus a constant:")
+    add("")
+    add("| case | PUTs | MiB stored | PUTs per MiB | target |")
+    add("|---|---:|---:|---:|---|")
+    out.extend(puts)
     add("")
     add("bk's requests by method (per object stored in brackets), median over the runs:")
     add("")
@@ -388,8 +699,12 @@ if __name__ == "__main__":
         gen_small(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     elif cmd == "speed":
         print(f"{speed(sys.argv[2]):.2f}")
+    elif cmd == "tree-stats":
+        tree_stats(sys.argv[2], sys.argv[3:])
+    elif cmd == "compare":
+        compare(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif cmd == "table":
-        table(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
+        table(sys.argv[2], sys.argv[3], sys.argv[4], *sys.argv[5:7])
     elif cmd == "free-port":
         print(free_port())
     elif cmd == "s3-count":
