@@ -231,6 +231,18 @@ impl Error {
         }
     }
 
+    /// A copy of this error as it reads (kind, message with its causes,
+    /// hint, fatality), for an error several threads must each report.
+    pub fn duplicate(&self) -> Error {
+        Error {
+            kind: self.kind,
+            msg: self.to_string(),
+            source: None,
+            hint: self.hint.clone(),
+            fatal: self.fatal,
+        }
+    }
+
     /// The kind of this error.
     pub fn kind(&self) -> Kind {
         self.kind

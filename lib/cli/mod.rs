@@ -421,12 +421,26 @@ pub struct SealCli {
     pub jobs: JobsArg,
     #[command(flatten)]
     pub chunk: ChunkArg,
+    /// Close a pack once it holds this much (suffixes K, M, G): fewer,
+    /// larger packs mean fewer requests to remote storage
+    #[arg(long, env = "BK_PACK_SIZE", value_name = "SIZE", default_value = "16M", value_parser = parse_pack_size)]
+    pub pack_size: u64,
     #[command(flatten)]
     pub progress: ProgressArg,
     #[command(flatten)]
     pub pause: PauseArg,
     #[command(flatten)]
     pub wait: WaitArg,
+}
+
+/// A pack size: from 64 KiB to 1 GiB.
+fn parse_pack_size(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if (64 << 10..=1 << 30).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{text:?}: a pack size must be between 64K and 1G"))
+    }
 }
 
 /// Parses a byte size such as `8M`, `512K`, `1G` or `4096`.
@@ -649,14 +663,35 @@ pub struct IndexPruneArgs {
     /// than this long ago (protects records sealed but not yet in a snapshot)
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub grace: Duration,
+    /// Repack a pack (copy its used blobs into a new pack, then delete it)
+    /// when more than this percentage of it is unused
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0, value_parser = parse_percent)]
+    pub max_unused: f64,
     /// Report what would be deleted, and delete nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
     /// Also print a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
+    /// Print the plan on stdout first: one JSON line per pack with how
+    /// much of it is used and what prune does with it
+    #[arg(long)]
+    pub verbose_plan: bool,
     #[command(flatten)]
     pub wait: WaitArg,
+}
+
+/// A percentage from 0 to 100.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{text:?} is not between 0 and 100"))
+    }
 }
 
 /// `bk-index unlock`.

@@ -8,7 +8,10 @@
 //! therefore write to a temporary place and give the result its real name
 //! only after the whole message (and bk's own SHA-256) checked out.
 
+pub mod blob;
 pub mod signature;
+
+pub use blob::{compressed_message, read_compressed_message};
 
 use std::fmt::Debug;
 use std::io::{self, BufRead, Read, Write};
@@ -48,9 +51,9 @@ pub struct Recipients {
 /// A session key with its public-key-encrypted copies already serialised
 /// (the PKESK packets), reused for up to [`SESSION_USES`] objects.
 #[derive(Debug)]
-struct SharedSession {
-    key: pgp::composed::RawSessionKey,
-    esk_packets: std::sync::Arc<Vec<u8>>,
+pub(crate) struct SharedSession {
+    pub(crate) key: pgp::composed::RawSessionKey,
+    pub(crate) esk_packets: std::sync::Arc<Vec<u8>>,
     uses_left: u32,
 }
 
@@ -156,7 +159,7 @@ impl Recipients {
     }
 
     /// A new random session key and its PKESK packet for every target.
-    fn new_session(&self, rng: &mut rand::rngs::ThreadRng) -> io::Result<SharedSession> {
+    pub(crate) fn new_session(&self, rng: &mut rand::rngs::ThreadRng) -> io::Result<SharedSession> {
         use pgp::ser::Serialize;
         let alg = SymmetricKeyAlgorithm::AES256;
         let key = alg.new_session_key(&mut *rng);
@@ -182,6 +185,20 @@ impl Recipients {
         })
     }
 
+    /// Like [`Recipients::encrypt_signed`] (compressed), and readable
+    /// with `passphrase` too (a symmetric-key ESK packet: a snapshot root
+    /// is read by backing-up hosts, which hold a passphrase derived from
+    /// the id key but no secret key).
+    pub fn encrypt_root<R: Read, W: Write>(
+        &self,
+        input: R,
+        out: W,
+        signer: Option<&dyn pgp::types::SigningKey>,
+        passphrase: &str,
+    ) -> io::Result<()> {
+        self.encrypt_inner(input, out, true, None, signer, Some(passphrase))
+    }
+
     fn encrypt_full<R: Read, W: Write>(
         &self,
         input: R,
@@ -189,6 +206,18 @@ impl Recipients {
         compress: bool,
         size_hint: Option<u64>,
         signer: Option<&dyn pgp::types::SigningKey>,
+    ) -> io::Result<()> {
+        self.encrypt_inner(input, out, compress, size_hint, signer, None)
+    }
+
+    fn encrypt_inner<R: Read, W: Write>(
+        &self,
+        input: R,
+        out: W,
+        compress: bool,
+        size_hint: Option<u64>,
+        signer: Option<&dyn pgp::types::SigningKey>,
+        passphrase: Option<&str>,
     ) -> io::Result<()> {
         let chunk = partial_chunk(size_hint);
         let mut rng = rand::thread_rng();
@@ -200,6 +229,18 @@ impl Recipients {
                 EncryptionTarget::Primary(k) => builder.encrypt_to_key(&mut rng, k),
             };
             res.map_err(pgp_to_io)?;
+        }
+        if let Some(pass) = passphrase {
+            // The passphrase is 256 random bits: the S2K needs no work
+            // factor (the least iteration count, 1,024 bytes).
+            let s2k = pgp::types::StringToKey::new_iterated(
+                &mut rng,
+                pgp::crypto::hash::HashAlgorithm::Sha256,
+                0,
+            );
+            builder
+                .encrypt_with_password(s2k, &Password::from(pass))
+                .map_err(pgp_to_io)?;
         }
         if compress {
             builder.compression(CompressionAlgorithm::ZLIB);
@@ -218,7 +259,7 @@ impl Recipients {
 
 /// Partial-packet size for an input of about `size_hint` bytes: small
 /// inputs get small buffers (the encoder zeroes a whole buffer per message).
-fn partial_chunk(size_hint: Option<u64>) -> u32 {
+pub(crate) fn partial_chunk(size_hint: Option<u64>) -> u32 {
     size_hint.map_or(PARTIAL_CHUNK, |n| {
         (n.saturating_add(64).next_power_of_two()).clamp(512, u64::from(PARTIAL_CHUNK)) as u32
     })
@@ -226,7 +267,7 @@ fn partial_chunk(size_hint: Option<u64>) -> u32 {
 
 /// Turns a pgp error into an io::Error, keeping a wrapped io::Error intact
 /// so that "disk full" stays recognisable.
-fn pgp_to_io(err: pgp::errors::Error) -> io::Error {
+pub(crate) fn pgp_to_io(err: pgp::errors::Error) -> io::Error {
     match err {
         pgp::errors::Error::IO { source, .. } => source,
         other => io::Error::other(other.to_string()),
@@ -481,17 +522,77 @@ impl SecretKeys {
             )),
             other => Error::repo(format!("{what}: cannot decrypt: {other}")),
         })?;
-        let mut msg = if msg.is_compressed() {
-            msg.decompress().map_err(corrupt)?
-        } else {
-            msg
+        unwrap_plaintext(msg, &corrupt)
+    }
+
+    /// The unlocked keys.
+    pub(crate) fn keys(&self) -> &[SignedSecretKey] {
+        &self.keys
+    }
+}
+
+/// A decrypted message made ready to read its plaintext: decompressed
+/// (also inside a signature).
+pub(crate) fn unwrap_plaintext<'a>(
+    msg: Message<'a>,
+    corrupt: &dyn Fn(pgp::errors::Error) -> Error,
+) -> Result<Message<'a>> {
+    let mut msg = if msg.is_compressed() {
+        msg.decompress().map_err(corrupt)?
+    } else {
+        msg
+    };
+    // A signed message may hold compressed data in turn (gpg --sign
+    // --encrypt does that); decompressing a signed literal is a no-op.
+    if msg.is_signed() {
+        msg = msg.decompress().map_err(corrupt)?;
+    }
+    Ok(msg)
+}
+
+/// What decrypts a message: the secret keys, or (for snapshot roots) a
+/// passphrase derived from the repository id key.
+#[derive(Debug)]
+pub enum Decryptor<'k> {
+    /// The user's secret keys.
+    Secret(&'k SecretKeys),
+    /// A passphrase (hex of a key derived from the id key).
+    Passphrase(zeroize::Zeroizing<String>),
+}
+
+impl Decryptor<'_> {
+    /// Decrypts one message like [`SecretKeys::decrypt`].
+    pub fn decrypt<'a, R>(&self, input: R, what: &str) -> Result<Message<'a>>
+    where
+        R: BufRead + Debug + Send + 'a,
+    {
+        let pass = match self {
+            Decryptor::Secret(keys) => return keys.decrypt(input, what),
+            Decryptor::Passphrase(p) => p,
         };
-        // A signed message may hold compressed data in turn (gpg --sign
-        // --encrypt does that); decompressing a signed literal is a no-op.
-        if msg.is_signed() {
-            msg = msg.decompress().map_err(corrupt)?;
+        let corrupt = |e: pgp::errors::Error| {
+            Error::repo(format!("{what}: not a valid OpenPGP message ({e})"))
+        };
+        let (msg, _) = Message::from_reader(input).map_err(corrupt)?;
+        if !msg.is_encrypted() {
+            return Err(Error::repo(format!(
+                "{what}: not an encrypted OpenPGP message; refusing it"
+            )));
         }
-        Ok(msg)
+        let password = Password::from(pass.as_str());
+        let ring = TheRing {
+            message_password: vec![&password],
+            decrypt_options: DecryptionOptions::new()
+                .set_seipdv1_read_mode(Seipdv1ReadMode::Streaming),
+            ..Default::default()
+        };
+        let (msg, _) = msg.decrypt_the_ring(ring, true).map_err(|e| match e {
+            pgp::errors::Error::MissingKey => Error::repo(format!(
+                "{what}: has no passphrase packet for this repository's id key (made by an older bk, or by someone else)"
+            )),
+            other => Error::repo(format!("{what}: cannot decrypt with the id key: {other}")),
+        })?;
+        unwrap_plaintext(msg, &corrupt)
     }
 }
 

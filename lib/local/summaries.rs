@@ -18,7 +18,7 @@ pub struct Summary {
     pub name: String,
     /// Creation time (RFC 3339), from the name.
     pub time: String,
-    /// Host that made it, from the name.
+    /// Host that made it, from its root.
     pub host: String,
     /// File records.
     pub files: u64,
@@ -29,18 +29,27 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// An empty summary of the snapshot `name` (time and host from it).
-    pub fn named(name: &str) -> Summary {
+    /// An empty summary of the snapshot `name` (its time from the name),
+    /// made on `host`.
+    pub fn named(name: &str, host: &str) -> Summary {
         let parsed = SnapshotName::parse(name);
         Summary {
             name: name.to_owned(),
             time: parsed
                 .as_ref()
                 .map_or_else(String::new, |p| p.time().to_owned()),
-            host: parsed
-                .as_ref()
-                .map_or_else(String::new, |p| p.host().to_owned()),
+            host: host.to_owned(),
             ..Summary::default()
+        }
+    }
+
+    /// The summary a snapshot's root gives.
+    pub fn of_root(name: &str, header: &crate::repo::catalogue::RootHeader) -> Summary {
+        Summary {
+            files: header.files,
+            entries: header.records,
+            bytes: header.bytes,
+            ..Summary::named(name, &header.host)
         }
     }
 

@@ -26,6 +26,7 @@ pub struct AuthKeys {
     name: Zeroizing<[u8; 32]>,
     snapshot: Zeroizing<[u8; 32]>,
     cache: Zeroizing<[u8; 32]>,
+    root: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for AuthKeys {
@@ -49,6 +50,7 @@ impl AuthKeys {
             name: expand(b"bk snapshot name v1"),
             snapshot: expand(b"bk snapshot content v1"),
             cache: expand(b"bk reuse cache v1"),
+            root: expand(b"bk snapshot root v2"),
         }
     }
 
@@ -77,6 +79,13 @@ impl AuthKeys {
         mac.update(name.as_bytes());
         mac.update(b"\n");
         StreamMac(mac)
+    }
+
+    /// The passphrase snapshot roots are encrypted to besides the
+    /// recipients, so that backing-up hosts read them (hex of a derived
+    /// key: `gpg --passphrase` takes it as it is).
+    pub fn root_passphrase(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.root.as_ref()))
     }
 
     /// A MAC over the local reuse cache file of `root` (keyed BLAKE3: the

@@ -50,6 +50,69 @@ impl ObjectId {
     }
 }
 
+/// A pack id: 32 random bytes, written as 64 lower-case hex digits, the
+/// pack's file name under `packs/<first byte>/`. Made at random, by
+/// parsing, or from a listing, so a key built from one never names a path
+/// outside `packs/`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackId([u8; 32]);
+
+impl PackId {
+    /// A new random pack id.
+    pub fn random() -> PackId {
+        let mut raw = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+        PackId(raw)
+    }
+
+    /// The id of these 32 bytes.
+    pub fn from_bytes(raw: [u8; 32]) -> PackId {
+        PackId(raw)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 lower-case hex digits.
+    pub fn parse(text: &str) -> Result<PackId> {
+        ObjectId::parse(text)
+            .map(|id| PackId(id.0))
+            .map_err(|_| {
+                Error::repo(format!(
+                    "pack id {:?} is not 64 lower-case hex digits",
+                    text.chars().take(80).collect::<String>()
+                ))
+            })
+    }
+
+    /// The storage key of the pack: `packs/<first byte>/<id>`.
+    pub fn key(&self) -> String {
+        format!("packs/{:02x}/{self}", self.0[0])
+    }
+
+    /// The id a key below `packs/` names (`ab/<id>`), if it is one in its
+    /// right sub-directory.
+    pub fn from_key(rel: &str) -> Option<PackId> {
+        let (sub, name) = rel.split_once('/')?;
+        let id = PackId::parse(name).ok()?;
+        (format!("{:02x}", id.0[0]) == sub).then_some(id)
+    }
+}
+
+impl std::fmt::Display for PackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for PackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackId({self})")
+    }
+}
+
 impl std::fmt::Display for ObjectId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&hex::encode(self.0))

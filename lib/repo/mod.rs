@@ -1,14 +1,15 @@
-//! The repository (format 1): OpenPGP messages under a directory or an
-//! S3 prefix (see [`crate::storage`]), with the same layout in both.
+//! The repository (format 2, see `doc/format.md`): packs of OpenPGP
+//! messages under a directory or an S3 prefix (see [`crate::storage`]),
+//! with the same layout in both.
 //!
 //! ```text
 //! repo/
 //!   bk-repo.json        format, repository id, recipient fingerprints
 //!   keys/id-key.pgp     the id key, encrypted to the recipients
-//!   objects/ab/abcd…    one OpenPGP message per unique content
-//!   snapshots/<UTC time>-<host>-<rand>.pgp
-//!   inventory/<UTC time>-<rand>.ndjson   id, stored size and ciphertext SHA-256
-//!                                        of every object bk-seal added
+//!   packs/ab/abcd…      packs of blobs (see [`pack`])
+//!   snapshots/<UTC time>-<nonce><tag>.pgp   snapshot roots (see [`catalogue`])
+//!   inventory/<UTC time>-<rand>.ndjson   stored size and ciphertext BLAKE3
+//!                                        of every pack written
 //!   locks/
 //! ```
 //!
@@ -17,6 +18,8 @@
 //! never leaves a half-written object or snapshot under a real name.
 
 pub mod authkey;
+pub mod blobs;
+pub mod catalogue;
 pub mod certify;
 pub mod chunker;
 pub mod id;
@@ -24,6 +27,10 @@ pub mod idkey;
 pub mod inventory;
 pub mod lock;
 pub mod objects;
+pub mod index;
+pub mod pack;
+pub mod packer;
+pub mod prune;
 pub mod retention;
 pub mod snapshot_name;
 pub mod snapshots;
@@ -42,7 +49,7 @@ use crate::storage::s3::S3Options;
 use crate::storage::{Commit, Finished, KeyReader, Storage, Upload};
 
 /// The repository format this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The key of the public configuration.
 const CONFIG_KEY: &str = "bk-repo.json";
@@ -135,6 +142,12 @@ impl Repo {
             .map_err(|e| Error::repo(format!("{shown}: not valid JSON: {e}")))?;
         match value.get("format").and_then(|f| f.as_u64()) {
             Some(f) if f == u64::from(FORMAT) => {}
+            Some(1) => {
+                return Err(Error::repo(format!(
+                    "{location}: repository format 1 (one object file per content) is not supported by this bk (it reads format {FORMAT})"
+                ))
+                .hint("its files can still be recovered with gpg alone: see doc/recovery-format-1.md"))
+            }
             Some(f) => {
                 return Err(Error::repo(format!(
                     "{location}: repository format {f} is not supported by this bk (it reads format {FORMAT})"
@@ -158,7 +171,7 @@ impl Repo {
     }
 
     /// The directories a new repository starts with.
-    const LAYOUT: [&str; 4] = ["objects", "snapshots", "keys", "locks"];
+    const LAYOUT: [&str; 4] = ["packs", "snapshots", "keys", "locks"];
 
     /// Checks that a repository can be created where `handle` points: there
     /// is nothing there yet, or an empty directory or prefix. Creates

@@ -1,14 +1,14 @@
-//! Snapshot names: `<UTC time>-<host>-<nonce><tag>.pgp`, for example
-//! `20261201T031500.123456Z-laptop-0a1b2c3d5f9e8d7c6b5a4938.pgp`.
+//! Snapshot names: `<UTC time>-<nonce><tag>.pgp`, for example
+//! `20261201T031500.123456Z-0a1b2c3d5f9e8d7c6b5a4938.pgp`.
 //!
 //! The time comes first so that names sort by time (the newest is the
-//! greatest), the host lets `forget` group snapshots without decrypting
-//! them, the nonce keeps two runs of one microsecond apart, and the tag (a
-//! MAC of the rest under a key derived from the id key, see
+//! greatest), the nonce keeps two runs of one microsecond apart, and the
+//! tag (a MAC of the rest under a key derived from the id key, see
 //! [`crate::repo::authkey`]) tells a name a backing-up host chose from one
-//! someone else put there. Names of older builds end in 8 hex digits and
-//! carry no tag. A name is parsed once, here, and checked character by
-//! character: names come from a listing of untrusted storage.
+//! someone else put there. The host that made a snapshot is inside its
+//! root, not in its name: the storage operator learns when snapshots were
+//! made, not by whom. A name is parsed once, here, and checked character
+//! by character: names come from a listing of untrusted storage.
 
 use std::time::SystemTime;
 
@@ -25,59 +25,47 @@ pub struct SnapshotName {
     text: String,
     micros: i64,
     rfc3339: String,
-    host: String,
-    /// Length of `<time>-<host>-<nonce>`, the part the tag covers.
+    /// Length of `<time>-<nonce>`, the part the tag covers.
     stem_len: usize,
-    tag: Option<String>,
+    tag: String,
 }
 
 impl SnapshotName {
-    /// A new name for a snapshot made at `time` on `host` (already made
-    /// file-safe), tagged with `keys`.
-    pub fn new(time: SystemTime, host: &str, keys: &AuthKeys) -> SnapshotName {
+    /// A new name for a snapshot made at `time`, tagged with `keys`.
+    pub fn new(time: SystemTime, keys: &AuthKeys) -> SnapshotName {
         let stamp = humantime::format_rfc3339_micros(time)
             .to_string()
             .replace(['-', ':'], "");
         let mut nonce = [0u8; NONCE_HEX / 2];
         rand::thread_rng().fill_bytes(&mut nonce);
-        let stem = format!("{stamp}-{host}-{}", hex::encode(nonce));
+        let stem = format!("{stamp}-{}", hex::encode(nonce));
         let tag = keys.name_tag(&stem);
         let text = format!("{stem}{tag}.pgp");
         SnapshotName::parse(&text)
             .unwrap_or_else(|| unreachable!("a name made here parses: {text}"))
     }
 
-    /// Parses a name; `None` if it is not one bk makes (or made).
+    /// Parses a name; `None` if it is not one bk makes.
     pub fn parse(name: &str) -> Option<SnapshotName> {
         if !name.is_ascii() {
             return None;
         }
         let stem = name.strip_suffix(".pgp")?;
-        let (stamp, rest) = stem.split_once('-')?;
-        let (host, suffix) = rest.rsplit_once('-')?;
-        if host.is_empty()
+        let (stamp, suffix) = stem.split_once('-')?;
+        if suffix.len() != NONCE_HEX + 2 * NAME_TAG_BYTES
             || !suffix
                 .bytes()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
             return None;
         }
-        let (stem_len, tag) = match suffix.len() {
-            NONCE_HEX => (stem.len(), None),
-            n if n == NONCE_HEX + 2 * NAME_TAG_BYTES => (
-                stem.len() - 2 * NAME_TAG_BYTES,
-                Some(suffix[NONCE_HEX..].to_owned()),
-            ),
-            _ => return None,
-        };
         let (micros, rfc3339) = parse_stamp(stamp)?;
         Some(SnapshotName {
             text: name.to_owned(),
             micros,
             rfc3339,
-            host: host.to_owned(),
-            stem_len,
-            tag,
+            stem_len: stem.len() - 2 * NAME_TAG_BYTES,
+            tag: suffix[NONCE_HEX..].to_owned(),
         })
     }
 
@@ -96,21 +84,9 @@ impl SnapshotName {
         &self.rfc3339
     }
 
-    /// The host that made it.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// Whether the name carries a tag at all (older builds made none).
-    pub fn is_tagged(&self) -> bool {
-        self.tag.is_some()
-    }
-
     /// Whether a backing-up host with these keys chose this name.
     pub fn authentic(&self, keys: &AuthKeys) -> bool {
-        self.tag
-            .as_deref()
-            .is_some_and(|tag| keys.name_tag_matches(&self.text[..self.stem_len], tag))
+        keys.name_tag_matches(&self.text[..self.stem_len], &self.tag)
     }
 }
 
@@ -169,57 +145,38 @@ mod tests {
     #[test]
     fn new_names_parse_back_and_are_authentic() {
         let t = humantime::parse_rfc3339("2026-11-24T03:15:00.123456Z").unwrap();
-        let name = SnapshotName::new(t, "my-host.lan", &keys());
-        assert!(name
-            .as_str()
-            .starts_with("20261124T031500.123456Z-my-host.lan-"));
-        assert_eq!(name.host(), "my-host.lan");
+        let name = SnapshotName::new(t, &keys());
+        assert!(name.as_str().starts_with("20261124T031500.123456Z-"));
+        assert_eq!(name.as_str().len(), "20261124T031500.123456Z-".len() + 24 + 4);
         assert_eq!(name.time(), "2026-11-24T03:15:00.123456Z");
-        assert!(name.is_tagged());
+        assert_eq!(name.micros(), 1_795_490_100_123_456);
         assert!(name.authentic(&keys()));
         let other = AuthKeys::derive(&IdKey::from_bytes([2u8; 32]), "ab");
         assert!(!name.authentic(&other));
     }
 
     #[test]
-    fn a_changed_time_or_host_breaks_the_tag() {
+    fn a_changed_time_breaks_the_tag() {
         let t = humantime::parse_rfc3339("2026-11-24T03:15:00Z").unwrap();
-        let name = SnapshotName::new(t, "laptop", &keys());
-        for forged in [
-            name.as_str().replacen("2026", "2099", 1),
-            name.as_str().replacen("laptop", "laptoq", 1),
-        ] {
-            let parsed = SnapshotName::parse(&forged).unwrap();
-            assert!(!parsed.authentic(&keys()), "{forged}");
-        }
-    }
-
-    #[test]
-    fn older_names_parse_without_a_tag() {
-        let name = SnapshotName::parse("20261124T031500.123456Z-my-host.lan-0a1b2c3d.pgp").unwrap();
-        assert_eq!(name.host(), "my-host.lan");
-        assert_eq!(name.time(), "2026-11-24T03:15:00.123456Z");
-        assert_eq!(name.micros(), 1_795_490_100_123_456);
-        assert!(!name.is_tagged());
-        assert!(!name.authentic(&keys()));
+        let name = SnapshotName::new(t, &keys());
+        let forged = name.as_str().replacen("2026", "2099", 1);
+        let parsed = SnapshotName::parse(&forged).unwrap();
+        assert!(!parsed.authentic(&keys()), "{forged}");
     }
 
     #[test]
     fn odd_names_are_refused_without_panicking() {
         for bad in [
             "garbage.pgp",
-            "20261324T031500.1Z-h-0a1b2c3d.pgp",
-            "2026112xT031500Z-h-0a1b2c3d.pgp",
-            "20261124T031500Z-h.pgp",
-            "20261124T031500Z--0a1b2c3d.pgp",
-            "20261124T031500Z-h-0A1B2C3D.pgp",
-            "20261124T031500Z-h-0a1b2c3.pgp",
-            "2026é124T031500.1Z-h-0a1b2c3d.pgp",
-            "20261124T031500é1Z-h-0a1b2c3d.pgp",
-            "20261124T031500.ééZ-h-0a1b2c3d.pgp",
-            "é-é-é.pgp",
-            "ééééééééééééééééé.pgp",
-            "20261124T031500Z-h-0a1b2c3d",
+            "20261324T031500.1Z-0a1b2c3d0011223344556677.pgp",
+            "2026112xT031500Z-0a1b2c3d0011223344556677.pgp",
+            "20261124T031500Z-0a1b2c3d.pgp",
+            "20261124T031500.123456Z-my-host.lan-0a1b2c3d5f9e8d7c6b5a4938.pgp",
+            "20261124T031500Z-0A1B2C3D0011223344556677.pgp",
+            "20261124T031500Z-0a1b2c3d001122334455667.pgp",
+            "2026é124T031500.1Z-0a1b2c3d0011223344556677.pgp",
+            "é-é.pgp",
+            "20261124T031500Z-0a1b2c3d0011223344556677",
         ] {
             assert!(SnapshotName::parse(bad).is_none(), "{bad}");
         }

@@ -1,50 +1,158 @@
-//! Reading snapshots: decrypted whole into a temporary file and judged
-//! (MAC line, signature) before a single record is used.
+//! Reading and writing snapshots: a root (see [`crate::repo::catalogue`])
+//! decrypted whole and judged (MAC line, signature) before anything in it
+//! is used, then its pieces, each checked against its id.
 
 use std::fs;
 use std::io::{self, Seek, Write};
 
-use crate::crypto::SecretKeys;
+use crate::crypto::signature::SnapshotSigner;
+use crate::crypto::{Decryptor, Recipients, SecretKeys};
 use crate::error::{Error, Result};
 use crate::record;
-use crate::repo::trailer::Splitter;
+use crate::repo::authkey::AuthKeys;
+use crate::repo::blobs::Blobs;
+use crate::repo::catalogue::Root;
+use crate::repo::id::ObjectId;
+use crate::repo::trailer::{self, Splitter};
 use crate::repo::trust::Trust;
 use crate::repo::Repo;
 
-/// Decrypts a snapshot fully into an anonymous temporary file and judges
-/// it (see [`crate::repo::trust`]) before anything is used: its MAC line, which
-/// the file does not get, and its signature, both at the message's end,
-/// after its integrity check. Lines are bounded by [`record::MAX_LINE`].
+/// The most of a root that is read (a root lists about 100 bytes per
+/// piece of about 256 KiB: 40 MiB is a record stream of 100 GiB).
+pub const ROOT_LIMIT: u64 = 40 << 20;
+
+/// Decrypts the root of snapshot `name` and judges it (see
+/// [`crate::repo::trust`]) before anything in it is used: its MAC line and
+/// its signature, both at the message's end, after its integrity check.
+pub fn read_root(repo: &Repo, dec: &Decryptor, name: &str, trust: &Trust) -> Result<Root> {
+    let what = format!("snapshot {name}");
+    let input = repo.open_key(&repo.snapshot_key(name), &what)?;
+    let mut msg = dec.decrypt(input, &what)?;
+    let mut split = Splitter::new(
+        Bounded {
+            out: Vec::new(),
+            too_long: false,
+        },
+        trust.keys().map(|k| k.snapshot_mac(name)),
+    );
+    let copied = crate::crypto::copy_plaintext(
+        &mut msg,
+        &what,
+        &mut split,
+        std::path::Path::new("(memory)"),
+    );
+    if split.get_ref().too_long {
+        return Err(Error::repo(format!(
+            "{what}: larger than {ROOT_LIMIT} bytes: not a snapshot root; refusing it"
+        )));
+    }
+    copied?;
+    let found = split
+        .finish()
+        .map_err(|e| Error::repo(format!("{what}: {e}")))?;
+    let status = trust.signature_status(&msg);
+    trust.judge(&crate::say::program_name(), name, &found, &status)?;
+    let text = split.into_inner().out;
+    Root::parse(&text).map_err(|why| Error::repo(format!("{what}: {why}")))
+}
+
+/// A memory buffer that refuses more than [`ROOT_LIMIT`] bytes.
+struct Bounded {
+    out: Vec<u8>,
+    too_long: bool,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.out.len() as u64 + buf.len() as u64 > ROOT_LIMIT {
+            self.too_long = true;
+            return Err(io::Error::other("snapshot root too long"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the record stream of `root` (its pieces, in order, each
+/// checked against its id) to `out`.
+pub fn write_records(
+    blobs: &Blobs,
+    secret: &SecretKeys,
+    name: &str,
+    root: &Root,
+    out: &mut dyn Write,
+    out_name: &str,
+) -> Result<()> {
+    for p in &root.pieces {
+        let id = ObjectId::parse(&p.piece)
+            .map_err(|e| e.context(format!("snapshot {name}")))?;
+        let loc = blobs.require(&id, &format!("snapshot {name}"))?;
+        let n = blobs.read_at(&id, &loc, secret, out, out_name)?;
+        if n != p.size {
+            return Err(Error::repo(format!(
+                "snapshot {name}: piece {id} holds {n} bytes, its root says {}",
+                p.size
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decrypts a whole snapshot (root, then every piece) into an anonymous
+/// temporary file of records, judged before anything is used. Lines are
+/// bounded by [`record::MAX_LINE`].
 pub fn decrypt_snapshot(
-    repo: &Repo,
+    blobs: &Blobs,
     key: &SecretKeys,
     name: &str,
     trust: &Trust,
 ) -> Result<fs::File> {
-    let what = format!("snapshot {name}");
+    let root = read_root(blobs.repo(), &Decryptor::Secret(key), name, trust)?;
     let tmp = std::env::temp_dir();
-    let input = repo.open_key(&repo.snapshot_key(name), &what)?;
-    let mut msg = key.decrypt(input, &what)?;
     let spool = tempfile::tempfile().map_err(|e| Error::io(&tmp, e))?;
-    let mut split = Splitter::new(
-        LineBound::new(spool),
-        trust.keys().map(|k| k.snapshot_mac(name)),
-    );
-    let copied = crate::crypto::copy_plaintext(&mut msg, &what, &mut split, &tmp);
-    if split.get_ref().too_long {
-        return Err(LineBound::too_long(&what));
+    let mut bound = LineBound::new(spool);
+    let written = write_records(blobs, key, name, &root, &mut bound, "(temporary file)");
+    if bound.too_long {
+        return Err(Error::repo(format!(
+            "snapshot {name}: a line longer than {} bytes: not a record stream; refusing it",
+            record::MAX_LINE
+        )));
     }
-    copied?;
-    let found = split.finish();
-    if split.get_ref().too_long {
-        return Err(LineBound::too_long(&what));
-    }
-    let found = found.map_err(|e| Error::io(&tmp, e))?;
-    let status = trust.signature_status(&msg);
-    trust.judge(&crate::say::program_name(), name, &found, &status)?;
-    let mut spool = split.into_inner().out;
+    written?;
+    let mut spool = bound.out;
     spool.rewind().map_err(|e| Error::io(&tmp, e))?;
     Ok(spool)
+}
+
+/// Encrypts and stores the root of snapshot `name`: to the recipients and
+/// to the id key's root passphrase, signed with `signer` if given, its
+/// MAC line last.
+pub fn write_root(
+    repo: &Repo,
+    keys: &AuthKeys,
+    name: &str,
+    root: &Root,
+    recipients: &Recipients,
+    signer: Option<&SnapshotSigner>,
+) -> Result<()> {
+    let mut text = root.to_lines();
+    let mut mac = keys.snapshot_mac(name);
+    mac.update(&text);
+    text.extend_from_slice(&trailer::line(trailer::Of::Snapshot, &mac.finish()));
+    let pass = keys.root_passphrase();
+    repo.write_atomic(&repo.snapshot_key(name), |w: &mut dyn Write| {
+        recipients.encrypt_root(
+            &text[..],
+            w,
+            signer.map(SnapshotSigner::as_signing_key),
+            pass.as_str(),
+        )
+    })
+    .map_err(|e| e.context(format!("writing snapshot {name}")))
 }
 
 /// A writer that refuses a line longer than [`record::MAX_LINE`], so a
@@ -64,14 +172,6 @@ impl LineBound {
             line: 0,
             too_long: false,
         }
-    }
-
-    /// The error for a snapshot whose line was too long.
-    fn too_long(what: &str) -> Error {
-        Error::repo(format!(
-            "{what}: a line longer than {} bytes: not a record stream; refusing it",
-            record::MAX_LINE
-        ))
     }
 }
 

@@ -58,6 +58,9 @@ pub enum NameCheck {
 /// How a reader decides which snapshots to trust.
 pub struct Trust {
     keys: Option<AuthKeys>,
+    /// The id key packs are read with: this machine's, or the
+    /// repository's decrypted with the secret key (trusted or not).
+    read_key: Option<idkey::IdKey>,
     /// Where the keys come from, or why there are none.
     basis: String,
     policy: Policy,
@@ -79,6 +82,7 @@ impl Trust {
             .id_key
             .clone()
             .unwrap_or_else(|| idkey::default_path(repo.id()));
+        let mut read_key = None;
         let (keys, basis) = match idkey::load_local(&path)? {
             Some(key) => {
                 if key.check_value() != repo.config().id_key_check {
@@ -88,17 +92,20 @@ impl Trust {
                         repo.id()
                     )));
                 }
-                (
-                    Some(AuthKeys::derive(&key, repo.id())),
-                    format!("the id key in {}", path.display()),
-                )
+                let keys = AuthKeys::derive(&key, repo.id());
+                read_key = Some(key);
+                (Some(keys), format!("the id key in {}", path.display()))
             }
             None => match secret {
                 Some(secret) => {
                     let key = certify::held_id_key(repo, secret)?;
-                    match certify::check(repo, &key, &Certifiers::new(Some(secret), &policy)) {
+                    let checked =
+                        certify::check(repo, &key, &Certifiers::new(Some(secret), &policy));
+                    let derived = AuthKeys::derive(&key, repo.id());
+                    read_key = Some(key);
+                    match checked {
                         Ok(by) => (
-                            Some(AuthKeys::derive(&key, repo.id())),
+                            Some(derived),
                             format!("the repository's id key, certified by {by}"),
                         ),
                         Err(why) => (None, why),
@@ -116,6 +123,7 @@ impl Trust {
         };
         Ok(Trust {
             keys,
+            read_key,
             basis,
             policy,
             allow: opts.allow_unauthenticated,
@@ -128,11 +136,31 @@ impl Trust {
     pub fn everything() -> Trust {
         Trust {
             keys: None,
+            read_key: None,
             basis: String::new(),
             policy: Policy::none(),
             allow: true,
             quiet: true,
         }
+    }
+
+    /// The same trust, reading packs with `key`.
+    pub fn with_read_key(mut self, key: idkey::IdKey) -> Trust {
+        self.read_key = Some(key);
+        self
+    }
+
+    /// The id key packs are read with, whether or not it is trusted to
+    /// authenticate snapshots; an error saying how to get one if there is
+    /// none.
+    pub fn read_key(&self, repo: &Repo) -> Result<&idkey::IdKey> {
+        self.read_key.as_ref().ok_or_else(|| {
+            Error::key(format!(
+                "no id key for repository {}: every pack is encrypted under keys derived from it",
+                repo.id()
+            ))
+            .hint("give --key SECRET (the repository keeps the id key encrypted to it), or --id-key FILE")
+        })
     }
 
     /// The keys snapshots are checked with, if any.
@@ -163,9 +191,6 @@ impl Trust {
         };
         match SnapshotName::parse(name) {
             None => NameCheck::NotAuthentic("it is not a name bk makes"),
-            Some(n) if !n.is_tagged() => NameCheck::NotAuthentic(
-                "its name carries no tag, so an older bk made it, or someone holding only your public key did",
-            ),
             Some(n) if !n.authentic(keys) => {
                 NameCheck::NotAuthentic("its name's tag does not verify, so it was forged or renamed")
             }

@@ -7,11 +7,14 @@
 //! already carries objects (reused by `bk-hash --reuse`) passes through
 //! unread when all of them are present.
 //!
-//! Durability is batched: new objects are written under temporary names,
-//! a whole batch is made durable with one `syncfs`, and only then do the
-//! objects get their real names and their records go out. So a crash never
-//! leaves a half-written object under a real name, and a snapshot (written
-//! after bk-seal's output ends) never names an object that is not durable.
+//! Objects are blobs in packs (see [`crate::repo::packer`]): each is
+//! encrypted on the thread that reads it, compressed first when it looks
+//! compressible, and appended to an open pack; a full pack is made durable
+//! and visible by a committer thread. Records go out as soon as they are
+//! sealed; the end record goes out only after every pack is durable, and
+//! `bk-index write` commits nothing without it (or, for an unchecked
+//! stream, without finding every object in the repository), so a snapshot
+//! never names a blob that is not durable.
 //!
 //! A checked input (one that starts with a begin record, see
 //! [`crate::record`]) makes a checked output: a begin record first, and an
@@ -32,7 +35,11 @@ use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
 use crate::repo::chunker::Chunker;
 use crate::repo::id::ObjectId;
 use crate::repo::idkey::{self, IdKey};
-use crate::repo::objects::{ObjectSizes, PendingObject};
+use crate::crypto::blob::looks_compressible;
+use crate::repo::blobs::Blobs;
+use crate::repo::id::PackId;
+use crate::repo::objects::REUSE_TOUCH_AFTER;
+use crate::repo::packer::Packer;
 use crate::repo::{Repo, StoreError};
 use crate::stream::progress::Progress;
 use crate::sys::source::{open_source, HashingReader};
@@ -40,84 +47,32 @@ use crate::sys::sync::lock;
 
 pub use crate::repo::chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
 
-/// A batch is committed when this many objects or bytes are pending.
-const BATCH_OBJECTS: usize = 2000;
-const BATCH_BYTES: u64 = 256 << 20;
-
-/// Objects written but not yet committed, shared by the workers.
-#[derive(Default)]
-struct Pending {
-    objects: Vec<PendingObject>,
-    ids: HashSet<ObjectId>,
-    bytes: u64,
-}
+/// Files up to this size are read whole into memory and compressed there
+/// when they look compressible; larger ones (up to the chunk threshold)
+/// are encrypted as they are read, without compression.
+const IN_MEMORY_MAX: u64 = 4 << 20;
 
 /// Everything the sealing workers share.
 struct Sealer {
     repo: Repo,
-    /// Stored objects, for deduplication (one listing on remote storage).
-    stored: ObjectSizes,
-    recipients: Recipients,
+    /// The repository's blobs, for deduplication.
+    blobs: Blobs,
+    /// Where new blobs go.
+    packer: Packer,
+    /// Blobs this run stored, with their stored length.
+    new_blobs: Mutex<HashMap<ObjectId, u64>>,
+    /// Packs of reused blobs whose age was looked at this run.
+    touched: Mutex<HashSet<PackId>>,
     id_key: IdKey,
     chunk_threshold: u64,
-    pending: Mutex<Pending>,
     files: AtomicU64,
     reused: AtomicU64,
     read_bytes: AtomicU64,
-    committed_objects: AtomicU64,
-    committed_bytes: AtomicU64,
+    new_objects: AtomicU64,
+    compressed: AtomicU64,
     pause: crate::stream::pause::Pause,
     /// Files being cut into chunks at once: at most one per chunk worker.
     chunking: Turns,
-}
-
-/// A sealed record, and whether some of its objects await a commit.
-struct Sealed {
-    rec: Record,
-    waits: bool,
-}
-
-/// What a record worker hands to the writer, which keeps input order.
-enum Output {
-    /// Every object the record names is committed: its line, serialised
-    /// already (it may wait in memory behind other records, and a line
-    /// takes a third of the memory of a record).
-    Ready {
-        line: Vec<u8>,
-        file_size: Option<u64>,
-    },
-    /// The record names objects of the pending batch: written after the
-    /// commit, with their stored sizes. (Boxed: most outputs are lines,
-    /// and an inline record would make each of them as large.)
-    Waiting(Box<Record>),
-}
-
-impl Output {
-    fn new(sealed: Sealed) -> Output {
-        if sealed.waits {
-            return Output::Waiting(Box::new(sealed.rec));
-        }
-        let mut line = sealed.rec.to_line();
-        line.shrink_to_fit();
-        Output::Ready {
-            line,
-            file_size: (sealed.rec.kind == Kind::File).then_some(sealed.rec.size),
-        }
-    }
-
-    fn file_size(&self) -> Option<u64> {
-        match self {
-            Output::Ready { file_size, .. } => *file_size,
-            Output::Waiting(rec) => (rec.kind == Kind::File).then_some(rec.size),
-        }
-    }
-
-    fn weight(&self) -> usize {
-        match self {
-            Output::Ready { line, .. } => crate::stream::reorder::line_weight(line),
-            Output::Waiting(rec) => crate::stream::reorder::record_weight(rec),
-        }
-    }
 }
 
 /// Runs bk-seal; returns the exit status.
@@ -143,18 +98,21 @@ pub fn run(cli: SealCli) -> Result<i32> {
     )?;
     crate::repo::check_recipients(&repo, &recipients)?;
     let id_key = load_id_key(&cli, &repo)?;
+    let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
+    let packer = Packer::new(&repo, blobs.pack_keys(), &recipients, cli.pack_size);
     let sealer = Sealer {
-        stored: ObjectSizes::new(&repo, true)?,
         repo,
-        recipients,
+        blobs,
+        packer,
+        new_blobs: Mutex::new(HashMap::new()),
+        touched: Mutex::new(HashSet::new()),
         id_key,
         chunk_threshold: cli.chunk.chunk_threshold,
-        pending: Mutex::new(Pending::default()),
         files: AtomicU64::new(0),
         reused: AtomicU64::new(0),
         read_bytes: AtomicU64::new(0),
-        committed_objects: AtomicU64::new(0),
-        committed_bytes: AtomicU64::new(0),
+        new_objects: AtomicU64::new(0),
+        compressed: AtomicU64::new(0),
         pause: crate::stream::pause::Pause::new("bk-seal", cli.pause.pause_file.as_deref()),
         chunking: Turns::new(jobs),
     };
@@ -165,15 +123,6 @@ pub fn run(cli: SealCli) -> Result<i32> {
         out.write_begin().map_err(record::stdout_error)?;
     }
     let mut progress = Progress::new(cli.progress.show(), "bk-seal");
-    let mut held: Vec<Output> = Vec::new();
-    let (mut new_objects, mut new_bytes) = (0u64, 0u64);
-    // On remote storage a small object's time is mostly the round trip,
-    // so more record workers keep the connection busy (each holds at most
-    // one small file's object; the chunk pool stays at `jobs`).
-    let record_workers = match cli.jobs.jobs {
-        None if remote => jobs * REMOTE_WORKERS_PER_CORE,
-        _ => jobs,
-    };
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ChunkJob>(jobs);
     let outcome = std::thread::scope(|scope| {
         // The chunk pool: hashes, and encrypts when new, the chunks of
@@ -191,19 +140,19 @@ pub fn run(cli: SealCli) -> Result<i32> {
         }
         drop(chunk_rx);
         let chunk_tx = chunk_tx;
-        seal_stream(
-            &sealer,
-            input,
-            record_workers,
-            &chunk_tx,
-            &mut out,
-            &mut progress,
-            &mut held,
-        )
-    })?;
-    let (n, b) = sealer.commit(&mut held, &mut out)?;
-    new_objects += n;
-    new_bytes += b;
+        seal_stream(&sealer, input, jobs, &chunk_tx, &mut out, &mut progress)
+    });
+    // Every pack durable before the end record (also after a failure:
+    // what was stored stays, and the next run finds it).
+    let written = sealer.packer.finish();
+    let outcome = outcome?;
+    let written = written?;
+    let stored: u64 = written.iter().map(|w| w.stored).sum();
+    // The packs written here go into the local index without being read
+    // back (best effort: the next run reads their headers otherwise).
+    if !written.is_empty() {
+        let _ = Blobs::open(&sealer.repo, &sealer.id_key, &written);
+    }
     let code = outcome.exit_code();
     if checked && crate::error::exit::finished(code) {
         out.write_end().map_err(record::stdout_error)?;
@@ -211,20 +160,21 @@ pub fn run(cli: SealCli) -> Result<i32> {
     out.flush().map_err(record::stdout_error)?;
     progress.finish();
     crate::say!(
-        "bk-seal: {} files seen, {} reused, {} new objects added ({} bytes stored), {} bytes read, {:.1}s",
+        "bk-seal: {} files seen, {} reused, {} new objects added ({} compressed), {} packs ({} bytes stored), {} bytes read, {:.1}s",
         sealer.files.load(Ordering::Relaxed),
         sealer.reused.load(Ordering::Relaxed),
-        new_objects + sealer.committed_objects.load(Ordering::Relaxed),
-        new_bytes + sealer.committed_bytes.load(Ordering::Relaxed),
+        sealer.new_objects.load(Ordering::Relaxed),
+        sealer.compressed.load(Ordering::Relaxed),
+        written.len(),
+        stored,
         sealer.read_bytes.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
     Ok(code)
 }
 
-/// Seals the records of `input` with `jobs` workers, writing records whose
-/// objects are all committed at once and holding the others for the next
-/// batch commit.
+/// Seals the records of `input` with `jobs` workers, writing each in
+/// input order as soon as it is sealed.
 fn seal_stream(
     sealer: &Sealer,
     input: record::RecordReader<io::BufReader<record::StdinFd>>,
@@ -232,12 +182,11 @@ fn seal_stream(
     chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
     out: &mut record::RecordWriter<io::Stdout>,
     progress: &mut Progress,
-    held: &mut Vec<Output>,
 ) -> Result<crate::error::Outcome> {
     crate::stream::pipeline::run(
         "bk-seal",
         jobs,
-        crate::stream::pipeline::batch_for(sealer.repo.store().is_remote()),
+        crate::stream::pipeline::batch_for(false),
         move || input,
         |rec| {
             sealer.pause.wait();
@@ -245,36 +194,27 @@ fn seal_stream(
             // record; a repository or disk that fails spoils the run.
             sealer
                 .seal(rec, chunk_tx)
-                .map(|sealed| Some(Output::new(sealed)))
+                .map(|rec| {
+                    let file_size = (rec.kind == Kind::File).then_some(rec.size);
+                    let mut line = rec.to_line();
+                    line.shrink_to_fit();
+                    Some((line, file_size))
+                })
                 .map_err(|e| match e.kind() {
                     ErrorKind::Partial | ErrorKind::BadInput => e,
                     _ => e.fatal(),
                 })
         },
-        Output::weight,
-        |output: Option<Output>| {
-            let Some(output) = output else {
+        |(line, _): &(Vec<u8>, Option<u64>)| crate::stream::reorder::line_weight(line),
+        |output: Option<(Vec<u8>, Option<u64>)>| {
+            let Some((line, file_size)) = output else {
                 // Nothing ready: what is written goes on down the pipe.
                 return out.flush().map_err(record::stdout_error);
             };
-            if let Some(size) = output.file_size() {
+            if let Some(size) = file_size {
                 progress.add(1, size);
             }
-            // A record whose objects are committed goes out at once, unless
-            // records before it still wait for the batch: input order is
-            // kept (see crate::stream::reorder).
-            match output {
-                Output::Ready { line, .. } if held.is_empty() => {
-                    return out.write_line(&line).map_err(record::stdout_error)
-                }
-                output => held.push(output),
-            }
-            if sealer.batch_full() || held.len() >= HELD_RECORDS {
-                let (n, b) = sealer.commit(held, out)?;
-                sealer.committed_objects.fetch_add(n, Ordering::Relaxed);
-                sealer.committed_bytes.fetch_add(b, Ordering::Relaxed);
-            }
-            Ok(())
+            out.write_line(&line).map_err(record::stdout_error)
         },
     )
 }
@@ -288,20 +228,10 @@ struct ChunkJob {
     reply: crossbeam_channel::Sender<Result<ChunkDone, StoreError>>,
 }
 
-/// A chunk the pool has dealt with: its object, and whether that object
-/// awaits a commit.
+/// A chunk the pool has dealt with: its object.
 struct ChunkDone {
     object: ObjectRef,
-    waits: bool,
 }
-
-/// Records held behind ones waiting for a batch commit before the batch is
-/// committed early, to bound the memory they hold.
-const HELD_RECORDS: usize = 8192;
-
-/// Record workers per core when the repository is remote and `-j` is not
-/// given.
-const REMOTE_WORKERS_PER_CORE: usize = 4;
 
 /// Chunks of one file being encrypted at once (bounds memory per file).
 const CHUNKS_IN_FLIGHT: usize = 3;
@@ -396,9 +326,9 @@ impl Sealer {
         &self,
         mut rec: Record,
         chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
-    ) -> Result<Sealed> {
+    ) -> Result<Record> {
         if rec.kind != Kind::File {
-            return Ok(Sealed { rec, waits: false });
+            return Ok(rec);
         }
         self.files.fetch_add(1, Ordering::Relaxed);
         let shown = rec.display_path();
@@ -419,9 +349,9 @@ impl Sealer {
         let chunks = rec.chunks.take();
         if self.objects_present(&rec)? {
             self.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok(Sealed { rec, waits: false });
+            return Ok(rec);
         }
-        let (objects, waits) = if rec.size > self.chunk_threshold {
+        let objects = if rec.size > self.chunk_threshold {
             let _turn = self.chunking.enter();
             match chunks {
                 Some(chunks) => self.store_hashed_chunks(&rec, &chunks, &shown, chunk_tx)?,
@@ -431,7 +361,7 @@ impl Sealer {
             self.store_whole(&rec, &sha, &shown)?
         };
         rec.objects = Some(objects);
-        Ok(Sealed { rec, waits })
+        Ok(rec)
     }
 
     /// Whether the objects a record arrives with (reused by bk-hash) can
@@ -477,7 +407,7 @@ impl Sealer {
             let Ok(id) = ObjectId::parse(&obj.id) else {
                 return Ok(false);
             };
-            match self.stored.reuse(&self.repo, &id)? {
+            match self.known(&id)? {
                 Some(size) if obj.stored.is_none_or(|s| s == size) => {}
                 _ => return Ok(false),
             }
@@ -485,27 +415,51 @@ impl Sealer {
         Ok(true)
     }
 
-    /// One object for the whole file, encrypted while it is re-hashed.
-    fn store_whole(&self, rec: &Record, sha: &str, shown: &str) -> Result<(Vec<ObjectRef>, bool)> {
+    /// One object for the whole file, checked against the record's size
+    /// and sha256 as it is read.
+    fn store_whole(&self, rec: &Record, sha: &str, shown: &str) -> Result<Vec<ObjectRef>> {
         let id = self.id_key.object_id(sha).map_err(|e| e.context(shown))?;
-        if let Some((stored, waits)) = self.known(&id)? {
-            return Ok((vec![obj_ref(id, rec.size, stored)], waits));
+        if let Some(stored) = self.known(&id)? {
+            return Ok(vec![obj_ref(id, rec.size, Some(stored))]);
         }
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
-        let result = self.repo.write_object_unsynced(&id, |out| {
-            self.recipients
-                .encrypt_object(&mut reader, out, Some(rec.size))?;
+        let check = |reader: &HashingReader<_>| {
             if reader.count() != rec.size || reader.hex_digest() != sha {
                 return Err(io::Error::other(ContentChanged));
             }
             Ok(())
-        });
+        };
+        let result = if rec.size <= IN_MEMORY_MAX {
+            // Read whole (and checked) first: compressed if it looks
+            // compressible.
+            let mut data = Vec::with_capacity(rec.size as usize);
+            let read = io::Read::read_to_end(&mut io::Read::take(&mut reader, rec.size + 1), &mut data)
+                .and_then(|_| check(&reader));
+            match read {
+                Ok(()) => {
+                    let compress = looks_compressible(&data);
+                    self.packer.store(id, rec.size, |session| {
+                        let sealed = session.seal(&data, compress)?;
+                        if compress && (sealed.len() as u64) < rec.size {
+                            self.compressed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(sealed)
+                    })
+                }
+                Err(e) => Err(StoreError::Fill(e)),
+            }
+        } else {
+            self.packer.store(id, rec.size, |session| {
+                let sealed = session.seal_stream(&mut reader, rec.size)?;
+                check(&reader)?;
+                Ok(sealed)
+            })
+        };
         self.read_bytes.fetch_add(reader.count(), Ordering::Relaxed);
-        let pending = result.map_err(|e| store_error(e, shown))?;
-        let stored = pending.size;
-        self.add_pending(pending);
-        Ok((vec![obj_ref(id, rec.size, Some(stored))], true))
+        let (_, entry) = result.map_err(|e| store_error(e, shown))?;
+        self.stored(id, entry.length);
+        Ok(vec![obj_ref(id, rec.size, Some(entry.length))])
     }
 
     /// Content-defined chunks, each its own object, for a record without
@@ -518,7 +472,7 @@ impl Sealer {
         sha: &str,
         shown: &str,
         chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
-    ) -> Result<(Vec<ObjectRef>, bool)> {
+    ) -> Result<Vec<ObjectRef>> {
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(file);
         let mut in_flight = InFlight::new(shown);
@@ -526,13 +480,13 @@ impl Sealer {
             let data = chunk.map_err(|e| unreadable(shown, &e))?;
             in_flight.push(send_chunk(chunk_tx, data, None)?)?;
         }
-        let (objects, waits) = in_flight.finish()?;
+        let objects = in_flight.finish()?;
         let count = reader.count();
         self.read_bytes.fetch_add(count, Ordering::Relaxed);
         if count != rec.size || reader.hex_digest() != sha {
             return Err(changed_since_hashed(shown, "size or sha256 differs"));
         }
-        Ok((objects, waits))
+        Ok(objects)
     }
 
     /// Chunks bk-hash cut and hashed: only those the repository lacks are
@@ -544,7 +498,7 @@ impl Sealer {
         chunks: &[ChunkHash],
         shown: &str,
         chunk_tx: &crossbeam_channel::Sender<ChunkJob>,
-    ) -> Result<(Vec<ObjectRef>, bool)> {
+    ) -> Result<Vec<ObjectRef>> {
         check_chunk_list(chunks, rec.size, shown)?;
         let mut file = None;
         let mut offset = 0;
@@ -555,9 +509,8 @@ impl Sealer {
                 .object_id(&chunk.sha256)
                 .map_err(|e| e.context(shown))?;
             let slot = match self.known(&id)? {
-                Some((stored, waits)) => Slot::Done(ChunkDone {
-                    object: obj_ref(id, chunk.size, stored),
-                    waits,
+                Some(stored) => Slot::Done(ChunkDone {
+                    object: obj_ref(id, chunk.size, Some(stored)),
                 }),
                 None => {
                     let source = match &mut file {
@@ -589,87 +542,59 @@ impl Sealer {
             .object_id(&chunk_sha)
             .map_err(StoreError::Write)?;
         let size = data.len() as u64;
-        if let Some((stored, waits)) = self.known(&id).map_err(StoreError::Write)? {
+        if let Some(stored) = self.known(&id).map_err(StoreError::Write)? {
             return Ok(ChunkDone {
-                object: obj_ref(id, size, stored),
-                waits,
+                object: obj_ref(id, size, Some(stored)),
             });
         }
-        let pending = self.repo.write_object_unsynced(&id, |out| {
-            self.recipients.encrypt_object(data, out, Some(size))
+        let compress = looks_compressible(data);
+        let (_, entry) = self.packer.store(id, size, |session| {
+            let sealed = session.seal(data, compress)?;
+            if compress && (sealed.len() as u64) < size {
+                self.compressed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(sealed)
         })?;
-        let stored = pending.size;
-        self.add_pending(pending);
+        self.stored(id, entry.length);
         Ok(ChunkDone {
-            object: obj_ref(id, size, Some(stored)),
-            waits: true,
+            object: obj_ref(id, size, Some(entry.length)),
         })
     }
 
-    /// Whether object `id` is stored already or pending in this run:
-    /// `Some((stored size if known, waits for commit))`.
-    fn known(&self, id: &ObjectId) -> Result<Option<(Option<u64>, bool)>> {
-        if lock(&self.pending).ids.contains(id) {
-            return Ok(Some((None, true)));
+    /// The stored length of blob `id` if the repository or this run has
+    /// it. A blob reused from a pack last modified more than
+    /// [`REUSE_TOUCH_AFTER`] ago gets its pack's time set to now (once per
+    /// pack and run), so that `bk-index prune`'s grace period protects it
+    /// until the records naming it are in a snapshot (best effort).
+    fn known(&self, id: &ObjectId) -> Result<Option<u64>> {
+        if let Some(&len) = lock(&self.new_blobs).get(id) {
+            return Ok(Some(len));
         }
-        Ok(self.stored.reuse(&self.repo, id)?.map(|s| (Some(s), false)))
-    }
-
-    fn add_pending(&self, obj: PendingObject) {
-        let mut p = lock(&self.pending);
-        p.bytes += obj.size;
-        p.ids.insert(obj.id);
-        p.objects.push(obj);
-    }
-
-    fn batch_full(&self) -> bool {
-        let p = lock(&self.pending);
-        p.objects.len() >= BATCH_OBJECTS || p.bytes >= BATCH_BYTES
-    }
-
-    /// Commits the pending objects and writes the records that waited for
-    /// them, with the stored size of each object as it now is.
-    fn commit(
-        &self,
-        held: &mut Vec<Output>,
-        out: &mut record::RecordWriter<io::Stdout>,
-    ) -> Result<(u64, u64)> {
-        let batch = std::mem::take(&mut *lock(&self.pending));
-        let mut written: HashMap<ObjectId, u64> =
-            batch.objects.iter().map(|o| (o.id, o.size)).collect();
-        let (new, bytes, kept) = self.repo.commit_objects(batch.objects)?;
-        for id in &kept {
-            written.remove(id);
-        }
-        for (id, &size) in &written {
-            self.stored.insert(id, size);
-        }
-        // Sizes are known for what this batch wrote and what was reused;
-        // only an object someone else stored first is looked up again.
-        for output in held.drain(..) {
-            let mut rec = match output {
-                Output::Ready { line, .. } => {
-                    out.write_line(&line).map_err(record::stdout_error)?;
-                    continue;
-                }
-                Output::Waiting(rec) => *rec,
-            };
-            if let Some(objects) = rec.objects.as_mut() {
-                for obj in objects.iter_mut() {
-                    // Records that wait hold only ids this run made.
-                    let id = ObjectId::parse(&obj.id)?;
-                    obj.stored = match written.get(&id) {
-                        Some(&size) => Some(size),
-                        None if obj.stored.is_none() || kept.contains(&id) => {
-                            self.repo.object_size(&id)?
-                        }
-                        None => obj.stored,
-                    };
-                }
+        let Some(loc) = self.blobs.locate(id)? else {
+            return Ok(None);
+        };
+        if lock(&self.touched).insert(loc.pack) {
+            let key = loc.pack.key();
+            let old = self
+                .repo
+                .store()
+                .stat(&key)
+                .ok()
+                .flatten()
+                .and_then(|s| s.modified)
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > REUSE_TOUCH_AFTER);
+            if old {
+                self.repo.store().touch(&key);
             }
-            out.write(&rec).map_err(record::stdout_error)?;
         }
-        Ok((new, bytes))
+        Ok(Some(loc.length))
+    }
+
+    /// Records a blob this run stored.
+    fn stored(&self, id: ObjectId, length: u64) {
+        lock(&self.new_blobs).insert(id, length);
+        self.new_objects.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -740,7 +665,6 @@ struct InFlight<'a> {
     shown: &'a str,
     slots: std::collections::VecDeque<Slot>,
     objects: Vec<ObjectRef>,
-    waits: bool,
 }
 
 impl<'a> InFlight<'a> {
@@ -749,7 +673,6 @@ impl<'a> InFlight<'a> {
             shown,
             slots: Default::default(),
             objects: Vec::new(),
-            waits: false,
         }
     }
 
@@ -772,17 +695,16 @@ impl<'a> InFlight<'a> {
                 .map_err(|e| store_error(e, self.shown))?,
             None => return Ok(()),
         };
-        self.waits |= done.waits;
         self.objects.push(done.object);
         Ok(())
     }
 
-    /// The file's objects in order, and whether any awaits a commit.
-    fn finish(mut self) -> Result<(Vec<ObjectRef>, bool)> {
+    /// The file's objects in order.
+    fn finish(mut self) -> Result<Vec<ObjectRef>> {
         while !self.slots.is_empty() {
             self.take_oldest()?;
         }
-        Ok((self.objects, self.waits))
+        Ok(self.objects)
     }
 }
 

@@ -147,6 +147,21 @@ impl Storage for DirStorage {
         )))))
     }
 
+    fn open_range(&self, key: &str, offset: u64, len: u64) -> io::Result<Option<KeyReader>> {
+        use std::io::{Read, Seek};
+        let Some((mut file, size)) = self.open_regular(key)? else {
+            return Ok(None);
+        };
+        let start = offset.min(size);
+        file.seek(io::SeekFrom::Start(start))?;
+        let len = len.min(size - start);
+        let buffer = (len as usize).clamp(4 << 10, 256 << 10);
+        Ok(Some(KeyReader(Box::new(BufReader::with_capacity(
+            buffer,
+            file.take(len),
+        )))))
+    }
+
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
         Ok(list_dir(&self.path(dir))?
             .into_iter()

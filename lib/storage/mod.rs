@@ -75,6 +75,11 @@ pub trait Storage: Debug + Send + Sync {
     /// end) and reads no more than the file held when it was opened.
     fn open(&self, key: &str) -> io::Result<Option<KeyReader>>;
 
+    /// Streams `len` bytes of a key from `offset` on (a ranged GET on S3);
+    /// `None` if the key does not exist. A key that ends before
+    /// `offset + len` yields fewer bytes: callers check the count.
+    fn open_range(&self, key: &str, offset: u64, len: u64) -> io::Result<Option<KeyReader>>;
+
     /// Reads a small key whole; `None` if it does not exist. A key longer
     /// than `limit` bytes is an error (`InvalidData`): nothing bk reads
     /// this way (bk-repo.json, a lock, the encrypted id key) is anywhere

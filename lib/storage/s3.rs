@@ -283,6 +283,38 @@ fn short_cause(e: &opendal::Error, text: &str) -> String {
     cause.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+
+impl S3Storage {
+    /// One streaming GET of `range` of a key; `None` if it does not exist.
+    fn get(
+        &self,
+        key: &str,
+        range: impl std::ops::RangeBounds<u64>,
+    ) -> io::Result<Option<KeyReader>> {
+        let reader = self
+            .ops()
+            .blocking
+            .reader(key)
+            .and_then(|r| r.into_std_read(range));
+        let mut reader = match reader {
+            Ok(r) => r,
+            Err(e) if Self::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.error(&e)),
+        };
+        // The request is made on the first read: make it now, so that a
+        // missing key is told from a broken stream.
+        if let Err(e) = reader.fill_buf() {
+            let inner = e.get_ref().and_then(|i| i.downcast_ref::<opendal::Error>());
+            return match inner {
+                Some(oe) if Self::is_not_found(oe) => Ok(None),
+                Some(oe) => Err(self.error(oe)),
+                None => Err(e),
+            };
+        }
+        Ok(Some(KeyReader(Box::new(reader))))
+    }
+}
+
 impl Storage for S3Storage {
     fn location(&self) -> &str {
         &self.shown
@@ -301,28 +333,19 @@ impl Storage for S3Storage {
 
     fn open(&self, key: &str) -> io::Result<Option<KeyReader>> {
         // One streaming GET of the whole object (no size lookup first).
-        let reader = self
-            .ops()
-            .blocking
-            .reader(key)
-            .and_then(|r| r.into_std_read(..));
-        let mut reader = match reader {
-            Ok(r) => r,
-            Err(e) if Self::is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(self.error(&e)),
-        };
-        // The request is made on the first read: make it now, so that a
-        // missing key is told from a broken stream.
-        if let Err(e) = reader.fill_buf() {
-            let inner = e.get_ref().and_then(|i| i.downcast_ref::<opendal::Error>());
-            return match inner {
-                Some(oe) if Self::is_not_found(oe) => Ok(None),
-                Some(oe) => Err(self.error(oe)),
-                None => Err(e),
+        self.get(key, ..)
+    }
+
+    fn open_range(&self, key: &str, offset: u64, len: u64) -> io::Result<Option<KeyReader>> {
+        if len == 0 {
+            return match self.stat(key)? {
+                Some(_) => Ok(Some(KeyReader(Box::new(io::Cursor::new(Vec::new()))))),
+                None => Ok(None),
             };
         }
-        Ok(Some(KeyReader(Box::new(reader))))
+        self.get(key, offset..offset.saturating_add(len))
     }
+
 
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
         let path = if dir.is_empty() {

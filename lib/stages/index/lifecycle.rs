@@ -22,21 +22,25 @@
 //! 3. **Complete reference set.** Prune reads every snapshot before it
 //!    deletes anything; a snapshot it cannot decrypt or parse stops it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufReader, Write};
 use std::time::{Duration, SystemTime};
 
 use crate::cli::{IndexForgetArgs, IndexPruneArgs, IndexUnlockArgs};
-use crate::crypto::SecretKeys;
+use crate::crypto::{Decryptor, SecretKeys};
 use crate::error::{Error, Result};
 use crate::local::summaries::summary_path;
 use crate::record::{self, RecordReader};
-use crate::repo::id::ObjectId;
+use crate::repo::blobs::Blobs;
+use crate::repo::id::{ObjectId, PackId};
+use crate::repo::index::Location;
+use crate::repo::packer::{Packer, DEFAULT_PACK_SIZE};
+use crate::repo::prune::{Action, PrunePlan};
 use crate::repo::lock::{LockKind, RepoLock};
 use crate::repo::retention::Policy;
 use crate::repo::snapshot_name::SnapshotName;
-use crate::repo::snapshots::decrypt_snapshot;
+use crate::repo::snapshots::{decrypt_snapshot, read_root};
 use crate::repo::trust::{NameCheck, Trust};
 use crate::repo::Repo;
 use crate::storage;
@@ -81,28 +85,28 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
         .hint("run this on a backing-up host, give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated"));
     }
     let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
-    if secret.is_none() {
+    // Roots are readable with the id key's passphrase (a backing-up host)
+    // or the secret key.
+    let dec = match (trust.keys(), &secret) {
+        (Some(k), _) => Some(Decryptor::Passphrase(k.root_passphrase())),
+        (None, Some(s)) => Some(Decryptor::Secret(s)),
+        (None, None) => None,
+    };
+    if dec.is_none() {
         crate::say!(
-            "bk-index forget: no --key given: grouping snapshots by host only (with the secret \
-             key they are grouped by host and roots)"
+            "bk-index forget: no id key and no --key: snapshots cannot be grouped by host and roots, so all count as one group"
         );
     }
     let mut snaps = Vec::new();
     for name in repo.snapshots()? {
         let parsed = SnapshotName::parse(&name);
-        let host = parsed
-            .as_ref()
-            .map_or_else(String::new, |p| p.host().to_owned());
-        if args.host.as_ref().is_some_and(|h| *h != host) {
-            continue;
-        }
         let mut excluded = match trust.check_name(&name) {
             NameCheck::NotAuthentic(why) if !trust.allows_unauthenticated() => Some(why.to_owned()),
             _ => None,
         };
-        let roots = match (&secret, &excluded) {
-            (Some(key), None) => match snapshot_roots(&repo, key, &name, &trust) {
-                Ok(roots) => Some(roots),
+        let header = match (&dec, &excluded) {
+            (Some(dec), None) => match read_root(&repo, dec, &name, &trust) {
+                Ok(root) => Some(root.header),
                 Err(e) if e.kind() == crate::error::Kind::Repo => {
                     excluded = Some(e.to_string());
                     None
@@ -111,6 +115,10 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
             },
             _ => None,
         };
+        let host = header.as_ref().map_or_else(String::new, |h| h.host.clone());
+        if args.host.as_ref().is_some_and(|h| *h != host) {
+            continue;
+        }
         if let Some(why) = &excluded {
             crate::say!("bk-index forget: leaving snapshot {name} alone, neither counted nor removed: {why}");
         }
@@ -118,7 +126,7 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
             time: parsed.map(|p| p.micros()),
             name,
             host,
-            roots,
+            roots: header.map(|h| h.roots),
             reasons: Vec::new(),
             excluded: excluded
                 .map(|_| "not authenticated (never removed, never counted)".to_owned()),
@@ -216,22 +224,6 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// The distinct roots a snapshot's records name, sorted.
-fn snapshot_roots(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result<Vec<String>> {
-    let spool = decrypt_snapshot(repo, key, name, trust)?;
-    let mut roots = BTreeSet::new();
-    for rec in RecordReader::new(BufReader::new(spool)) {
-        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
-        let root = rec
-            .root_os()
-            .map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?
-            .map(|r| r.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        roots.insert(root);
-    }
-    Ok(roots.into_iter().collect())
-}
-
 fn micros_rfc3339(us: i64) -> String {
     let t = if us >= 0 {
         SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
@@ -246,16 +238,22 @@ fn micros_rfc3339(us: i64) -> String {
 struct PruneReport {
     snapshots: u64,
     referenced: u64,
-    objects_deleted: u64,
+    packs: u64,
+    packs_deleted: u64,
+    packs_repacked: u64,
+    packs_written: u64,
+    blobs_copied: u64,
     bytes_freed: u64,
+    packs_kept: u64,
+    bytes_kept: u64,
+    unused_bytes_kept: u64,
+    packs_within_grace: u64,
     tmp_deleted: u64,
     tmp_bytes_freed: u64,
-    objects_kept: u64,
-    bytes_kept: u64,
-    unreferenced_within_grace: u64,
     missing_referenced: u64,
     dry_run: bool,
     grace_seconds: u64,
+    max_unused_percent: f64,
 }
 
 /// `bk-index prune`.
@@ -264,89 +262,124 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     let repo = args.repo.open()?;
     let key = args.secret.require("bk-index prune")?;
     let _lock = exclusive_lock(&repo, args.dry_run, "bk-index prune", args.wait.wait)?;
-    let mut deleted_ids: Vec<String> = Vec::new();
+    let id_key = crate::repo::certify::held_id_key(&repo, &key)?;
+    let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
     let mut report = PruneReport {
         dry_run: args.dry_run,
         grace_seconds: args.grace.as_secs(),
+        max_unused_percent: args.max_unused,
         ..PruneReport::default()
     };
-    // 1. Every object any snapshot references; any failure stops here,
-    // before anything is deleted.
+    // 1. Every blob any snapshot references (its pieces and its records'
+    // objects); any failure stops here, before anything is deleted.
     let mut referenced: HashSet<ObjectId> = HashSet::new();
     for name in repo.snapshots()? {
-        collect_references(&repo, &key, &name, &mut referenced)
+        collect_references(&blobs, &key, &name, &mut referenced)
             .map_err(|e| e.context("bk-index prune stopped, nothing deleted"))?;
         report.snapshots += 1;
     }
     report.referenced = referenced.len() as u64;
-    // 2. Walk objects/ and delete what is neither referenced nor recent.
+    // 2. The plan.
     let now = SystemTime::now();
     let store = repo.store();
-    let list = |dir: &str| store.list(dir).map_err(|e| repo.error(dir, &e));
-    let leftovers = |dir: &str| store.leftovers(dir).map_err(|e| repo.error(dir, &e));
-    let delete = |key: &str| -> Result<()> {
-        if args.dry_run {
-            return Ok(());
-        }
-        store
-            .delete(key)
-            .map_err(|e| repo.error(key, &e).context("bk-index prune"))
-    };
-    let mut seen = 0u64;
-    for sub in list("objects")? {
-        if !sub.is_dir {
-            continue;
-        }
-        let dir = storage::join("objects", &sub.name);
-        for tmp in leftovers(&dir)? {
-            if age(tmp.stat.modified, now) >= args.grace {
-                report.tmp_deleted += 1;
-                report.tmp_bytes_freed += tmp.stat.size;
-                delete(&storage::join(&dir, &tmp.name))?;
+    let mut modified: HashMap<PackId, SystemTime> = HashMap::new();
+    store
+        .walk("packs", &mut |rel, stat| {
+            if let (Some(id), Some(m)) = (PackId::from_key(rel), stat.modified) {
+                modified.insert(id, m);
             }
-        }
-        for entry in list(&dir)? {
-            if entry.is_dir {
-                continue;
-            }
-            let key = storage::join(&dir, &entry.name);
-            let Ok(id) = ObjectId::parse(&entry.name) else {
-                crate::say!(
-                    "bk-index prune: leaving alone {}: not an object name",
-                    store.describe(&key)
-                );
-                continue;
-            };
-            seen += 1;
-            let size = entry.stat.size;
-            if referenced.contains(&id) {
-                report.objects_kept += 1;
-                report.bytes_kept += size;
-            } else if age(entry.stat.modified, now) >= args.grace {
-                report.objects_deleted += 1;
-                report.bytes_freed += size;
-                delete(&key)?;
-                if !args.dry_run {
-                    deleted_ids.push(entry.name);
+        })
+        .map_err(|e| repo.error("packs", &e))?;
+    let plan = PrunePlan::make(
+        blobs.index(),
+        &referenced,
+        &modified,
+        now,
+        args.grace,
+        args.max_unused / 100.0,
+    )
+    .map_err(|e| Error::io(&crate::repo::index::cache_dir(repo.id()), e))?;
+    drop(referenced);
+    report.packs = plan.packs.len() as u64;
+    report.missing_referenced = plan.missing;
+    for p in &plan.packs {
+        match p.action {
+            Action::Delete | Action::Repack => {
+                if p.action == Action::Delete {
+                    report.packs_deleted += 1;
+                } else {
+                    report.packs_repacked += 1;
                 }
-            } else {
-                report.unreferenced_within_grace += 1;
-                report.objects_kept += 1;
-                report.bytes_kept += size;
+                report.bytes_freed += p.size;
+            }
+            Action::Keep | Action::KeepRecent => {
+                report.packs_kept += 1;
+                report.bytes_kept += p.size;
+                report.unused_bytes_kept += p.unused_bytes;
+                if p.action == Action::KeepRecent {
+                    report.packs_within_grace += 1;
+                }
             }
         }
     }
-    crate::repo::inventory::append_removed(&repo, &deleted_ids)?;
-    report.missing_referenced = report
-        .referenced
-        .saturating_sub(report.objects_kept - report.unreferenced_within_grace);
-    // 3. Temporary files of interrupted snapshot writes.
-    for tmp in leftovers("snapshots")? {
-        if age(tmp.stat.modified, now) >= args.grace {
-            report.tmp_deleted += 1;
-            report.tmp_bytes_freed += tmp.stat.size;
-            delete(&storage::join("snapshots", &tmp.name))?;
+    report.blobs_copied = plan.copies.len() as u64;
+    if args.verbose_plan {
+        let mut out = io::stdout().lock();
+        for p in &plan.packs {
+            serde_json::to_writer(&mut out, p)
+                .map_err(io::Error::other)
+                .and_then(|_| writeln!(out))
+                .map_err(record::stdout_error)?;
         }
+    }
+    // 3. New packs for the blobs kept from repacked packs, durable before
+    // any old pack is deleted.
+    let mut new_packs = Vec::new();
+    if !args.dry_run && !plan.copies.is_empty() {
+        let copier = Packer::copier(&repo, blobs.pack_keys(), DEFAULT_PACK_SIZE);
+        copy_blobs(&blobs, &copier, &plan.copies)?;
+        new_packs = copier.finish()?;
+        for w in &new_packs {
+            report.bytes_freed = report.bytes_freed.saturating_sub(w.stored);
+        }
+    }
+    report.packs_written = new_packs.len() as u64;
+    // 4. Delete what the plan says.
+    let mut deleted = Vec::new();
+    for p in plan.with(Action::Delete).chain(plan.with(Action::Repack)) {
+        if !args.dry_run {
+            let key = p.pack.key();
+            store
+                .delete(&key)
+                .map_err(|e| repo.error(&key, &e).context("bk-index prune"))?;
+            deleted.push(p.pack);
+        }
+    }
+    crate::repo::inventory::append_removed_packs(&repo, &deleted)?;
+    // 5. Temporary files of interrupted writes.
+    let leftovers = |dir: &str| store.leftovers(dir).map_err(|e| repo.error(dir, &e));
+    let mut tmp_dirs = vec!["snapshots".to_owned()];
+    for sub in store.list("packs").map_err(|e| repo.error("packs", &e))? {
+        if sub.is_dir {
+            tmp_dirs.push(storage::join("packs", &sub.name));
+        }
+    }
+    for dir in &tmp_dirs {
+        for tmp in leftovers(dir)? {
+            if age(tmp.stat.modified, now) >= args.grace {
+                report.tmp_deleted += 1;
+                report.tmp_bytes_freed += tmp.stat.size;
+                if !args.dry_run {
+                    let key = storage::join(dir, &tmp.name);
+                    store
+                        .delete(&key)
+                        .map_err(|e| repo.error(&key, &e).context("bk-index prune"))?;
+                }
+            }
+        }
+    }
+    if !args.dry_run {
+        let _ = Blobs::open(&repo, &id_key, &new_packs);
     }
     let verb = if args.dry_run {
         "would delete"
@@ -354,25 +387,27 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
         "deleted"
     };
     crate::say!(
-        "bk-index prune: {} snapshots reference {} objects; {verb} {} unreferenced objects \
-         ({} bytes) and {} temporary files ({} bytes); kept {} objects ({} bytes), {} of them \
-         unreferenced but younger than the grace period {}; {:.1}s",
+        "bk-index prune: {} snapshots reference {} blobs in {} packs; {verb} {} packs with nothing used and repacked {} (copying {} blobs into {} new packs), freeing {} bytes, and {} temporary files ({} bytes); kept {} packs ({} bytes, {} of them unused), {} of them younger than the grace period {}; {:.1}s",
         report.snapshots,
         report.referenced,
-        report.objects_deleted,
+        report.packs,
+        report.packs_deleted,
+        report.packs_repacked,
+        report.blobs_copied,
+        report.packs_written,
         report.bytes_freed,
         report.tmp_deleted,
         report.tmp_bytes_freed,
-        report.objects_kept,
+        report.packs_kept,
         report.bytes_kept,
-        report.unreferenced_within_grace,
+        report.unused_bytes_kept,
+        report.packs_within_grace,
         humantime::format_duration(args.grace),
         started.elapsed().as_secs_f64()
     );
     if report.missing_referenced > 0 {
         crate::say!(
-            "bk-index prune: warning: {} referenced objects are missing from the repository \
-             ({seen} objects found); run bk-verify",
+            "bk-index prune: warning: {} referenced blobs are in no pack of the repository; run bk-verify",
             report.missing_referenced
         );
     }
@@ -387,15 +422,66 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Adds the ids of every object a snapshot references to `set`.
+/// Copies the blobs of `copies` (grouped by pack, in offset order) into
+/// `copier`: each old pack is read once, from its first copied blob to its
+/// last, the blobs between skipped; nothing is decrypted but the pack
+/// keystream.
+fn copy_blobs(blobs: &Blobs, copier: &Packer, copies: &[(ObjectId, Location)]) -> Result<()> {
+    use std::io::Read;
+    let repo = blobs.repo();
+    for group in copies.chunk_by(|a, b| a.1.pack == b.1.pack) {
+        let pack = group[0].1.pack;
+        let start = group[0].1.offset;
+        let end = group
+            .iter()
+            .map(|(_, l)| l.offset + l.length)
+            .max()
+            .unwrap_or(start);
+        let what = format!("pack {}", repo.store().describe(&pack.key()));
+        let mut r = crate::repo::pack::open_range(repo.store(), &pack, blobs.pack_keys(), start, end - start)
+            .map_err(|e| repo.error(&pack.key(), &e))?
+            .ok_or_else(|| Error::repo(format!("{what}: missing (bk-index prune stopped, nothing deleted)")))?;
+        let mut at = start;
+        for (id, loc) in group {
+            if loc.offset < at {
+                continue;
+            }
+            io::copy(&mut (&mut r).take(loc.offset - at), &mut io::sink())
+                .map_err(|e| repo.error(&pack.key(), &e))?;
+            let mut message = Vec::with_capacity(loc.length as usize);
+            (&mut r)
+                .take(loc.length)
+                .read_to_end(&mut message)
+                .map_err(|e| repo.error(&pack.key(), &e))?;
+            if message.len() as u64 != loc.length {
+                return Err(Error::repo(format!(
+                    "{what}: shorter than its header says (bk-index prune stopped, nothing deleted)"
+                )));
+            }
+            at = loc.offset + loc.length;
+            copier
+                .store_raw(*id, loc.size, message)
+                .map_err(|e| e.into_error().context("bk-index prune, copying a blob"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the ids of every blob a snapshot references (its pieces and its
+/// records' objects) to `set`.
 fn collect_references(
-    repo: &Repo,
+    blobs: &Blobs,
     key: &SecretKeys,
     name: &str,
     set: &mut HashSet<ObjectId>,
 ) -> Result<()> {
     // Every snapshot counts, trusted or not: prune keeps what any names.
-    let spool = decrypt_snapshot(repo, key, name, &Trust::everything())?;
+    let trust = Trust::everything();
+    let root = read_root(blobs.repo(), &Decryptor::Secret(key), name, &trust)?;
+    for p in &root.pieces {
+        set.insert(ObjectId::parse(&p.piece).map_err(|e| e.context(format!("snapshot {name}")))?);
+    }
+    let spool = decrypt_snapshot(blobs, key, name, &trust)?;
     for rec in RecordReader::new(BufReader::new(spool)) {
         let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
         for obj in rec.objects.iter().flatten() {

@@ -12,12 +12,13 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::cli::{IndexCli, IndexCommand, IndexListArgs, IndexShowArgs};
-use crate::crypto::SecretKeys;
+use crate::crypto::Decryptor;
 use crate::error::{Error, Result};
 use crate::local::summaries::{load_summary, save_summary, Summary};
 use crate::record::{self, Record};
 use crate::repo::snapshot_name::SnapshotName;
-use crate::repo::snapshots::decrypt_snapshot;
+use crate::repo::blobs::Blobs;
+use crate::repo::snapshots::{decrypt_snapshot, read_root};
 use crate::repo::trust::{NameCheck, Trust};
 use crate::repo::Repo;
 
@@ -46,6 +47,13 @@ fn list(args: IndexListArgs) -> Result<i32> {
         ))
         .hint("run this on a backing-up host of the repository, or give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated to list every snapshot unchecked"));
     }
+    // Roots are readable with the id key's passphrase (a backing-up host)
+    // or the secret key.
+    let dec = match (trust.keys(), &secret) {
+        (Some(k), _) => Some(Decryptor::Passphrase(k.root_passphrase())),
+        (None, Some(s)) => Some(Decryptor::Secret(s)),
+        (None, None) => None,
+    };
     let mut rows = Vec::new();
     let mut refused = 0u64;
     for name in repo.snapshots()? {
@@ -57,9 +65,9 @@ fn list(args: IndexListArgs) -> Result<i32> {
                 continue;
             }
         }
-        let summary = match (load_summary(&repo, &name), &secret) {
+        let summary = match (load_summary(&repo, &name), &dec) {
             (Some(s), _) if named == NameCheck::Authentic => Some(s),
-            (_, Some(key)) => match summarize(&repo, key, &name, &trust) {
+            (_, Some(dec)) => match summarize(&repo, dec, &name, &trust) {
                 Ok(s) => {
                     save_summary(&repo, &s);
                     Some(s)
@@ -104,7 +112,7 @@ struct Row {
 fn write_list(rows: &[Row], json: bool, show_auth: bool) -> Result<()> {
     let mut out = io::stdout().lock();
     let time_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.time()).to_owned();
-    let host_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.host()).to_owned();
+    let host_of = |r: &Row| r.summary.as_ref().map_or("", |s| s.host.as_str()).to_owned();
     let mut text = String::new();
     if json {
         for r in rows {
@@ -165,15 +173,10 @@ fn write_list(rows: &[Row], json: bool, show_auth: bool) -> Result<()> {
         .map_err(record::stdout_error)
 }
 
-/// Counts a snapshot's files and bytes by decrypting it.
-fn summarize(repo: &Repo, key: &SecretKeys, name: &str, trust: &Trust) -> Result<Summary> {
-    let spool = decrypt_snapshot(repo, key, name, trust)?;
-    let mut summary = Summary::named(name);
-    for rec in record::RecordReader::new(BufReader::new(spool)) {
-        let rec = rec.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
-        summary.add(&rec);
-    }
-    Ok(summary)
+/// A snapshot's host and counts, from its root.
+fn summarize(repo: &Repo, dec: &Decryptor, name: &str, trust: &Trust) -> Result<Summary> {
+    let root = read_root(repo, dec, name, trust)?;
+    Ok(Summary::of_root(name, &root.header))
 }
 
 fn show(args: IndexShowArgs) -> Result<i32> {
@@ -181,7 +184,8 @@ fn show(args: IndexShowArgs) -> Result<i32> {
     let key = args.secret.require("bk-index show")?;
     let trust = Trust::establish(&repo, Some(&key), &args.trust.options())?;
     let name = trust.find_snapshot("bk-index show", &repo, &args.snapshot)?;
-    let spool = decrypt_snapshot(&repo, &key, &name, &trust)?;
+    let (blobs, _) = Blobs::open(&repo, trust.read_key(&repo)?, &[])?;
+    let spool = decrypt_snapshot(&blobs, &key, &name, &trust)?;
     if args.csv {
         return write_csv(&name, spool);
     }

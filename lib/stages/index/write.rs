@@ -1,27 +1,22 @@
-//! `bk-index write`: a sealed record stream becomes one sorted, compressed,
-//! encrypted (optionally signed) snapshot in the repository.
+//! `bk-index write`: a sealed record stream becomes one snapshot: its
+//! records sorted, cut into content-defined pieces stored as blobs (see
+//! [`crate::repo::catalogue`]), and a small root listing them.
 //!
-//! Records arrive sorted: bk-scan walks in snapshot order, and bk-hash and
-//! bk-seal keep input order (within a memory budget, see
-//! [`crate::stream::reorder`]). So on a directory the snapshot is compressed and
-//! encrypted *while* the records arrive, through a small window that also
-//! absorbs local disorder (hand-made or merged streams), and what is left
-//! after the last record is the end of the message. A record that arrives
-//! behind one already written (roots given out of order, a stage's reorder
-//! budget exceeded) ends that attempt: the partial snapshot is dropped, never
-//! committed, and everything is sorted first, as on remote storage, where
-//! the snapshot is always written after the last record (an upload cannot
-//! be left half-way as cheaply as a temporary file).
+//! Records are sorted in bounded memory (runs spilled to temporary
+//! files). Once the last record is in, and only if the stream had its end
+//! record (or was never checked), every object a record names is looked up
+//! in the repository, the pieces that are not stored yet are written into
+//! a pack, and the root is written only after that pack is durable: a
+//! snapshot never names a blob that is not. An unchanged tree gives the
+//! same pieces as the last run, which are found and not stored again, so
+//! such a run adds only its root.
 
-use std::cell::{OnceCell, RefCell};
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::collections::{BTreeSet, HashSet};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::thread::{Scope, ScopedJoinHandle};
 use std::time::SystemTime;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use sha2::{Digest, Sha256};
 
 use crate::cli::IndexWriteArgs;
 use crate::crypto::signature::SnapshotSigner;
@@ -29,31 +24,19 @@ use crate::crypto::{PassphraseSource, Recipients, SecretKeys};
 use crate::error::{Error, Result};
 use crate::local::snapcache::CacheWriter;
 use crate::local::summaries::{save_summary, Summary};
-use crate::record::extsort::{ExternalSorter, SortItem, Sorted};
+use crate::record::extsort::{ExternalSorter, SortItem};
 use crate::record::{self, Kind, Record};
-use crate::repo::authkey::{AuthKeys, StreamMac};
+use crate::repo::authkey::AuthKeys;
+use crate::repo::blobs::Blobs;
+use crate::repo::catalogue::{PieceCutter, PieceRef, Root, RootHeader};
 use crate::repo::id::ObjectId;
+use crate::repo::idkey::IdKey;
 use crate::repo::lock::{LockKind, RepoLock};
-use crate::repo::objects::ObjectSizes;
+use crate::repo::packer::{Packer, DEFAULT_PACK_SIZE};
 use crate::repo::snapshot_name::SnapshotName;
-use crate::repo::trailer;
-use crate::repo::{Repo, RepoHandle};
+use crate::repo::Repo;
 
 const PROGRAM: &str = "bk-index write";
-
-/// Records held back per core to restore their order before the snapshot
-/// is streamed: enough for the records in flight in a stage that does not
-/// keep order (two queues of 16 per worker, one worker per core); what the
-/// window still holds at the end is written after the last record, so it
-/// is kept small.
-const WINDOW_RECORDS_PER_CORE: usize = 512;
-
-/// Bytes of record lines held back at most, whatever their number.
-const WINDOW_BYTES: usize = 8 << 20;
-
-/// Above this many object references, remote storage is listed rather
-/// than asked object by object (a listing page holds 1,000 keys).
-const LIST_OBJECTS_ABOVE: usize = 256;
 
 /// Runs `bk-index write`; returns the exit status.
 pub fn write(args: IndexWriteArgs) -> Result<i32> {
@@ -76,99 +59,134 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
     // Lock before reading stdin: in `bk-seal | bk-index write` both start
     // together, so the shared lock covers the whole pipeline with no gap.
     // In `bk-seal --init … | bk-index write` the repository only exists
-    // once bk-seal is under way: then it is opened at the first record.
+    // once bk-seal is under way: then it is locked after the last record.
     let handle = args.repo.handle()?;
-    let lock = crate::repo::lock::lock_if_repo_exists(&handle, PROGRAM, args.wait.wait)?;
-    let target = Target {
-        handle: RefCell::new(Some(handle)),
-        repo: OnceCell::new(),
-        keys: OnceCell::new(),
-        id_key: args.id_key.clone(),
-        lock: RefCell::new(lock),
-        wait: args.wait.wait,
+    let mut lock = crate::repo::lock::lock_if_repo_exists(&handle, PROGRAM, args.wait.wait)?;
+    let host = args.host.unwrap_or_else(crate::sys::host::this_host);
+    let sorter = read_records()?;
+    let repo = Repo::open_handle(handle)?;
+    if lock.is_none() {
+        lock = Some(RepoLock::acquire(
+            repo.store_arc(),
+            LockKind::Shared,
+            PROGRAM,
+            args.wait.wait,
+        )?);
+    }
+    crate::repo::check_recipients(&repo, &recipients)?;
+    let id_key = load_id_key(&repo, args.id_key.as_deref())?;
+    let auth = AuthKeys::derive(&id_key, repo.id());
+    let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
+    let time = args.time.unwrap_or_else(SystemTime::now);
+    let name = SnapshotName::new(time, &auth);
+    let packer = Packer::new(&repo, blobs.pack_keys(), &recipients, DEFAULT_PACK_SIZE);
+    let mut cat = Catalogue {
+        blobs: &blobs,
+        packer: &packer,
+        id_key: &id_key,
+        stored_here: HashSet::new(),
+        last: None,
+        summary: Summary::named(name.as_str(), &host),
+        roots: BTreeSet::new(),
+        cache: CacheWriter::new(repo.id(), &auth),
+        cutter: PieceCutter::new(),
+        pieces: Vec::new(),
+        new_pieces: 0,
     };
-    let host = crate::sys::host::file_safe(&args.host.unwrap_or_else(crate::sys::host::this_host));
-    let maker = Maker {
-        recipients: &recipients,
-        signer: signer.as_ref(),
-        host: &host,
-        time: args.time,
+    let result = (|| {
+        for item in sorter.finish().map_err(tmp_err)? {
+            let item = item.map_err(tmp_err)?;
+            cat.add(&item)?;
+        }
+        if let Some(piece) = std::mem::take(&mut cat.cutter).finish() {
+            cat.store_piece(piece)?;
+        }
+        let written = packer.finish()?;
+        Ok::<_, Error>(written)
+    })();
+    let Catalogue {
+        summary,
+        roots,
+        cache,
+        pieces,
+        new_pieces,
+        ..
+    } = cat;
+    let written = match result {
+        Ok(w) => w,
+        Err(e) => {
+            cache.abort();
+            return Err(e);
+        }
     };
-    let written = std::thread::scope(|scope| collect(scope, &target, maker))?;
-    report(&written, signer.as_ref())
+    let root = Root {
+        header: RootHeader {
+            bk: "snapshot".into(),
+            v: 2,
+            time: name.time().to_owned(),
+            host: host.clone(),
+            roots: roots.into_iter().collect(),
+            records: summary.entries,
+            files: summary.files,
+            bytes: summary.bytes,
+        },
+        pieces,
+    };
+    if let Err(e) = crate::repo::snapshots::write_root(
+        &repo,
+        &auth,
+        name.as_str(),
+        &root,
+        &recipients,
+        signer.as_ref(),
+    ) {
+        cache.abort();
+        return Err(e);
+    }
+    cache.commit();
+    // The packs written here go into the local index without being read
+    // back (best effort: the next run reads their headers otherwise).
+    if !written.is_empty() {
+        let _ = Blobs::open(&repo, &id_key, &written);
+    }
+    drop(lock);
+    report(&repo, &summary, signer.as_ref(), root.pieces.len(), new_pieces)
 }
 
-/// The repository, opened once it exists, the keys its snapshots are
-/// authenticated with, and the lock that covers the run (only the main
-/// thread touches it; the encoder gets the `Repo`).
-struct Target {
-    handle: RefCell<Option<RepoHandle>>,
-    repo: OnceCell<Repo>,
-    keys: OnceCell<AuthKeys>,
-    id_key: Option<std::path::PathBuf>,
-    lock: RefCell<Option<RepoLock>>,
-    wait: std::time::Duration,
+/// Reads every record from stdin into a sorter. A checked input (see
+/// [`crate::record`]) that ends before its end record, because a stage
+/// before stopped early, fails here, before anything is written. An
+/// unchecked one is taken, with a note that its completeness could not be
+/// checked.
+fn read_records() -> Result<ExternalSorter> {
+    let mut sorter = ExternalSorter::default();
+    let mut records = 0u64;
+    let mut input = record::stdin_records().checking(record::Check::Index);
+    for rec in &mut input {
+        let rec = rec?;
+        records += 1;
+        sorter.push(sort_item(&rec)?).map_err(tmp_err)?;
+    }
+    if records == 0 {
+        return Err(Error::bad_input(
+            "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
+        ));
+    }
+    if !input.is_checked() {
+        crate::say!(
+            "bk-index: note: the input did not start with a begin record (typed by hand, or filtered by jq?), so whether every stage before {PROGRAM} finished could not be checked"
+        );
+    }
+    Ok(sorter)
 }
 
-impl Target {
-    /// The open repository; `None` while it does not exist yet.
-    fn repo_if_exists(&self) -> Result<Option<&Repo>> {
-        if self.repo.get().is_none() {
-            let exists = match self.handle.borrow().as_ref() {
-                Some(handle) => handle.exists()?,
-                None => false,
-            };
-            if !exists {
-                return Ok(None);
-            }
-            self.open()?;
-        }
-        Ok(self.repo.get())
-    }
-
-    /// The open repository, or the error that says why it cannot be.
-    fn repo(&self) -> Result<&Repo> {
-        self.open()?;
-        self.repo
-            .get()
-            .ok_or_else(|| Error::repo("the repository could not be opened"))
-    }
-
-    /// The keys of the open repository.
-    fn keys(&self) -> Result<&AuthKeys> {
-        self.keys
-            .get()
-            .ok_or_else(|| Error::repo("the repository could not be opened"))
-    }
-
-    fn open(&self) -> Result<()> {
-        let Some(handle) = self.handle.borrow_mut().take() else {
-            return Ok(());
-        };
-        let repo = Repo::open_handle(handle)?;
-        let keys = load_keys(&repo, self.id_key.as_deref())?;
-        let _ = self.keys.set(keys);
-        let mut lock = self.lock.borrow_mut();
-        if lock.is_none() {
-            *lock = Some(RepoLock::acquire(
-                repo.store_arc(),
-                LockKind::Shared,
-                PROGRAM,
-                self.wait,
-            )?);
-        }
-        let _ = self.repo.set(repo);
-        Ok(())
-    }
-}
-
-/// The keys that authenticate the snapshot and the reuse cache, from this
-/// machine's id key file (the one bk-seal uses).
-fn load_keys(repo: &Repo, explicit: Option<&std::path::Path>) -> Result<AuthKeys> {
+/// This machine's id key (the one bk-seal uses): it names the pieces and
+/// authenticates the snapshot and the reuse cache.
+fn load_id_key(repo: &Repo, explicit: Option<&std::path::Path>) -> Result<IdKey> {
     let path = explicit.map_or_else(|| crate::repo::idkey::default_path(repo.id()), Into::into);
     let key = crate::repo::idkey::load_local(&path)?.ok_or_else(|| {
         Error::key(format!(
-            "no id key for repository {} at {}: it authenticates the snapshot",
+            "no id key for repository {} at {}: it names the catalogue's blobs and authenticates the snapshot",
             repo.id(),
             path.display()
         ))
@@ -181,103 +199,7 @@ fn load_keys(repo: &Repo, explicit: Option<&std::path::Path>) -> Result<AuthKeys
             repo.id()
         )));
     }
-    Ok(AuthKeys::derive(&key, repo.id()))
-}
-
-/// How this run's snapshot is made: the keys it is encrypted to, the key
-/// that signs it, if any, and the host and time named in it.
-#[derive(Clone, Copy)]
-struct Maker<'a> {
-    recipients: &'a Recipients,
-    signer: Option<&'a SnapshotSigner>,
-    host: &'a str,
-    time: Option<SystemTime>,
-}
-
-/// A snapshot committed to the repository.
-struct Written<'a> {
-    repo: &'a Repo,
-    summary: Summary,
-}
-
-/// Reads every record from stdin and writes the snapshot: streamed while
-/// the records come in order, else sorted first. A checked input (see
-/// [`crate::record`]) that ends before its end record, because a stage
-/// before stopped early, fails here: the partial snapshot and its cache
-/// are dropped, nothing is committed. An unchecked one is written, with a
-/// note that its completeness could not be checked.
-fn collect<'scope, 'env>(
-    scope: &'scope Scope<'scope, 'env>,
-    target: &'env Target,
-    maker: Maker<'env>,
-) -> Result<Written<'env>> {
-    let mut stream: Option<SnapshotStream<'scope, 'env>> = None;
-    let mut tried = false;
-    let mut sorter = ExternalSorter::default();
-    let mut records = 0usize;
-    let mut object_refs = 0usize;
-    let mut input = record::stdin_records().checking(record::Check::Index);
-    for rec in &mut input {
-        let rec = rec?;
-        records += 1;
-        object_refs += rec.objects.as_ref().map_or(0, Vec::len);
-        let item = sort_item(&rec)?;
-        if !tried {
-            tried = true;
-            stream = start_stream(scope, target, maker)?;
-        }
-        match stream.as_mut() {
-            Some(s) => {
-                if let Some(behind) = s.offer(item, rec)? {
-                    let Some(s) = stream.take() else {
-                        unreachable!("stream checked above")
-                    };
-                    sorter = s.abandon()?;
-                    sorter.push(behind).map_err(tmp_err)?;
-                }
-            }
-            None => sorter.push(item).map_err(tmp_err)?,
-        }
-    }
-    if records == 0 {
-        return Err(Error::bad_input(
-            "no records on stdin: not writing an empty snapshot (did an earlier stage of the pipeline fail?)",
-        ));
-    }
-    if !input.is_checked() {
-        crate::say!(
-            "bk-index: note: the input did not start with a begin record (typed by hand, or filtered by jq?), so whether every stage before {PROGRAM} finished could not be checked"
-        );
-    }
-    if let Some(s) = stream {
-        return s.finish();
-    }
-    let repo = target.repo()?;
-    crate::repo::check_recipients(repo, maker.recipients)?;
-    let sorted = sorter.finish().map_err(tmp_err)?;
-    write_sorted(repo, target.keys()?, sorted, object_refs, maker)
-}
-
-/// The stream is tried on a directory repository that exists by the first
-/// record and takes these recipients; otherwise (`None`) records are
-/// sorted first and the checks report at the end, as they always did.
-fn start_stream<'scope, 'env>(
-    scope: &'scope Scope<'scope, 'env>,
-    target: &'env Target,
-    maker: Maker<'env>,
-) -> Result<Option<SnapshotStream<'scope, 'env>>> {
-    let Some(repo) = target.repo_if_exists()? else {
-        return Ok(None);
-    };
-    if repo.store().is_remote() || crate::repo::check_recipients(repo, maker.recipients).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(SnapshotStream::start(
-        scope,
-        repo,
-        target.keys()?,
-        maker,
-    )?))
+    Ok(key)
 }
 
 fn tmp_err(e: io::Error) -> Error {
@@ -295,36 +217,31 @@ fn sort_item(rec: &Record) -> Result<SortItem> {
     })
 }
 
-/// What every record of a snapshot goes through, in order, on its way in:
-/// the check that its objects are stored, the counts, the MAC that ends
-/// the snapshot, and the local plaintext copy that `bk-hash --reuse`
-/// reads next time.
-struct Catalogue {
-    stored: ObjectSizes,
+/// What every record of a snapshot goes through, in order: the check
+/// that its objects are stored, the counts, the local plaintext copy that
+/// `bk-hash --reuse` reads next time, and the cutter that makes pieces.
+struct Catalogue<'a> {
+    blobs: &'a Blobs,
+    packer: &'a Packer,
+    id_key: &'a IdKey,
+    /// Pieces stored by this run (a piece may come twice).
+    stored_here: HashSet<ObjectId>,
     /// Root and path of the record taken last: records come sorted, so a
     /// duplicate is the next one.
     last: Option<(Vec<u8>, Vec<u8>)>,
     summary: Summary,
-    mac: Option<StreamMac>,
+    roots: BTreeSet<String>,
     cache: CacheWriter,
+    cutter: PieceCutter,
+    pieces: Vec<PieceRef>,
+    new_pieces: usize,
 }
 
-impl Catalogue {
-    fn new(repo: &Repo, keys: &AuthKeys, maker: Maker, list_objects: bool) -> Result<Catalogue> {
-        // Microseconds in the name keep two runs in one second in order.
-        let name = SnapshotName::new(maker.time.unwrap_or_else(SystemTime::now), maker.host, keys);
-        Ok(Catalogue {
-            stored: ObjectSizes::new(repo, list_objects)?,
-            last: None,
-            mac: Some(keys.snapshot_mac(name.as_str())),
-            summary: Summary::named(name.as_str()),
-            cache: CacheWriter::new(repo.id(), keys),
-        })
-    }
-
-    /// Takes one record on its way into the snapshot (`item.line`, which
-    /// the snapshot gets followed by a newline).
-    fn add(&mut self, repo: &Repo, item: &SortItem, rec: &Record) -> Result<()> {
+impl Catalogue<'_> {
+    /// Takes one record on its way into the snapshot.
+    fn add(&mut self, item: &SortItem) -> Result<()> {
+        let rec = Record::from_line(&item.line, 0)
+            .map_err(|e| e.context("a sorted record (temporary file)"))?;
         if self
             .last
             .as_ref()
@@ -343,35 +260,41 @@ impl Catalogue {
             }
             None => self.last = Some((item.root.clone(), item.path.clone())),
         }
-        check_sealed(repo, &self.stored, rec)?;
-        self.summary.add(rec);
-        if let Some(mac) = &mut self.mac {
-            mac.update(&item.line);
-            mac.update(b"\n");
+        check_sealed(self.blobs, &rec)?;
+        self.summary.add(&rec);
+        if self.roots.len() < 4096 {
+            self.roots
+                .insert(String::from_utf8_lossy(&item.root).into_owned());
         }
         self.cache.add(&item.root, &item.line);
+        if let Some(piece) = self.cutter.push(&item.line) {
+            self.store_piece(piece)?;
+        }
         Ok(())
     }
 
-    /// The line that ends the snapshot: the MAC of everything before it.
-    fn trailer(&mut self) -> Vec<u8> {
-        let mac = self.mac.take().map(StreamMac::finish).unwrap_or_default();
-        trailer::line(trailer::Of::Snapshot, &mac)
-    }
-
-    /// Keeps the local copy once the snapshot is committed, or drops it.
-    fn close(self, committed: bool) -> Summary {
-        if committed {
-            self.cache.commit();
-        } else {
-            self.cache.abort();
+    /// Stores one piece unless the repository (or this run) has it.
+    fn store_piece(&mut self, piece: Vec<u8>) -> Result<()> {
+        let sha = hex::encode(Sha256::digest(&piece));
+        let id = self.id_key.object_id(&sha)?;
+        let size = piece.len() as u64;
+        if !self.stored_here.contains(&id) && self.blobs.locate(&id)?.is_none() {
+            self.packer
+                .store(id, size, |session| session.seal(&piece, true))
+                .map_err(|e| e.into_error().context("storing a piece of the catalogue"))?;
+            self.stored_here.insert(id);
+            self.new_pieces += 1;
         }
-        self.summary
+        self.pieces.push(PieceRef {
+            piece: id.to_string(),
+            size,
+        });
+        Ok(())
     }
 }
 
 /// A snapshot may only name objects that are already in the repository.
-fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
+fn check_sealed(blobs: &Blobs, rec: &Record) -> Result<()> {
     if rec.kind != Kind::File {
         return Ok(());
     }
@@ -386,7 +309,7 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
         .map_err(|why| Error::bad_input(format!("{shown}: {why} (no snapshot written)")))?;
     for obj in objects {
         let id = ObjectId::parse(&obj.id).map_err(|e| e.context(&shown))?;
-        if stored.get(repo, &id)?.is_none() {
+        if blobs.locate(&id)?.is_none() {
             return Err(Error::repo(format!(
                 "{shown}: object {} is not in the repository (no snapshot written)",
                 obj.id
@@ -396,328 +319,16 @@ fn check_sealed(repo: &Repo, stored: &ObjectSizes, rec: &Record) -> Result<()> {
     Ok(())
 }
 
-/// Encrypts `input` as the snapshot `name`, committed only if `input` ends
-/// cleanly.
-fn encrypt_snapshot(repo: &Repo, name: &str, input: impl Read, maker: Maker) -> Result<()> {
-    repo.write_atomic(&repo.snapshot_key(name), |w: &mut dyn Write| {
-        maker.recipients.encrypt_signed(
-            input,
-            w,
-            true,
-            maker.signer.map(SnapshotSigner::as_signing_key),
-        )
-    })
-    .map_err(|e| e.context(format!("writing snapshot {name}")))
-}
-
-/// Writes the snapshot from records already sorted (after the last one
-/// arrived).
-fn write_sorted<'env>(
-    repo: &'env Repo,
-    keys: &AuthKeys,
-    sorted: Sorted,
-    object_refs: usize,
-    maker: Maker,
-) -> Result<Written<'env>> {
-    let mut lines = SortedLines {
-        catalogue: Catalogue::new(repo, keys, maker, object_refs > LIST_OBJECTS_ABOVE)?,
-        sorted,
-        repo,
-        failure: None,
-        buf: Vec::new(),
-        pos: 0,
-    };
-    let name = lines.catalogue.summary.name.clone();
-    let written = encrypt_snapshot(repo, &name, &mut lines, maker);
-    let SortedLines {
-        catalogue, failure, ..
-    } = lines;
-    let written = match failure {
-        Some(e) => Err(e),
-        None => written,
-    };
-    let summary = catalogue.close(written.is_ok());
-    written.map(|()| Written { repo, summary })
-}
-
-/// The sorted records as NDJSON bytes for the encoder, each through the
-/// [`Catalogue`] on the way. A failure is kept in `failure` and ends the
-/// stream with an error, so no snapshot is committed.
-struct SortedLines<'a> {
-    catalogue: Catalogue,
-    sorted: Sorted,
-    repo: &'a Repo,
-    failure: Option<Error>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl SortedLines<'_> {
-    fn next_line(&mut self) -> Result<Option<()>> {
-        let Some(item) = self.sorted.next() else {
-            if self.catalogue.mac.is_none() {
-                return Ok(None);
-            }
-            self.buf = self.catalogue.trailer();
-            self.pos = 0;
-            return Ok(Some(()));
-        };
-        let item = item.map_err(tmp_err)?;
-        let rec = Record::from_line(&item.line, 0)?;
-        self.catalogue.add(self.repo, &item, &rec)?;
-        self.buf = item.line;
-        self.buf.push(b'\n');
-        self.pos = 0;
-        Ok(Some(()))
-    }
-}
-
-impl Read for SortedLines<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.next_line() {
-                Ok(Some(())) => {}
-                Ok(None) => return Ok(0),
-                Err(e) => {
-                    self.failure = Some(e);
-                    return Err(io::Error::other("snapshot input failed"));
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// A record waiting in the window, ordered by root and path.
-struct Pending {
-    item: SortItem,
-    rec: Record,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Pending {}
-
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Pending {
-    /// Reversed, so that the max-heap yields the smallest record first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.item.cmp_key(&self.item)
-    }
-}
-
-/// What the encoder thread reads: batches of record lines, then the end.
-enum Line {
-    Records(Vec<u8>),
-    End,
-}
-
-/// Record lines are handed to the encoder in batches of about this many
-/// bytes (one channel message per line cost a thread wake-up each).
-const BATCH_BYTES: usize = 64 << 10;
-
-/// The snapshot being written while records still arrive.
-struct SnapshotStream<'scope, 'env> {
-    repo: &'env Repo,
-    window: BinaryHeap<Pending>,
-    window_bytes: usize,
-    window_records: usize,
-    /// Root and path of the last record written: nothing smaller may come.
-    last: Option<SortItem>,
-    catalogue: Catalogue,
-    /// Every record written so far, for the sort if the stream is abandoned.
-    written: ExternalSorter,
-    /// Lines not yet handed to the encoder.
-    batch: Vec<u8>,
-    lines: Option<Sender<Line>>,
-    encoder: Option<ScopedJoinHandle<'scope, Result<()>>>,
-}
-
-impl<'scope, 'env> SnapshotStream<'scope, 'env> {
-    fn start(
-        scope: &'scope Scope<'scope, 'env>,
-        repo: &'env Repo,
-        keys: &AuthKeys,
-        maker: Maker<'env>,
-    ) -> Result<Self> {
-        let catalogue = Catalogue::new(repo, keys, maker, false)?;
-        let name = catalogue.summary.name.clone();
-        let (tx, rx) = bounded::<Line>(8);
-        let encoder = scope.spawn(move || {
-            let input = ChannelReader {
-                rx,
-                buf: Vec::new(),
-                pos: 0,
-                ended: false,
-            };
-            encrypt_snapshot(repo, &name, input, maker)
-        });
-        Ok(SnapshotStream {
-            repo,
-            window: BinaryHeap::new(),
-            window_bytes: 0,
-            window_records: WINDOW_RECORDS_PER_CORE
-                * std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
-            last: None,
-            catalogue,
-            written: ExternalSorter::default(),
-            batch: Vec::with_capacity(BATCH_BYTES + 4096),
-            lines: Some(tx),
-            encoder: Some(encoder),
-        })
-    }
-
-    /// Takes one record; gives it back if it sorts before a record already
-    /// written (then the stream must be abandoned).
-    fn offer(&mut self, item: SortItem, rec: Record) -> Result<Option<SortItem>> {
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|last| item.cmp_key(last) == Ordering::Less)
-        {
-            return Ok(Some(item));
-        }
-        self.window_bytes += item.line.len();
-        self.window.push(Pending { item, rec });
-        while self.window.len() > self.window_records || self.window_bytes > WINDOW_BYTES {
-            self.emit_smallest()?;
-        }
-        Ok(None)
-    }
-
-    fn emit_smallest(&mut self) -> Result<()> {
-        let Some(Pending { item, rec }) = self.window.pop() else {
-            return Ok(());
-        };
-        self.window_bytes -= item.line.len();
-        self.catalogue.add(self.repo, &item, &rec)?;
-        self.batch.extend_from_slice(&item.line);
-        self.batch.push(b'\n');
-        if self.batch.len() >= BATCH_BYTES {
-            self.send_batch()?;
-        }
-        self.last = Some(SortItem {
-            root: item.root.clone(),
-            path: item.path.clone(),
-            line: Vec::new(),
-        });
-        self.written.push(item).map_err(tmp_err)
-    }
-
-    /// Hands the lines gathered so far to the encoder.
-    fn send_batch(&mut self) -> Result<()> {
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_BYTES + 4096));
-        let sent = self
-            .lines
-            .as_ref()
-            .is_some_and(|tx| tx.send(Line::Records(batch)).is_ok());
-        if !sent {
-            // The encoder stopped: its error says why.
-            return Err(self
-                .join_encoder()
-                .err()
-                .unwrap_or_else(|| tmp_err(io::Error::other("the snapshot encoder stopped"))));
-        }
-        Ok(())
-    }
-
-    fn join_encoder(&mut self) -> Result<()> {
-        self.lines = None;
-        match self.encoder.take().map(ScopedJoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(result)) => result,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-        }
-    }
-
-    /// Writes the rest in order and commits the snapshot.
-    fn finish(mut self) -> Result<Written<'env>> {
-        let emitted = (|| {
-            while !self.window.is_empty() {
-                self.emit_smallest()?;
-            }
-            let trailer = self.catalogue.trailer();
-            self.batch.extend_from_slice(&trailer);
-            self.send_batch()?;
-            if let Some(tx) = &self.lines {
-                // A failed send means the encoder stopped; join says why.
-                let _ = tx.send(Line::End);
-            }
-            self.join_encoder()
-        })();
-        let summary = self.catalogue.close(emitted.is_ok());
-        emitted.map(|()| Written {
-            repo: self.repo,
-            summary,
-        })
-    }
-
-    /// Drops the partial snapshot (never committed) and returns every
-    /// record taken so far, for sorting.
-    fn abandon(mut self) -> Result<ExternalSorter> {
-        // Without an end marker the encoder's input fails, so the
-        // temporary file is removed rather than committed.
-        let _ = self.join_encoder();
-        self.catalogue.close(false);
-        let mut sorter = self.written;
-        for pending in self.window.into_vec() {
-            sorter.push(pending.item).map_err(tmp_err)?;
-        }
-        Ok(sorter)
-    }
-}
-
-/// The encoder's input: lines from the channel until the end marker; a
-/// channel closed before it is an error, so nothing is committed.
-struct ChannelReader {
-    rx: Receiver<Line>,
-    buf: Vec<u8>,
-    pos: usize,
-    ended: bool,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Line::Records(line)) => {
-                    self.buf = line;
-                    self.pos = 0;
-                }
-                Ok(Line::End) => {
-                    self.ended = true;
-                    return Ok(0);
-                }
-                Err(_) => return Err(io::Error::other("snapshot input ended early")),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// Saves the summary for `list`, prints the name on stdout and a line on
 /// stderr.
-fn report(written: &Written, signer: Option<&SnapshotSigner>) -> Result<i32> {
-    let summary = &written.summary;
-    save_summary(written.repo, summary);
+fn report(
+    repo: &Repo,
+    summary: &Summary,
+    signer: Option<&SnapshotSigner>,
+    pieces: usize,
+    new_pieces: usize,
+) -> Result<i32> {
+    save_summary(repo, summary);
     let mut out = io::stdout().lock();
     writeln!(out, "{}", summary.name)
         .and_then(|_| out.flush())
@@ -726,20 +337,20 @@ fn report(written: &Written, signer: Option<&SnapshotSigner>) -> Result<i32> {
         .map(|k| format!(", signed by {}", k.fingerprint()))
         .unwrap_or_default();
     crate::say!(
-        "bk-index: wrote snapshot {}: {} entries, {} files, {} bytes{signed}",
+        "bk-index: wrote snapshot {}: {} entries, {} files, {} bytes, catalogue in {pieces} pieces ({new_pieces} new){signed}",
         summary.name,
         summary.entries,
         summary.files,
         summary.bytes
     );
-    let certified = written.repo.store().list("keys").is_ok_and(|keys| {
+    let certified = repo.store().list("keys").is_ok_and(|keys| {
         keys.iter()
             .any(|k| k.name.starts_with("certified-by-") && k.name.ends_with(".sig"))
     });
     if !certified {
         crate::say!(
             "bk-index: note: the repository's id key is not certified yet, so a machine with only your secret key could not tell your snapshots from forged ones: run `bk-index certify --repo {} --key SECRET` once where your secret key is",
-            written.repo.location()
+            repo.location()
         );
     }
     Ok(0)

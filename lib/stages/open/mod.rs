@@ -11,16 +11,19 @@ use std::io::{self, Write};
 use crate::cli::OpenCli;
 use crate::error::{Error, Result};
 use crate::record;
+use crate::repo::blobs::Blobs;
 
 /// Runs bk-open; returns the exit status.
 pub fn run(cli: OpenCli) -> Result<i32> {
     let repo = cli.repo.open()?;
     let key = cli.secret.require("bk-open")?;
     crate::repo::idkey::check_secret(&repo, &key)?;
+    let trust = crate::repo::trust::Trust::establish(&repo, Some(&key), &cli.trust.options())?;
+    let (blobs, _) = Blobs::open(&repo, trust.read_key(&repo)?, &[])?;
     if let Some(id) = &cli.object {
         let mut out = io::stdout().lock();
         let id = crate::repo::id::ObjectId::parse(id)?;
-        crate::repo::objects::decrypt_object(&repo, &key, &id, &mut out, "stdout")?;
+        blobs.read(&id, &key, &mut out, "stdout")?;
         out.flush().map_err(record::stdout_error)?;
         return Ok(0);
     }
@@ -36,16 +39,14 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         // Straight from the repository: the snapshot is decrypted and its
         // signature checked in full before the first record is restored.
         Some(wanted) => {
-            let trust =
-                crate::repo::trust::Trust::establish(&repo, Some(&key), &cli.trust.options())?;
             let name = trust.find_snapshot("bk-open", &repo, wanted)?;
-            let spool = crate::repo::snapshots::decrypt_snapshot(&repo, &key, &name, &trust)?;
+            let spool = crate::repo::snapshots::decrypt_snapshot(&blobs, &key, &name, &trust)?;
             let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
                 .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
-            crate::stages::open::restore::restore(&repo, &key, to, &layout, records)?
+            crate::stages::open::restore::restore(&blobs, &key, to, &layout, records)?
         }
         None => crate::stages::open::restore::restore(
-            &repo,
+            &blobs,
             &key,
             to,
             &layout,

@@ -86,8 +86,7 @@ use crate::error::{io_cause, Error, Outcome, Result};
 use crate::record::meta;
 use crate::record::{Kind, Record};
 use crate::repo::id::ObjectId;
-use crate::repo::objects::decrypt_object;
-use crate::repo::Repo;
+use crate::repo::blobs::Blobs;
 
 // Restore's public face stays here, wherever the code lives: bk-open,
 // bk-verify and the property tests name these paths.
@@ -119,7 +118,7 @@ pub enum Layout {
 /// Per-entry failures are reported and counted; the returned outcome gives
 /// the exit status. A full disk stops the restore early.
 pub fn restore(
-    repo: &Repo,
+    repo: &Blobs,
     key: &SecretKeys,
     to: &Path,
     layout: &Layout,
@@ -258,7 +257,7 @@ enum Linked {
 }
 
 struct Restorer<'a> {
-    repo: &'a Repo,
+    repo: &'a Blobs,
     key: &'a SecretKeys,
     base: PathBuf,
     as_root: bool,
@@ -293,7 +292,7 @@ fn refuse(shown: &str, why: impl std::fmt::Display) -> Error {
 }
 
 impl<'a> Restorer<'a> {
-    fn new(repo: &'a Repo, key: &'a SecretKeys, base: PathBuf, layout: &Layout) -> Self {
+    fn new(repo: &'a Blobs, key: &'a SecretKeys, base: PathBuf, layout: &Layout) -> Self {
         let base_default_acl = matches!(xattr::get(&base, meta::ACL_XATTRS[1]), Ok(Some(_)));
         let started = run_start(&base);
         Restorer {
@@ -717,7 +716,7 @@ impl<'a> Restorer<'a> {
         for obj in objects {
             let before = out.count();
             let decrypted = ObjectId::parse(&obj.id)
-                .and_then(|id| decrypt_object(self.repo, self.key, &id, &mut out, shown));
+                .and_then(|id| self.repo.read(&id, self.key, &mut out, shown));
             if let Err(e) = decrypted {
                 return Err(match out.take_error() {
                     Some(we) => self.io_error(dest, we).context(shown),

@@ -26,8 +26,7 @@ use crate::error::{exit, Error, Kind as ErrorKind, Outcome, Result};
 use crate::record::{self, Kind, Record};
 use crate::repo::id::ObjectId;
 use crate::repo::idkey::IdKey;
-use crate::repo::objects::decrypt_object;
-use crate::repo::objects::ObjectSizes;
+use crate::repo::blobs::Blobs;
 use crate::repo::snapshots::decrypt_snapshot;
 use crate::repo::Repo;
 use crate::sys::sync::lock;
@@ -148,8 +147,8 @@ impl Subset {
 
 struct Verifier {
     repo: Repo,
-    /// Stored object sizes (one listing on remote storage).
-    stored: ObjectSizes,
+    /// The repository's blobs, found through the local index.
+    blobs: Blobs,
     key: Option<SecretKeys>,
     /// With `--read-data-subset`: the subset and the id key that checks
     /// each decrypted object against its id.
@@ -218,8 +217,20 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     };
     let snapshot_failed = Mutex::new(Outcome::default());
     let id_key = local_id_key(&repo, cli.trust.id_key.as_deref());
+    let read_key = match (&id_key, &key) {
+        (Some(k), _) => k.clone(),
+        (None, Some(secret)) => crate::repo::idkey::recover(&repo, secret)?,
+        (None, None) => {
+            return Err(Error::key(format!(
+                "no id key for repository {}: the packs that hold its blobs are encrypted under keys derived from it",
+                repo.id()
+            ))
+            .hint("run this on a backing-up host, give --id-key FILE, or --key SECRET"))
+        }
+    };
+    let (blobs, _) = Blobs::open(&repo, &read_key, &[])?;
     let v = Verifier {
-        stored: ObjectSizes::new(&repo, true)?,
+        blobs,
         repo,
         key,
         subset,
@@ -279,17 +290,24 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
             crate::say!("bk-verify: orphans not listed: some snapshots could not be read, so objects only they reference would look orphaned");
         } else {
             let referenced = lock(referenced);
-            for (id, stored) in crate::repo::inventory::object_files(&v.repo)? {
-                if !referenced.contains(&id_bytes(&id)) {
-                    orphans += 1;
-                    out.write_value(&json!({
-                        "problem": "orphan",
-                        "object": id,
-                        "stored": stored,
-                        "detail": format!("object {id} ({stored} bytes) is referenced by no snapshot"),
-                    }))
-                    .map_err(record::stdout_error)?;
-                }
+            let mut found: Vec<Value> = Vec::new();
+            v.blobs
+                .index()
+                .for_each(&mut |id, loc| {
+                    if !referenced.contains(id.as_bytes()) {
+                        found.push(json!({
+                            "problem": "orphan",
+                            "object": id.to_string(),
+                            "stored": loc.length,
+                            "pack": loc.pack.to_string(),
+                            "detail": format!("object {id} ({} bytes in pack {}) is referenced by no snapshot", loc.length, loc.pack),
+                        }));
+                    }
+                })
+                .map_err(|e| Error::io(&crate::repo::index::cache_dir(v.repo.id()), e))?;
+            for value in &found {
+                orphans += 1;
+                out.write_value(value).map_err(record::stdout_error)?;
             }
         }
     }
@@ -375,7 +393,7 @@ impl Verifier {
                 return none();
             };
             let tmp = std::env::temp_dir();
-            let spool = decrypt_snapshot(&self.repo, key, &name, policy).and_then(|mut spool| {
+            let spool = decrypt_snapshot(&self.blobs, key, &name, policy).and_then(|mut spool| {
                 for r in record::RecordReader::new(BufReader::new(&spool)) {
                     r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
                 }
@@ -514,7 +532,7 @@ impl Verifier {
             count: 0,
         };
         let decrypted = ObjectId::parse(id)
-            .and_then(|oid| decrypt_object(&self.repo, key, &oid, &mut sink, "(hash)"));
+            .and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
         let problem = match decrypted {
             Err(e) => Some(Problem {
                 problem: "decrypt",
@@ -555,17 +573,20 @@ impl Verifier {
                 object: Some(id.to_owned()),
                 detail: e.to_string(),
             }),
-            Ok(oid) => match self.stored.get(&self.repo, &oid) {
+            Ok(oid) => match self.blobs.locate(&oid) {
                 Ok(None) => Some(Problem {
                     problem: "missing",
                     object: Some(id.to_owned()),
-                    detail: format!("object {id} is missing from the repository"),
+                    detail: format!("object {id} is missing from the repository (no pack holds it)"),
                 }),
-                Ok(Some(size)) => match stored {
-                    Some(want) if want != size => Some(Problem {
+                Ok(Some(loc)) => match stored {
+                    Some(want) if want != loc.length => Some(Problem {
                         problem: "size",
                         object: Some(id.to_owned()),
-                        detail: format!("object {id} has {size} bytes, the record says {want}"),
+                        detail: format!(
+                            "object {id} has {} bytes in pack {}, the record says {want}",
+                            loc.length, loc.pack
+                        ),
                     }),
                     _ => None,
                 },
@@ -595,7 +616,7 @@ impl Verifier {
         let mut problem = None;
         for id in &ids {
             let decrypted = ObjectId::parse(id)
-                .and_then(|oid| decrypt_object(&self.repo, key, &oid, &mut sink, "(hash)"));
+                .and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
             if let Err(e) = decrypted {
                 problem = Some(Problem {
                     problem: "decrypt",
