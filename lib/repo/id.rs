@@ -3,10 +3,9 @@
 
 use crate::error::{Error, Result};
 
-/// An object id: 32 bytes (HMAC-SHA256 of the content's SHA-256 under the
-/// id key), written as 64 lower-case hex digits. Made only by parsing, by
-/// the id key or from a listing, so an object key built from one never
-/// names a path outside `objects/`.
+/// An object (blob) id: 32 bytes (HMAC-SHA256 of the content's SHA-256
+/// under the id key), written as 64 lower-case hex digits. Made only by
+/// parsing, by the id key or from a pack header.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId([u8; 32]);
 
@@ -34,19 +33,6 @@ impl ObjectId {
     /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
-    }
-
-    /// The storage key of the object: `objects/<first byte>/<id>`.
-    pub fn key(&self) -> String {
-        format!("objects/{:02x}/{self}", self.0[0])
-    }
-
-    /// The id a key below `objects/` names (`ab/<id>`), if it is one in
-    /// its right sub-directory.
-    pub fn from_key(rel: &str) -> Option<ObjectId> {
-        let (sub, name) = rel.split_once('/')?;
-        let id = ObjectId::parse(name).ok()?;
-        (format!("{:02x}", id.0[0]) == sub).then_some(id)
     }
 }
 
@@ -77,14 +63,12 @@ impl PackId {
 
     /// Parses 64 lower-case hex digits.
     pub fn parse(text: &str) -> Result<PackId> {
-        ObjectId::parse(text)
-            .map(|id| PackId(id.0))
-            .map_err(|_| {
-                Error::repo(format!(
-                    "pack id {:?} is not 64 lower-case hex digits",
-                    text.chars().take(80).collect::<String>()
-                ))
-            })
+        ObjectId::parse(text).map(|id| PackId(id.0)).map_err(|_| {
+            Error::repo(format!(
+                "pack id {:?} is not 64 lower-case hex digits",
+                text.chars().take(80).collect::<String>()
+            ))
+        })
     }
 
     /// The storage key of the pack: `packs/<first byte>/<id>`.
@@ -130,12 +114,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn object_ids_are_parsed_once_and_name_only_their_key() {
+    fn ids_are_parsed_once_and_packs_name_only_their_key() {
         let hex = "0a".repeat(32);
         let id = ObjectId::parse(&hex).unwrap();
         assert_eq!(id.to_string(), hex);
         assert_eq!(id.as_bytes(), &[0x0a; 32]);
-        assert_eq!(id.key(), format!("objects/0a/{hex}"));
+        let pack = PackId::parse(&hex).unwrap();
+        assert_eq!(pack.key(), format!("packs/0a/{hex}"));
         for bad in [
             "0A".repeat(32),
             "0a".repeat(31),
@@ -151,9 +136,10 @@ mod tests {
             );
             assert_eq!(e.exit_code(), crate::error::exit::REPO);
         }
-        assert_eq!(ObjectId::from_key(&format!("0a/{hex}")), Some(id));
-        assert_eq!(ObjectId::from_key(&format!("0b/{hex}")), None);
-        assert_eq!(ObjectId::from_key(&format!("0/{hex}")), None);
-        assert_eq!(ObjectId::from_key(&hex), None);
+        assert!(PackId::parse(&format!("../{}", "0a".repeat(31))).is_err());
+        assert_eq!(PackId::from_key(&format!("0a/{hex}")), Some(pack));
+        assert_eq!(PackId::from_key(&format!("0b/{hex}")), None);
+        assert_eq!(PackId::from_key(&format!("0/{hex}")), None);
+        assert_eq!(PackId::from_key(&hex), None);
     }
 }

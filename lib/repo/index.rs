@@ -132,7 +132,11 @@ impl Index {
     /// they are instead of reading their headers back. A pack whose header
     /// does not verify is named on stderr and left out (its blobs count
     /// as absent, so a backup stores them again).
-    pub fn sync(repo: &Repo, keys: &PackKeys, known: &[WrittenPack]) -> Result<(Index, SyncReport)> {
+    pub fn sync(
+        repo: &Repo,
+        keys: &PackKeys,
+        known: &[WrittenPack],
+    ) -> Result<(Index, SyncReport)> {
         let dir = cache_dir(repo.id());
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("lock");
@@ -230,6 +234,32 @@ impl Index {
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         let index = Index::open_file(&path).map_err(|e| Error::io(&path, e))?;
         Ok((index, report))
+    }
+
+    /// An index of these packs and their blobs, written to `dir` (tests
+    /// of what reads an index, without storage).
+    pub fn from_packs(dir: &Path, packs: &[(PackInfo, Vec<BlobEntry>)]) -> io::Result<Index> {
+        let mut spill = Spill::new(dir);
+        let table: Vec<PackInfo> = packs.iter().map(|(p, _)| *p).collect();
+        for (n, (_, entries)) in packs.iter().enumerate() {
+            for e in entries {
+                spill
+                    .push(Raw {
+                        id: *e.id.as_bytes(),
+                        pack: n as u32,
+                        offset: e.offset,
+                        length: e.length,
+                        size: e.size,
+                    })
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+        }
+        let runs = spill
+            .finish()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let path = dir.join("blobs.idx");
+        write_merged(&path, &table, &Index::empty(), &HashMap::new(), runs)?;
+        Index::open_file(&path)
     }
 
     fn empty() -> Index {
@@ -584,6 +614,63 @@ fn write_merged(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(id: u8, offset: u64, length: u64) -> BlobEntry {
+        BlobEntry {
+            id: ObjectId::from_bytes([id; 32]),
+            offset,
+            length,
+            size: length * 2,
+        }
+    }
+
+    #[test]
+    fn lookups_find_every_blob_across_fences_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = PackInfo {
+            id: PackId::from_bytes([1; 32]),
+            size: 100_000,
+        };
+        let b = PackInfo {
+            id: PackId::from_bytes([2; 32]),
+            size: 50,
+        };
+        // Ids 0, 2, 4, … in pack a (more than one fence block), id 7 in both.
+        let many: Vec<BlobEntry> = (0..=250u8)
+            .step_by(2)
+            .map(|i| entry(i, u64::from(i) * 10, 10))
+            .collect();
+        let index = Index::from_packs(
+            dir.path(),
+            &[(a, many.clone()), (b, vec![entry(7, 0, 5), entry(4, 5, 5)])],
+        )
+        .unwrap();
+        assert_eq!(index.len(), many.len() as u64 + 2);
+        for e in &many {
+            let loc = index.get(&e.id).unwrap().unwrap();
+            assert_eq!(
+                (loc.offset, loc.length, loc.size),
+                (e.offset, e.length, e.size)
+            );
+        }
+        assert_eq!(
+            index
+                .get(&ObjectId::from_bytes([7; 32]))
+                .unwrap()
+                .unwrap()
+                .pack,
+            b.id
+        );
+        assert!(index.get(&ObjectId::from_bytes([9; 32])).unwrap().is_none());
+        assert!(index
+            .get(&ObjectId::from_bytes([255; 32]))
+            .unwrap()
+            .is_none());
+        let mut seen = Vec::new();
+        index.for_each(&mut |id, _| seen.push(id)).unwrap();
+        assert_eq!(seen.len() as u64, index.len());
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "sorted by id");
+    }
 
     #[test]
     fn entries_encode_and_decode() {

@@ -1,22 +1,23 @@
-//! The object inventory: a keyless record of what the repository holds.
+//! The pack inventory: a keyless record of what the repository holds.
 //!
-//! Whenever objects are committed, one line per new object is appended to
+//! Whenever a pack is committed, one line is appended to
 //! `inventory/<UTC time>-<rand>.ndjson` (one file per process):
 //!
 //! ```text
-//! {"id":"<object id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the object file>"}
+//! {"pack":"<pack id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the pack file>"}
 //! ```
 //!
 //! (Lines with `"sha256"` in place of `"blake3"` are checked with
 //! SHA-256.) These are public facts: the id is already the file's name,
-//! `stored` its size, and the hash is over the ciphertext (random session
-//! keys make it unrelated to the plaintext). So `bk-verify --inventory`
-//! can re-hash every object file and detect bit rot, truncation or loss on the storage side
-//! without any key. It detects accidents, not a malicious operator, who
-//! could rewrite the inventory too (the secret-key checks catch that).
+//! `stored` its size, and the hash is over the stored bytes (encrypted
+//! under keys the operator does not have). So `bk-verify --inventory` can
+//! re-hash every pack and detect bit rot, truncation or loss on the
+//! storage side without any key. It detects accidents, not a malicious
+//! operator, who could rewrite the inventory too (the keyed checks catch
+//! that).
 //!
-//! A line `{"id":…,"removed":true}` withdraws an object (for tools that
-//! delete objects); later lines win.
+//! A line `{"pack":…,"removed":true}` withdraws a pack (prune writes it
+//! when it deletes one); later lines win.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 use serde::Serialize;
 
 use crate::error::{io_cause, Error, Result};
-use crate::repo::id::ObjectId;
+use crate::repo::id::PackId;
 use crate::repo::Repo;
 use crate::storage::{self, Commit};
 
@@ -50,24 +51,9 @@ fn file_stem() -> &'static str {
     })
 }
 
-/// Appends `(id, stored bytes, hex BLAKE3)` lines to this process's
-/// inventory file and makes them durable.
-pub fn append(repo: &Repo, entries: &[(ObjectId, u64, &str)]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let mut text = Vec::new();
-    for (id, stored, hash) in entries {
-        let line = json!({"id": id.to_string(), "stored": stored, "blake3": hash});
-        text.extend_from_slice(line.to_string().as_bytes());
-        text.push(b'\n');
-    }
-    write_lines(repo, &text)
-}
-
 /// Appends the line of one pack (`{"pack","stored","blake3"}`) to this
 /// process's inventory file and makes it durable.
-pub fn append_pack(repo: &Repo, id: &crate::repo::id::PackId, stored: u64, blake3: &str) -> Result<()> {
+pub fn append_pack(repo: &Repo, id: &PackId, stored: u64, blake3: &str) -> Result<()> {
     let line = json!({"pack": id.to_string(), "stored": stored, "blake3": blake3});
     let mut text = line.to_string().into_bytes();
     text.push(b'\n');
@@ -76,31 +62,17 @@ pub fn append_pack(repo: &Repo, id: &crate::repo::id::PackId, stored: u64, blake
 
 /// Records that prune deleted these packs, so the keyless check does not
 /// report them missing.
-pub fn append_removed_packs(repo: &Repo, ids: &[crate::repo::id::PackId]) -> Result<()> {
+pub fn append_removed_packs(repo: &Repo, ids: &[PackId]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     let mut text = Vec::new();
     for id in ids {
-        text.extend_from_slice(json!({"pack": id.to_string(), "removed": true}).to_string().as_bytes());
-        text.push(b'\n');
-    }
-    write_lines(repo, &text)
-}
-
-/// Records that prune deleted these objects, so the keyless check does not
-/// report them missing.
-pub fn append_removed(repo: &Repo, ids: &[String]) -> Result<()> {
-    // A repository written before the inventory existed gets none here
-    // either: a partial inventory would make every other object look
-    // uninventoried.
-    let has_inventory = || repo.store().list(DIR).is_ok_and(|e| !e.is_empty());
-    if ids.is_empty() || !has_inventory() {
-        return Ok(());
-    }
-    let mut text = Vec::new();
-    for id in ids {
-        text.extend_from_slice(json!({"id": id, "removed": true}).to_string().as_bytes());
+        text.extend_from_slice(
+            json!({"pack": id.to_string(), "removed": true})
+                .to_string()
+                .as_bytes(),
+        );
         text.push(b'\n');
     }
     write_lines(repo, &text)
@@ -146,17 +118,17 @@ fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
 /// The longest inventory line read (a line is about 170 bytes).
 const MAX_LINE: u64 = 4096;
 
-/// Every object the inventory holds, by id.
+/// Every pack the inventory holds, by id.
 pub type Inventory = BTreeMap<String, Entry>;
 
-/// What the inventory says about one object.
+/// What the inventory says about one pack.
 #[derive(Debug, Clone)]
 pub struct Entry {
     stored: u64,
     hash: FileHash,
 }
 
-/// The hash of an object file the inventory holds, with its algorithm.
+/// The hash of a pack file the inventory holds, with its algorithm.
 #[derive(Debug, Clone)]
 enum FileHash {
     Blake3(String),
@@ -248,16 +220,16 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
             let parsed = serde_json::from_slice::<Value>(&line);
             // The last line without its end of line, unreadable: a write
             // that a crash, or a full disk under an older bk, cut short.
-            // Its objects were stored, so they only show as uninventoried.
+            // Its packs were stored, so they only show as uninventoried.
             if !complete && parsed.is_err() {
                 crate::say!(
-                    "bk-verify: {shown}: ignoring its torn last line (line {n}, {} bytes without an end of line, left by an interrupted write); the objects it named count as not in the inventory",
+                    "bk-verify: {shown}: ignoring its torn last line (line {n}, {} bytes without an end of line, left by an interrupted write); the packs it named count as not in the inventory",
                     line.len()
                 );
                 break;
             }
             let v: Value = parsed.map_err(|e| bad(&e.to_string()))?;
-            let id = v["id"].as_str().ok_or_else(|| bad("no \"id\""))?;
+            let id = v["pack"].as_str().ok_or_else(|| bad("no \"pack\""))?;
             if v["removed"].as_bool() == Some(true) {
                 map.remove(id);
                 continue;
@@ -274,16 +246,22 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
     Ok(Some(map))
 }
 
-/// Every object under `objects/` (two levels), as (id, stored size).
-pub fn object_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
+/// Every pack under `packs/`, as (id, stored size), sorted.
+pub fn pack_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
-    repo.for_each_object(&mut |id, size| out.push((id.to_string(), size)))?;
+    repo.store()
+        .walk("packs", &mut |rel, stat| {
+            if let Some(id) = PackId::from_key(rel) {
+                out.push((id.to_string(), stat.size));
+            }
+        })
+        .map_err(|e| repo.error("packs", &e))?;
     out.sort();
     Ok(out)
 }
 
-/// The objects the inventory holds and nothing holds any more: an
-/// inventory entry whose object file is not in `on_disk`.
+/// The packs the inventory holds and nothing holds any more: an
+/// inventory entry whose pack file is not in `on_disk`.
 pub fn missing<'a>(
     inventory: &'a Inventory,
     on_disk: &'a BTreeMap<&str, u64>,
@@ -296,18 +274,18 @@ pub fn missing<'a>(
                 ProblemKind::Missing,
                 id,
                 format!(
-                    "object {id} is in the inventory ({} bytes) but not in the repository",
+                    "pack {id} is in the inventory ({} bytes) but not in the repository",
                     e.stored
                 ),
             )
         })
 }
 
-/// What `bk-verify --inventory` finds wrong with one object.
+/// What `bk-verify --inventory` finds wrong with one pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProblemKind {
-    /// In the inventory, not in the repository (or not an object name).
+    /// In the inventory, not in the repository (or not a pack name).
     Missing,
     /// Not the stored size the inventory says.
     Size,
@@ -324,51 +302,48 @@ pub enum ProblemKind {
 pub struct Problem {
     /// What kind of problem.
     pub problem: ProblemKind,
-    /// The object id.
-    pub object: String,
+    /// The pack id.
+    pub pack: String,
     /// What is wrong, for people.
     pub detail: String,
 }
 
 impl Problem {
-    fn new(problem: ProblemKind, object: &str, detail: String) -> Problem {
+    fn new(problem: ProblemKind, pack: &str, detail: String) -> Problem {
         Problem {
             problem,
-            object: object.to_owned(),
+            pack: pack.to_owned(),
             detail,
         }
     }
 }
 
-/// Re-hashes one object file against what the inventory says of it
+/// Re-hashes one pack file against what the inventory says of it
 /// (`want`, `None` if nothing), adding the bytes read to `bytes`; returns
 /// its problem, if any.
-pub fn check_object(
+pub fn check_pack(
     repo: &Repo,
     id: &str,
     want: Option<&Entry>,
     bytes: &AtomicU64,
 ) -> Option<Problem> {
     let Some(want) = want else {
-        return Some(Problem::new(ProblemKind::Uninventoried, id, format!("object {id} is not in the inventory (stored before the inventory existed, or by an interrupted run); warning only")));
+        return Some(Problem::new(ProblemKind::Uninventoried, id, format!("pack {id} is not in the inventory (its inventory line was lost, e.g. to a full disk while it was written); warning only")));
     };
     let problem = |kind: ProblemKind, detail: String| Some(Problem::new(kind, id, detail));
-    let Ok(key) = ObjectId::parse(id).map(|id| id.key()) else {
-        return problem(
-            ProblemKind::Missing,
-            format!("object {id}: not an object id"),
-        );
+    let Ok(key) = PackId::parse(id).map(|id| id.key()) else {
+        return problem(ProblemKind::Missing, format!("pack {id}: not a pack id"));
     };
     let mut file = match repo.store().open(&key) {
         Ok(Some(f)) => f,
-        Ok(None) => return problem(ProblemKind::Missing, format!("object {id}: missing")),
+        Ok(None) => return problem(ProblemKind::Missing, format!("pack {id}: missing")),
         // Not a regular file (a FIFO, a device), or unreadable: named, and
         // the run ends as a repository problem (exit 5).
         Err(e) => {
             return problem(
                 ProblemKind::Unreadable,
                 format!(
-                    "object {id}: {}: {}",
+                    "pack {id}: {}: {}",
                     repo.store().describe(&key),
                     io_cause(&e)
                 ),
@@ -389,7 +364,7 @@ pub fn check_object(
             Err(e) => {
                 return problem(
                     ProblemKind::Bitrot,
-                    format!("object {id}: read error: {}", io_cause(&e)),
+                    format!("pack {id}: read error: {}", io_cause(&e)),
                 )
             }
         }
@@ -399,7 +374,7 @@ pub fn check_object(
         return problem(
             ProblemKind::Size,
             format!(
-                "object {id} has {n} bytes, the inventory says {}",
+                "pack {id} has {n} bytes, the inventory says {}",
                 want.stored
             ),
         );
@@ -409,7 +384,7 @@ pub fn check_object(
         return problem(
             ProblemKind::Bitrot,
             format!(
-                "object {id}: {} {got} differs from the inventory's {} (corrupted in storage)",
+                "pack {id}: {} {got} differs from the inventory's {} (corrupted in storage)",
                 want.hash.name(),
                 want.hash.hex()
             ),

@@ -163,3 +163,118 @@ impl PrunePlan {
         self.packs.iter().filter(move |p| p.action == action)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::index::PackInfo;
+    use crate::repo::pack::BlobEntry;
+
+    fn blob(id: u8, offset: u64, length: u64) -> BlobEntry {
+        BlobEntry {
+            id: ObjectId::from_bytes([id; 32]),
+            offset,
+            length,
+            size: length,
+        }
+    }
+
+    fn pack(n: u8, size: u64) -> PackInfo {
+        PackInfo {
+            id: PackId::from_bytes([n; 32]),
+            size,
+        }
+    }
+
+    #[test]
+    fn packs_are_kept_deleted_or_repacked_by_use_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::from_packs(
+            dir.path(),
+            &[
+                // 1: all used; 2: nothing used; 3: 1 of 4 used (repack);
+                // 4: nothing used but recent; 5: 95 of 100 bytes used.
+                (pack(1, 100), vec![blob(10, 0, 50), blob(11, 50, 50)]),
+                (pack(2, 100), vec![blob(20, 0, 100)]),
+                (
+                    pack(3, 100),
+                    vec![
+                        blob(30, 0, 25),
+                        blob(31, 25, 25),
+                        blob(32, 50, 25),
+                        blob(33, 75, 25),
+                    ],
+                ),
+                (pack(4, 100), vec![blob(40, 0, 100)]),
+                (pack(5, 100), vec![blob(50, 0, 95), blob(51, 95, 5)]),
+            ],
+        )
+        .unwrap();
+        let referenced: HashSet<ObjectId> = [10, 11, 31, 50, 99]
+            .iter()
+            .map(|&i| ObjectId::from_bytes([i; 32]))
+            .collect();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = Duration::from_secs(86_400);
+        let modified: HashMap<PackId, SystemTime> = (1..=5)
+            .map(|n| {
+                (
+                    PackId::from_bytes([n; 32]),
+                    if n == 4 { now } else { now - 2 * day },
+                )
+            })
+            .collect();
+        let plan = PrunePlan::make(&index, &referenced, &modified, now, day, 0.10).unwrap();
+        let action = |n: u8| {
+            plan.packs
+                .iter()
+                .find(|p| p.pack == PackId::from_bytes([n; 32]))
+                .unwrap()
+                .action
+        };
+        assert_eq!(action(1), Action::Keep);
+        assert_eq!(action(2), Action::Delete);
+        assert_eq!(action(3), Action::Repack);
+        assert_eq!(action(4), Action::KeepRecent);
+        assert_eq!(action(5), Action::Keep, "5 % unused is under 10 %");
+        assert_eq!(plan.copies.len(), 1);
+        assert_eq!(plan.copies[0].0, ObjectId::from_bytes([31; 32]));
+        assert_eq!(plan.copies[0].1.offset, 25);
+        assert_eq!(plan.missing, 1, "id 99 is in no pack");
+        // A grace of zero takes pack 4 too.
+        let plan =
+            PrunePlan::make(&index, &referenced, &modified, now, Duration::ZERO, 0.10).unwrap();
+        assert_eq!(plan.with(Action::Delete).count(), 2);
+    }
+
+    #[test]
+    fn a_blob_in_two_packs_is_used_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::from_packs(
+            dir.path(),
+            &[
+                (pack(1, 10), vec![blob(7, 0, 10)]),
+                (pack(2, 10), vec![blob(7, 0, 10)]),
+            ],
+        )
+        .unwrap();
+        let referenced: HashSet<ObjectId> = [ObjectId::from_bytes([7; 32])].into();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let plan = PrunePlan::make(
+            &index,
+            &referenced,
+            &HashMap::new(),
+            now,
+            Duration::ZERO,
+            0.1,
+        )
+        .unwrap();
+        let used: u64 = plan.packs.iter().map(|p| p.used_blobs).sum();
+        assert_eq!(used, 1);
+        assert_eq!(
+            plan.with(Action::Delete).count(),
+            1,
+            "the duplicate's pack goes"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! `bk-verify --inventory`: every object file re-hashed against the
+//! `bk-verify --inventory`: every pack file re-hashed against the
 //! inventory on the stage workers, without any key (see
 //! [`crate::repo::inventory`] for what the inventory holds and why).
 
@@ -12,54 +12,54 @@ use crate::repo::inventory::{self, Problem, ProblemKind};
 use crate::repo::Repo;
 use crate::stream::pipeline::{self, Job};
 
-/// One object file to re-hash.
-struct ObjectFile<'a> {
+/// One pack file to re-hash.
+struct PackFile<'a> {
     id: &'a str,
     size: u64,
 }
 
-impl Job for ObjectFile<'_> {
+impl Job for PackFile<'_> {
     fn bytes(&self) -> u64 {
         self.size
     }
 }
 
-/// Every object at hand at once (they come from a listing), so that
+/// Every pack at hand at once (they come from a listing), so that
 /// batches fill up.
 struct Listed<I>(I);
 
 impl<'a, I: Iterator<Item = &'a (String, u64)>> Iterator for Listed<I> {
-    type Item = Result<ObjectFile<'a>>;
+    type Item = Result<PackFile<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.0
             .next()
-            .map(|(id, size)| Ok(ObjectFile { id, size: *size }))
+            .map(|(id, size)| Ok(PackFile { id, size: *size }))
     }
 }
 
-impl<'a, I: Iterator<Item = &'a (String, u64)>> pipeline::Source<ObjectFile<'a>> for Listed<I> {
+impl<'a, I: Iterator<Item = &'a (String, u64)>> pipeline::Source<PackFile<'a>> for Listed<I> {
     fn next_ready(&self) -> bool {
         true
     }
 }
 
-/// Re-hashes every object file against the inventory, with `jobs`
+/// Re-hashes every pack file against the inventory, with `jobs`
 /// workers. Problems (`missing`, `size`, `bitrot`) are printed as records
-/// and make the exit status 1; an object file that cannot be opened
+/// and make the exit status 1; a pack file that cannot be opened
 /// (`unreadable`: not a regular file, say a FIFO) is a repository problem,
-/// exit 5, once every object is checked; objects the inventory does not
-/// know (`uninventoried`) are printed as warnings only.
+/// exit 5, once every pack is checked; packs the inventory does not know
+/// (`uninventoried`) are printed as warnings only.
 pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
     let Some(inventory) = inventory::load(repo)? else {
         return Err(Error::repo(format!(
-            "{}: no object inventory (inventory/): the repository was written by a bk \
-             older than the inventory, so there is nothing to check objects against",
+            "{}: no pack inventory (inventory/): nothing was stored yet, or the inventory \
+             was removed, so there is nothing to check packs against",
             repo.location()
         ))
-        .hint("new objects are inventoried from the next bk-seal on"));
+        .hint("new packs are inventoried from the next bk-seal on"));
     };
-    let files = inventory::object_files(repo)?;
+    let files = inventory::pack_files(repo)?;
     let on_disk: BTreeMap<&str, u64> = files.iter().map(|(id, n)| (id.as_str(), *n)).collect();
     let mut results: Vec<Problem> = inventory::missing(&inventory, &on_disk).collect();
     let bytes = AtomicU64::new(0);
@@ -69,8 +69,8 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
         jobs,
         pipeline::batch_for(repo.store().is_remote()),
         || Listed(files.iter()),
-        |obj: ObjectFile<'_>| {
-            Ok(inventory::check_object(
+        |obj: PackFile<'_>| {
+            Ok(inventory::check_pack(
                 repo,
                 obj.id,
                 inventory.get(obj.id),
@@ -83,7 +83,7 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
             Ok(())
         },
     )?;
-    found.sort_by(|a: &Problem, b: &Problem| a.object.cmp(&b.object));
+    found.sort_by(|a: &Problem, b: &Problem| a.pack.cmp(&b.pack));
     results.extend(found);
     let mut out = record::stdout_records();
     let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
@@ -102,7 +102,7 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
     }
     out.flush().map_err(record::stdout_error)?;
     crate::say!(
-        "bk-verify: inventory: {} objects in the inventory, {} object files re-hashed ({} bytes): {faults} problems, {warnings} objects not in the inventory",
+        "bk-verify: inventory: {} packs in the inventory, {} pack files re-hashed ({} bytes): {faults} problems, {warnings} packs not in the inventory",
         inventory.len(),
         files.len(),
         bytes.load(Ordering::Relaxed)
