@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 use pgp::composed::{Esk, Message, PlainSessionKey, RawSessionKey};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::{
-    CompressedData, DataMode, LiteralDataHeader, PacketHeader, PacketTrait,
-    SymEncryptedProtectedData,
+    DataMode, LiteralDataHeader, PacketHeader, PacketTrait, SymEncryptedProtectedData,
 };
 use pgp::ser::Serialize;
 use pgp::types::{CompressionAlgorithm, DecryptionKey, EskType, Password, PkeskVersion, Tag};
@@ -96,20 +95,13 @@ impl BlobSession {
     /// Encrypts `data` as one blob, ZLIB-compressed when `compress` and
     /// that makes it smaller by a few per cent.
     pub fn seal(&self, data: &[u8], compress: bool) -> io::Result<Vec<u8>> {
-        let literal = literal_header(data.len())?;
-        let plaintext = match compress.then(|| compressed_packet(&literal, data)) {
-            Some(packet) => {
-                let packet = packet?;
-                let full = literal.len() + data.len();
-                if packet.len() + full * MIN_SAVING_64THS / 64 < full {
-                    packet
-                } else {
-                    concat(&literal, data)
-                }
+        if compress {
+            let packet = compressed_packet(&literal_header(data.len())?, data)?;
+            if packet.len() + data.len() * MIN_SAVING_64THS / 64 < data.len() {
+                return self.encrypt(&packet);
             }
-            None => concat(&literal, data),
-        };
-        self.encrypt(&plaintext)
+        }
+        self.seal_stream(data, data.len() as u64)
     }
 
     /// Encrypts `input`, read to its end, as one blob without compression,
@@ -146,13 +138,6 @@ impl BlobSession {
     }
 }
 
-fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(a.len() + b.len());
-    v.extend_from_slice(a);
-    v.extend_from_slice(b);
-    v
-}
-
 /// The packet header and literal-data header of a binary literal packet
 /// of `len` bytes, with no file name and a zero date.
 fn literal_header(len: usize) -> io::Result<Vec<u8>> {
@@ -171,23 +156,22 @@ fn literal_header(len: usize) -> io::Result<Vec<u8>> {
 /// `literal ‖ data`.
 fn compressed_packet(literal: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
     let mut z = flate2::write::ZlibEncoder::new(
-        Vec::with_capacity(data.len() / 2 + 64),
+        Vec::with_capacity(data.len() / 3 + 64),
         flate2::Compression::new(COMPRESSION_LEVEL),
     );
     z.write_all(literal)?;
     z.write_all(data)?;
     let zlib = z.finish()?;
-    let mut body = Vec::with_capacity(zlib.len() + 1);
-    body.push(u8::from(CompressionAlgorithm::ZLIB));
-    body.extend_from_slice(&zlib);
-    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("a blob of 4 GiB or more"))?;
-    let packet = CompressedData::try_from_reader(
-        PacketHeader::new_fixed(Tag::CompressedData, len),
-        io::Cursor::new(body),
-    )
-    .map_err(pgp_to_io)?;
-    let mut out = Vec::with_capacity(len as usize + 6);
-    packet.to_writer_with_header(&mut out).map_err(pgp_to_io)?;
+    // The packet: its header (rPGP's encoding of the length), the
+    // algorithm octet, the ZLIB stream.
+    let len =
+        u32::try_from(zlib.len() + 1).map_err(|_| io::Error::other("a blob of 4 GiB or more"))?;
+    let mut out = Vec::with_capacity(zlib.len() + 8);
+    PacketHeader::new_fixed(Tag::CompressedData, len)
+        .to_writer(&mut out)
+        .map_err(pgp_to_io)?;
+    out.push(u8::from(CompressionAlgorithm::ZLIB));
+    out.extend_from_slice(&zlib);
     Ok(out)
 }
 

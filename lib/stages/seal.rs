@@ -79,13 +79,10 @@ struct Sealer {
 pub fn run(cli: SealCli) -> Result<i32> {
     let started = std::time::Instant::now();
     let jobs = cli.jobs.count();
-    let remote = cli.repo.repo.as_dir().is_none();
-    if remote {
-        // Many threads (record workers for the round trips, the S3
-        // client's), bound by the network rather than the allocator. Set
-        // before any of them starts.
-        crate::sys::alloc::limit_arenas(1);
-    }
+    // Each thread's malloc arena keeps the most it ever held (see
+    // crate::sys::alloc): two arenas for the record workers, the chunk pool
+    // and the committer keep peak memory near what is in flight.
+    crate::sys::alloc::limit_arenas(2);
     let recipients = Recipients::load(&cli.recipients.recipients)?;
     let repo = open_or_init(&cli, &recipients)?;
     // Shared lock for the whole run: no prune can run while it stores or
