@@ -185,10 +185,11 @@ impl Recipients {
         })
     }
 
-    /// Like [`Recipients::encrypt_signed`] (compressed), and readable
-    /// with `passphrase` too (a symmetric-key ESK packet: a snapshot root
-    /// is read by backing-up hosts, which hold a passphrase derived from
-    /// the id key but no secret key).
+    /// Like [`Recipients::encrypt_signed`] (not compressed: a root is
+    /// padded to hide its size, which compression would undo), and
+    /// readable with `passphrase` too (a symmetric-key ESK packet: a
+    /// snapshot root is read by backing-up hosts, which hold a passphrase
+    /// derived from the id key but no secret key).
     pub fn encrypt_root<R: Read, W: Write>(
         &self,
         input: R,
@@ -196,7 +197,7 @@ impl Recipients {
         signer: Option<&dyn pgp::types::SigningKey>,
         passphrase: &str,
     ) -> io::Result<()> {
-        self.encrypt_inner(input, out, true, None, signer, Some(passphrase))
+        self.encrypt_inner(input, out, false, None, signer, Some(passphrase))
     }
 
     fn encrypt_full<R: Read, W: Write>(

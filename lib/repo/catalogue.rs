@@ -16,8 +16,12 @@
 //! ```text
 //! {"bk":"snapshot","v":2,"time":…,"host":…,"roots":[…],"records":N,"files":N,"bytes":N}
 //! {"piece":"<blob id>","size":N}        one line per piece, in order
+//! {"pad":"<random base64>"}             so the root is a multiple of 4 KiB
 //! {"bk":"snapshot","v":1,"mac":"<hex>"} the MAC line (see crate::repo::trailer)
 //! ```
+//!
+//! The padding keeps a root's size from telling how many pieces (so about
+//! how many records) a snapshot has, to 4 KiB (about 40 pieces).
 
 use serde::{Deserialize, Serialize};
 
@@ -112,9 +116,14 @@ pub struct Root {
 /// The most pieces a root may list (a record stream of 1 TiB).
 pub const MAX_PIECES: usize = 1 << 22;
 
+/// Roots are padded to a multiple of this many bytes (with the MAC line).
+pub const ROOT_PAD: usize = 4096;
+
 impl Root {
-    /// The root's lines (without the MAC line).
-    pub fn to_lines(&self) -> Vec<u8> {
+    /// The root's lines (without the MAC line of `mac_line_len` bytes),
+    /// padded so that with it they make a multiple of [`ROOT_PAD`] bytes.
+    pub fn to_lines(&self, mac_line_len: usize) -> Vec<u8> {
+        use base64::Engine;
         let mut out = Vec::with_capacity(256 + self.pieces.len() * 100);
         let _ = serde_json::to_writer(&mut out, &self.header);
         out.push(b'\n');
@@ -122,6 +131,19 @@ impl Root {
             let _ = serde_json::to_writer(&mut out, p);
             out.push(b'\n');
         }
+        // {"pad":"…"}\n takes 11 bytes besides its base64, which comes in
+        // steps of 4 characters: pad with spaces before the newline to the
+        // exact size.
+        let used = out.len() + mac_line_len + 11;
+        let room = (ROOT_PAD - used % ROOT_PAD) % ROOT_PAD;
+        let mut raw = vec![0u8; room / 4 * 3];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+        let text = base64::engine::general_purpose::STANDARD.encode(&raw);
+        out.extend_from_slice(b"{\"pad\":\"");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\"}");
+        out.resize(out.len() + room - text.len(), b' ');
+        out.push(b'\n');
         out
     }
 
@@ -140,6 +162,9 @@ impl Root {
         }
         let mut pieces = Vec::new();
         for (n, line) in lines.enumerate() {
+            if line.starts_with(b"{\"pad\":") {
+                continue;
+            }
             if pieces.len() >= MAX_PIECES {
                 return Err(format!("more than {MAX_PIECES} pieces"));
             }
@@ -217,10 +242,17 @@ mod tests {
                 size: 99,
             }],
         };
-        let back = Root::parse(&root.to_lines()).unwrap();
+        let lines = root.to_lines(84);
+        assert_eq!((lines.len() + 84) % ROOT_PAD, 0, "padded");
+        let back = Root::parse(&lines).unwrap();
         assert_eq!(back.header, root.header);
         assert_eq!(back.pieces, root.pieces);
-        let v1 = root.to_lines().replace_first();
+        let mut many = root.clone();
+        many.pieces = vec![root.pieces[0].clone(); 100];
+        let lines = many.to_lines(84);
+        assert_eq!((lines.len() + 84) % ROOT_PAD, 0, "padded");
+        assert_eq!(Root::parse(&lines).unwrap().pieces.len(), 100);
+        let v1 = root.to_lines(84).replace_first();
         assert!(Root::parse(&v1).is_err());
     }
 

@@ -138,7 +138,8 @@ pub fn write_root(
     recipients: &Recipients,
     signer: Option<&SnapshotSigner>,
 ) -> Result<()> {
-    let mut text = root.to_lines();
+    let mac_len = trailer::Of::Snapshot.line_len();
+    let mut text = root.to_lines(mac_len);
     let mut mac = keys.snapshot_mac(name);
     mac.update(&text);
     text.extend_from_slice(&trailer::line(trailer::Of::Snapshot, &mac.finish()));
