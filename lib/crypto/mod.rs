@@ -43,22 +43,15 @@ enum EncryptionTarget {
 pub struct Recipients {
     targets: Vec<EncryptionTarget>,
     fingerprints: Vec<String>,
-    /// The session key shared by a run of objects (see
-    /// [`Recipients::encrypt_object`]).
-    session: std::sync::Arc<std::sync::Mutex<Option<SharedSession>>>,
 }
 
 /// A session key with its public-key-encrypted copies already serialised
-/// (the PKESK packets), reused for up to [`SESSION_USES`] objects.
+/// (the PKESK packets), shared by the blobs of one pack.
 #[derive(Debug)]
 pub(crate) struct SharedSession {
     pub(crate) key: pgp::composed::RawSessionKey,
     pub(crate) esk_packets: std::sync::Arc<Vec<u8>>,
-    uses_left: u32,
 }
-
-/// How many objects share one session key before a fresh one is made.
-const SESSION_USES: u32 = 4096;
 
 impl Recipients {
     /// Loads every key file and picks each key's valid encryption subkeys.
@@ -86,7 +79,6 @@ impl Recipients {
         Ok(Recipients {
             targets,
             fingerprints,
-            session: Default::default(),
         })
     }
 
@@ -117,47 +109,6 @@ impl Recipients {
         self.encrypt_full(input, out, compress, None, signer)
     }
 
-    /// Encrypts one object like [`Recipients::encrypt`] (packet buffers
-    /// sized to `size_hint`), but with a
-    /// session key shared by up to [`SESSION_USES`] objects of this run, so
-    /// the public-key step (an X25519 or RSA operation per recipient, the
-    /// main cost of a small file) is done once per batch instead of once
-    /// per object. Each object is still a complete, standard OpenPGP
-    /// message (its own PKESK packets, then SEIPD v1 with a fresh random
-    /// prefix, which is what makes CFB safe under one key); gpg reads it
-    /// alone. The storage operator can see which objects share a key, i.e.
-    /// were written by the same run, which object times already show.
-    pub fn encrypt_object<R: Read, W: Write>(
-        &self,
-        input: R,
-        mut out: W,
-        size_hint: Option<u64>,
-    ) -> io::Result<()> {
-        let mut rng = rand::thread_rng();
-        let (key, esk_packets) = {
-            let mut guard = crate::sys::sync::lock(&self.session);
-            let fresh = guard.as_ref().is_none_or(|s| s.uses_left == 0);
-            if fresh {
-                *guard = Some(self.new_session(&mut rng)?);
-            }
-            let Some(session) = guard.as_mut() else {
-                return Err(io::Error::other("no session key"));
-            };
-            session.uses_left -= 1;
-            (
-                session.key.clone(),
-                std::sync::Arc::clone(&session.esk_packets),
-            )
-        };
-        out.write_all(&esk_packets)?;
-        let chunk = partial_chunk(size_hint);
-        let mut builder = MessageBuilder::from_reader("", input)
-            .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
-        builder.set_session_key(key).map_err(pgp_to_io)?;
-        builder.partial_chunk_size(chunk).map_err(pgp_to_io)?;
-        builder.to_writer(&mut rng, out).map_err(pgp_to_io)
-    }
-
     /// A new random session key and its PKESK packet for every target.
     pub(crate) fn new_session(&self, rng: &mut rand::rngs::ThreadRng) -> io::Result<SharedSession> {
         use pgp::ser::Serialize;
@@ -181,7 +132,6 @@ impl Recipients {
         Ok(SharedSession {
             key,
             esk_packets: std::sync::Arc::new(packets),
-            uses_left: SESSION_USES,
         })
     }
 
@@ -189,15 +139,48 @@ impl Recipients {
     /// padded to hide its size, which compression would undo), and
     /// readable with `passphrase` too (a symmetric-key ESK packet: a
     /// snapshot root is read by backing-up hosts, which hold a passphrase
-    /// derived from the id key but no secret key).
+    /// derived from the id key but no secret key). The PKESK packets come
+    /// first: GnuPG tries the ESK packets in order, so `gpg --decrypt`
+    /// with the secret key never asks for a passphrase.
     pub fn encrypt_root<R: Read, W: Write>(
         &self,
         input: R,
-        out: W,
+        mut out: W,
         signer: Option<&dyn pgp::types::SigningKey>,
         passphrase: &str,
     ) -> io::Result<()> {
-        self.encrypt_inner(input, out, false, None, signer, Some(passphrase))
+        use pgp::ser::Serialize;
+        let mut rng = rand::thread_rng();
+        let session = self.new_session(&mut rng)?;
+        // The passphrase is 256 random bits: the S2K needs no work factor
+        // (the least iteration count, 1,024 bytes).
+        let s2k = pgp::types::StringToKey::new_iterated(
+            &mut rng,
+            pgp::crypto::hash::HashAlgorithm::Sha256,
+            0,
+        );
+        let skesk = pgp::packet::SymKeyEncryptedSessionKey::encrypt_v4(
+            &Password::from(passphrase),
+            &session.key,
+            s2k,
+            SymmetricKeyAlgorithm::AES256,
+        )
+        .map_err(pgp_to_io)?;
+        out.write_all(&session.esk_packets)?;
+        Esk::SymKeyEncryptedSessionKey(skesk)
+            .to_writer(&mut out)
+            .map_err(pgp_to_io)?;
+        let mut builder = MessageBuilder::from_reader("", input)
+            .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+        builder.set_session_key(session.key).map_err(pgp_to_io)?;
+        if let Some(key) = signer {
+            builder.sign(
+                key,
+                Password::empty(),
+                pgp::crypto::hash::HashAlgorithm::Sha256,
+            );
+        }
+        builder.to_writer(&mut rng, out).map_err(pgp_to_io)
     }
 
     fn encrypt_full<R: Read, W: Write>(
@@ -207,18 +190,6 @@ impl Recipients {
         compress: bool,
         size_hint: Option<u64>,
         signer: Option<&dyn pgp::types::SigningKey>,
-    ) -> io::Result<()> {
-        self.encrypt_inner(input, out, compress, size_hint, signer, None)
-    }
-
-    fn encrypt_inner<R: Read, W: Write>(
-        &self,
-        input: R,
-        out: W,
-        compress: bool,
-        size_hint: Option<u64>,
-        signer: Option<&dyn pgp::types::SigningKey>,
-        passphrase: Option<&str>,
     ) -> io::Result<()> {
         let chunk = partial_chunk(size_hint);
         let mut rng = rand::thread_rng();
@@ -230,18 +201,6 @@ impl Recipients {
                 EncryptionTarget::Primary(k) => builder.encrypt_to_key(&mut rng, k),
             };
             res.map_err(pgp_to_io)?;
-        }
-        if let Some(pass) = passphrase {
-            // The passphrase is 256 random bits: the S2K needs no work
-            // factor (the least iteration count, 1,024 bytes).
-            let s2k = pgp::types::StringToKey::new_iterated(
-                &mut rng,
-                pgp::crypto::hash::HashAlgorithm::Sha256,
-                0,
-            );
-            builder
-                .encrypt_with_password(s2k, &Password::from(pass))
-                .map_err(pgp_to_io)?;
         }
         if compress {
             builder.compression(CompressionAlgorithm::ZLIB);

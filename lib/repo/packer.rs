@@ -28,6 +28,9 @@ use crate::repo::{Repo, StoreError};
 use crate::storage::{Commit, Upload};
 use crate::sys::sync::lock;
 
+/// Packs uploaded at once to remote storage.
+const UPLOADS: usize = 4;
+
 /// The default size a pack is closed at.
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;
 
@@ -82,7 +85,7 @@ pub struct Packer {
     target: u64,
     open: Mutex<Vec<Open>>,
     to_commit: Mutex<Option<Sender<Done>>>,
-    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    committers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     shared: Arc<Shared>,
 }
 
@@ -112,13 +115,19 @@ impl Packer {
     }
 
     fn with(repo: &Repo, keys: &PackKeys, recipients: Option<&Recipients>, target: u64) -> Packer {
-        let (tx, rx) = bounded::<Done>(2);
+        // Remote storage: several uploads at once (each is a round trip
+        // and a transfer); a directory: one thread renames and syncs.
+        let threads = if repo.store().is_remote() { UPLOADS } else { 1 };
+        let (tx, rx) = bounded::<Done>(threads);
         let shared = Arc::new(Shared::default());
-        let committer = {
-            let repo = repo.clone();
-            let shared = Arc::clone(&shared);
-            std::thread::spawn(move || commit_loop(&repo, &rx, &shared))
-        };
+        let committers = (0..threads)
+            .map(|_| {
+                let repo = repo.clone();
+                let shared = Arc::clone(&shared);
+                let rx = rx.clone();
+                std::thread::spawn(move || commit_loop(&repo, &rx, &shared))
+            })
+            .collect();
         Packer {
             repo: repo.clone(),
             keys: keys.clone(),
@@ -126,7 +135,7 @@ impl Packer {
             target: target.max(1),
             open: Mutex::new(Vec::new()),
             to_commit: Mutex::new(Some(tx)),
-            committer: Mutex::new(Some(committer)),
+            committers: Mutex::new(committers),
             shared,
         }
     }
@@ -288,7 +297,7 @@ impl Packer {
             }
         }
         drop(lock(&self.to_commit).take());
-        if let Some(handle) = lock(&self.committer).take() {
+        for handle in std::mem::take(&mut *lock(&self.committers)) {
             let _ = handle.join();
         }
         if let Some(e) = first.or_else(|| self.failed()) {
@@ -309,13 +318,13 @@ impl Drop for Packer {
         // Unfinished packs are dropped (their temporary files with them).
         lock(&self.open).clear();
         drop(lock(&self.to_commit).take());
-        if let Some(handle) = lock(&self.committer).take() {
+        for handle in std::mem::take(&mut *lock(&self.committers)) {
             let _ = handle.join();
         }
     }
 }
 
-/// The committer thread: makes each complete pack durable and visible,
+/// A committer thread: makes each complete pack durable and visible,
 /// then records it in the inventory. After an error it drops what
 /// follows (the run fails; nothing half-done becomes visible).
 fn commit_loop(repo: &Repo, rx: &Receiver<Done>, shared: &Shared) {

@@ -59,8 +59,12 @@ struct Sealer {
     blobs: Blobs,
     /// Where new blobs go.
     packer: Packer,
-    /// Blobs this run stored, with their stored length.
-    new_blobs: Mutex<HashMap<ObjectId, u64>>,
+    /// Blobs this run stores: being written by a worker, or stored (with
+    /// their length). Another worker with the same content waits for the
+    /// first instead of storing it again.
+    new_blobs: Mutex<HashMap<ObjectId, NewBlob>>,
+    /// Signalled when a blob of `new_blobs` is stored or given up.
+    new_blob_done: std::sync::Condvar,
     /// Packs of reused blobs whose age was looked at this run.
     touched: Mutex<HashSet<PackId>>,
     id_key: IdKey,
@@ -102,6 +106,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         blobs,
         packer,
         new_blobs: Mutex::new(HashMap::new()),
+        new_blob_done: std::sync::Condvar::new(),
         touched: Mutex::new(HashSet::new()),
         id_key,
         chunk_threshold: cli.chunk.chunk_threshold,
@@ -416,9 +421,10 @@ impl Sealer {
     /// and sha256 as it is read.
     fn store_whole(&self, rec: &Record, sha: &str, shown: &str) -> Result<Vec<ObjectRef>> {
         let id = self.id_key.object_id(sha).map_err(|e| e.context(shown))?;
-        if let Some(stored) = self.known(&id)? {
-            return Ok(vec![obj_ref(id, rec.size, Some(stored))]);
-        }
+        let claim = match self.known_or_claim(&id)? {
+            Known::Stored(stored) => return Ok(vec![obj_ref(id, rec.size, Some(stored))]),
+            Known::Mine(claim) => claim,
+        };
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
         let check = |reader: &HashingReader<_>| {
@@ -456,7 +462,7 @@ impl Sealer {
         };
         self.read_bytes.fetch_add(reader.count(), Ordering::Relaxed);
         let (_, entry) = result.map_err(|e| store_error(e, shown))?;
-        self.stored(id, entry.length);
+        claim.done(entry.length);
         Ok(vec![obj_ref(id, rec.size, Some(entry.length))])
     }
 
@@ -540,11 +546,14 @@ impl Sealer {
             .object_id(&chunk_sha)
             .map_err(StoreError::Write)?;
         let size = data.len() as u64;
-        if let Some(stored) = self.known(&id).map_err(StoreError::Write)? {
-            return Ok(ChunkDone {
-                object: obj_ref(id, size, Some(stored)),
-            });
-        }
+        let claim = match self.known_or_claim(&id).map_err(StoreError::Write)? {
+            Known::Stored(stored) => {
+                return Ok(ChunkDone {
+                    object: obj_ref(id, size, Some(stored)),
+                })
+            }
+            Known::Mine(claim) => claim,
+        };
         let compress = looks_compressible(data);
         let (_, entry) = self.packer.store(id, size, |session| {
             let sealed = session.seal(data, compress)?;
@@ -553,7 +562,7 @@ impl Sealer {
             }
             Ok(sealed)
         })?;
-        self.stored(id, entry.length);
+        claim.done(entry.length);
         Ok(ChunkDone {
             object: obj_ref(id, size, Some(entry.length)),
         })
@@ -565,13 +574,14 @@ impl Sealer {
     /// pack and run), so that `bk-index prune`'s grace period protects it
     /// until the records naming it are in a snapshot (best effort).
     fn known(&self, id: &ObjectId) -> Result<Option<u64>> {
-        if let Some(&len) = lock(&self.new_blobs).get(id) {
+        if let Some(&NewBlob::Stored(len)) = lock(&self.new_blobs).get(id) {
             return Ok(Some(len));
         }
         let Some(loc) = self.blobs.locate(id)? else {
             return Ok(None);
         };
-        if lock(&self.touched).insert(loc.pack) {
+        // S3 cannot refresh a key's time: no request for nothing there.
+        if !self.repo.store().is_remote() && lock(&self.touched).insert(loc.pack) {
             let key = loc.pack.key();
             let old = self
                 .repo
@@ -589,10 +599,83 @@ impl Sealer {
         Ok(Some(loc.length))
     }
 
-    /// Records a blob this run stored.
-    fn stored(&self, id: ObjectId, length: u64) {
-        lock(&self.new_blobs).insert(id, length);
-        self.new_objects.fetch_add(1, Ordering::Relaxed);
+    /// Like [`Sealer::known`], and if nobody has blob `id`, the claim to
+    /// store it: a worker that finds another one storing the same content
+    /// waits for it, so one run stores a content once.
+    fn known_or_claim(&self, id: &ObjectId) -> Result<Known<'_>> {
+        loop {
+            {
+                let blobs = lock(&self.new_blobs);
+                match blobs.get(id) {
+                    Some(NewBlob::Stored(len)) => return Ok(Known::Stored(*len)),
+                    Some(NewBlob::Writing) => {
+                        drop(
+                            self.new_blob_done
+                                .wait(blobs)
+                                .unwrap_or_else(|e| e.into_inner()),
+                        );
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            if let Some(len) = self.known(id)? {
+                return Ok(Known::Stored(len));
+            }
+            let mut blobs = lock(&self.new_blobs);
+            if blobs.contains_key(id) {
+                continue;
+            }
+            blobs.insert(*id, NewBlob::Writing);
+            return Ok(Known::Mine(Claim {
+                sealer: self,
+                id: *id,
+                done: false,
+            }));
+        }
+    }
+}
+
+/// A blob of this run.
+enum NewBlob {
+    /// A worker is storing it.
+    Writing,
+    /// Stored, this many bytes long.
+    Stored(u64),
+}
+
+/// What [`Sealer::known_or_claim`] finds.
+enum Known<'a> {
+    /// Stored already (by the repository or this run): its length.
+    Stored(u64),
+    /// Nobody has it: this worker stores it.
+    Mine(Claim<'a>),
+}
+
+/// The right to store one blob; given up (for another worker to take)
+/// when dropped without [`Claim::done`].
+struct Claim<'a> {
+    sealer: &'a Sealer,
+    id: ObjectId,
+    done: bool,
+}
+
+impl Claim<'_> {
+    /// The blob is stored, `length` bytes long.
+    fn done(mut self, length: u64) {
+        self.done = true;
+        lock(&self.sealer.new_blobs).insert(self.id, NewBlob::Stored(length));
+        self.sealer.new_objects.fetch_add(1, Ordering::Relaxed);
+        self.sealer.new_blob_done.notify_all();
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.sealer.new_blobs).remove(&self.id);
+            self.sealer.new_blob_done.notify_all();
+        }
     }
 }
 

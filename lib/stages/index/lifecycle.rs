@@ -304,13 +304,15 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     report.missing_referenced = plan.missing;
     for p in &plan.packs {
         match p.action {
-            Action::Delete | Action::Repack => {
-                if p.action == Action::Delete {
-                    report.packs_deleted += 1;
-                } else {
-                    report.packs_repacked += 1;
-                }
+            Action::Delete => {
+                report.packs_deleted += 1;
                 report.bytes_freed += p.size;
+            }
+            // What a repack frees: all but the blobs copied (until the
+            // copies are written and their size known).
+            Action::Repack => {
+                report.packs_repacked += 1;
+                report.bytes_freed += p.size - p.used_bytes.min(p.size);
             }
             Action::Keep | Action::KeepRecent => {
                 report.packs_kept += 1;
@@ -339,9 +341,9 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
         let copier = Packer::copier(&repo, blobs.pack_keys(), DEFAULT_PACK_SIZE);
         copy_blobs(&blobs, &copier, &plan.copies)?;
         new_packs = copier.finish()?;
-        for w in &new_packs {
-            report.bytes_freed = report.bytes_freed.saturating_sub(w.stored);
-        }
+        let copied: u64 = plan.copies.iter().map(|(_, l)| l.length).sum();
+        let written: u64 = new_packs.iter().map(|w| w.stored).sum();
+        report.bytes_freed = (report.bytes_freed + copied).saturating_sub(written);
     }
     report.packs_written = new_packs.len() as u64;
     // 4. Delete what the plan says.
