@@ -1,22 +1,25 @@
-//! The object inventory: a keyless record of what the repository holds.
+//! The inventory: a keyless record of what the repository holds.
 //!
-//! Whenever objects are committed, one line per new object is appended to
-//! `inventory/<UTC time>-<rand>.ndjson` (one file per process):
+//! Whenever a pack is durable, one line for it is appended to
+//! `inventory/<UTC time>-<rand>.ndjson` (one file per process; where the
+//! storage cannot append, one file per line), and prune appends a
+//! `removed` line for each pack it deletes; later lines win:
 //!
 //! ```text
-//! {"id":"<object id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the object file>"}
+//! {"pack":"<pack id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the pack file>"}
+//! {"pack":"<pack id>","removed":true}
 //! ```
 //!
-//! (Lines with `"sha256"` in place of `"blake3"` are checked with
-//! SHA-256.) These are public facts: the id is already the file's name,
-//! `stored` its size, and the hash is over the ciphertext (random session
-//! keys make it unrelated to the plaintext). So `bk-verify --inventory`
-//! can re-hash every object file and detect bit rot, truncation or loss on the storage side
-//! without any key. It detects accidents, not a malicious operator, who
-//! could rewrite the inventory too (the secret-key checks catch that).
+//! These are public facts: the id is already the file's name, `stored`
+//! its size, and the hash is over the ciphertext (random keys make it
+//! unrelated to the plaintext). So a keyless check can re-hash every pack
+//! file and detect bit rot, truncation or loss on the storage side without
+//! any key. It detects accidents, not a malicious operator, who could
+//! rewrite the inventory too (the secret-key checks catch that).
 //!
-//! A line `{"id":…,"removed":true}` withdraws an object (for tools that
-//! delete objects); later lines win.
+//! Format-1 repositories had one line per object instead,
+//! `{"id":…,"stored":…,"blake3":…}` (or `"sha256"`) and
+//! `{"id":…,"removed":true}`, which [`load`] and [`check_object`] read.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};

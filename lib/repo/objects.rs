@@ -1,6 +1,10 @@
-//! Objects: one OpenPGP message per unique content (or chunk) under
-//! `objects/<first two hex digits>/<id>`, written unseen and committed in
-//! batches, and their stored sizes.
+//! Format-1 objects: one OpenPGP message per unique content (or chunk)
+//! under `objects/<first two hex digits>/<id>`, written unseen and
+//! committed in batches, and their stored sizes. Format 2 keeps objects as
+//! blobs in packs instead (see [`crate::repo::packer`] and
+//! [`crate::repo::blobs`]); of this module it uses
+//! [`check_objects_cover_size`] and [`REUSE_TOUCH_AFTER`], and the
+//! object listing of the keyless inventory check.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -221,8 +225,9 @@ pub struct PendingObject {
     pub blake3: String,
 }
 
-/// An object reused by a run gets a fresh modification time when its own is
-/// older than this: half of `bk-index prune`'s default grace period (24 h).
+/// A pack holding an object a run reuses gets a fresh modification time
+/// when its own is older than this: half of `bk-index prune`'s default
+/// grace period (24 h).
 pub const REUSE_TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 /// Decrypts object `id` into `out` and returns the plaintext byte count.
