@@ -36,8 +36,15 @@ fn recovery_blocks() -> Vec<String> {
             (None, _) => {}
         }
     }
-    assert!(current.is_none(), "an unclosed code block in the README's recovery section");
-    assert!(blocks.len() >= 5, "the recovery section has {} sh blocks", blocks.len());
+    assert!(
+        current.is_none(),
+        "an unclosed code block in the README's recovery section"
+    );
+    assert!(
+        blocks.len() >= 5,
+        "the recovery section has {} sh blocks",
+        blocks.len()
+    );
     blocks
 }
 
@@ -46,7 +53,10 @@ fn recovery_blocks() -> Vec<String> {
 fn set_variable(script: &str, name: &str, readme_value: &str, value: &str) -> String {
     let wanted = format!("{name}={readme_value}");
     let found = script.lines().filter(|l| *l == wanted).count();
-    assert_eq!(found, 1, "the README's recovery steps should set `{wanted}` once");
+    assert_eq!(
+        found, 1,
+        "the README's recovery steps should set `{wanted}` once"
+    );
     script
         .lines()
         .map(|l| {
@@ -63,15 +73,97 @@ fn set_variable(script: &str, name: &str, readme_value: &str, value: &str) -> St
 
 /// The GNU coreutils programs: the recovery may use any of them.
 const COREUTILS: &[&str] = &[
-    "[", "arch", "b2sum", "base32", "base64", "basename", "basenc", "cat", "chgrp", "chmod",
-    "chown", "cksum", "comm", "cp", "csplit", "cut", "date", "dd", "df", "dir", "dircolors",
-    "dirname", "du", "echo", "env", "expand", "expr", "factor", "false", "fmt", "fold", "head",
-    "id", "install", "join", "link", "ln", "ls", "md5sum", "mkdir", "mkfifo", "mknod", "mktemp",
-    "mv", "nl", "nproc", "numfmt", "od", "paste", "pathchk", "pr", "printenv", "printf", "ptx",
-    "pwd", "readlink", "realpath", "rm", "rmdir", "seq", "sha1sum", "sha224sum", "sha256sum",
-    "sha384sum", "sha512sum", "shred", "shuf", "sleep", "sort", "split", "stat", "sum", "sync",
-    "tac", "tail", "tee", "test", "timeout", "touch", "tr", "true", "truncate", "tsort", "uname",
-    "unexpand", "uniq", "unlink", "vdir", "wc", "whoami", "yes",
+    "[",
+    "arch",
+    "b2sum",
+    "base32",
+    "base64",
+    "basename",
+    "basenc",
+    "cat",
+    "chgrp",
+    "chmod",
+    "chown",
+    "cksum",
+    "comm",
+    "cp",
+    "csplit",
+    "cut",
+    "date",
+    "dd",
+    "df",
+    "dir",
+    "dircolors",
+    "dirname",
+    "du",
+    "echo",
+    "env",
+    "expand",
+    "expr",
+    "factor",
+    "false",
+    "fmt",
+    "fold",
+    "head",
+    "id",
+    "install",
+    "join",
+    "link",
+    "ln",
+    "ls",
+    "md5sum",
+    "mkdir",
+    "mkfifo",
+    "mknod",
+    "mktemp",
+    "mv",
+    "nl",
+    "nproc",
+    "numfmt",
+    "od",
+    "paste",
+    "pathchk",
+    "pr",
+    "printenv",
+    "printf",
+    "ptx",
+    "pwd",
+    "readlink",
+    "realpath",
+    "rm",
+    "rmdir",
+    "seq",
+    "sha1sum",
+    "sha224sum",
+    "sha256sum",
+    "sha384sum",
+    "sha512sum",
+    "shred",
+    "shuf",
+    "sleep",
+    "sort",
+    "split",
+    "stat",
+    "sum",
+    "sync",
+    "tac",
+    "tail",
+    "tee",
+    "test",
+    "timeout",
+    "touch",
+    "tr",
+    "true",
+    "truncate",
+    "tsort",
+    "uname",
+    "unexpand",
+    "uniq",
+    "unlink",
+    "vdir",
+    "wc",
+    "whoami",
+    "yes",
 ];
 
 /// A directory of symlinks to bash, gpg, openssl, jq and coreutils: the
@@ -121,7 +213,9 @@ fn the_readme_recovers_chunked_and_unchunked_files_with_gpg_alone() {
     let big = pseudo_random(11, 20 << 20);
     // Text: one object, stored compressed.
     let text: Vec<u8> = (0..6000)
-        .flat_map(|i| format!("line {i}: taxes, receipts and the like, year after year\n").into_bytes())
+        .flat_map(|i| {
+            format!("line {i}: taxes, receipts and the like, year after year\n").into_bytes()
+        })
         .collect();
     write_file(&tree.join("photos/scan.tiff"), &big, 0o640);
     write_file(&tree.join("docs/tax.pdf"), &text, 0o604);
@@ -137,8 +231,16 @@ fn the_readme_recovers_chunked_and_unchunked_files_with_gpg_alone() {
     let sealed = sb.run("bk-seal", &a, &hashed);
     assert_ok(&sealed, "bk-seal --init --key");
     let records = parse_records(&sealed.stdout);
-    let objects = |path: &[u8]| find_record(&records, path)["objects"].as_array().unwrap().clone();
-    assert!(objects(b"photos/scan.tiff").len() >= 2, "scan.tiff should be chunked");
+    let objects = |path: &[u8]| {
+        find_record(&records, path)["objects"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        objects(b"photos/scan.tiff").len() >= 2,
+        "scan.tiff should be chunked"
+    );
     let tax = objects(b"docs/tax.pdf");
     assert_eq!(tax.len(), 1, "tax.pdf should be one object");
     assert!(
@@ -152,12 +254,22 @@ fn the_readme_recovers_chunked_and_unchunked_files_with_gpg_alone() {
     // The README's steps, for tax.pdf, then steps 7 and 8 again for the
     // chunked file.
     let blocks = recovery_blocks();
-    let all = set_variable(&blocks.concat(), "repo", "/mnt/backup", sb.repo.to_str().unwrap());
+    let all = set_variable(
+        &blocks.concat(),
+        "repo",
+        "/mnt/backup",
+        sb.repo.to_str().unwrap(),
+    );
     let per_file = blocks
         .iter()
         .position(|b| b.lines().any(|l| l.starts_with("path=")))
         .expect("a recovery step that sets path=");
-    let again = set_variable(&blocks[per_file..].concat(), "path", "docs/tax.pdf", "photos/scan.tiff");
+    let again = set_variable(
+        &blocks[per_file..].concat(),
+        "path",
+        "docs/tax.pdf",
+        "photos/scan.tiff",
+    );
     let script = format!("set -eu\n{all}{again}");
 
     let home = sb.path("recovery-home");
@@ -191,10 +303,17 @@ fn the_readme_recovers_chunked_and_unchunked_files_with_gpg_alone() {
         .lines()
         .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
         .collect();
-    assert_eq!(macs.len(), 2, "the MAC computed and the MAC carried: {stdout}");
+    assert_eq!(
+        macs.len(),
+        2,
+        "the MAC computed and the MAC carried: {stdout}"
+    );
     assert_eq!(macs[0], macs[1], "the root's MAC should verify");
     for name in ["tax.pdf", "scan.tiff"] {
-        assert!(stdout.contains(&format!("{name}: OK")), "sha256sum --check of {name}: {stdout}");
+        assert!(
+            stdout.contains(&format!("{name}: OK")),
+            "sha256sum --check of {name}: {stdout}"
+        );
     }
 
     for (name, data, mode, mtime) in [
@@ -202,7 +321,10 @@ fn the_readme_recovers_chunked_and_unchunked_files_with_gpg_alone() {
         ("scan.tiff", &big, 0o640, T0),
     ] {
         let got = work.join(name);
-        assert!(fs::read(&got).unwrap() == *data, "{name}: recovered content differs");
+        assert!(
+            fs::read(&got).unwrap() == *data,
+            "{name}: recovered content differs"
+        );
         let meta = fs::metadata(&got).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, mode, "{name}: mode");
         assert_eq!(mtime_ns(&got), mtime, "{name}: mtime");
