@@ -54,7 +54,7 @@ impl AuthKeys {
         }
     }
 
-    /// The tag of a snapshot name's stem (`<time>-<host>-<nonce>`), in hex.
+    /// The tag of a snapshot name's stem (`<time>-<nonce>`), in hex.
     pub fn name_tag(&self, stem: &str) -> String {
         let mut mac = hmac(&self.name);
         mac.update(stem.as_bytes());

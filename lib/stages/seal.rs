@@ -18,7 +18,7 @@
 //!
 //! A checked input (one that starts with a begin record, see
 //! [`crate::record`]) makes a checked output: a begin record first, and an
-//! end record last, written only after every record and the last batch
+//! end record last, written only after every record and the last pack
 //! commit, and only if the run finished (exit status 0 or 24) and the
 //! input had its end records. A full disk, a lost repository, or an input
 //! cut short therefore never leaves an end record for `bk-index write`.
@@ -682,10 +682,8 @@ impl Drop for Claim<'_> {
 /// Lets at most `n` threads at a time through. A file being cut into
 /// chunks holds a chunk of up to [`CHUNK_MAX`] bytes waiting for the pool
 /// (and, without bk-hash's chunk list, its chunker's buffer), so the pool's
-/// size, not the number of record workers (four per core on remote
-/// storage, for the round trips of small files), should bound how many
-/// files are cut at once: more would not be faster, the pool being the
-/// bottleneck.
+/// size should bound how many files are cut at once: more would not be
+/// faster, the pool being the bottleneck.
 struct Turns {
     taken: crossbeam_channel::Sender<()>,
     given_back: crossbeam_channel::Receiver<()>,

@@ -3,7 +3,7 @@
 //!
 //! Everything above this module (objects, snapshots, locks, inventory,
 //! prune) speaks in *keys*: `/`-separated names relative to the repository
-//! root (`bk-repo.json`, `objects/ab/<id>`, `locks/<name>.json`). A backend
+//! root (`bk-repo.json`, `packs/ab/<id>`, `locks/<name>.json`). A backend
 //! only stores, lists and deletes such keys; so the directory and the S3
 //! repository share every other line of code and have the same layout (an
 //! `aws s3 sync` or `rclone copy` of one is a valid copy of the other).

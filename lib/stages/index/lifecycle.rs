@@ -1,6 +1,7 @@
 //! Keeping a repository for years: `bk-index forget` (remove snapshots by a
-//! retention policy), `bk-index prune` (delete objects no snapshot
-//! references) and `bk-index unlock` (remove stale locks).
+//! retention policy), `bk-index prune` (delete or repack the packs of
+//! objects no snapshot references, see [`crate::repo::prune`]) and
+//! `bk-index unlock` (remove stale locks).
 //!
 //! Why prune never deletes an object a backup needs:
 //!
@@ -13,9 +14,9 @@
 //!    snapshot is among those prune reads), never in between.
 //! 2. **Grace period.** Records sealed in one run and written into a
 //!    snapshot in another (`bk-seal > file`, later `bk-index write < file`)
-//!    are not covered by one lock. Prune never deletes an unreferenced
-//!    object modified less than `--grace` ago (24 hours by default), and
-//!    `bk-seal` sets the modification time of every object it reuses to
+//!    are not covered by one lock. Prune never touches a pack modified
+//!    less than `--grace` ago (24 hours by default), and `bk-seal` sets
+//!    the modification time of every pack holding an object it reuses to
 //!    now when it is older than [`crate::repo::objects::REUSE_TOUCH_AFTER`] (12 h).
 //!    So every object such a file names stays for at least 12 hours after
 //!    bk-seal ended.
