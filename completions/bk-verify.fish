@@ -13,7 +13,7 @@ complete -c bk-verify -l read-data -d 'Decrypt every object and re-hash the cont
 complete -c bk-verify -l all-snapshots -d 'Check the records of every snapshot in the repository instead of stdin (needs --key)'
 complete -c bk-verify -l orphans -d 'Also list objects that no snapshot references, as "orphan" records (implies --all-snapshots; needs --key). Orphans waste space but lose nothing, so they are not a fault unless --orphans-fail'
 complete -c bk-verify -l orphans-fail -d 'With --orphans: exit 1 when there are orphans'
-complete -c bk-verify -l inventory -d 'Keyless storage-side check: re-hash every object file against the repository\'s object inventory (ciphertext SHA-256s); needs no key'
+complete -c bk-verify -l inventory -d 'Keyless storage-side check: re-hash every pack file against the repository\'s pack inventory (BLAKE3 of the stored bytes); needs no key'
 complete -c bk-verify -l allow-unauthenticated -d 'Read snapshots that cannot be authenticated (no valid MAC of this repository\'s backing-up hosts and no good --signer signature) with a warning instead of refusing them: anyone holding your public key could have made them'
 complete -c bk-verify -l require-signature -d 'Refuse (exit status 5) any snapshot not signed by one of the --signer keys'
 complete -c bk-verify -s h -l help -d 'Print help (see more with \'--help\')'

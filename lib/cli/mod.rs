@@ -393,12 +393,13 @@ pub struct HashCli {
     version,
     about = "Encrypt each new content into the repository and add its object ids",
     long_about = "Read hashed records on stdin. For each file whose content is not yet in \
-the repository, encrypt it (streaming, OpenPGP, AES-256) to every recipient and store it \
-atomically as an object; add \"objects\" to the record and print it. Only public keys are \
-needed. The object id is HMAC-SHA256(id key, sha256), so the repository cannot be probed \
-for known files. An input that starts with a begin record ({\"bk\":\"begin\",\"v\":1}) gets \
-one in the output too, and an end record ({\"bk\":\"end\",\"v\":1}), after the last object \
-is durable, only if the input had its end record and the run finished (exit status 0 or 24).",
+the repository, encrypt it (OpenPGP, AES-256, ZLIB-compressed when it looks compressible) to \
+every recipient as an object, a blob in a pack of about --pack-size bytes; add \"objects\" to \
+the record and print it. Only public keys are needed. The object id is HMAC-SHA256(id key, \
+sha256), so the repository cannot be probed for known files. An input that starts with a \
+begin record ({\"bk\":\"begin\",\"v\":1}) gets one in the output too, and an end record \
+({\"bk\":\"end\",\"v\":1}), after the last pack is durable, only if the input had its end \
+record and the run finished (exit status 0 or 24).",
     after_help = concat!("Examples:\n  bk-scan ~/docs | bk-hash | bk-seal --init --repo /mnt/backup -r me.asc | bk-index write --repo /mnt/backup -r me.asc\n  BK_REPO=/mnt/backup BK_RECIPIENT=me.asc bk-seal < hashed.ndjson > sealed.ndjson\n\n", "Exit status:\n  0   success\n  2   bad command line or configuration\n  3   malformed or incomplete input (the stage before stopped early: no end record written)\n  4   key problem\n  5   repository problem\n  6   local I/O error (disk full)\n  11  repository locked by another run (bk-index forget/prune)\n  24  partial: some files changed or vanished before they were sealed")
 )]
 pub struct SealCli {
@@ -500,7 +501,7 @@ pub enum IndexCommand {
     /// Remove snapshots by a retention policy (keep-last, daily, weekly…)
     #[command(after_help = FORGET_HELP)]
     Forget(IndexForgetArgs),
-    /// Delete objects no snapshot references; report the bytes freed
+    /// Delete or repack packs whose objects no snapshot references; report the bytes freed
     #[command(after_help = PRUNE_HELP)]
     Prune(IndexPruneArgs),
     /// Remove stale locks (of dead or silent processes), or every lock with --all
@@ -553,15 +554,18 @@ Examples:
 const PRUNE_HELP: &str = "\
 Takes the exclusive lock (so no backup runs meanwhile), decrypts every snapshot to \
 collect the objects they reference (any snapshot that cannot be read stops prune before \
-anything is deleted), then deletes unreferenced objects and leftover temporary files \
-whose modification time is older than --grace. bk-seal refreshes the time of objects it \
-reuses, so records sealed but not yet written into a snapshot (`bk-seal > file`, \
-`bk-index write < file` later) are safe if the snapshot is written within half the \
-default grace period (12 hours).
+anything is deleted), then plans per pack: a pack with no referenced object is deleted, a \
+pack with more than --max-unused of its bytes unreferenced is repacked (its referenced \
+objects are copied, still encrypted, into new packs, made durable before the old pack is \
+deleted), and packs or leftover temporary files modified less than --grace ago are left \
+alone. bk-seal refreshes the time of packs it reuses objects from (on a directory), so \
+records sealed but not yet written into a snapshot (`bk-seal > file`, `bk-index write < \
+file` later) are safe if the snapshot is written within half the default grace period \
+(12 hours).
 
 Examples:
-  bk-index prune --key secret.asc --dry-run
-  bk-index prune --key secret.asc --wait 2h --json";
+  bk-index prune --key secret.asc --dry-run --verbose-plan
+  bk-index prune --key secret.asc --wait 2h --max-unused 5 --json";
 
 const UNLOCK_HELP: &str = "\
 A lock is stale when it has not been refreshed for 30 minutes, or when it was taken on \
@@ -659,7 +663,7 @@ pub struct IndexPruneArgs {
     /// Secret key: needed to read which objects the snapshots reference
     #[command(flatten)]
     pub secret: SecretKeyArgs,
-    /// Never delete an unreferenced object or temporary file modified less
+    /// Never delete or repack a pack, or delete a temporary file, modified less
     /// than this long ago (protects records sealed but not yet in a snapshot)
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub grace: Duration,
@@ -780,8 +784,8 @@ pub struct VerifyCli {
     /// With --orphans: exit 1 when there are orphans
     #[arg(long, requires = "orphans")]
     pub orphans_fail: bool,
-    /// Keyless storage-side check: re-hash every object file against the
-    /// repository's object inventory (ciphertext SHA-256s); needs no key
+    /// Keyless storage-side check: re-hash every pack file against the
+    /// repository's pack inventory (BLAKE3 of the stored bytes); needs no key
     #[arg(long, conflicts_with_all = ["read_data", "read_data_subset", "all_snapshots", "orphans"])]
     pub inventory: bool,
     #[command(flatten)]

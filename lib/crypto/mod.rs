@@ -548,7 +548,7 @@ impl Decryptor<'_> {
         };
         let (msg, _) = msg.decrypt_the_ring(ring, true).map_err(|e| match e {
             pgp::errors::Error::MissingKey => Error::repo(format!(
-                "{what}: has no passphrase packet for this repository's id key (made by an older bk, or by someone else)"
+                "{what}: has no passphrase packet for this repository's id key (made by someone else)"
             )),
             other => Error::repo(format!("{what}: cannot decrypt with the id key: {other}")),
         })?;

@@ -212,7 +212,7 @@ impl Trust {
         let hint = if unchecked {
             "run `bk-index certify --key SECRET` once where your secret key is (it certifies the repository's id key), or run this on a backing-up host of the repository; --allow-unauthenticated reads it anyway"
         } else {
-            "do not trust its records; if an older bk made it, or you know why it changed, --allow-unauthenticated reads it anyway"
+            "do not trust its records; if you know why it changed, --allow-unauthenticated reads it anyway"
         };
         Err(Error::repo(format!(
             "snapshot {name} is not authenticated: {cause}; {hint}"
@@ -249,7 +249,7 @@ impl Trust {
             _ => self.refuse(
                 program,
                 name,
-                "it carries no MAC of this repository's backing-up hosts, so an older bk made it, or someone holding only your public key did",
+                "it carries no MAC of this repository's backing-up hosts, so someone holding only your public key made it",
                 false,
             ),
         }
