@@ -37,7 +37,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
     let (sb, hashed) = setup();
     let host = bk::sys::host::this_host();
     let dead = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         &host,
@@ -45,7 +45,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
         SystemTime::now(),
     );
     let silent = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         "far-away-host",
@@ -53,7 +53,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
         SystemTime::now() - Duration::from_secs(31 * 60),
     );
     let remote_live = write_lock(
-        &sb.repo,
+        &sb,
         "shared",
         "bk-seal",
         "far-away-host",
@@ -104,7 +104,7 @@ fn a_live_exclusive_lock_blocks_backups() {
     let host = bk::sys::host::this_host();
     // This test process is alive: its lock is live.
     let lock = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         &host,
@@ -140,7 +140,7 @@ fn a_live_exclusive_lock_blocks_backups() {
     // Another host's fresh lock is live too.
     std::fs::remove_file(&lock).unwrap();
     write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index forget",
         "far-away-host",
@@ -157,7 +157,7 @@ fn wait_succeeds_once_the_lock_is_released() {
     let (sb, hashed) = setup();
     let host = bk::sys::host::this_host();
     let lock = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         &host,
@@ -286,19 +286,10 @@ fn a_lock_whose_pid_was_reused_is_stale() {
     let me = std::process::id();
     let started = bk::repo::lock::process_start(me).expect("/proc on Linux");
     let plant = |started: &str| {
-        let path = write_lock(
-            &sb.repo,
-            "exclusive",
-            "bk-index prune",
-            &host,
-            me,
-            SystemTime::now(),
-        );
-        let mut json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        json["started"] = started.into();
-        std::fs::write(&path, json.to_string()).unwrap();
-        path
+        let now = SystemTime::now();
+        let mut info = lock_info("exclusive", "bk-index prune", &host, me, now);
+        info.started = Some(started.to_owned());
+        plant_lock(&sb, &info, now)
     };
 
     let own = plant(&started);
@@ -367,24 +358,19 @@ fn a_lock_of_another_pid_namespace_is_live_until_it_goes_unrefreshed() {
     let host = bk::sys::host::this_host();
     let (boot, _) = boot_and_pid_ns();
     let dead = dead_pid();
+    // Sets the fields named (an empty value removes the field).
     let plant = |when: SystemTime, fields: &[(&str, &str)]| {
-        let path = write_lock(&sb.repo, "shared", "bk-seal", &host, dead, when);
-        let mut json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut info = lock_info("shared", "bk-seal", &host, dead, when);
         for (k, v) in fields {
-            if v.is_empty() {
-                json.as_object_mut().unwrap().remove(*k);
-            } else {
-                json[*k] = (*v).into();
+            let v = (!v.is_empty()).then(|| (*v).to_owned());
+            match *k {
+                "pid_ns" => info.pid_ns = v,
+                "boot_id" => info.boot_id = v,
+                "started" => info.started = v,
+                other => panic!("no field {other} to set"),
             }
         }
-        std::fs::write(&path, json.to_string()).unwrap();
-        let ns = when
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
-        set_mtime_ns(&path, ns);
-        path
+        plant_lock(&sb, &info, when)
     };
     let started = format!("{boot}:12345");
     let other_ns: &[(&str, &str)] = &[("pid_ns", "pid:[4026599999]"), ("started", &started)];
