@@ -537,6 +537,26 @@ fn locks_on_s3_block_prune_and_unlock_removes_them() {
         vec![live.trim_start_matches("locks/").to_owned()],
         "unlock removes the stale lock and keeps the live one"
     );
+    // A forged lock (garbage under a lock file name) blocks like any
+    // other while its Last-Modified time is recent, and unlock keeps it.
+    sb.remove_repo_file(&live);
+    let forged = format!(
+        "locks/{}",
+        bk::repo::lock::new_lock_name(bk::repo::lock::LockKind::Shared)
+    );
+    sb.write_repo_file(&forged, b"written by the storage operator");
+    let out = index(&sb, &["prune", "--grace", "0s"], true);
+    assert_code(&out, 11, "bk-index prune beside a forged lock");
+    assert!(
+        stderr(&out).contains(
+            "is locked by a lock of another holder (its details cannot be read with this repository's id key), shared lock"
+        ),
+        "{}",
+        describe(&out)
+    );
+    let out = index(&sb, &["unlock"], false);
+    assert_ok(&out, "bk-index unlock beside a forged lock");
+    assert!(out.stdout.is_empty(), "unlock removed a fresh forged lock");
     let out = index(&sb, &["unlock", "--all"], false);
     assert_ok(&out, "bk-index unlock --all");
     assert!(sb.repo_files("locks").is_empty(), "unlock --all left locks");
