@@ -348,7 +348,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__unlock)
-            opts="-h --repo --s3-endpoint --s3-region --s3-path-style --all --config --help"
+            opts="-h --repo --s3-endpoint --s3-region --s3-path-style --all --id-key --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -363,6 +363,10 @@ _bk__index() {
                     return 0
                     ;;
                 --s3-region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

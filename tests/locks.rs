@@ -1,7 +1,10 @@
 //! Repository locks: lock files in `repo/locks/`, shared for backups and
 //! exclusive for forget/prune; stale locks (dead process, or silent for 30
 //! minutes on another host) are ignored and removed by `bk-index unlock`;
-//! `--wait` waits for a lock to be released.
+//! `--wait` waits for a lock to be released. Lock files are sealed under a
+//! key derived from the id key: the storage operator reads only their kind
+//! and times, and a lock that does not open (forged, or of another key)
+//! still blocks until its file goes unmodified for 30 minutes.
 
 mod common;
 
@@ -37,7 +40,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
     let (sb, hashed) = setup();
     let host = bk::sys::host::this_host();
     let dead = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         &host,
@@ -45,7 +48,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
         SystemTime::now(),
     );
     let silent = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         "far-away-host",
@@ -53,7 +56,7 @@ fn stale_locks_are_ignored_with_a_warning_and_removed_by_unlock() {
         SystemTime::now() - Duration::from_secs(31 * 60),
     );
     let remote_live = write_lock(
-        &sb.repo,
+        &sb,
         "shared",
         "bk-seal",
         "far-away-host",
@@ -104,7 +107,7 @@ fn a_live_exclusive_lock_blocks_backups() {
     let host = bk::sys::host::this_host();
     // This test process is alive: its lock is live.
     let lock = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         &host,
@@ -140,7 +143,7 @@ fn a_live_exclusive_lock_blocks_backups() {
     // Another host's fresh lock is live too.
     std::fs::remove_file(&lock).unwrap();
     write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index forget",
         "far-away-host",
@@ -157,7 +160,7 @@ fn wait_succeeds_once_the_lock_is_released() {
     let (sb, hashed) = setup();
     let host = bk::sys::host::this_host();
     let lock = write_lock(
-        &sb.repo,
+        &sb,
         "exclusive",
         "bk-index prune",
         &host,
@@ -286,19 +289,10 @@ fn a_lock_whose_pid_was_reused_is_stale() {
     let me = std::process::id();
     let started = bk::repo::lock::process_start(me).expect("/proc on Linux");
     let plant = |started: &str| {
-        let path = write_lock(
-            &sb.repo,
-            "exclusive",
-            "bk-index prune",
-            &host,
-            me,
-            SystemTime::now(),
-        );
-        let mut json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        json["started"] = started.into();
-        std::fs::write(&path, json.to_string()).unwrap();
-        path
+        let now = SystemTime::now();
+        let mut info = lock_info("exclusive", "bk-index prune", &host, me, now);
+        info.started = Some(started.to_owned());
+        plant_lock(&sb, &info, now)
     };
 
     let own = plant(&started);
@@ -348,9 +342,11 @@ fn prune(sb: &Sandbox) -> std::process::Output {
     sb.run("bk-index", &a, b"")
 }
 
-/// Every object file of the repository.
+/// Every pack file of the repository (format 2 keeps objects in packs).
 fn objects(sb: &Sandbox) -> std::collections::BTreeSet<std::path::PathBuf> {
-    files_under(&sb.repo.join("objects"))
+    let packs = files_under(&sb.repo.join("packs"));
+    assert!(!packs.is_empty(), "no pack files in the repository");
+    packs
 }
 
 /// A lock written in another PID namespace (a container sharing the host
@@ -367,24 +363,19 @@ fn a_lock_of_another_pid_namespace_is_live_until_it_goes_unrefreshed() {
     let host = bk::sys::host::this_host();
     let (boot, _) = boot_and_pid_ns();
     let dead = dead_pid();
+    // Sets the fields named (an empty value removes the field).
     let plant = |when: SystemTime, fields: &[(&str, &str)]| {
-        let path = write_lock(&sb.repo, "shared", "bk-seal", &host, dead, when);
-        let mut json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut info = lock_info("shared", "bk-seal", &host, dead, when);
         for (k, v) in fields {
-            if v.is_empty() {
-                json.as_object_mut().unwrap().remove(*k);
-            } else {
-                json[*k] = (*v).into();
+            let v = (!v.is_empty()).then(|| (*v).to_owned());
+            match *k {
+                "pid_ns" => info.pid_ns = v,
+                "boot_id" => info.boot_id = v,
+                "started" => info.started = v,
+                other => panic!("no field {other} to set"),
             }
         }
-        std::fs::write(&path, json.to_string()).unwrap();
-        let ns = when
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
-        set_mtime_ns(&path, ns);
-        path
+        plant_lock(&sb, &info, when)
     };
     let started = format!("{boot}:12345");
     let other_ns: &[(&str, &str)] = &[("pid_ns", "pid:[4026599999]"), ("started", &started)];
@@ -511,4 +502,249 @@ fn a_backup_in_another_pid_namespace_holds_off_prune() {
     assert_ok(&shown, "bk-index show latest");
     let v = sb.verify(&shown.stdout, &args!["--read-data", "--key", &sb.sec_key]);
     assert_ok(&v, "bk-verify --read-data of the backup's snapshot");
+}
+
+/// Waits until the sandbox's repository has a lock file; returns its path.
+fn first_lock(sb: &Sandbox) -> std::path::PathBuf {
+    let start = Instant::now();
+    loop {
+        if let Some(f) = lock_files(&sb.repo).into_iter().next() {
+            return sb.repo.join("locks").join(f);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no lock taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a storage operator sees of a running backup's lock: its kind in
+/// the name and random hex, and a body that names neither the host, nor
+/// the program, nor the pid, nor the boot. With the id key, it says all.
+#[test]
+fn a_lock_file_reveals_neither_host_nor_program_nor_pid() {
+    let (sb, _) = setup();
+    let mut cmd = sb.command("bk-seal");
+    cmd.args(sb.seal_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let path = first_lock(&sb);
+    let bytes = std::fs::read(&path).unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    let pid = child.id();
+    drop(child.stdin.take());
+    assert_ok(&child.wait_with_output().unwrap(), "bk-seal held open");
+
+    let hex = name
+        .strip_prefix("shared-")
+        .and_then(|n| n.strip_suffix(".lock"))
+        .unwrap_or_else(|| panic!("lock file name {name}"));
+    assert!(
+        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{name}"
+    );
+    let host = bk::sys::host::this_host();
+    let (boot, _) = boot_and_pid_ns();
+    let text = String::from_utf8_lossy(&bytes);
+    for (what, secret) in [
+        ("host name", host.as_str()),
+        ("program", "bk-seal"),
+        ("pid", &pid.to_string()),
+        ("boot id", &boot),
+        ("JSON", "\"kind\""),
+    ] {
+        assert!(!text.contains(secret), "the lock file shows its {what}");
+    }
+    let info: bk::repo::lock::LockInfo = serde_json::from_slice(
+        &repo_lock_key(&sb)
+            .open(&name, &bytes)
+            .expect("the lock opens with the repository's lock key"),
+    )
+    .unwrap();
+    assert_eq!(
+        (info.program.as_str(), info.host.as_str(), info.pid),
+        ("bk-seal", host.as_str(), pid)
+    );
+}
+
+/// Plants a lock of `kind` whose body does not open with the sandbox's
+/// lock key, modified at `when`.
+fn plant_unreadable(sb: &Sandbox, kind: &str, body: &Body, when: SystemTime) -> std::path::PathBuf {
+    let info = lock_info(kind, "bk-seal", "far-away-host", 4711, when);
+    let kind = info.kind;
+    plant_lock_file(
+        sb,
+        kind,
+        |name| match body {
+            Body::Garbage => b"forged by whoever can write to the storage".to_vec(),
+            Body::OtherRepository => {
+                let key = bk::repo::authkey::AuthKeys::derive(
+                    &bk::repo::idkey::IdKey::generate(),
+                    &bk::repo::Repo::new_id(),
+                )
+                .lock_key();
+                bk::repo::lock::seal_lock(&key, name, &info)
+            }
+        },
+        when,
+    )
+}
+
+/// A lock body that does not open with the repository's lock key.
+enum Body {
+    /// Bytes that were never sealed (forged, or damaged).
+    Garbage,
+    /// A lock as bk writes it, under another repository's key.
+    OtherRepository,
+}
+
+const UNREADABLE: &str =
+    "a lock of another holder (its details cannot be read with this repository's id key)";
+
+/// A lock whose body does not open is a lock of the kind its name says:
+/// a shared one blocks a prune (exit 11, nothing deleted) and lets a
+/// backup run, an exclusive one blocks a backup, and unlock keeps both,
+/// while their files are fresh. Once a file has not been modified for 30
+/// minutes it is stale: prune goes ahead with a warning, and unlock
+/// removes it.
+fn unreadable_lock_blocks_until_its_mtime_is_old(body: Body) {
+    let (sb, hashed) = setup();
+    let _sealed = sealed_not_indexed(&sb);
+    let stored = objects(&sb);
+    let lock = plant_unreadable(&sb, "shared", &body, SystemTime::now());
+    let out = prune(&sb);
+    assert_code(&out, 11, "prune beside an unreadable shared lock");
+    assert!(
+        stderr(&out).contains(&format!("is locked by {UNREADABLE}, shared lock")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(objects(&sb), stored, "prune deleted objects");
+    assert_ok(
+        &seal_with(&sb, &hashed, &[]),
+        "bk-seal beside an unreadable shared lock",
+    );
+    let out = unlock(&sb, &[]);
+    assert_ok(&out, "bk-index unlock");
+    assert!(out.stdout.is_empty(), "unlock removed a fresh lock");
+    let err = stderr(&out);
+    assert!(
+        err.contains("kept live lock")
+            && err.contains(lock.file_name().unwrap().to_str().unwrap())
+            && err.contains(UNREADABLE),
+        "{err}"
+    );
+
+    let exclusive = plant_unreadable(&sb, "exclusive", &body, SystemTime::now());
+    let out = seal_with(&sb, &hashed, &[]);
+    assert_code(&out, 11, "bk-seal beside an unreadable exclusive lock");
+    assert!(
+        stderr(&out).contains(&format!("is locked by {UNREADABLE}, exclusive lock")),
+        "{}",
+        describe(&out)
+    );
+    std::fs::remove_file(&exclusive).unwrap();
+
+    // 29 minutes without a write: still live.
+    let ns = |ago: u64| {
+        (SystemTime::now() - Duration::from_secs(ago))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    };
+    set_mtime_ns(&lock, ns(29 * 60));
+    assert_code(&prune(&sb), 11, "prune beside a lock written 29m ago");
+    assert_eq!(objects(&sb), stored, "prune deleted objects");
+
+    // 31 minutes: stale.
+    set_mtime_ns(&lock, ns(31 * 60));
+    let out = prune(&sb);
+    assert_ok(&out, "prune beside a lock written 31m ago");
+    let err = stderr(&out);
+    assert!(
+        err.contains("ignoring stale lock")
+            && err.contains(UNREADABLE)
+            && err.contains("not refreshed for 31m (by its file's modification time)"),
+        "{err}"
+    );
+    assert!(objects(&sb).len() < stored.len(), "prune deleted nothing");
+    let out = unlock(&sb, &[]);
+    assert_ok(&out, "bk-index unlock of the stale lock");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(lock.file_name().unwrap().to_str().unwrap())
+            && text.contains(UNREADABLE)
+            && text.contains("stale: not refreshed for 31m"),
+        "{text}"
+    );
+    assert!(lock_files(&sb.repo).is_empty());
+}
+
+#[test]
+fn a_forged_lock_blocks_prune_until_its_mtime_is_old() {
+    unreadable_lock_blocks_until_its_mtime_is_old(Body::Garbage);
+}
+
+#[test]
+fn a_lock_of_another_repository_key_blocks_prune_until_its_mtime_is_old() {
+    unreadable_lock_blocks_until_its_mtime_is_old(Body::OtherRepository);
+}
+
+/// `bk-index unlock` works without the id key: it cannot read who holds a
+/// lock, so it removes only locks whose files have not been modified for
+/// 30 minutes (a dead process's fresh lock stays until then), or every
+/// lock with --all. With the id key it names the holders.
+#[test]
+fn unlock_without_the_id_key_goes_by_modification_times() {
+    let (sb, _) = setup();
+    let host = bk::sys::host::this_host();
+    let now = SystemTime::now();
+    let old = now - Duration::from_secs(31 * 60);
+    let dead = write_lock(&sb, "exclusive", "bk-index prune", &host, dead_pid(), now);
+    let silent = write_lock(&sb, "shared", "bk-seal", "far-away-host", 7, old);
+    let live = write_lock(&sb, "shared", "bk-seal", "far-away-host", 8, now);
+    let without_key = |extra: &[&str]| {
+        let mut a = vec!["--id-key", "/nonexistent/id.key"];
+        a.extend(extra);
+        unlock(&sb, &a)
+    };
+    let out = without_key(&[]);
+    assert_ok(&out, "bk-index unlock without the id key");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = stderr(&out);
+    assert!(
+        text.lines().count() == 1
+            && text.contains(silent.file_name().unwrap().to_str().unwrap())
+            && text.contains("without this repository's id key")
+            && text.contains("stale: not refreshed for 31m"),
+        "{text}"
+    );
+    assert!(
+        err.contains("no id key for repository")
+            && err.contains("removed 1 locks, 2 live locks kept"),
+        "{err}"
+    );
+    assert!(dead.exists() && live.exists() && !silent.exists());
+
+    // With the id key: the dead process's lock is known stale, by name.
+    let out = unlock(&sb, &[]);
+    assert_ok(&out, "bk-index unlock with the id key");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("bk-index prune (exclusive lock) on host {host}"))
+            && text.contains("is not running on this host"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("kept live lock")
+            && stderr(&out).contains("bk-seal (shared lock) on host far-away-host pid 8"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dead.exists() && live.exists());
+
+    let out = without_key(&["--all"]);
+    assert_ok(&out, "bk-index unlock --all without the id key");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("live, removed with --all"));
+    assert!(lock_files(&sb.repo).is_empty());
 }

@@ -477,19 +477,13 @@ fn forget_and_prune_on_s3_delete_only_unreferenced_objects() {
 }
 
 /// A lock file as another bk process of this boot and PID namespace writes
-/// it, into `locks/`.
+/// it (sealed with the repository's lock key), into `locks/`.
 fn put_lock(sb: &Sandbox, kind: &str, program: &str, host: &str, pid: u32) -> String {
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let rel = format!(
-        "locks/{kind}-{host}-{pid}-{}.json",
-        &sha256_hex(format!("{kind}{program}{pid}{stamp}").as_bytes())[..8]
-    );
-    let (boot_id, pid_ns) = boot_and_pid_ns();
-    let json = serde_json::json!({
-        "kind": kind, "host": host, "pid": pid, "program": program,
-        "time": stamp, "refreshed": stamp, "boot_id": boot_id, "pid_ns": pid_ns,
-    });
-    sb.write_repo_file(&rel, json.to_string().as_bytes());
+    let info = lock_info(kind, program, host, pid, SystemTime::now());
+    let name = bk::repo::lock::new_lock_name(info.kind);
+    let rel = format!("locks/{name}");
+    let bytes = bk::repo::lock::seal_lock(&repo_lock_key(sb), &name, &info);
+    sb.write_repo_file(&rel, &bytes);
     rel
 }
 
@@ -543,6 +537,26 @@ fn locks_on_s3_block_prune_and_unlock_removes_them() {
         vec![live.trim_start_matches("locks/").to_owned()],
         "unlock removes the stale lock and keeps the live one"
     );
+    // A forged lock (garbage under a lock file name) blocks like any
+    // other while its Last-Modified time is recent, and unlock keeps it.
+    sb.remove_repo_file(&live);
+    let forged = format!(
+        "locks/{}",
+        bk::repo::lock::new_lock_name(bk::repo::lock::LockKind::Shared)
+    );
+    sb.write_repo_file(&forged, b"written by the storage operator");
+    let out = index(&sb, &["prune", "--grace", "0s"], true);
+    assert_code(&out, 11, "bk-index prune beside a forged lock");
+    assert!(
+        stderr(&out).contains(
+            "is locked by a lock of another holder (its details cannot be read with this repository's id key), shared lock"
+        ),
+        "{}",
+        describe(&out)
+    );
+    let out = index(&sb, &["unlock"], false);
+    assert_ok(&out, "bk-index unlock beside a forged lock");
+    assert!(out.stdout.is_empty(), "unlock removed a fresh forged lock");
     let out = index(&sb, &["unlock", "--all"], false);
     assert_ok(&out, "bk-index unlock --all");
     assert!(sb.repo_files("locks").is_empty(), "unlock --all left locks");

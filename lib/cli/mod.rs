@@ -573,7 +573,11 @@ this host in this boot and this PID namespace and its process is no longer runni
 its pid now belongs to a process started later). A lock of another PID namespace (a \
 container or `unshare -p` sharing the host name), of another machine with the same host \
 name, or of an older bk that recorded neither goes stale by its refresh time alone. \
-Without --all only stale locks are removed; live ones are listed on stderr and kept.
+Lock files are encrypted under a key derived from the repository's id key: with that \
+key (this machine's id key file), unlock shows who holds each lock and judges it as \
+above; a lock it cannot read (no id key here, or another key's) is stale when its file \
+has not been modified for 30 minutes. Without --all only stale locks are removed; live \
+ones are listed on stderr and kept.
 
 Examples:
   bk-index unlock --repo /mnt/backup
@@ -708,6 +712,11 @@ pub struct IndexUnlockArgs {
     /// delete objects the backup needs)
     #[arg(long)]
     pub all: bool,
+    /// Local file holding the repository's id key, with which the details of
+    /// locks are read [default: $XDG_DATA_HOME/bk/<repo id>.idkey]; without
+    /// it, locks are judged by their files' modification times
+    #[arg(long, env = "BK_ID_KEY", value_name = "FILE")]
+    pub id_key: Option<PathBuf>,
 }
 
 /// `bk-index list`.

@@ -1,6 +1,7 @@
 //! Keys derived from the repository id key that authenticate what a
 //! backing-up host writes: snapshot names, snapshot contents, and the local
-//! reuse cache.
+//! reuse cache; and the key that seals lock files, so that the storage
+//! operator cannot read who holds a lock.
 //!
 //! Every backing-up host holds the id key (it names objects); the storage
 //! operator never does: the repository keeps it only encrypted to the
@@ -10,8 +11,11 @@
 //! key (HKDF-SHA256, the repository id as salt, one label per use), so no
 //! derived key reveals the id key or another derived key.
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
+use rand::RngCore;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -27,6 +31,7 @@ pub struct AuthKeys {
     snapshot: Zeroizing<[u8; 32]>,
     cache: Zeroizing<[u8; 32]>,
     root: Zeroizing<[u8; 32]>,
+    lock: LockKey,
 }
 
 impl std::fmt::Debug for AuthKeys {
@@ -51,6 +56,7 @@ impl AuthKeys {
             snapshot: expand(b"bk snapshot content v1"),
             cache: expand(b"bk reuse cache v1"),
             root: expand(b"bk snapshot root v2"),
+            lock: LockKey(expand(b"bk lock v2")),
         }
     }
 
@@ -88,6 +94,12 @@ impl AuthKeys {
         Zeroizing::new(hex::encode(self.root.as_ref()))
     }
 
+    /// The key lock files are sealed with: every holder of the id key can
+    /// read who holds a lock, the storage operator cannot.
+    pub fn lock_key(&self) -> LockKey {
+        self.lock.clone()
+    }
+
     /// A MAC over the local reuse cache file of `root` (keyed BLAKE3: the
     /// cache is read in full before every run that reuses it, so speed
     /// matters more than what `openssl` can check).
@@ -96,6 +108,79 @@ impl AuthKeys {
         h.update(&(root.len() as u64).to_le_bytes());
         h.update(root);
         CacheMac(h)
+    }
+}
+
+/// Bytes of an AES-GCM nonce (96 bits, random for every message).
+pub const LOCK_NONCE_BYTES: usize = 12;
+
+/// An AES-256-GCM key for lock files: lock files carry the holder's host
+/// name, pid and program, which the storage operator must not learn, and a
+/// holder must be able to tell its repository's locks from forged ones.
+#[derive(Clone)]
+pub struct LockKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for LockKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockKey(..)")
+    }
+}
+
+impl LockKey {
+    /// A random key that no one else holds, for a holder that has no id
+    /// key (`bk-index forget` with neither): its lock still conflicts by
+    /// its name and ages by its modification time, while nobody can read
+    /// it.
+    pub fn ephemeral() -> LockKey {
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut());
+        LockKey(key)
+    }
+
+    /// Encrypts and authenticates `plain`, bound to `name` (the lock file's
+    /// name, so that a body cannot be moved to another file): a random
+    /// nonce followed by the ciphertext and its tag.
+    pub fn seal(&self, name: &str, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; LOCK_NONCE_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: name.as_bytes(),
+                },
+            )
+            .unwrap_or_else(|_| unreachable!("AES-GCM encrypts any message this short"));
+        let mut out = Vec::with_capacity(nonce.len() + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// The plaintext of what [`LockKey::seal`] made for `name` under this
+    /// key; `None` for anything else (another key or name, damage,
+    /// forgery).
+    pub fn open(&self, name: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if sealed.len() < LOCK_NONCE_BYTES {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(LOCK_NONCE_BYTES);
+        self.cipher()
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: name.as_bytes(),
+                },
+            )
+            .ok()
+            .map(Zeroizing::new)
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.0.as_ref()))
     }
 }
 
@@ -198,6 +283,37 @@ mod tests {
         assert!(!check("n2", &[b"line 1\nline 2\n"]));
         assert!(!check("n1", &[b"line 1\nline 3\n"]));
         assert!(!check("n1", &[b"line 1\n"]));
+    }
+
+    #[test]
+    fn lock_bodies_open_only_under_their_key_and_name() {
+        let k = keys("aa").lock_key();
+        let sealed = k.seal("shared-01.lock", b"who holds it");
+        assert_eq!(sealed.len(), LOCK_NONCE_BYTES + b"who holds it".len() + 16);
+        assert_eq!(
+            k.open("shared-01.lock", &sealed)
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"who holds it"[..])
+        );
+        assert_ne!(
+            sealed,
+            k.seal("shared-01.lock", b"who holds it"),
+            "fresh nonce"
+        );
+        assert!(k.open("exclusive-01.lock", &sealed).is_none(), "other name");
+        assert!(keys("ab")
+            .lock_key()
+            .open("shared-01.lock", &sealed)
+            .is_none());
+        assert!(LockKey::ephemeral()
+            .open("shared-01.lock", &sealed)
+            .is_none());
+        let mut damaged = sealed.clone();
+        damaged[LOCK_NONCE_BYTES] ^= 1;
+        assert!(k.open("shared-01.lock", &damaged).is_none());
+        assert!(k.open("shared-01.lock", &sealed[..5]).is_none());
+        assert!(k.open("shared-01.lock", b"").is_none());
     }
 
     #[test]

@@ -3,11 +3,19 @@
 //! an S3 bucket, which is strongly consistent for listings after writes),
 //! not only where `flock` does.
 //!
-//! Each holder writes one file, `<shared|exclusive>-<host>-<pid>-<rand>.json`,
-//! holding `{kind, host, pid, program, time, refreshed}`. Backups
-//! (`bk-seal`, `bk-index write`) take **shared** locks, which coexist;
-//! `bk-index forget` and `prune` take an **exclusive** one, which coexists
-//! with nothing.
+//! Each holder writes one file, `<shared|exclusive>-<random hex>.lock`.
+//! Backups (`bk-seal`, `bk-index write`) take **shared** locks, which
+//! coexist; `bk-index forget` and `prune` take an **exclusive** one, which
+//! coexists with nothing. The kind is in the name, so every contender sees
+//! a conflict from a listing alone.
+//!
+//! The body is a [`LockInfo`] (`{kind, host, pid, program, time,
+//! refreshed, …}` as JSON, padded to a multiple of 1 KiB), sealed with
+//! AES-256-GCM under a key derived from the repository's id key (see
+//! [`LockKey`]) and bound to the file name. Every lock holder has the id
+//! key; the storage operator does not, so it learns only each lock's kind
+//! and times (the name, and the file's creation and modification times),
+//! not who holds it, and cannot make a lock that bk reads as its own.
 //!
 //! Acquiring: write our own file first, then list the others. If a live
 //! conflicting lock is there, remove ours, sleep a little (with jitter) and
@@ -15,18 +23,25 @@
 //! look, two contenders can never both miss each other: at worst both back
 //! off and retry.
 //!
-//! A live holder rewrites its `refreshed` time every few minutes from a
-//! background thread. A lock is **stale** when it has not been refreshed
-//! for [`STALE_AFTER`], or when its process is certainly gone: the lock
-//! was written on this host name, in this boot (`boot_id`) and in this
-//! PID namespace (`pid_ns`), and no process has its pid, or the one that
-//! has it started at another time (the pid was reused). Only then does a
-//! pid mean the same process here as where the lock was taken; a lock
-//! from a container or `unshare -p` sharing the host name, from another
-//! machine of the same name, or from a bk that did not record these,
-//! goes stale by its refresh time alone. Stale locks are ignored with a
-//! warning; `bk-index unlock` removes them.
+//! A live holder rewrites its file (with a new `refreshed` time) every few
+//! minutes from a background thread. A lock whose body opens is **stale**
+//! when it has not been refreshed for [`STALE_AFTER`], or when its process
+//! is certainly gone: the lock was written on this host name, in this boot
+//! (`boot_id`) and in this PID namespace (`pid_ns`), and no process has its
+//! pid, or the one that has it started at another time (the pid was
+//! reused). Only then does a pid mean the same process here as where the
+//! lock was taken; a lock from a container or `unshare -p` sharing the host
+//! name, from another machine of the same name, or from a bk that did not
+//! record these, goes stale by its refresh time alone.
+//!
+//! A lock whose body does not open (sealed under another key, damaged,
+//! forged, or read without the id key, as `bk-index unlock` may) is still a
+//! lock of the kind its name says: it conflicts like any other and goes
+//! stale when its file has not been modified for [`STALE_AFTER`] (a refresh
+//! rewrites the file, so its modification time is its last refresh).
+//! Stale locks are ignored with a warning; `bk-index unlock` removes them.
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -36,6 +51,7 @@ use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::repo::authkey::LockKey;
 use crate::repo::repo_err;
 use crate::storage::{self, Commit, Storage};
 
@@ -46,8 +62,22 @@ const LOCKS: &str = "locks";
 /// stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
-/// The most of a lock file that is read (bk writes about 400 bytes).
+/// The most of a lock file that is read (bk writes 1,052 bytes).
 const LOCK_LIMIT: u64 = 64 << 10;
+
+/// A lock's JSON is padded with spaces to a multiple of this many bytes
+/// before it is sealed, so that the file's size does not tell the length
+/// of the host or program name.
+const LOCK_PAD: usize = 1024;
+
+/// Random bytes in a lock file's name (hex in the name): enough that no
+/// two holders ever pick the same name.
+const NAME_RANDOM_BYTES: usize = 16;
+
+/// The ending of the lock files bk writes. Any file whose name starts
+/// with `shared-` or `exclusive-` counts as a lock, whatever it ends with,
+/// so that a lock of an earlier bk still holds.
+const LOCK_SUFFIX: &str = ".lock";
 
 /// How often a live holder refreshes its lock file.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -78,6 +108,17 @@ impl LockKind {
 
     fn conflicts_with(self, other: LockKind) -> bool {
         self == LockKind::Exclusive || other == LockKind::Exclusive
+    }
+
+    /// The kind a lock file's name says, if it is a lock file's name.
+    fn of_name(name: &str) -> Option<LockKind> {
+        if name.starts_with("exclusive-") {
+            Some(LockKind::Exclusive)
+        } else if name.starts_with("shared-") {
+            Some(LockKind::Shared)
+        } else {
+            None
+        }
     }
 }
 
@@ -166,14 +207,19 @@ fn proc_is_ours() -> bool {
 /// One lock file found in `locks/`.
 #[derive(Debug, Clone)]
 pub struct LockEntry {
-    /// Its key (`locks/<name>.json`).
+    /// Its key (`locks/<name>`).
     pub key: String,
     /// Where it is, for messages.
     pub shown: String,
-    /// Its kind (from the content, else from the file name).
+    /// Its kind, from its file name (what every contender sees).
     pub kind: LockKind,
-    /// Its content, if it could be read.
+    /// Its content, if its body opened with the id key's lock key.
     pub info: Option<LockInfo>,
+    /// Whether it was read with a key (so a body that did not open was
+    /// sealed under another one), for messages.
+    pub key_held: bool,
+    /// The file's modification time: when it was last written.
+    pub modified: SystemTime,
     /// Why it is stale, if it is.
     pub stale: Option<String>,
     /// Age of the lock's `time` (or the file's mtime).
@@ -181,7 +227,8 @@ pub struct LockEntry {
 }
 
 impl LockEntry {
-    /// "bk-index prune on host H pid P since T" for messages.
+    /// "bk-index prune on host H pid P since T" for messages, or as much
+    /// as can be said of a lock whose body does not open.
     pub fn describe(&self) -> String {
         match &self.info {
             Some(i) => format!(
@@ -193,9 +240,10 @@ impl LockEntry {
                 i.time
             ),
             None => format!(
-                "an unreadable {} lock file {}",
+                "a lock of another holder (its details cannot be read {} this repository's id key), {} lock, last written {}",
+                if self.key_held { "with" } else { "without" },
                 self.kind.as_str(),
-                self.shown
+                rfc3339(self.modified)
             ),
         }
     }
@@ -211,109 +259,61 @@ pub struct RepoLock {
 }
 
 impl RepoLock {
-    /// Takes a lock of `kind` on the repository at `root` for `program`,
+    /// Takes a lock of `kind` on the repository in `store` for `program`,
+    /// its file sealed with `lock_key` (see [`AuthKeys::lock_key`]),
     /// retrying until `wait` has passed. Stale locks are ignored with a
     /// warning on stderr. A lock still held by someone else when `wait`
     /// runs out is an error naming the holder (exit status 11).
+    ///
+    /// [`AuthKeys::lock_key`]: crate::repo::authkey::AuthKeys::lock_key
     pub fn acquire(
         store: Arc<dyn Storage>,
         kind: LockKind,
         program: &str,
         wait: Duration,
+        lock_key: &LockKey,
     ) -> Result<RepoLock> {
         let started = std::time::Instant::now();
-        let host = crate::sys::host::this_host();
-        let pid = std::process::id();
-        let process_started = process_start(pid);
-        let scope = PidScope::ours();
-        let mut warned = std::collections::BTreeSet::new();
+        let mut info = our_info(kind, program);
+        let mut warned = BTreeSet::new();
         loop {
             let now = rfc3339(SystemTime::now());
-            let info = LockInfo {
-                kind,
-                host: host.clone(),
-                pid,
-                program: program.to_owned(),
-                time: now.clone(),
-                refreshed: now,
-                started: process_started.clone(),
-                boot_id: scope.boot_id.clone(),
-                pid_ns: scope.pid_ns.clone(),
-            };
-            let mut rnd = [0u8; 4];
-            rand::thread_rng().fill_bytes(&mut rnd);
-            let name = format!(
-                "{}-{}-{pid}-{}.json",
-                kind.as_str(),
-                crate::sys::host::file_safe(&host),
-                hex::encode(rnd)
-            );
+            info.time.clone_from(&now);
+            info.refreshed = now;
+            let name = new_lock_name(kind);
             let key = storage::join(LOCKS, &name);
-            write_lock_file(&*store, &key, &info, Commit::KeepExisting)?;
-            let others = list_locks(&*store)?;
-            let mut conflict: Option<LockEntry> = None;
-            for other in others.into_iter().filter(|o| o.key != key) {
-                if let Some(why) = &other.stale {
-                    if warned.insert(other.key.clone()) {
-                        crate::say!(
-                            "{program}: ignoring stale lock {} ({}: {why}); `bk-index unlock --repo {}` removes it",
-                            other.shown,
-                            other.describe(),
-                            store.location()
-                        );
-                    }
-                    continue;
-                }
-                if kind.conflicts_with(other.kind) {
-                    conflict = Some(other);
-                    break;
-                }
-            }
+            write_lock_file(&*store, &name, &info, lock_key, Commit::KeepExisting)?;
+            let others = list_locks(&*store, Some(lock_key))?;
+            let mine = |o: &LockEntry| o.key == key;
+            let conflict = first_conflict(&*store, kind, program, others, mine, &mut warned);
             let Some(holder) = conflict else {
-                return Ok(RepoLock::start(store, key, info));
+                return Ok(RepoLock::start(store, key, name, info, lock_key.clone()));
             };
             let _ = store.delete(&key);
             let waited = started.elapsed();
             let young = holder.age < CONTENDER_WINDOW;
             if waited >= wait && !(young && waited < wait + CONTENDER_WINDOW * 2) {
-                return Err(Error::locked(format!(
-                    "repository {} is locked by {}{}",
-                    store.location(),
-                    holder.describe(),
-                    if wait.is_zero() {
-                        String::new()
-                    } else {
-                        format!(" (waited {})", humantime::format_duration(round_secs(wait)))
-                    },
-                ))
-                .hint(if wait.is_zero() {
-                    "try again later, or give --wait DURATION"
-                } else {
-                    "try again later"
-                }));
+                return Err(locked_error(&*store, &holder, wait));
             }
-            // Exclusive contenders back off longer, so that a waiting prune
-            // never keeps a starting backup out for long.
-            let (lo, hi) = match kind {
-                LockKind::Shared => (50, 250),
-                LockKind::Exclusive => (300, 1200),
-            };
-            let nap = Duration::from_millis(rand::thread_rng().gen_range(lo..hi));
-            let left = (wait + CONTENDER_WINDOW * 2).saturating_sub(waited);
-            std::thread::sleep(nap.min(left.max(Duration::from_millis(10))));
+            back_off(kind, waited, wait);
         }
     }
 
     /// Starts the refresher thread for a lock just taken.
-    fn start(store: Arc<dyn Storage>, key: String, info: LockInfo) -> RepoLock {
+    fn start(
+        store: Arc<dyn Storage>,
+        key: String,
+        name: String,
+        info: LockInfo,
+        lock_key: LockKey,
+    ) -> RepoLock {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let refresher = {
             let stop = Arc::clone(&stop);
             let store = Arc::clone(&store);
-            let key = key.clone();
             std::thread::Builder::new()
                 .name("lock-refresh".into())
-                .spawn(move || refresh_loop(&*store, &key, info, &stop))
+                .spawn(move || refresh_loop(&*store, &name, info, &lock_key, &stop))
                 .ok()
         };
         RepoLock {
@@ -344,25 +344,123 @@ impl Drop for RepoLock {
     }
 }
 
-/// A shared lock for `bk-index write`, taken at once if the repository
-/// exists; `None` if it does not exist yet. Then it is being created by
-/// this very pipeline's `bk-seal --init`, which holds its own shared lock
-/// while it stores objects; the caller locks once its input has ended. A
-/// repository that new has no snapshot and no object older than prune's
-/// grace period, so nothing of it can be pruned in between.
-pub fn lock_if_repo_exists(
-    handle: &crate::repo::RepoHandle,
-    program: &str,
-    wait: Duration,
-) -> Result<Option<RepoLock>> {
-    if !handle.exists()? {
-        return Ok(None);
+/// What this process's lock of `kind` for `program` says (its times are
+/// set when it is written).
+fn our_info(kind: LockKind, program: &str) -> LockInfo {
+    let pid = std::process::id();
+    let scope = PidScope::ours();
+    LockInfo {
+        kind,
+        host: crate::sys::host::this_host(),
+        pid,
+        program: program.to_owned(),
+        time: String::new(),
+        refreshed: String::new(),
+        started: process_start(pid),
+        boot_id: scope.boot_id.clone(),
+        pid_ns: scope.pid_ns.clone(),
     }
-    RepoLock::acquire(Arc::clone(&handle.store), LockKind::Shared, program, wait).map(Some)
 }
 
-/// Rewrites `refreshed` every [`REFRESH_EVERY`] until told to stop.
-fn refresh_loop(store: &dyn Storage, key: &str, mut info: LockInfo, stop: &(Mutex<bool>, Condvar)) {
+/// The first live lock among `others` (our own, `mine`, left out) that
+/// conflicts with a lock of `kind`. Stale ones are ignored, each with one
+/// warning (`warned` remembers which were named already).
+fn first_conflict(
+    store: &dyn Storage,
+    kind: LockKind,
+    program: &str,
+    others: Vec<LockEntry>,
+    mine: impl Fn(&LockEntry) -> bool,
+    warned: &mut BTreeSet<String>,
+) -> Option<LockEntry> {
+    for other in others.into_iter().filter(|o| !mine(o)) {
+        if let Some(why) = &other.stale {
+            if warned.insert(other.key.clone()) {
+                crate::say!(
+                    "{program}: ignoring stale lock {} ({}: {why}); `bk-index unlock --repo {}` removes it",
+                    other.shown,
+                    other.describe(),
+                    store.location()
+                );
+            }
+            continue;
+        }
+        if kind.conflicts_with(other.kind) {
+            return Some(other);
+        }
+    }
+    None
+}
+
+/// The error of a caller that gave up waiting for `holder` (exit 11).
+fn locked_error(store: &dyn Storage, holder: &LockEntry, wait: Duration) -> Error {
+    let waited = if wait.is_zero() {
+        String::new()
+    } else {
+        format!(" (waited {})", humantime::format_duration(round_secs(wait)))
+    };
+    Error::locked(format!(
+        "repository {} is locked by {}{waited}",
+        store.location(),
+        holder.describe(),
+    ))
+    .hint(if wait.is_zero() {
+        "try again later, or give --wait DURATION"
+    } else {
+        "try again later"
+    })
+}
+
+/// Sleeps a little before the next try. Exclusive contenders back off
+/// longer, so that a waiting prune never keeps a starting backup out for
+/// long.
+fn back_off(kind: LockKind, waited: Duration, wait: Duration) {
+    let (lo, hi) = match kind {
+        LockKind::Shared => (50, 250),
+        LockKind::Exclusive => (300, 1200),
+    };
+    let nap = Duration::from_millis(rand::thread_rng().gen_range(lo..hi));
+    let left = (wait + CONTENDER_WINDOW * 2).saturating_sub(waited);
+    std::thread::sleep(nap.min(left.max(Duration::from_millis(10))));
+}
+
+/// A new lock file name, `<kind>-<random hex>.lock`: it tells the kind,
+/// which every contender must see without reading the body, and nothing
+/// about the holder.
+pub fn new_lock_name(kind: LockKind) -> String {
+    let mut rnd = [0u8; NAME_RANDOM_BYTES];
+    rand::thread_rng().fill_bytes(&mut rnd);
+    format!("{}-{}{LOCK_SUFFIX}", kind.as_str(), hex::encode(rnd))
+}
+
+/// The bytes of the lock file `name` holding `info`: its JSON padded to a
+/// multiple of [`LOCK_PAD`] and sealed under `lock_key`, bound to `name`.
+/// Public so that tests can plant a lock as another bk process would.
+pub fn seal_lock(lock_key: &LockKey, name: &str, info: &LockInfo) -> Vec<u8> {
+    let mut json = serde_json::to_vec(info).unwrap_or_default();
+    let padded = json.len().div_ceil(LOCK_PAD).max(1) * LOCK_PAD;
+    json.resize(padded, b' ');
+    lock_key.seal(name, &json)
+}
+
+/// What the lock file `name` of `kind` holds, if its body opens under
+/// `lock_key` and says that kind; `None` otherwise (another key, damage,
+/// forgery).
+fn open_lock(lock_key: &LockKey, name: &str, kind: LockKind, bytes: &[u8]) -> Option<LockInfo> {
+    let plain = lock_key.open(name, bytes)?;
+    let info: LockInfo = serde_json::from_slice(&plain).ok()?;
+    (info.kind == kind).then_some(info)
+}
+
+/// Rewrites the lock file `name` with a new `refreshed` time every
+/// [`REFRESH_EVERY`] until told to stop.
+fn refresh_loop(
+    store: &dyn Storage,
+    name: &str,
+    mut info: LockInfo,
+    lock_key: &LockKey,
+    stop: &(Mutex<bool>, Condvar),
+) {
     let (flag, cv) = stop;
     let mut stopped = crate::sys::sync::lock(flag);
     loop {
@@ -379,70 +477,83 @@ fn refresh_loop(store: &dyn Storage, key: &str, mut info: LockInfo, stop: &(Mute
             return;
         }
         info.refreshed = rfc3339(SystemTime::now());
-        if let Err(e) = write_lock_file(store, key, &info, Commit::Replace) {
+        if let Err(e) = write_lock_file(store, name, &info, lock_key, Commit::Replace) {
             crate::say!("{}: cannot refresh lock: {e}", info.program);
         }
     }
 }
 
-/// Writes a lock file atomically (readers never see a half-written lock)
-/// and durably. A new lock keeps an existing file of the same (random)
-/// name; a refresh replaces it.
-fn write_lock_file(store: &dyn Storage, key: &str, info: &LockInfo, mode: Commit) -> Result<()> {
-    let json = serde_json::to_vec_pretty(info).unwrap_or_default();
-    let result = store.create(key).and_then(|mut up| {
-        up.write_all(&json)?;
-        up.write_all(b"\n")?;
+/// Writes the lock file `name` atomically (readers never see a
+/// half-written lock) and durably. A new lock keeps an existing file of
+/// the same (random) name; a refresh replaces it.
+fn write_lock_file(
+    store: &dyn Storage,
+    name: &str,
+    info: &LockInfo,
+    lock_key: &LockKey,
+    mode: Commit,
+) -> Result<()> {
+    let key = storage::join(LOCKS, name);
+    let bytes = seal_lock(lock_key, name, info);
+    let result = store.create(&key).and_then(|mut up| {
+        up.write_all(&bytes)?;
         let finished = up.finish()?;
         store.commit(vec![finished], mode)
     });
     match result {
         Ok(created) if mode == Commit::KeepExisting && created.first() == Some(&false) => Err(
-            repo_err(store, key, &io::Error::from(io::ErrorKind::AlreadyExists)),
+            repo_err(store, &key, &io::Error::from(io::ErrorKind::AlreadyExists)),
         ),
         Ok(_) => Ok(()),
-        Err(e) => Err(repo_err(store, key, &e)),
+        Err(e) => Err(repo_err(store, &key, &e)),
     }
 }
 
+/// One lock file as read, before its staleness is judged.
+struct Found {
+    key: String,
+    shown: String,
+    kind: LockKind,
+    info: Option<LockInfo>,
+    key_held: bool,
+    modified: SystemTime,
+}
+
 /// Every lock file in the repository, each with its staleness judged.
-pub fn list_locks(store: &dyn Storage) -> Result<Vec<LockEntry>> {
+/// Bodies are opened with `lock_key`; without one (`bk-index unlock` on a
+/// machine without the id key), or where a body does not open, a lock is
+/// judged by its file's modification time.
+pub fn list_locks(store: &dyn Storage, lock_key: Option<&LockKey>) -> Result<Vec<LockEntry>> {
     let entries = store.list(LOCKS).map_err(|e| repo_err(store, LOCKS, &e))?;
     let host = crate::sys::host::this_host();
     let now = SystemTime::now();
     let mut out = Vec::new();
     for entry in entries {
         let name = entry.name;
-        if entry.is_dir || name.starts_with('.') || !name.ends_with(".json") {
+        if entry.is_dir || name.starts_with('.') {
             continue;
         }
-        let kind = if name.starts_with("exclusive-") {
-            LockKind::Exclusive
-        } else if name.starts_with("shared-") {
-            LockKind::Shared
-        } else {
+        let Some(kind) = LockKind::of_name(&name) else {
             continue;
         };
         let key = storage::join(LOCKS, &name);
+        // Read even without a key: whatever sits in `locks/` (a FIFO, a
+        // device) is refused here as everywhere else.
         let bytes = match store.read(&key, LOCK_LIMIT) {
             Ok(Some(b)) => b,
             // Released between the listing and now.
             Ok(None) => continue,
             Err(e) => return Err(repo_err(store, &key, &e)),
         };
-        let info: Option<LockInfo> = serde_json::from_slice(&bytes).ok();
-        let mtime = entry.stat.modified.unwrap_or(now);
-        let shown = store.describe(&key);
-        out.push(judge(
+        let found = Found {
+            info: lock_key.and_then(|k| open_lock(k, &name, kind, &bytes)),
+            shown: store.describe(&key),
             key,
-            shown,
             kind,
-            info,
-            mtime,
-            now,
-            &host,
-            PidScope::ours(),
-        ));
+            key_held: lock_key.is_some(),
+            modified: entry.stat.modified.unwrap_or(now),
+        };
+        out.push(judge(found, now, &host, PidScope::ours()));
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
@@ -450,25 +561,24 @@ pub fn list_locks(store: &dyn Storage) -> Result<Vec<LockEntry>> {
 
 /// Decides whether a lock is stale: by its process only where its pid
 /// certainly means the same process here (see [`PidScope::covers`]),
-/// otherwise by its refresh time alone.
-#[allow(clippy::too_many_arguments)]
-fn judge(
-    key: String,
-    shown: String,
-    kind: LockKind,
-    info: Option<LockInfo>,
-    mtime: SystemTime,
-    now: SystemTime,
-    host: &str,
-    scope: &PidScope,
-) -> LockEntry {
+/// otherwise by its refresh time alone; a lock whose body did not open,
+/// by its file's modification time alone.
+fn judge(found: Found, now: SystemTime, host: &str, scope: &PidScope) -> LockEntry {
+    let Found {
+        key,
+        shown,
+        kind,
+        info,
+        key_held,
+        modified,
+    } = found;
     let parse = |t: &str| humantime::parse_rfc3339(t).ok();
     let (taken, refreshed) = match &info {
         Some(i) => (
-            parse(&i.time).unwrap_or(mtime),
-            parse(&i.refreshed).unwrap_or(mtime).max(mtime),
+            parse(&i.time).unwrap_or(modified),
+            parse(&i.refreshed).unwrap_or(modified).max(modified),
         ),
-        None => (mtime, mtime),
+        None => (modified, modified),
     };
     let age = now.duration_since(taken).unwrap_or_default();
     let silent = now.duration_since(refreshed).unwrap_or_default();
@@ -483,26 +593,41 @@ fn judge(
             i.pid
         )),
         _ if silent > STALE_AFTER => Some(format!(
-            "not refreshed for {}",
-            humantime::format_duration(round_secs(silent))
+            "not refreshed for {}{}",
+            humantime::format_duration(round_secs(silent)),
+            if info.is_none() {
+                " (by its file's modification time)"
+            } else {
+                ""
+            }
         )),
         _ => None,
     };
     LockEntry {
         key,
         shown,
-        kind: info.as_ref().map_or(kind, |i| i.kind),
+        kind,
         info,
+        key_held,
+        modified,
         stale,
         age,
     }
 }
 
-/// Removes stale locks (every lock with `all`); returns the removed ones.
-pub fn unlock(store: &dyn Storage, all: bool) -> Result<(Vec<LockEntry>, Vec<LockEntry>)> {
+/// Removes stale locks (every lock with `all`); returns the removed ones
+/// and the kept ones. Bodies are read with `lock_key` if there is one, for
+/// their details and their holders' pids; without one, staleness is judged
+/// by modification times alone, so that a machine without the id key can
+/// still clear a lock left behind.
+pub fn unlock(
+    store: &dyn Storage,
+    all: bool,
+    lock_key: Option<&LockKey>,
+) -> Result<(Vec<LockEntry>, Vec<LockEntry>)> {
     let mut removed = Vec::new();
     let mut kept = Vec::new();
-    for lock in list_locks(store)? {
+    for lock in list_locks(store, lock_key)? {
         if all || lock.stale.is_some() {
             store
                 .delete(&lock.key)
@@ -587,12 +712,29 @@ mod tests {
         }
     }
 
+    /// Judges an exclusive lock holding `info` (if its body opened) whose
+    /// file was last modified at `modified`.
+    fn judge_at(
+        info: Option<LockInfo>,
+        modified: SystemTime,
+        now: SystemTime,
+        host: &str,
+        scope: &PidScope,
+    ) -> LockEntry {
+        let found = Found {
+            key: "x".into(),
+            shown: "x".into(),
+            kind: LockKind::Exclusive,
+            info,
+            key_held: true,
+            modified,
+        };
+        judge(found, now, host, scope)
+    }
+
     /// Judges `i` as seen from this process.
     fn judged(i: LockInfo, now: SystemTime) -> Option<String> {
-        judge(
-            "x".into(),
-            "x".into(),
-            LockKind::Exclusive,
+        judge_at(
             Some(i),
             now,
             now,
@@ -644,18 +786,9 @@ mod tests {
             let mut silent = i;
             silent.time = rfc3339(old);
             silent.refreshed = rfc3339(old);
-            let why = judge(
-                "x".into(),
-                "x".into(),
-                LockKind::Exclusive,
-                Some(silent),
-                old,
-                now,
-                &host,
-                PidScope::ours(),
-            )
-            .stale
-            .unwrap_or_else(|| panic!("{what}: silent for 31m but live"));
+            let why = judge_at(Some(silent), old, now, &host, PidScope::ours())
+                .stale
+                .unwrap_or_else(|| panic!("{what}: silent for 31m but live"));
             assert!(why.contains("not refreshed for 31m"), "{what}: {why}");
         }
         // Our namespace, judged from a scope that does not know its own.
@@ -663,16 +796,7 @@ mod tests {
             boot_id: PidScope::ours().boot_id.clone(),
             pid_ns: None,
         };
-        let e = judge(
-            "x".into(),
-            "x".into(),
-            LockKind::Exclusive,
-            Some(info(&host, dead, now)),
-            now,
-            now,
-            &host,
-            &blind,
-        );
+        let e = judge_at(Some(info(&host, dead, now)), now, now, &host, &blind);
         assert_eq!(e.stale, None);
     }
 
@@ -715,10 +839,7 @@ mod tests {
         let now = SystemTime::now();
         let me = std::process::id();
         let parent = nix::unistd::getppid().as_raw() as u32;
-        let e = judge(
-            "x".into(),
-            "x".into(),
-            LockKind::Exclusive,
+        let e = judge_at(
             Some(info(&crate::sys::host::this_host(), parent, now)),
             now,
             now,
@@ -727,10 +848,7 @@ mod tests {
         );
         assert!(e.stale.is_none(), "{:?}", e.stale);
         let old = now - Duration::from_secs(31 * 60);
-        let e = judge(
-            "x".into(),
-            "x".into(),
-            LockKind::Exclusive,
+        let e = judge_at(
             Some(info("elsewhere", me, old)),
             old,
             now,
@@ -739,10 +857,7 @@ mod tests {
         );
         assert!(e.stale.unwrap().contains("not refreshed"));
         let recent = now - Duration::from_secs(60);
-        let e = judge(
-            "x".into(),
-            "x".into(),
-            LockKind::Exclusive,
+        let e = judge_at(
             Some(info("elsewhere", 1, recent)),
             recent,
             now,
@@ -752,11 +867,22 @@ mod tests {
         assert!(e.stale.is_none());
     }
 
-    #[test]
-    fn shared_locks_coexist_exclusive_do_not() {
+    fn dir_store() -> (tempfile::TempDir, Arc<dyn Storage>) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Storage> = Arc::new(crate::storage::dir::DirStorage::new(dir.path()));
-        let lock = |kind, who| RepoLock::acquire(Arc::clone(&store), kind, who, Duration::ZERO);
+        (dir, store)
+    }
+
+    fn lock_key(seed: u8) -> LockKey {
+        let id_key = crate::repo::idkey::IdKey::from_bytes([seed; 32]);
+        crate::repo::authkey::AuthKeys::derive(&id_key, "aa").lock_key()
+    }
+
+    #[test]
+    fn shared_locks_coexist_exclusive_do_not() {
+        let (_dir, store) = dir_store();
+        let k = lock_key(1);
+        let lock = |kind, who| RepoLock::acquire(Arc::clone(&store), kind, who, Duration::ZERO, &k);
         let a = lock(LockKind::Shared, "a").unwrap();
         let b = lock(LockKind::Shared, "b").unwrap();
         let err = lock(LockKind::Exclusive, "c").unwrap_err();
@@ -764,10 +890,164 @@ mod tests {
         assert!(err.to_string().contains("is locked by"), "{err}");
         drop(a);
         drop(b);
-        assert!(list_locks(&*store).unwrap().is_empty());
+        assert!(list_locks(&*store, Some(&k)).unwrap().is_empty());
         let c = lock(LockKind::Exclusive, "c").unwrap();
         let err = lock(LockKind::Shared, "d").unwrap_err();
         assert!(err.to_string().contains("c (exclusive lock)"), "{err}");
         drop(c);
+    }
+
+    #[test]
+    fn a_lock_file_shows_only_its_kind() {
+        let (dir, store) = dir_store();
+        let k = lock_key(1);
+        let held = RepoLock::acquire(
+            Arc::clone(&store),
+            LockKind::Exclusive,
+            "bk-index prune",
+            Duration::ZERO,
+            &k,
+        )
+        .unwrap();
+        let name = held.key().strip_prefix("locks/").unwrap().to_owned();
+        let hex = name
+            .strip_prefix("exclusive-")
+            .and_then(|n| n.strip_suffix(".lock"))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(hex.len(), 2 * NAME_RANDOM_BYTES, "{name}");
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+        let bytes = std::fs::read(dir.path().join(held.key())).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [
+            crate::sys::host::this_host(),
+            "bk-index prune".to_owned(),
+            std::process::id().to_string(),
+        ] {
+            assert!(!text.contains(&secret), "{secret:?} readable");
+        }
+        // Read with the key, it says it all.
+        let seen = list_locks(&*store, Some(&k)).unwrap();
+        let info = seen[0].info.as_ref().expect("opens with its key");
+        assert_eq!(info.program, "bk-index prune");
+        assert_eq!(info.pid, std::process::id());
+        // A host name of any length up to hundreds of bytes gives a file of
+        // the same size.
+        let mut short = info.clone();
+        short.host = "h".into();
+        let mut long = info.clone();
+        long.host = "h".repeat(300);
+        assert_eq!(
+            seal_lock(&k, &name, &short).len(),
+            seal_lock(&k, &name, &long).len()
+        );
+        assert_eq!(bytes.len(), seal_lock(&k, &name, &short).len());
+    }
+
+    /// Plants an exclusive lock file whose body does not open under
+    /// `lock_key(1)`, modified at `when`.
+    fn plant_unreadable(dir: &std::path::Path, body: &[u8], when: SystemTime) -> String {
+        let name = new_lock_name(LockKind::Exclusive);
+        let path = dir.join(LOCKS).join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, body).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        name
+    }
+
+    #[test]
+    fn a_lock_that_does_not_open_conflicts_and_ages_by_its_mtime() {
+        let (dir, store) = dir_store();
+        let k = lock_key(1);
+        let now = SystemTime::now();
+        let foreign = info("elsewhere", 1, now);
+        let name = new_lock_name(LockKind::Exclusive);
+        let bodies: [(&str, Vec<u8>); 3] = [
+            ("garbage", b"not a lock at all".to_vec()),
+            ("another key", seal_lock(&lock_key(2), &name, &foreign)),
+            ("another name", seal_lock(&k, &name, &foreign)),
+        ];
+        for (what, body) in bodies {
+            let planted = plant_unreadable(dir.path(), &body, now);
+            let err = RepoLock::acquire(
+                Arc::clone(&store),
+                LockKind::Shared,
+                "b",
+                Duration::ZERO,
+                &k,
+            )
+            .unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::exit::LOCKED, "{what}");
+            assert!(
+                err.to_string().contains(
+                    "a lock of another holder (its details cannot be read with this repository's id key), exclusive lock"
+                ),
+                "{what}: {err}"
+            );
+            let (removed, kept) = unlock(&*store, false, Some(&k)).unwrap();
+            assert!(removed.is_empty() && kept.len() == 1, "{what}");
+            std::fs::remove_file(dir.path().join(LOCKS).join(&planted)).unwrap();
+
+            plant_unreadable(
+                dir.path(),
+                &body,
+                now_minus(STALE_AFTER + Duration::from_secs(60)),
+            );
+            let taken = RepoLock::acquire(
+                Arc::clone(&store),
+                LockKind::Shared,
+                "b",
+                Duration::ZERO,
+                &k,
+            );
+            drop(taken.unwrap_or_else(|e| panic!("{what}: {e}")));
+            let (removed, kept) = unlock(&*store, false, Some(&k)).unwrap();
+            assert!(kept.is_empty() && removed.len() == 1, "{what}");
+            let why = removed[0].stale.as_deref().unwrap();
+            assert!(
+                why.starts_with("not refreshed for 31m")
+                    && why.ends_with("(by its file's modification time)"),
+                "{what}: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn unlock_without_a_key_judges_by_mtime_alone() {
+        let (dir, store) = dir_store();
+        let k = lock_key(1);
+        let held = RepoLock::acquire(
+            Arc::clone(&store),
+            LockKind::Shared,
+            "a",
+            Duration::ZERO,
+            &k,
+        )
+        .unwrap();
+        let old = now_minus(STALE_AFTER + Duration::from_secs(60));
+        let silent = plant_unreadable(dir.path(), b"x", old);
+        let (removed, kept) = unlock(&*store, false, None).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(removed[0].key.ends_with(&silent));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].key, held.key());
+        assert!(
+            kept[0].describe().contains(
+                "a lock of another holder (its details cannot be read without this repository's id key), shared lock"
+            ),
+            "{}",
+            kept[0].describe()
+        );
+        let (removed, kept) = unlock(&*store, true, None).unwrap();
+        assert_eq!((removed.len(), kept.len()), (1, 0));
+        drop(held);
+    }
+
+    fn now_minus(d: Duration) -> SystemTime {
+        SystemTime::now() - d
     }
 }

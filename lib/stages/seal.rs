@@ -33,6 +33,7 @@ use crate::crypto::blob::looks_compressible;
 use crate::crypto::Recipients;
 use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
+use crate::repo::authkey::AuthKeys;
 use crate::repo::blobs::Blobs;
 use crate::repo::chunker::Chunker;
 use crate::repo::id::ObjectId;
@@ -89,6 +90,10 @@ pub fn run(cli: SealCli) -> Result<i32> {
     crate::sys::alloc::limit_arenas(2);
     let recipients = Recipients::load(&cli.recipients.recipients)?;
     let repo = open_or_init(&cli, &recipients)?;
+    crate::repo::check_recipients(&repo, &recipients)?;
+    // The id key before the lock: the lock file is sealed with a key
+    // derived from it, so the storage operator cannot read who holds it.
+    let id_key = load_id_key(&cli, &repo)?;
     // Shared lock for the whole run: no prune can run while it stores or
     // reuses objects (see `crate::stages::index::lifecycle`).
     let _lock = crate::repo::lock::RepoLock::acquire(
@@ -96,9 +101,8 @@ pub fn run(cli: SealCli) -> Result<i32> {
         crate::repo::lock::LockKind::Shared,
         "bk-seal",
         cli.wait.wait,
+        &AuthKeys::derive(&id_key, repo.id()).lock_key(),
     )?;
-    crate::repo::check_recipients(&repo, &recipients)?;
-    let id_key = load_id_key(&cli, &repo)?;
     let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
     let packer = Packer::new(&repo, blobs.pack_keys(), &recipients, cli.pack_size);
     let sealer = Sealer {

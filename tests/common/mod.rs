@@ -1509,34 +1509,92 @@ pub fn boot_and_pid_ns() -> (String, String) {
     (boot.trim().to_owned(), ns.to_str().unwrap().to_owned())
 }
 
-/// Writes a lock file into `repo/locks/` as another bk process of this
-/// boot and PID namespace would: `kind` is "shared" or "exclusive"; `time`
-/// is both the lock's `time` and `refreshed` and the file's mtime. Returns
-/// its path.
-pub fn write_lock(
-    repo: &Path,
+/// The key bk seals this sandbox repository's lock files with, derived
+/// from this machine's id key as bk derives it.
+pub fn repo_lock_key(sb: &Sandbox) -> bk::repo::authkey::LockKey {
+    let repo_id = sb.repo_id();
+    let path = sb.data_home.join("bk").join(format!("{repo_id}.idkey"));
+    let id_key = bk::repo::idkey::load_local(&path)
+        .unwrap_or_else(|e| panic!("id key {}: {e}", path.display()))
+        .unwrap_or_else(|| panic!("no id key at {}", path.display()));
+    bk::repo::authkey::AuthKeys::derive(&id_key, &repo_id).lock_key()
+}
+
+/// What a lock of another bk process of this boot and PID namespace
+/// holds: `kind` is "shared" or "exclusive"; `time` is both its `time`
+/// and `refreshed`.
+pub fn lock_info(
     kind: &str,
     program: &str,
     host: &str,
     pid: u32,
     time: std::time::SystemTime,
-) -> PathBuf {
-    let dir = repo.join("locks");
-    fs::create_dir_all(&dir).unwrap();
+) -> bk::repo::lock::LockInfo {
     let stamp = humantime::format_rfc3339_seconds(time).to_string();
-    let path = dir.join(format!("{kind}-{host}-{pid}-{}.json", rand_suffix()));
     let (boot_id, pid_ns) = boot_and_pid_ns();
-    let json = serde_json::json!({
-        "kind": kind, "host": host, "pid": pid, "program": program,
-        "time": stamp, "refreshed": stamp, "boot_id": boot_id, "pid_ns": pid_ns,
-    });
-    fs::write(&path, json.to_string()).unwrap();
+    bk::repo::lock::LockInfo {
+        kind: serde_json::from_value(Value::from(kind)).expect("shared or exclusive"),
+        host: host.into(),
+        pid,
+        program: program.into(),
+        time: stamp.clone(),
+        refreshed: stamp,
+        started: None,
+        boot_id: Some(boot_id),
+        pid_ns: Some(pid_ns),
+    }
+}
+
+/// Writes the lock file `locks/NAME` of `kind` holding `bytes` into the
+/// sandbox's repository directory, modified at `time`. Returns its path.
+pub fn plant_lock_file(
+    sb: &Sandbox,
+    kind: bk::repo::lock::LockKind,
+    bytes: impl FnOnce(&str) -> Vec<u8>,
+    time: std::time::SystemTime,
+) -> PathBuf {
+    let dir = sb.repo.join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let name = bk::repo::lock::new_lock_name(kind);
+    let path = dir.join(&name);
+    fs::write(&path, bytes(&name)).unwrap();
     let ns = time
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
     set_mtime_ns(&path, ns);
     path
+}
+
+/// Writes `info` as a lock file into the sandbox's repository, sealed as
+/// bk seals it, modified at `time`. Returns its path.
+pub fn plant_lock(
+    sb: &Sandbox,
+    info: &bk::repo::lock::LockInfo,
+    time: std::time::SystemTime,
+) -> PathBuf {
+    let key = repo_lock_key(sb);
+    plant_lock_file(
+        sb,
+        info.kind,
+        |name| bk::repo::lock::seal_lock(&key, name, info),
+        time,
+    )
+}
+
+/// Writes a lock file into the sandbox's repository as another bk process
+/// of this boot and PID namespace would: `kind` is "shared" or
+/// "exclusive"; `time` is both the lock's `time` and `refreshed` and the
+/// file's mtime. Returns its path.
+pub fn write_lock(
+    sb: &Sandbox,
+    kind: &str,
+    program: &str,
+    host: &str,
+    pid: u32,
+    time: std::time::SystemTime,
+) -> PathBuf {
+    plant_lock(sb, &lock_info(kind, program, host, pid, time), time)
 }
 
 /// The lock files now in `repo/locks/` (temporary files left out).

@@ -33,8 +33,10 @@ use crate::crypto::{Decryptor, SecretKeys};
 use crate::error::{Error, Result};
 use crate::local::summaries::summary_path;
 use crate::record::{self, RecordReader};
+use crate::repo::authkey::{AuthKeys, LockKey};
 use crate::repo::blobs::Blobs;
 use crate::repo::id::{ObjectId, PackId};
+use crate::repo::idkey;
 use crate::repo::index::Location;
 use crate::repo::lock::{LockKind, RepoLock};
 use crate::repo::packer::{Packer, DEFAULT_PACK_SIZE};
@@ -85,7 +87,14 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
         ))
         .hint("run this on a backing-up host, give --key SECRET (after `bk-index certify` once), or --allow-unauthenticated"));
     }
-    let _lock = exclusive_lock(&repo, args.dry_run, "bk-index forget", args.wait.wait)?;
+    let lock_key = forget_lock_key(&repo, &trust);
+    let _lock = exclusive_lock(
+        &repo,
+        args.dry_run,
+        "bk-index forget",
+        args.wait.wait,
+        &lock_key,
+    )?;
     // Roots are readable with the id key's passphrase (a backing-up host)
     // or the secret key.
     let dec = match (trust.keys(), &secret) {
@@ -262,8 +271,15 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
     let started = std::time::Instant::now();
     let repo = args.repo.open()?;
     let key = args.secret.require("bk-index prune")?;
-    let _lock = exclusive_lock(&repo, args.dry_run, "bk-index prune", args.wait.wait)?;
+    // The id key before the lock, which is sealed with a key derived from it.
     let id_key = crate::repo::certify::held_id_key(&repo, &key)?;
+    let _lock = exclusive_lock(
+        &repo,
+        args.dry_run,
+        "bk-index prune",
+        args.wait.wait,
+        &AuthKeys::derive(&id_key, repo.id()).lock_key(),
+    )?;
     let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
     let mut report = PruneReport {
         dry_run: args.dry_run,
@@ -505,18 +521,38 @@ fn collect_references(
     Ok(())
 }
 
-/// The exclusive lock forget and prune hold while they delete; a dry run,
-/// which deletes nothing, takes none.
+/// The exclusive lock forget and prune hold while they delete, sealed
+/// with `lock_key`; a dry run, which deletes nothing, takes none.
 fn exclusive_lock(
     repo: &Repo,
     dry_run: bool,
     program: &str,
     wait: Duration,
+    lock_key: &LockKey,
 ) -> Result<Option<RepoLock>> {
     if dry_run {
         return Ok(None);
     }
-    RepoLock::acquire(repo.store_arc(), LockKind::Exclusive, program, wait).map(Some)
+    RepoLock::acquire(
+        repo.store_arc(),
+        LockKind::Exclusive,
+        program,
+        wait,
+        lock_key,
+    )
+    .map(Some)
+}
+
+/// The key forget's lock is sealed with: the one derived from the id key
+/// it reads packs with (this machine's, or the repository's decrypted with
+/// `--key`). Forget may run with neither (`--allow-unauthenticated`); its
+/// lock is then sealed under a one-off key: it still conflicts by its name
+/// and ages by its modification time, and nobody can read it.
+fn forget_lock_key(repo: &Repo, trust: &Trust) -> LockKey {
+    match trust.read_key(repo) {
+        Ok(id_key) => AuthKeys::derive(id_key, repo.id()).lock_key(),
+        Err(_) => LockKey::ephemeral(),
+    }
 }
 
 /// How long ago a key was last modified (zero if in the future or
@@ -527,10 +563,49 @@ fn age(modified: Option<SystemTime>, now: SystemTime) -> Duration {
         .unwrap_or_default()
 }
 
+/// The key unlock reads lock files with: derived from this machine's id
+/// key, if it has one that belongs to the repository. Unlock needs none
+/// (without it, locks are judged by their modification times), so a
+/// missing, unreadable or foreign key file is only noted.
+fn unlock_key(repo: &Repo, explicit: Option<&std::path::Path>) -> Option<LockKey> {
+    let path = explicit.map_or_else(|| idkey::default_path(repo.id()), Into::into);
+    let note = |why: String| {
+        crate::say!(
+            "bk-index unlock: {why}: the details of locks cannot be read, and a lock is stale only when its file has not been modified for 30 minutes"
+        );
+    };
+    match idkey::load_local(&path) {
+        Ok(Some(key)) if key.check_value() == repo.config().id_key_check => {
+            Some(AuthKeys::derive(&key, repo.id()).lock_key())
+        }
+        Ok(Some(_)) => {
+            note(format!(
+                "id key file {} does not belong to repository {}",
+                path.display(),
+                repo.id()
+            ));
+            None
+        }
+        Ok(None) => {
+            note(format!(
+                "no id key for repository {} at {}",
+                repo.id(),
+                path.display()
+            ));
+            None
+        }
+        Err(e) => {
+            note(e.to_string());
+            None
+        }
+    }
+}
+
 /// `bk-index unlock`.
 pub fn unlock(args: IndexUnlockArgs) -> Result<i32> {
     let repo = args.repo.open()?;
-    let (removed, kept) = crate::repo::lock::unlock(repo.store(), args.all)?;
+    let lock_key = unlock_key(&repo, args.id_key.as_deref());
+    let (removed, kept) = crate::repo::lock::unlock(repo.store(), args.all, lock_key.as_ref())?;
     let mut out = io::stdout().lock();
     for lock in &removed {
         let why = lock.stale.as_deref().map_or_else(

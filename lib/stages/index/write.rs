@@ -61,21 +61,26 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
     // In `bk-seal --init … | bk-index write` the repository only exists
     // once bk-seal is under way: then it is locked after the last record.
     let handle = args.repo.handle()?;
-    let mut lock = crate::repo::lock::lock_if_repo_exists(&handle, PROGRAM, args.wait.wait)?;
-    let host = args.host.unwrap_or_else(crate::sys::host::this_host);
+    let early = if handle.exists()? {
+        Some(open_and_lock(handle.clone(), &args)?)
+    } else {
+        None
+    };
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(crate::sys::host::this_host);
     let sorter = read_records()?;
-    let repo = Repo::open_handle(handle)?;
-    if lock.is_none() {
-        lock = Some(RepoLock::acquire(
-            repo.store_arc(),
-            LockKind::Shared,
-            PROGRAM,
-            args.wait.wait,
-        )?);
-    }
+    let Locked {
+        repo,
+        id_key,
+        auth,
+        lock,
+    } = match early {
+        Some(locked) => locked,
+        None => open_and_lock(handle, &args)?,
+    };
     crate::repo::check_recipients(&repo, &recipients)?;
-    let id_key = load_id_key(&repo, args.id_key.as_deref())?;
-    let auth = AuthKeys::derive(&id_key, repo.id());
     let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
     let time = args.time.unwrap_or_else(SystemTime::now);
     let name = SnapshotName::new(time, &auth);
@@ -157,6 +162,40 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
         root.pieces.len(),
         new_pieces,
     )
+}
+
+/// An open repository, its id key and the shared lock taken with it.
+struct Locked {
+    repo: Repo,
+    id_key: IdKey,
+    auth: AuthKeys,
+    lock: RepoLock,
+}
+
+/// Opens the repository, loads this machine's id key and takes the shared
+/// lock, sealed with a key derived from it (so the id key comes first).
+/// A repository that does not exist when bk-index write starts is being
+/// created by this very pipeline's `bk-seal --init`, which holds its own
+/// shared lock while it stores objects; then this is called once the input
+/// has ended. A repository that new has no snapshot and no object older
+/// than prune's grace period, so nothing of it can be pruned in between.
+fn open_and_lock(handle: crate::repo::RepoHandle, args: &IndexWriteArgs) -> Result<Locked> {
+    let repo = Repo::open_handle(handle)?;
+    let id_key = load_id_key(&repo, args.id_key.as_deref())?;
+    let auth = AuthKeys::derive(&id_key, repo.id());
+    let lock = RepoLock::acquire(
+        repo.store_arc(),
+        LockKind::Shared,
+        PROGRAM,
+        args.wait.wait,
+        &auth.lock_key(),
+    )?;
+    Ok(Locked {
+        repo,
+        id_key,
+        auth,
+        lock,
+    })
 }
 
 /// Reads every record from stdin into a sorter. A checked input (see
