@@ -149,6 +149,7 @@ impl Index {
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| Error::io(&lock_path, io::Error::from(e)))?;
         let path = dir.join("blobs.idx");
+        remove_leftovers(&dir);
         let current = Index::open_file(&path).unwrap_or_else(|_| Index::empty());
         let mut listed: Vec<PackInfo> = Vec::new();
         repo.store()
@@ -394,6 +395,19 @@ impl Index {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes the temporary files of a sync that was killed (the caller
+/// holds the lock, so no sync is writing one now).
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().as_encoded_bytes().starts_with(b"blobs.idx.tmp-") {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
