@@ -7,11 +7,222 @@
 mod common;
 mod promises;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::Path;
 
 use common::*;
 use promises::*;
+
+/// The files of a tree (relative path → size), regular files only.
+fn file_sizes(tree: &Path) -> BTreeMap<String, u64> {
+    files_under(tree)
+        .into_iter()
+        .map(|p| {
+            let size = fs::metadata(tree.join(&p)).unwrap().len();
+            (p.to_string_lossy().into_owned(), size)
+        })
+        .collect()
+}
+
+/// Whether `rel` (a path inside the repository) is a file bk's format 2
+/// has: bk-repo.json, keys/*, packs/ab/<64 hex> (in the directory of its
+/// first byte), snapshots/<name>.pgp, inventory/<name>.ndjson, locks/*.
+fn is_format_2_file(rel: &str) -> bool {
+    let one_name = |dir: &str, suffix: &str| {
+        rel.strip_prefix(dir)
+            .is_some_and(|n| !n.is_empty() && !n.contains('/') && n.ends_with(suffix))
+    };
+    rel == "bk-repo.json"
+        || one_name("keys/", "")
+        || one_name("locks/", "")
+        || one_name("snapshots/", ".pgp")
+        || one_name("inventory/", ".ndjson")
+        || rel
+            .strip_prefix("packs/")
+            .is_some_and(|p| bk::repo::id::PackId::from_key(p).is_some())
+}
+
+#[test]
+fn the_storage_operator_learns_only_pack_counts_sizes_and_times() {
+    let sb = Sandbox::new();
+    let tree = sb.fresh_dir("operator-private-tree");
+    // Distinctive sizes, compressible text and random data.
+    for (i, size) in [12_345usize, 54_321, 100_003, 777_777].iter().enumerate() {
+        write_file(
+            &tree.join(format!("confidential-notes/report-{i}.txt")),
+            &text_of(i as u64, *size),
+            0o644,
+        );
+    }
+    for (i, size) in [23_456usize, 65_537, 333_333, 1_234_567].iter().enumerate() {
+        write_file(
+            &tree.join(format!("secret-images/photo-{i}.jpg")),
+            &pseudo_random(100 + i as u64, *size),
+            0o644,
+        );
+    }
+    let b = sb.backup(&tree);
+    let records = b.records();
+    let listing = sb.repo_files("");
+
+    // Only the files of the format, under names that say nothing.
+    let odd: Vec<&String> = listing.keys().filter(|r| !is_format_2_file(r)).collect();
+    assert!(odd.is_empty(), "files outside format 2: {odd:?}");
+    let pack_count = packs(&sb).len();
+    assert!(pack_count >= 1, "{listing:?}");
+
+    // No file of the repository has the size of a source file or of a
+    // stored (compressed or not) blob: files are packed together.
+    let mut telling: BTreeMap<u64, String> = BTreeMap::new();
+    for (rel, size) in file_sizes(&tree) {
+        telling.insert(size, format!("file {rel}"));
+    }
+    let mut ids = BTreeSet::new();
+    for rec in &records {
+        if let Some(sha) = rec.get("sha256").and_then(|v| v.as_str()) {
+            ids.insert(sha.to_owned());
+        }
+        for o in rec
+            .get("objects")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            ids.insert(o["id"].as_str().unwrap().to_owned());
+            let stored = o["stored"].as_u64().expect("objects carry stored");
+            telling.insert(stored, format!("blob of {}", rec["path"]));
+        }
+    }
+    for (rel, size) in &listing {
+        assert!(
+            !telling.contains_key(size),
+            "{rel} is {size} bytes: the size of {}",
+            telling[size]
+        );
+    }
+    // A text file is stored compressed, so its compressed size was a
+    // candidate too.
+    let compressed = records
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with(".txt"))
+        .all(|r| r["objects"][0]["stored"].as_u64().unwrap() < r["size"].as_u64().unwrap());
+    assert!(compressed, "text files should be stored compressed");
+
+    // Snapshot names and the inventory name no host, path or id.
+    let host = bk::sys::host::this_host();
+    let mut secrets: Vec<String> = vec![
+        "operator-private-tree".into(),
+        "confidential".into(),
+        "report-".into(),
+        "photo-".into(),
+        sb.base.file_name().unwrap().to_string_lossy().into_owned(),
+    ];
+    if host.len() >= 4 {
+        secrets.push(host.clone());
+    }
+    secrets.extend(ids.iter().cloned());
+    let names: Vec<String> = listing
+        .keys()
+        .filter(|r| r.starts_with("snapshots/") || r.starts_with("inventory/"))
+        .cloned()
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("snapshots/")));
+    let inventories: Vec<(String, Vec<u8>)> = listing
+        .keys()
+        .filter(|r| r.starts_with("inventory/"))
+        .map(|r| (r.clone(), sb.read_repo_file(r).unwrap()))
+        .collect();
+    assert!(!inventories.is_empty(), "no inventory in {listing:?}");
+    for s in &secrets {
+        for n in &names {
+            assert!(!n.contains(s.as_str()), "{n} names {s:?}");
+        }
+        for (n, text) in &inventories {
+            assert!(!contains(text, s.as_bytes()), "{n} holds {s:?}");
+        }
+    }
+    // The inventory holds pack ids, pack sizes and pack hashes, nothing else.
+    let pack_sizes: BTreeMap<String, u64> = packs(&sb)
+        .into_iter()
+        .map(|(id, size)| (id.to_string(), size))
+        .collect();
+    for (n, text) in &inventories {
+        for line in parse_records(text) {
+            let keys: BTreeSet<&str> = line
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(
+                keys,
+                BTreeSet::from(["pack", "stored", "blake3"]),
+                "{n}: {line}"
+            );
+            let pack = line["pack"].as_str().unwrap();
+            assert_eq!(
+                line["stored"].as_u64(),
+                pack_sizes.get(pack).copied(),
+                "{n}: {line}"
+            );
+        }
+    }
+
+    // Pack bytes show no OpenPGP structure: every blob's PKESK names the
+    // recipient's key id, which a plain gpg message shows and a pack
+    // never does.
+    let key_ids: Vec<Vec<u8>> = sb
+        .key
+        .encryption_key_ids
+        .iter()
+        .map(|k| hex::decode(k).unwrap())
+        .collect();
+    let plain_gpg = sb.gpg_encrypt_as_attacker(b"a plain gpg message", None);
+    assert!(
+        key_ids.iter().any(|k| contains(&plain_gpg, k)),
+        "the key id should show in a gpg message"
+    );
+    for (id, size) in packs(&sb) {
+        let bytes = sb.read_repo_file(&id.key()).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        for k in &key_ids {
+            assert!(
+                !contains(&bytes, k),
+                "pack {id} shows the recipient's key id {}",
+                hex::encode(k)
+            );
+        }
+        assert!(!contains(&bytes, b"bk-pack"), "pack {id} shows its footer");
+        assert!(!contains(&bytes, b"value="), "pack {id} shows text");
+    }
+
+    // As many packs for 1 file as for 200 files of the same total size.
+    let total = 200 * 60 * KIB as usize;
+    let one = Sandbox::new();
+    let t1 = one.fresh_dir("one");
+    write_file(&t1.join("big.bin"), &pseudo_random(7, total), 0o644);
+    one.backup(&t1);
+    let many = Sandbox::new();
+    let t200 = many.fresh_dir("many");
+    for i in 0..200 {
+        write_file(
+            &t200.join(format!("f{i:03}.bin")),
+            &pseudo_random(1000 + i, total / 200),
+            0o644,
+        );
+    }
+    many.backup(&t200);
+    let (p1, p200) = (packs(&one), packs(&many));
+    eprintln!(
+        "MEASURED packs: 1 file of {total} bytes -> {} packs {:?}; 200 files -> {} packs {:?}",
+        p1.len(),
+        p1.values().collect::<Vec<_>>(),
+        p200.len(),
+        p200.values().collect::<Vec<_>>()
+    );
+    assert_eq!(p1.len(), p200.len(), "pack counts: 1 file vs 200 files");
+}
 
 #[test]
 fn blobs_are_messages_gpg_decrypts_and_compression_is_one_gpg_reads() {
@@ -140,3 +351,45 @@ fn small_files_cost_few_requests_on_s3() {
     assert_restores(&sb, &name, &tree);
 }
 
+#[test]
+fn blobs_stored_at_once_by_many_workers_share_one_pack() {
+    use bk::repo::id::ObjectId;
+    use bk::repo::packer::{Packer, DEFAULT_PACK_SIZE};
+    use std::sync::Barrier;
+    // bk-seal's workers (and its chunk pool) all store their first blob at
+    // the same moment: they must fill one pack between them, not open one
+    // each (a run would leave small packs that tell how many blobs were
+    // stored in parallel, and more requests to remote storage).
+    let sb = Sandbox::new();
+    let tree = sb.fresh_dir("tree");
+    write_file(&tree.join("a.txt"), b"a", 0o644);
+    sb.backup(&tree);
+    let location = bk::storage::location::Location::parse(sb.repo.as_os_str()).unwrap();
+    let handle =
+        bk::repo::RepoHandle::new(&location, &bk::storage::s3::S3Options::default()).unwrap();
+    let repo = bk::repo::Repo::open_handle(handle).unwrap();
+    let keys = pack_keys(&sb);
+    const WORKERS: u8 = 8;
+    for round in 0..100u8 {
+        let packer = Packer::copier(&repo, &keys, DEFAULT_PACK_SIZE);
+        let start = Barrier::new(usize::from(WORKERS));
+        std::thread::scope(|s| {
+            for w in 0..WORKERS {
+                let (packer, start) = (&packer, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let id =
+                        ObjectId::from_bytes([round.wrapping_mul(WORKERS).wrapping_add(w); 32]);
+                    packer.store_raw(id, 100, vec![w; 100]).unwrap();
+                });
+            }
+        });
+        let written = packer.finish().unwrap();
+        assert_eq!(
+            written.len(),
+            1,
+            "round {round}: {WORKERS} blobs stored at once went into {} packs",
+            written.len()
+        );
+    }
+}
