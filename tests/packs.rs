@@ -285,6 +285,111 @@ fn blobs_are_messages_gpg_decrypts_and_compression_is_one_gpg_reads() {
     }
 }
 
+/// The packs and blobs [`add_a_million_blobs`] writes.
+const FAKE_PACKS: u64 = 100;
+const FAKE_BLOBS_PER_PACK: u64 = 10_000;
+
+/// Adds `FAKE_PACKS` packs of `FAKE_BLOBS_PER_PACK` small blobs each to the
+/// sandbox's repository, written with the library as bk-seal writes them
+/// (the blobs are not OpenPGP messages: nothing reads them, only their
+/// headers, which is what a large repository costs a backup).
+fn add_a_million_blobs(sb: &Sandbox) {
+    use bk::repo::id::{ObjectId, PackId};
+    use bk::repo::pack::PackBuilder;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let keys = pack_keys(sb);
+    let filler = pseudo_random(0xFA4E, 64 << 10);
+    for p in 0..FAKE_PACKS {
+        let id = PackId::from_bytes(Sha256::digest(format!("fake pack {p}")).into());
+        let path = sb.repo.join(id.key());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&path).unwrap());
+        let mut builder = PackBuilder::new(id, &keys, file);
+        for i in 0..FAKE_BLOBS_PER_PACK {
+            let n = p * FAKE_BLOBS_PER_PACK + i;
+            let blob_id = ObjectId::from_bytes(Sha256::digest(n.to_le_bytes()).into());
+            let at = (n as usize * 7) % (filler.len() - 64);
+            let mut blob = filler[at..at + 48].to_vec();
+            builder.add(blob_id, 40, &mut blob).unwrap();
+        }
+        let (mut file, _) = builder.finish().unwrap();
+        file.flush().unwrap();
+    }
+}
+
+#[test]
+#[ignore = "slow: writes a repository of a million blobs, then backs up into it"]
+fn seal_memory_does_not_grow_with_the_repository() {
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let timeout = std::time::Duration::from_secs(600);
+    let sb = Sandbox::new();
+    let tree = sb.fresh_dir("tree");
+    write_file(&tree.join("first.txt"), b"the first backup\n", 0o644);
+    sb.backup(&tree);
+    let started = std::time::Instant::now();
+    add_a_million_blobs(&sb);
+    eprintln!(
+        "MEASURED wrote {} blobs in {FAKE_PACKS} packs ({} MiB) in {:.1} s",
+        FAKE_PACKS * FAKE_BLOBS_PER_PACK,
+        du_bytes(&sb.repo.join("packs")) / MIB,
+        started.elapsed().as_secs_f64()
+    );
+    let index_file = sb
+        .cache_home
+        .join("bk")
+        .join(sb.repo_id())
+        .join("index/blobs.idx");
+
+    // Run 1 reads the million blobs' headers into its local index; run 2
+    // finds it up to date. Both store new files.
+    for run in 1..=2u64 {
+        for i in 0..20u64 {
+            let data = if i % 2 == 0 {
+                text_of(run * 100 + i, 30_000)
+            } else {
+                pseudo_random(run * 100 + i, 30_000)
+            };
+            write_file(&tree.join(format!("run{run}/f{i}.dat")), &data, 0o644);
+        }
+        let (_, hashed) = sb.scan_hash(&tree);
+        let started = std::time::Instant::now();
+        let (sealed, kib) = sb.run_measured("bk-seal", &sb.seal_args(), &hashed, timeout);
+        assert_ok(&sealed, &format!("bk-seal, run {run}"));
+        eprintln!(
+            "MEASURED bk-seal run {run} over {} blobs: peak RSS {kib} KiB, {:.1} s; {}",
+            FAKE_PACKS * FAKE_BLOBS_PER_PACK,
+            started.elapsed().as_secs_f64(),
+            summary_line(&stderr(&sealed), "bk-seal:")
+        );
+        assert_eq!(
+            summary_number(&stderr(&sealed), "bk-seal:", "new objects added"),
+            20,
+            "run {run} stores its 20 new files"
+        );
+        let indexed = fs::metadata(&index_file).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            indexed >= FAKE_PACKS * FAKE_BLOBS_PER_PACK * 64,
+            "the local index should hold the million blobs: {indexed} bytes"
+        );
+        assert!(
+            kib < LIMIT_KIB,
+            "bk-seal run {run}: peak RSS {kib} KiB >= {LIMIT_KIB} KiB"
+        );
+        let mut a = args!["write"];
+        a.extend(sb.seal_args());
+        let (written, kib) = sb.run_measured("bk-index", &a, &sealed.stdout, timeout);
+        assert_ok(&written, "bk-index write");
+        eprintln!("MEASURED bk-index write run {run}: peak RSS {kib} KiB");
+        assert!(
+            kib < LIMIT_KIB,
+            "bk-index write run {run}: peak RSS {kib} KiB >= {LIMIT_KIB} KiB"
+        );
+        let name = String::from_utf8(written.stdout).unwrap().trim().to_owned();
+        assert_restores(&sb, &name, &tree);
+    }
+}
+
 /// Request counts of the sandbox's S3 server once its log has settled
 /// (moto logs a request just after answering it).
 fn settled_requests(sb: &Sandbox) -> BTreeMap<String, u64> {
