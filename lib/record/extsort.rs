@@ -30,8 +30,11 @@ impl SortItem {
         cmp_entries(&self.root, &self.path, &other.root, &other.path)
     }
 
+    /// Bytes it takes in memory: what its buffers hold, not only what
+    /// they use (a line serialised into a growing `Vec` may hold up to
+    /// twice its length), plus its place in the buffer.
     fn weight(&self) -> usize {
-        self.root.len() + self.path.len() + self.line.len() + 96
+        self.root.capacity() + self.path.capacity() + self.line.capacity() + 96
     }
 }
 

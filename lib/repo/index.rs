@@ -184,7 +184,6 @@ impl Index {
             return Ok((current, report));
         }
         let known: HashMap<PackId, &WrittenPack> = known.iter().map(|w| (w.id, w)).collect();
-        let headers = read_headers(repo, keys, &fresh, &known);
         // The new table: packs kept (in their old order), then the fresh
         // ones that could be read.
         let mut table: Vec<PackInfo> = Vec::with_capacity(listed.len());
@@ -197,7 +196,15 @@ impl Index {
             }
         }
         let mut spill = Spill::new(&dir);
-        for (info, result) in fresh.iter().zip(headers) {
+        // Headers are read a few packs at a time (as many as read at once)
+        // and their entries spilled before the next are read, so a first
+        // sync of a large repository holds a few headers, not all of them.
+        let threads = header_threads(repo);
+        for (info, result) in fresh.chunks(threads).flat_map(|batch| {
+            batch
+                .iter()
+                .zip(read_headers(repo, keys, batch, &known, threads))
+        }) {
             match result {
                 Ok(entries) => {
                     let number = table.len() as u32;
@@ -419,6 +426,16 @@ pub fn cache_dir(repo_id: &str) -> PathBuf {
         .join("index")
 }
 
+/// How many pack headers are read at once: on remote storage each is a
+/// round trip, so many.
+fn header_threads(repo: &Repo) -> usize {
+    if repo.store().is_remote() {
+        16
+    } else {
+        2
+    }
+}
+
 /// The headers of `packs`, in their order: taken from `known` where this
 /// process wrote the pack, else read (on remote storage by several
 /// threads at once: each is a round trip).
@@ -427,12 +444,12 @@ fn read_headers(
     keys: &PackKeys,
     packs: &[PackInfo],
     known: &HashMap<PackId, &WrittenPack>,
+    threads: usize,
 ) -> Vec<std::result::Result<Vec<BlobEntry>, HeaderError>> {
     let read = |p: &PackInfo| match known.get(&p.id) {
         Some(w) if w.stored == p.size => Ok(w.entries.clone()),
         _ => pack::read_header(repo.store(), &p.id, p.size, keys),
     };
-    let threads = if repo.store().is_remote() { 16 } else { 2 };
     if packs.len() < 2 {
         return packs.iter().map(read).collect();
     }
@@ -487,7 +504,7 @@ impl Spill {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.buf.sort_by_key(Raw::key);
+        self.buf.sort_unstable_by_key(Raw::key);
         let file = tempfile::tempfile_in(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let mut w = BufWriter::with_capacity(256 << 10, file);
         let mut enc = [0u8; ENTRY_LEN];
@@ -505,7 +522,7 @@ impl Spill {
 
     /// The sorted runs: the last one stays in memory.
     fn finish(mut self) -> Result<Runs> {
-        self.buf.sort_by_key(Raw::key);
+        self.buf.sort_unstable_by_key(Raw::key);
         Ok(Runs {
             files: self.runs,
             last: self.buf,

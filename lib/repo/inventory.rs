@@ -17,7 +17,7 @@
 //! that).
 //!
 //! A line `{"pack":…,"removed":true}` withdraws a pack (prune writes it
-//! when it deletes one); later lines win.
+//! just before it deletes one); later lines win.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -60,8 +60,8 @@ pub fn append_pack(repo: &Repo, id: &PackId, stored: u64, blake3: &str) -> Resul
     write_lines(repo, &text)
 }
 
-/// Records that prune deleted these packs, so the keyless check does not
-/// report them missing.
+/// Records that prune is about to delete these packs, so the keyless
+/// check does not report them missing, even if prune is killed midway.
 pub fn append_removed_packs(repo: &Repo, ids: &[PackId]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());

@@ -84,6 +84,9 @@ pub struct Packer {
     recipients: Option<Recipients>,
     target: u64,
     open: Mutex<Vec<Open>>,
+    /// Held while a new pack is being opened, so that threads wanting a
+    /// ticket at the same moment open one pack between them, not one each.
+    opening: Mutex<()>,
     to_commit: Mutex<Option<Sender<Done>>>,
     committers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     shared: Arc<Shared>,
@@ -134,6 +137,7 @@ impl Packer {
             recipients: recipients.cloned(),
             target: target.max(1),
             open: Mutex::new(Vec::new()),
+            opening: Mutex::new(()),
             to_commit: Mutex::new(Some(tx)),
             committers: Mutex::new(committers),
             shared,
@@ -215,15 +219,19 @@ impl Packer {
     /// A place in an open pack that takes tickets, opening a new one if
     /// none does.
     fn ticket(&self) -> Result<(PackId, Option<BlobSession>)> {
-        {
-            let mut open = lock(&self.open);
-            if let Some(o) = open.iter_mut().rev().find(|o| !o.full) {
-                o.tickets += 1;
-                return Ok((*o.builder.id(), o.session.clone()));
-            }
+        if let Some(ticket) = self.open_ticket() {
+            return Ok(ticket);
         }
         // A new pack: its session key costs a public-key operation per
-        // recipient, done outside the lock.
+        // recipient, done outside the lock on the open packs. One thread
+        // opens it; the others wanting a ticket meanwhile wait here and
+        // then take one of it (otherwise every worker starting at once
+        // would open a pack of its own, and a run would leave small packs
+        // that tell how many blobs were stored in parallel).
+        let _opening = lock(&self.opening);
+        if let Some(ticket) = self.open_ticket() {
+            return Ok(ticket);
+        }
         let id = PackId::random();
         let session = self
             .recipients
@@ -240,6 +248,14 @@ impl Packer {
             full: false,
         });
         Ok((id, session))
+    }
+
+    /// A ticket of the open pack that takes them, if there is one.
+    fn open_ticket(&self) -> Option<(PackId, Option<BlobSession>)> {
+        let mut open = lock(&self.open);
+        let o = open.iter_mut().rev().find(|o| !o.full)?;
+        o.tickets += 1;
+        Some((*o.builder.id(), o.session.clone()))
     }
 
     fn create(&self, id: &PackId) -> Result<PackOut> {

@@ -241,6 +241,35 @@ impl S3Server {
         *self.child.lock().unwrap() = Some(child);
     }
 
+    /// Requests the server has answered so far, by HTTP method: moto's
+    /// server logs one line per request (`… "PUT /bucket/key HTTP/1.1"
+    /// 200 -`) to its log files, one per start. Take this before and after
+    /// what is measured and subtract ([`request_delta`]); the test's own
+    /// requests (listings, `get`, `put`) count too.
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for n in 0..self.starts.load(Ordering::SeqCst) {
+            let log = self.log.with_extension(format!("{n}.log"));
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            for line in text.lines() {
+                let Some((_, request)) = line.split_once("] \"") else {
+                    continue;
+                };
+                let mut words = request.split(' ');
+                if let (Some(method), Some(_), Some(version)) =
+                    (words.next(), words.next(), words.next())
+                {
+                    if version.starts_with("HTTP/")
+                        && method.bytes().all(|b| b.is_ascii_uppercase())
+                    {
+                        *counts.entry(method.to_owned()).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
+
     // -- The test's own S3 client (curl), independent of bk. --------------
 
     fn curl(
@@ -482,6 +511,18 @@ impl S3Repo {
             ("AWS_REGION", TEST_REGION.into()),
         ]
     }
+}
+
+/// Requests by method between two [`S3Server::request_counts`].
+pub fn request_delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(m, n)| (m.clone(), n - before.get(m).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// A loopback port nothing listens on (bound, then released).

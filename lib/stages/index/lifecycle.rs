@@ -363,18 +363,26 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
         report.bytes_freed = (report.bytes_freed + copied).saturating_sub(written);
     }
     report.packs_written = new_packs.len() as u64;
-    // 4. Delete what the plan says.
-    let mut deleted = Vec::new();
-    for p in plan.with(Action::Delete).chain(plan.with(Action::Repack)) {
-        if !args.dry_run {
-            let key = p.pack.key();
-            store
-                .delete(&key)
-                .map_err(|e| repo.error(&key, &e).context("bk-index prune"))?;
-            deleted.push(p.pack);
-        }
+    // 4. Delete what the plan says. The inventory hears of the removals
+    // first: a prune killed among its deletions then leaves packs the
+    // inventory calls removed, which the next prune deletes again, never
+    // packs it lists that are gone, which `bk-verify --inventory` would
+    // report as lost for good.
+    let doomed: Vec<PackId> = if args.dry_run {
+        Vec::new()
+    } else {
+        plan.with(Action::Delete)
+            .chain(plan.with(Action::Repack))
+            .map(|p| p.pack)
+            .collect()
+    };
+    crate::repo::inventory::append_removed_packs(&repo, &doomed)?;
+    for pack in &doomed {
+        let key = pack.key();
+        store
+            .delete(&key)
+            .map_err(|e| repo.error(&key, &e).context("bk-index prune"))?;
     }
-    crate::repo::inventory::append_removed_packs(&repo, &deleted)?;
     // 5. Temporary files of interrupted writes.
     let leftovers = |dir: &str| store.leftovers(dir).map_err(|e| repo.error(dir, &e));
     let mut tmp_dirs = vec!["snapshots".to_owned()];
