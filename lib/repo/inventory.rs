@@ -16,8 +16,10 @@
 //! operator, who could rewrite the inventory too (the keyed checks catch
 //! that).
 //!
-//! A line `{"pack":…,"removed":true}` withdraws a pack (prune writes it
-//! just before it deletes one); later lines win.
+//! A line `{"pack":…,"removed":true}` says a pack is expected to be gone
+//! (prune writes it just before it deletes one): its absence is then no
+//! problem, while a pack still there (a prune killed before it deleted it)
+//! is still checked against its hash.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -126,6 +128,8 @@ pub type Inventory = BTreeMap<String, Entry>;
 pub struct Entry {
     stored: u64,
     hash: FileHash,
+    /// Prune meant to delete it: its absence is no problem.
+    removed: bool,
 }
 
 /// The hash of a pack file the inventory holds, with its algorithm.
@@ -195,7 +199,7 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
     if files.is_empty() {
         return Ok(None);
     }
-    let mut map = BTreeMap::new();
+    let mut map: Inventory = BTreeMap::new();
     for file in files {
         let shown = repo.store().describe(&file);
         let mut reader = repo.open_key(&file, &shown)?;
@@ -231,7 +235,9 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
             let v: Value = parsed.map_err(|e| bad(&e.to_string()))?;
             let id = v["pack"].as_str().ok_or_else(|| bad("no \"pack\""))?;
             if v["removed"].as_bool() == Some(true) {
-                map.remove(id);
+                if let Some(e) = map.get_mut(id) {
+                    e.removed = true;
+                }
                 continue;
             }
             let stored = v["stored"].as_u64().ok_or_else(|| bad("no \"stored\""))?;
@@ -240,7 +246,14 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
                 (None, Some(h)) => FileHash::Sha256(h.to_owned()),
                 (None, None) => return Err(bad("no \"blake3\" (or \"sha256\")")),
             };
-            map.insert(id.to_owned(), Entry { stored, hash });
+            map.insert(
+                id.to_owned(),
+                Entry {
+                    stored,
+                    hash,
+                    removed: false,
+                },
+            );
         }
     }
     Ok(Some(map))
@@ -268,7 +281,7 @@ pub fn missing<'a>(
 ) -> impl Iterator<Item = Problem> + 'a {
     inventory
         .iter()
-        .filter(|(id, _)| !on_disk.contains_key(id.as_str()))
+        .filter(|(id, e)| !e.removed && !on_disk.contains_key(id.as_str()))
         .map(|(id, e)| {
             Problem::new(
                 ProblemKind::Missing,
@@ -306,6 +319,11 @@ pub struct Problem {
     pub pack: String,
     /// What is wrong, for people.
     pub detail: String,
+}
+
+/// Packs the inventory expects to be there (not removed by prune).
+pub fn live(inventory: &Inventory) -> usize {
+    inventory.values().filter(|e| !e.removed).count()
 }
 
 impl Problem {

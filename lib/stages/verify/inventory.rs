@@ -103,7 +103,7 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
     out.flush().map_err(record::stdout_error)?;
     crate::say!(
         "bk-verify: inventory: {} packs in the inventory, {} pack files re-hashed ({} bytes): {faults} problems, {warnings} packs not in the inventory",
-        inventory.len(),
+        inventory::live(&inventory),
         files.len(),
         bytes.load(Ordering::Relaxed)
     );
