@@ -4,7 +4,6 @@
 //! million records stays bounded in memory.
 
 mod common;
-mod promises;
 
 use std::cmp::Ordering;
 use std::fs;
@@ -12,8 +11,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::packs::*;
 use common::*;
-use promises::*;
 
 /// The record lines of an NDJSON stream, control records left out.
 fn record_lines(ndjson: &[u8]) -> Vec<Vec<u8>> {

@@ -3,15 +3,14 @@
 //! killed one did not make durable; older snapshots stay whole.
 
 mod common;
-mod promises;
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::packs::*;
 use common::*;
-use promises::*;
 
 #[test]
 fn a_killed_seal_leaves_complete_packs_the_next_run_reuses() {

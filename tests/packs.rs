@@ -5,14 +5,13 @@
 //! cost few requests on S3.
 
 mod common;
-mod promises;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
+use common::packs::*;
 use common::*;
-use promises::*;
 
 /// The files of a tree (relative path → size), regular files only.
 fn file_sizes(tree: &Path) -> BTreeMap<String, u64> {

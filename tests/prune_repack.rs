@@ -5,7 +5,6 @@
 //! repository the next prune finishes and every kept snapshot verifies.
 
 mod common;
-mod promises;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -14,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::packs::*;
 use common::*;
-use promises::*;
 use serde_json::Value;
 
 /// The JSON summary prune prints with `--json` (the last line of stdout).

@@ -35,6 +35,7 @@ pub(crate) use args;
 
 mod s3;
 pub use s3::*;
+pub mod packs;
 pub mod stepwise;
 
 /// How long one program may run before the test kills it and fails.

@@ -1,4 +1,4 @@
-//! Helpers shared by the tests of the format-2 promises (issue 16):
+//! Helpers for the tests of the format-2 promises (issue 16):
 //! tests/packs.rs, tests/catalogue.rs, tests/prune_repack.rs and
 //! tests/pack_crash.rs. They look at a repository the way bk itself does
 //! (the local id key, pack headers read with the library) and the way its
@@ -17,7 +17,7 @@ use bk::repo::idkey::IdKey;
 use bk::repo::pack::{self, BlobEntry, PackKeys};
 use bk::storage::dir::DirStorage;
 
-use crate::common::*;
+use super::*;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
