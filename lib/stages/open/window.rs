@@ -23,7 +23,7 @@ const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 8 << 20;
 
 /// Files in the window at most.
-const MAX_FILES: usize = 1024;
+const MAX_FILES: usize = 4096;
 
 /// How reads are joined on a local disk: a gap is cheap to read through
 /// there, and runs stay short so that every worker gets some.
