@@ -23,7 +23,7 @@ _bk__open() {
 
     case "${cmd}" in
         bk__open)
-            opts="-k -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --object --to --root --snapshot --id-key --allow-unauthenticated --signer --require-signature --progress --no-progress --help --version"
+            opts="-k -j -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --object --to --root --snapshot --jobs --id-key --allow-unauthenticated --signer --require-signature --progress --no-progress --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,14 @@ _bk__open() {
                     return 0
                     ;;
                 --snapshot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -853,6 +853,8 @@ pub struct OpenCli {
     #[arg(long, value_name = "SNAPSHOT", requires = "to")]
     pub snapshot: Option<String>,
     #[command(flatten)]
+    pub jobs: JobsArg,
+    #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
     pub progress: ProgressArg,

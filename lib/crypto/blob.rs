@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io::{self, BufRead, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pgp::composed::{Esk, Message, PlainSessionKey, RawSessionKey};
@@ -205,11 +206,17 @@ pub fn read_compressed_message(bytes: &[u8], limit: u64) -> std::result::Result<
 /// Session keys already recovered, by the PKESK packets they came from:
 /// the blobs of a pack carry the same packets, so a restore decrypts one
 /// of them per pack with the secret key and every other blob with the
-/// key found here.
+/// key found here. Threads that meet a pack's packets at the same time
+/// wait for the first of them to recover its key rather than each doing
+/// the public-key operation.
 #[derive(Default)]
 pub struct SessionCache {
-    keys: Mutex<HashMap<Vec<u8>, PlainSessionKey>>,
+    keys: Mutex<HashMap<Vec<u8>, Arc<Slot>>>,
+    recovered: AtomicU64,
 }
+
+/// One session key, recovered by whoever holds its lock first.
+type Slot = Mutex<Option<PlainSessionKey>>;
 
 impl Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,16 +228,34 @@ impl Debug for SessionCache {
 const CACHED_SESSIONS: usize = 4096;
 
 impl SessionCache {
-    fn get(&self, esk: &[u8]) -> Option<PlainSessionKey> {
-        crate::sys::sync::lock(&self.keys).get(esk).cloned()
+    /// How many session keys were recovered with a secret key: the
+    /// public-key operations made, one per pack read when the cache works.
+    pub fn recovered(&self) -> u64 {
+        self.recovered.load(Ordering::Relaxed)
     }
 
-    fn put(&self, esk: Vec<u8>, key: PlainSessionKey) {
-        let mut keys = crate::sys::sync::lock(&self.keys);
-        if keys.len() >= CACHED_SESSIONS {
-            keys.clear();
+    /// The session key of the PKESK packets `esk`, recovered with
+    /// `recover` only when no earlier call has it.
+    fn key_for(
+        &self,
+        esk: Vec<u8>,
+        recover: impl FnOnce() -> Result<PlainSessionKey>,
+    ) -> Result<PlainSessionKey> {
+        let slot = {
+            let mut keys = crate::sys::sync::lock(&self.keys);
+            if keys.len() >= CACHED_SESSIONS && !keys.contains_key(&esk) {
+                keys.clear();
+            }
+            Arc::clone(keys.entry(esk).or_default())
+        };
+        let mut slot = crate::sys::sync::lock(&slot);
+        if let Some(key) = slot.as_ref() {
+            return Ok(key.clone());
         }
-        keys.insert(esk, key);
+        let key = recover()?;
+        self.recovered.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(key.clone());
+        Ok(key)
     }
 }
 
@@ -260,14 +285,7 @@ impl SecretKeys {
         for e in esk {
             e.to_writer(&mut esk_bytes).map_err(corrupt)?;
         }
-        let key = match cache.get(&esk_bytes) {
-            Some(key) => key,
-            None => {
-                let key = self.session_key(esk, what)?;
-                cache.put(esk_bytes, key.clone());
-                key
-            }
-        };
+        let key = cache.key_for(esk_bytes, || self.session_key(esk, what))?;
         let ring = pgp::composed::TheRing {
             session_keys: vec![key],
             decrypt_options: pgp::composed::DecryptionOptions::new()
@@ -334,6 +352,33 @@ mod tests {
         assert!(!looks_compressible(&random));
         assert!(!looks_compressible(&random[..100]));
         assert!(!looks_compressible(b"tiny"));
+    }
+
+    #[test]
+    fn threads_meeting_one_pack_recover_its_session_key_once() {
+        let cache = SessionCache::default();
+        let key = || PlainSessionKey::V5 {
+            key: vec![7u8; 32].into(),
+        };
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for pack in [b"pack one".to_vec(), b"pack two".to_vec()] {
+                        cache
+                            .key_for(pack, || {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                                Ok(key())
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.recovered(), 2, "one public-key operation per pack");
+        let failed = cache.key_for(b"pack three".to_vec(), || Err(Error::key("no key")));
+        assert!(failed.is_err());
+        cache.key_for(b"pack three".to_vec(), || Ok(key())).unwrap();
+        assert_eq!(cache.recovered(), 3, "a failed recovery is tried again");
     }
 
     #[test]

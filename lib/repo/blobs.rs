@@ -3,17 +3,17 @@
 //! public-key operation per pack, see [`SessionCache`]) and check the
 //! plaintext against the blob's id.
 
-use std::io::{self, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use sha2::{Digest, Sha256};
 
 use crate::crypto::blob::SessionCache;
-use crate::crypto::{copy_plaintext, SecretKeys};
+use crate::crypto::{copy_plaintext, read_error_cause, SecretKeys};
 use crate::error::{io_cause, Error, Result};
-use crate::repo::id::ObjectId;
+use crate::repo::id::{ObjectId, PackId};
 use crate::repo::idkey::IdKey;
 use crate::repo::index::{Index, Location, SyncReport};
-use crate::repo::pack::{self, PackKeys, WrittenPack};
+use crate::repo::pack::{self, PackKeys, RangeReader, WrittenPack};
 use crate::repo::Repo;
 
 /// A repository's blobs, ready to be found and read.
@@ -94,21 +94,50 @@ impl Blobs {
         out: &mut dyn Write,
         out_name: &str,
     ) -> Result<u64> {
-        let what = format!("blob {id} (pack {})", loc.pack);
-        let input = pack::open_range(
-            self.repo.store(),
-            &loc.pack,
-            &self.keys,
-            loc.offset,
-            loc.length,
-        )
-        .map_err(|e| Error::repo(format!("{what}: {}", io_cause(&e))))?
-        .ok_or_else(|| Error::repo(format!("{what}: its pack is missing from the repository")))?;
-        let mut msg = secret.decrypt_blob(
-            io::BufReader::with_capacity(64 << 10, input),
-            &what,
-            &self.sessions,
-        )?;
+        let input = self.open_run(&loc.pack, loc.offset, loc.length, &|| blob_name(id, loc))?;
+        let (n, _) = self.decrypt_from(input, id, loc, secret, out, out_name)?;
+        Ok(n)
+    }
+
+    /// Bytes `offset..offset + len` of pack `pack`, the pack keystream
+    /// removed: one blob, or a run of neighbouring blobs read with one
+    /// request (one ranged GET on S3). `what` names them in errors.
+    pub fn open_run(
+        &self,
+        pack: &PackId,
+        offset: u64,
+        len: u64,
+        what: &dyn Fn() -> String,
+    ) -> Result<RangeReader> {
+        pack::open_range(self.repo.store(), pack, &self.keys, offset, len)
+            .map_err(|e| Error::repo(format!("{}: {}", what(), io_cause(&e))))?
+            .ok_or_else(|| {
+                Error::repo(format!(
+                    "{}: its pack is missing from the repository",
+                    what()
+                ))
+            })
+    }
+
+    /// Decrypts blob `id` at `loc` from `input` (the blob's bytes and no
+    /// more), streaming its plaintext into `out` (named `out_name` in
+    /// errors), and checks that it is the content the id names; returns
+    /// the byte count and SHA-256. `out` may have received bytes before a
+    /// failure is found: trust it only on `Ok`.
+    pub fn decrypt_from<'a, R>(
+        &self,
+        input: R,
+        id: &ObjectId,
+        loc: &Location,
+        secret: &SecretKeys,
+        out: &mut dyn Write,
+        out_name: &str,
+    ) -> Result<(u64, [u8; 32])>
+    where
+        R: BufRead + std::fmt::Debug + Send + 'a,
+    {
+        let what = blob_name(id, loc);
+        let mut msg = secret.decrypt_blob(input, &what, &self.sessions)?;
         let mut hashing = HashingWriter {
             out,
             hasher: Sha256::new(),
@@ -119,13 +148,57 @@ impl Blobs {
             &mut hashing,
             std::path::Path::new(out_name),
         )?;
-        let sha = hex::encode(hashing.hasher.finalize());
-        if !self.id_key.id_matches(&sha, &id.to_string()) {
+        let digest: [u8; 32] = hashing.hasher.finalize().into();
+        self.check(id, &digest, &what)?;
+        Ok((n, digest))
+    }
+
+    /// Decrypts blob `id` at `loc` from `input` (the blob's bytes and no
+    /// more) into `buf`, which is cleared first, and checks that it is the
+    /// content the id names; returns its SHA-256. More than `limit` bytes
+    /// of plaintext is an error: the caller holds it all in memory.
+    pub fn decrypt_into<'a, R>(
+        &self,
+        input: R,
+        id: &ObjectId,
+        loc: &Location,
+        secret: &SecretKeys,
+        buf: &mut Vec<u8>,
+        limit: u64,
+    ) -> Result<[u8; 32]>
+    where
+        R: BufRead + std::fmt::Debug + Send + 'a,
+    {
+        let what = blob_name(id, loc);
+        let msg = secret.decrypt_blob(input, &what, &self.sessions)?;
+        buf.clear();
+        msg.take(limit.saturating_add(1))
+            .read_to_end(buf)
+            .map_err(|e| Error::repo(format!("{what}: {}", read_error_cause(&e))))?;
+        if buf.len() as u64 > limit {
             return Err(Error::repo(format!(
-                "{what}: its content is not the one its id names (swapped or forged)"
+                "{what}: more than the {limit} bytes of plaintext its pack lists"
             )));
         }
-        Ok(n)
+        let digest: [u8; 32] = Sha256::digest(&buf[..]).into();
+        self.check(id, &digest, &what)?;
+        Ok(digest)
+    }
+
+    /// Public-key operations made so far to read blobs: one per pack
+    /// whose blobs were read, however many of them.
+    pub fn public_key_operations(&self) -> u64 {
+        self.sessions.recovered()
+    }
+
+    /// Whether a plaintext with SHA-256 `digest` is the content `id` names.
+    fn check(&self, id: &ObjectId, digest: &[u8; 32], what: &str) -> Result<()> {
+        if self.id_key.digest_matches(digest, id) {
+            return Ok(());
+        }
+        Err(Error::repo(format!(
+            "{what}: its content is not the one its id names (swapped or forged)"
+        )))
     }
 
     /// [`Blobs::read_at`] after finding the blob.
@@ -139,6 +212,11 @@ impl Blobs {
         let loc = self.require(id, &format!("blob {id}"))?;
         self.read_at(id, &loc, secret, out, out_name)
     }
+}
+
+/// A blob as errors name it.
+pub fn blob_name(id: &ObjectId, loc: &Location) -> String {
+    format!("blob {id} (pack {})", loc.pack)
 }
 
 /// A writer that hashes what passes through it.

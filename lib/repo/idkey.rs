@@ -82,6 +82,14 @@ impl IdKey {
         mac.verify_slice(&id).is_ok()
     }
 
+    /// Whether `id` is the object id of a content whose SHA-256 is
+    /// `digest` (the check of every blob read, without hex on the way).
+    pub fn digest_matches(&self, digest: &[u8; 32], id: &ObjectId) -> bool {
+        let mut mac = self.hmac.clone();
+        mac.update(digest);
+        mac.verify_slice(id.as_bytes()).is_ok()
+    }
+
     /// The object id of a content with this hex SHA-256.
     pub fn object_id(&self, sha256_hex: &str) -> Result<ObjectId> {
         let mut digest = [0u8; 32];

@@ -113,6 +113,20 @@ impl S3Server {
         server
     }
 
+    /// The request lines the server has logged, over all its starts
+    /// (`GET /bucket/key HTTP/1.1`): what a test counts requests by.
+    pub fn request_lines(&self) -> Vec<String> {
+        (0..self.starts.load(Ordering::SeqCst))
+            .flat_map(|n| {
+                let log = fs::read_to_string(self.log.with_extension(format!("{n}.log")));
+                log.unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Starts the wrapper on `port` (0: any free one) and waits for its
     /// `ready PORT` line.
     fn spawn(&self, port: u16) -> (Child, u16) {

@@ -1,10 +1,15 @@
 //! bk-open: decrypt one object to stdout, or restore a record stream.
 
+mod fetch;
 mod guards;
 mod links;
+mod place;
+mod plan;
 pub mod restore;
 mod safety;
 mod sinks;
+mod target;
+mod window;
 
 use std::io::{self, Write};
 
@@ -35,6 +40,12 @@ pub fn run(cli: OpenCli) -> Result<i32> {
         Some(root) => crate::stages::open::restore::Layout::Root(root.clone()),
         None => crate::stages::open::restore::Layout::Full,
     };
+    let workers = match cli.jobs.jobs.filter(|&n| n > 0) {
+        Some(n) => n,
+        // Reading from remote storage mostly waits for answers.
+        None if repo.store().is_remote() => 4 * cli.jobs.count(),
+        None => cli.jobs.count(),
+    };
     let outcome = match &cli.snapshot {
         // Straight from the repository: the snapshot is decrypted and its
         // signature checked in full before the first record is restored.
@@ -43,13 +54,14 @@ pub fn run(cli: OpenCli) -> Result<i32> {
             let spool = crate::repo::snapshots::decrypt_snapshot(&blobs, &key, &name, &trust)?;
             let records = record::RecordReader::new(io::BufReader::with_capacity(256 << 10, spool))
                 .map(|r| r.map_err(|e| Error::repo(format!("snapshot {name}: {e}"))));
-            crate::stages::open::restore::restore(&blobs, &key, to, &layout, records)?
+            crate::stages::open::restore::restore(&blobs, &key, to, &layout, workers, records)?
         }
         None => crate::stages::open::restore::restore(
             &blobs,
             &key,
             to,
             &layout,
+            workers,
             record::stdin_records(),
         )?,
     };

@@ -37,6 +37,21 @@
 //! calls. Hard links remember the first path of each inode until all its
 //! links are restored, up to [`MAX_PENDING_LINKS`] inodes.
 //!
+//! # Content, in parallel and in record order
+//!
+//! A file's temporary file is made in record order, then its content is
+//! left to a few worker threads ([`super::fetch`]): small files are
+//! gathered into batches whose blobs are read pack by pack, neighbouring
+//! blobs with one request, and each blob is decrypted once (one public-key
+//! operation per pack). Finished files come back in record order
+//! ([`super::window`]) and only then get their metadata and real name; a
+//! finished directory's metadata waits in the same queue, after the files
+//! before it. A bounded number of files is in flight. Whatever might
+//! depend on a file still in flight (a record for the same path, a parent
+//! path that is not a directory this run made, a hard link, an entry in a
+//! directory already finished) first waits for every file in flight, and
+//! then goes on as if restoring one file at a time.
+//!
 //! # Roots
 //!
 //! A stream may hold several roots (`bk-scan ~/docs /etc`). Each record is
@@ -66,7 +81,7 @@
 //! disk (6) stops the restore. As a non-root user, owners and devices are
 //! left out with a note and do not fail the run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
@@ -78,9 +93,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use nix::sys::stat::{Mode, SFlag};
 
+use super::fetch::{self, Failure, Object, Source};
 use super::guards::{ParentGuard, TempPath};
+use super::place::{Meta, NameError, Placing};
 use super::safety::root_place;
-use super::sinks::FileSink;
+use super::target::Target;
+use super::window::{Filling, Ready, Window};
 use crate::crypto::SecretKeys;
 use crate::error::{io_cause, Error, Outcome, Result};
 use crate::record::meta;
@@ -114,37 +132,52 @@ pub enum Layout {
     Root(PathBuf),
 }
 
-/// Restores every record from `records` under `to` (created if needed).
-/// Per-entry failures are reported and counted; the returned outcome gives
-/// the exit status. A full disk stops the restore early.
+/// Restores every record from `records` under `to` (created if needed),
+/// with `workers` threads filling files. Per-entry failures are reported
+/// and counted; the returned outcome gives the exit status. A full disk
+/// stops the restore early.
 pub fn restore(
     repo: &Blobs,
     key: &SecretKeys,
     to: &Path,
     layout: &Layout,
+    workers: usize,
     records: impl Iterator<Item = Result<Record>>,
 ) -> Result<Outcome> {
     fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     let base = fs::canonicalize(to).map_err(|e| Error::io(to, e))?;
-    let mut r = Restorer::new(repo, key, base, layout);
-    for rec in records {
-        let rec = match rec {
-            Ok(rec) => rec,
-            Err(e) => {
+    let src = Source {
+        blobs: repo,
+        secret: key,
+    };
+    let workers = workers.max(1);
+    std::thread::scope(|s| {
+        let (job_tx, job_rx) = crossbeam_channel::bounded(2 * workers);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        for _ in 0..workers {
+            let (jobs, done) = (job_rx.clone(), done_tx.clone());
+            s.spawn(move || fetch::work(src, jobs, done));
+        }
+        let window = Window::new(job_tx, done_rx, repo.repo().store().is_remote());
+        let mut r = Restorer::new(repo, base, layout, window);
+        for rec in records {
+            let rec = match rec {
+                Ok(rec) => rec,
+                Err(e) => {
+                    r.outcome.report(PROGRAM, &e);
+                    break;
+                }
+            };
+            if let Err(e) = r.restore_one(rec) {
                 r.outcome.report(PROGRAM, &e);
+            }
+            if r.stop_if_full() {
                 break;
             }
-        };
-        if let Err(e) = r.restore_one(&rec) {
-            r.outcome.report(PROGRAM, &e);
         }
-        if r.disk_full {
-            crate::say!("{PROGRAM}: stopping: the target file system is full; later records were not restored");
-            break;
-        }
-    }
-    r.finish();
-    Ok(r.outcome)
+        r.finish();
+        Ok(std::mem::take(&mut r.outcome))
+    })
 }
 
 /// A root as bk-scan records it, compared lexically: `.` components and
@@ -256,9 +289,23 @@ enum Linked {
     Differs,
 }
 
+/// What waits in the window: a file the workers are making, or a
+/// finished directory's metadata.
+type Waiting = Window<Box<PendingFile>, (PathBuf, DirMeta)>;
+
+/// What the restorer keeps of a file the workers are making, to report
+/// what becomes of it.
+struct PendingFile {
+    dest: PathBuf,
+    /// `dest` relative to the target, as [`Restorer::pending`] knows it.
+    rel: Vec<u8>,
+    rec: Record,
+    shown: String,
+    first_of_inode: bool,
+}
+
 struct Restorer<'a> {
-    repo: &'a Blobs,
-    key: &'a SecretKeys,
+    blobs: &'a Blobs,
     base: PathBuf,
     as_root: bool,
     euid: u32,
@@ -284,6 +331,10 @@ struct Restorer<'a> {
     notes: Notes,
     outcome: Outcome,
     disk_full: bool,
+    said_full: bool,
+    window: Waiting,
+    /// Where the files in the window go (relative to the target).
+    pending: HashSet<Vec<u8>>,
 }
 
 /// The refusal error for a record.
@@ -292,13 +343,12 @@ fn refuse(shown: &str, why: impl std::fmt::Display) -> Error {
 }
 
 impl<'a> Restorer<'a> {
-    fn new(repo: &'a Blobs, key: &'a SecretKeys, base: PathBuf, layout: &Layout) -> Self {
+    fn new(blobs: &'a Blobs, base: PathBuf, layout: &Layout, window: Waiting) -> Self {
         let base_default_acl = matches!(xattr::get(&base, meta::ACL_XATTRS[1]), Ok(Some(_)));
         let started = run_start(&base);
         Restorer {
             started,
-            repo,
-            key,
+            blobs,
             base,
             as_root: nix::unistd::geteuid().is_root(),
             euid: nix::unistd::geteuid().as_raw(),
@@ -319,11 +369,15 @@ impl<'a> Restorer<'a> {
             notes: Notes::default(),
             outcome: Outcome::default(),
             disk_full: false,
+            said_full: false,
+            window,
+            pending: HashSet::new(),
         }
     }
 
     /// Restores one record.
-    fn restore_one(&mut self, rec: &Record) -> Result<()> {
+    fn restore_one(&mut self, rec: Record) -> Result<()> {
+        self.retire_ready();
         let raw = rec.path_os()?;
         let root = rec.root_os()?;
         // The raw bytes, quoted: `path` may say anything when `path_b64` is
@@ -352,9 +406,14 @@ impl<'a> Restorer<'a> {
                 ));
             }
         }
+        if self.pending.contains(&bytes) {
+            // A record for a path whose file is still in flight: it must
+            // find that file in place, as if restored one at a time.
+            self.drain();
+        }
         self.refuse_collision(&bytes, &shown)?;
         if bytes.is_empty() {
-            return self.restore_root(rec, &shown);
+            return self.restore_root(&rec, &shown);
         }
         if rec.kind != Kind::Dir && rel.is_none() {
             return Err(refuse(
@@ -372,11 +431,14 @@ impl<'a> Restorer<'a> {
         let strip_acls = guard.is_some() || self.base_default_acl;
         let dest = self.base.join(&rel);
         let result = match rec.kind {
-            Kind::Dir => self.restore_dir(&dest, rec, &shown, strip_acls),
-            Kind::File => self.restore_file(&dest, rec, &shown, strip_acls),
-            Kind::Symlink => self.restore_symlink(&dest, rec, &shown),
+            Kind::Dir => self.restore_dir(&dest, &rec, &shown, strip_acls),
+            Kind::File => {
+                let alone = guard.is_some();
+                self.restore_file(dest, rec, shown, strip_acls, alone)
+            }
+            Kind::Symlink => self.restore_symlink(&dest, &rec, &shown),
             Kind::Fifo | Kind::Char | Kind::Block => {
-                self.restore_special(&dest, rec, &shown, strip_acls)
+                self.restore_special(&dest, &rec, &shown, strip_acls)
             }
             Kind::Socket => Ok(()),
         };
@@ -556,8 +618,8 @@ impl<'a> Restorer<'a> {
             return Err(refuse(shown, "duplicate root entry"));
         }
         let base = self.base.clone();
-        self.apply_owner(&base, rec, shown);
-        self.apply_xattrs(&base, rec, shown, false, self.base_default_acl);
+        self.apply_owner(base.as_path(), rec, shown);
+        self.apply_xattrs(base.as_path(), rec, shown, false, self.base_default_acl);
         self.root = Some(self.dir_meta(rec, shown));
         Ok(())
     }
@@ -575,13 +637,18 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    /// Applies a finished directory's ACLs, mode and times.
+    /// Applies a finished directory's ACLs, mode and times, once the files
+    /// in flight before it have their names.
     fn finish_dir(&mut self, dir: OpenDir) {
         let Some(meta) = dir.meta else {
             return;
         };
         let path = self.base.join(OsStr::from_bytes(&self.prev[..dir.len]));
-        self.apply_dir_meta(&path, &meta);
+        if self.window.is_empty() {
+            self.apply_dir_meta(&path, &meta);
+        } else {
+            self.window.push_marker((path, meta));
+        }
     }
 
     /// Whether the directory whose path is the first `len` bytes of the
@@ -606,16 +673,17 @@ impl<'a> Restorer<'a> {
     /// finished (input out of order), to keep its times and mode.
     fn make_parents(&mut self, shown: &str) -> Result<Option<ParentGuard>> {
         let path = self.prev.clone();
+        let slashes = || path.iter().enumerate().filter(|(_, &b)| b == b'/');
+        if !slashes().all(|(end, _)| self.is_open(end)) {
+            // A parent to look at, make, or guard: with nothing in flight,
+            // which might be a file in the way or a directory's times.
+            self.drain();
+        }
         let mut guard = None;
         // `parent` is the length of the directory being entered (0: root);
         // each '/' ends the path of the next directory on the way.
         let mut parent = 0;
-        for end in path
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'/')
-            .map(|(i, _)| i)
-        {
+        for end in slashes().map(|(i, _)| i) {
             if self.is_open(end) {
                 // Made or checked by this restore, and never replaced since
                 // (a directory is never removed): no need to look again.
@@ -690,10 +758,23 @@ impl<'a> Restorer<'a> {
         Ok(())
     }
 
-    fn restore_file(&mut self, dest: &Path, rec: &Record, shown: &str, strip: bool) -> Result<()> {
+    /// Hands a file to the workers, which make it, metadata and name
+    /// included; what became of it is reported in [`Restorer::finish_file`].
+    /// `alone`: wait for it (its directory was finished, and a guard keeps
+    /// its times).
+    fn restore_file(
+        &mut self,
+        dest: PathBuf,
+        rec: Record,
+        shown: String,
+        strip: bool,
+        alone: bool,
+    ) -> Result<()> {
         let mut first_of_inode = rec.nlink > 1;
         if first_of_inode {
-            match self.link_to_first(dest, rec, shown) {
+            // Its first link may be in flight.
+            self.drain();
+            match self.link_to_first(&dest, &rec, &shown) {
                 Linked::Done(done) => return done,
                 Linked::First => {}
                 Linked::Differs => first_of_inode = false,
@@ -702,49 +783,182 @@ impl<'a> Restorer<'a> {
         let sha = rec
             .sha256
             .as_deref()
-            .ok_or_else(|| refuse(shown, "file record has no sha256 to check against"))?;
+            .ok_or_else(|| refuse(&shown, "file record has no sha256 to check against"))?;
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(sha, &mut sha256).map_err(|_| {
+            Error::repo(format!(
+                "{shown}: the record's sha256 {sha:?} is not 64 hex digits; not restored"
+            ))
+        })?;
         let objects = rec
             .objects
             .as_deref()
-            .ok_or_else(|| refuse(shown, "file record has no objects"))?;
-        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-            return Err(refuse(shown, "a directory is in the way"));
+            .ok_or_else(|| refuse(&shown, "file record has no objects"))?;
+        let objects = self.locate(objects).map_err(|e| e.context(&shown))?;
+        let placing = self.placing(&dest, &rec, &shown, strip);
+        while self.window.is_full() {
+            self.retire_next();
         }
-        let dir = dest.parent().unwrap_or(&self.base).to_path_buf();
-        let (tmp, file) = TempPath::create(&dir).map_err(|e| self.io_error(&dir, e))?;
-        let mut out = FileSink::new(file, rec.size);
-        for obj in objects {
-            let before = out.count();
-            let decrypted = ObjectId::parse(&obj.id)
-                .and_then(|id| self.repo.read(&id, self.key, &mut out, shown));
-            if let Err(e) = decrypted {
-                return Err(match out.take_error() {
-                    Some(we) => self.io_error(dest, we).context(shown),
-                    None => e.context(shown),
-                });
+        let rel = self.prev.clone();
+        self.pending.insert(rel.clone());
+        let size = rec.size;
+        let pending = PendingFile {
+            dest,
+            rel,
+            rec,
+            shown,
+            first_of_inode,
+        };
+        self.window
+            .push_file(placing, size, sha256, objects, Box::new(pending));
+        if alone || first_of_inode {
+            self.drain();
+        }
+        Ok(())
+    }
+
+    /// Where a file goes and the metadata it gets there (what
+    /// [`Restorer::apply_meta`] sets on other entries); a non-root user's
+    /// owners and xattrs that cannot be decoded are counted or reported
+    /// here.
+    fn placing(&mut self, dest: &Path, rec: &Record, shown: &str, strip: bool) -> Placing {
+        let owner = if self.as_root {
+            Some((rec.uid, rec.gid))
+        } else {
+            self.apply_owner(dest, rec, shown);
+            None
+        };
+        let mut xattrs = Vec::with_capacity(rec.xattrs.len());
+        for (name, value) in &rec.xattrs {
+            if let Some(value) = self.decode_xattr(shown, name, value) {
+                xattrs.push((name.clone(), value));
             }
-            let got = out.count() - before;
-            if got != obj.size {
+        }
+        let strip = match strip {
+            true => meta::ACL_XATTRS
+                .into_iter()
+                .filter(|name| !rec.xattrs.contains_key(*name))
+                .collect(),
+            false => Vec::new(),
+        };
+        Placing {
+            dir: dest.parent().unwrap_or(&self.base).to_path_buf(),
+            dest: dest.to_path_buf(),
+            owner,
+            xattrs,
+            strip,
+            mode: rec.mode,
+            mtime_ns: rec.mtime_ns,
+        }
+    }
+
+    /// Where each object of a file is.
+    fn locate(&self, objects: &[crate::record::ObjectRef]) -> Result<Vec<Object>> {
+        objects
+            .iter()
+            .map(|obj| {
+                let id = ObjectId::parse(&obj.id)?;
+                let loc = self.blobs.require(&id, &format!("blob {id}"))?;
+                Ok(Object {
+                    id,
+                    loc,
+                    size: obj.size,
+                })
+            })
+            .collect()
+    }
+
+    /// Hands back every entry of the window that is ready, without waiting.
+    fn retire_ready(&mut self) {
+        while let Some(ready) = self.window.pop_ready() {
+            self.retire(ready);
+        }
+    }
+
+    /// Waits for the oldest entry of the window and hands it back.
+    fn retire_next(&mut self) {
+        if let Some(ready) = self.window.pop_wait() {
+            self.retire(ready);
+        }
+    }
+
+    /// Waits for every entry of the window.
+    fn drain(&mut self) {
+        while !self.window.is_empty() {
+            self.retire_next();
+        }
+    }
+
+    fn retire(&mut self, ready: Ready<Box<PendingFile>, (PathBuf, DirMeta)>) {
+        match ready {
+            Ready::Marker((path, meta)) => self.apply_dir_meta(&path, &meta),
+            Ready::File(pending, result) => {
+                self.pending.remove(&pending.rel);
+                if let Err(e) = self.finish_file(*pending, result) {
+                    self.outcome.report(PROGRAM, &e);
+                }
+            }
+        }
+    }
+
+    /// Reports what became of a file the workers made: metadata that could
+    /// not be set, or why it was not restored (nothing is left under its
+    /// name then, nor any temporary file).
+    fn finish_file(&mut self, p: PendingFile, filled: Filling) -> Result<()> {
+        let PendingFile {
+            dest,
+            rec,
+            shown,
+            first_of_inode,
+            ..
+        } = p;
+        let faults = match filled {
+            Ok(faults) => faults,
+            Err(Failure::Blob(e)) => return Err(e.context(&shown)),
+            Err(Failure::Size { id, got, want }) => {
                 return Err(Error::repo(format!(
-                    "{shown}: object {} holds {got} bytes, the record says {}: swapped, truncated or corrupt object; not restored",
-                    obj.id, obj.size
+                    "{shown}: object {id} holds {got} bytes, the record says {want}: swapped, truncated or corrupt object; not restored"
+                )))
+            }
+            Err(Failure::Content { count }) => {
+                let ids: Vec<&str> = rec
+                    .objects
+                    .iter()
+                    .flatten()
+                    .map(|o| o.id.as_str())
+                    .collect();
+                return Err(Error::repo(format!(
+                    "{shown}: content of object {} ({count} bytes) does not match the record's sha256 and size ({} bytes): swapped or corrupt object; not restored",
+                    ids.join(", "),
+                    rec.size
                 )));
             }
+            Err(Failure::Name(NameError::DirInTheWay)) => {
+                return Err(refuse(&shown, "a directory is in the way"))
+            }
+            Err(Failure::Create(_) | Failure::Write(_)) if self.disk_full => {
+                // One full-disk error is enough: the restore stops.
+                self.outcome.note(crate::error::Kind::Io);
+                return Ok(());
+            }
+            Err(Failure::Create(e)) => {
+                let dir = dest.parent().unwrap_or(&self.base).to_path_buf();
+                return Err(self.io_error(&dir, e));
+            }
+            Err(Failure::Write(e) | Failure::Name(NameError::Io(e))) => {
+                return Err(self.io_error(&dest, e).context(&shown))
+            }
+        };
+        for f in faults {
+            match f.what {
+                Meta::Owner => self.meta_fault(&shown, "owner", &f.err),
+                Meta::Xattr(name) => self.xattr_failed(&shown, &name, &f.err),
+                Meta::Mode => self.meta_fault(&shown, "mode", &f.err),
+                Meta::Times => self.meta_fault(&shown, "times", &f.err),
+            }
         }
-        let (count, digest) = out.finish().map_err(|e| self.io_error(dest, e))?;
-        if count != rec.size || digest != sha {
-            let ids: Vec<&str> = objects.iter().map(|o| o.id.as_str()).collect();
-            return Err(Error::repo(format!(
-                "{shown}: content of object {} ({count} bytes) does not match the record's sha256 and size ({} bytes): swapped or corrupt object; not restored",
-                ids.join(", "),
-                rec.size
-            )));
-        }
-        self.apply_meta(&tmp.0, rec, shown, strip);
-        fs::rename(&tmp.0, dest).map_err(|e| self.io_error(dest, e))?;
-        tmp.keep();
         if first_of_inode {
-            self.remember_link(dest, rec, shown);
+            self.remember_link(&dest, &rec, &shown);
         }
         Ok(())
     }
@@ -843,16 +1057,22 @@ impl<'a> Restorer<'a> {
     }
 
     /// Owner, xattrs, mode and times of a non-directory.
-    fn apply_meta(&mut self, path: &Path, rec: &Record, shown: &str, strip: bool) {
+    fn apply_meta<T: Target + ?Sized>(
+        &mut self,
+        target: &T,
+        rec: &Record,
+        shown: &str,
+        strip: bool,
+    ) {
         let is_link = rec.kind == Kind::Symlink;
-        self.apply_owner(path, rec, shown);
-        self.apply_xattrs(path, rec, shown, true, strip && !is_link);
+        self.apply_owner(target, rec, shown);
+        self.apply_xattrs(target, rec, shown, true, strip && !is_link);
         if !is_link {
-            if let Err(e) = meta::set_mode(path, rec.mode) {
+            if let Err(e) = target.set_mode(rec.mode) {
                 self.meta_fault(shown, "mode", &e);
             }
         }
-        if let Err(e) = meta::set_times(path, rec.mtime_ns) {
+        if let Err(e) = target.set_mtime(rec.mtime_ns) {
             self.meta_fault(shown, "times", &e);
         }
     }
@@ -893,9 +1113,9 @@ impl<'a> Restorer<'a> {
 
     /// Sets the recorded owner as root; as anyone else counts the entries
     /// that keep the restoring user's own ids.
-    fn apply_owner(&mut self, path: &Path, rec: &Record, shown: &str) {
+    fn apply_owner<T: Target + ?Sized>(&mut self, target: &T, rec: &Record, shown: &str) {
         if self.as_root {
-            if let Err(e) = meta::set_owner(path, rec.uid, rec.gid) {
+            if let Err(e) = target.set_owner(rec.uid, rec.gid) {
                 self.meta_fault(shown, "owner", &e);
             }
         } else if rec.uid != self.euid || rec.gid != self.egid {
@@ -908,9 +1128,9 @@ impl<'a> Restorer<'a> {
 
     /// Sets the record's extended attributes (ACLs too when `with_acls`);
     /// with `strip`, removes ACLs the entry inherited but the record lacks.
-    fn apply_xattrs(
+    fn apply_xattrs<T: Target + ?Sized>(
         &mut self,
-        path: &Path,
+        target: &T,
         rec: &Record,
         shown: &str,
         with_acls: bool,
@@ -923,7 +1143,7 @@ impl<'a> Restorer<'a> {
             let Some(value) = self.decode_xattr(shown, name, value) else {
                 continue;
             };
-            if let Err(e) = xattr::set(path, name, &value) {
+            if let Err(e) = target.set_xattr(name, &value) {
                 self.xattr_failed(shown, name, &e);
             }
         }
@@ -932,7 +1152,7 @@ impl<'a> Restorer<'a> {
             // gets its own ACLs only when it is finished).
             for name in meta::ACL_XATTRS {
                 if !with_acls || !rec.xattrs.contains_key(name) {
-                    let _ = xattr::remove(path, name);
+                    let _ = target.remove_xattr(name);
                 }
             }
         }
@@ -980,6 +1200,16 @@ impl<'a> Restorer<'a> {
         self.outcome.report(PROGRAM, &Error::fault(msg));
     }
 
+    /// Whether the target file system is full, which stops the restore
+    /// (said once).
+    fn stop_if_full(&mut self) -> bool {
+        if self.disk_full && !self.said_full {
+            self.said_full = true;
+            crate::say!("{PROGRAM}: stopping: the target file system is full; later records were not restored");
+        }
+        self.disk_full
+    }
+
     /// An I/O error on `path`; a full disk stops the restore.
     fn io_error(&mut self, path: &Path, e: io::Error) -> Error {
         if matches!(
@@ -994,6 +1224,8 @@ impl<'a> Restorer<'a> {
     /// Finishes every open directory, then the root, and prints what a
     /// non-root restore left out.
     fn finish(&mut self) {
+        self.drain();
+        self.stop_if_full();
         while let Some(dir) = self.open.pop() {
             self.finish_dir(dir);
         }

@@ -38,6 +38,8 @@ pub(crate) struct SparseWriter {
     error: Option<io::Error>,
     /// Whether `file` has `O_DIRECT` set.
     direct: bool,
+    /// Where the last write ended: the file's length, unless a hole ends it.
+    end: u64,
 }
 
 /// Alignment of buffers, file offsets and lengths for `O_DIRECT` (the
@@ -95,6 +97,7 @@ impl SparseWriter {
             count: 0,
             error: None,
             direct,
+            end: 0,
         }
     }
 
@@ -141,19 +144,63 @@ impl SparseWriter {
             Err(_) if self.direct => {
                 self.direct = false;
                 set_direct(&self.file, false)?;
-                self.file.write_all_at(data, at)
+                self.file.write_all_at(data, at)?;
             }
-            other => other,
+            other => other?,
         }
+        self.end = at + data.len() as u64;
+        Ok(())
     }
 
-    /// Writes what is left, sets the final length (a trailing hole
-    /// included) and returns the byte count and hex SHA-256.
-    fn finish(mut self) -> io::Result<(u64, String)> {
+    /// Writes what is left, sets the final length where a hole ends the
+    /// file, and returns the byte count, SHA-256 and the file.
+    fn finish(mut self) -> io::Result<Finished> {
         self.write_buf()?;
-        self.file.set_len(self.count)?;
-        Ok((self.count, hex::encode(self.hasher.finalize())))
+        if self.end != self.count {
+            self.file.set_len(self.count)?;
+        }
+        Ok(Finished {
+            count: self.count,
+            sha256: self.hasher.finalize().into(),
+            file: self.file,
+        })
     }
+}
+
+/// A file whose content is all written.
+pub(crate) struct Finished {
+    pub(crate) count: u64,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) file: File,
+}
+
+/// Writes `data` as the whole content of the new, empty `file`, leaving
+/// all-zero blocks as holes: the restore of a small file, whose plaintext
+/// is in memory and already checked.
+pub(crate) fn write_whole(file: &File, data: &[u8]) -> io::Result<()> {
+    let mut run: Option<usize> = None;
+    let mut end = 0;
+    let blocks = data.len().div_ceil(SPARSE_BLOCK);
+    for i in 0..=blocks {
+        let start = (i * SPARSE_BLOCK).min(data.len());
+        let zero = i == blocks
+            || data[start..(start + SPARSE_BLOCK).min(data.len())]
+                .iter()
+                .all(|&x| x == 0);
+        match (zero, run) {
+            (false, None) => run = Some(start),
+            (true, Some(from)) => {
+                file.write_all_at(&data[from..start], from as u64)?;
+                end = start;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if end != data.len() {
+        file.set_len(data.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Sets or clears `O_DIRECT` on an open file.
@@ -211,14 +258,6 @@ impl FileSink {
         FileSink::Offloaded(Offload::start(file))
     }
 
-    /// Bytes accepted so far.
-    pub(crate) fn count(&self) -> u64 {
-        match self {
-            FileSink::Inline(w) => w.count,
-            FileSink::Offloaded(o) => o.count,
-        }
-    }
-
     /// The write error that stopped the sink, if any (a full disk).
     pub(crate) fn take_error(&mut self) -> Option<io::Error> {
         match self {
@@ -227,8 +266,8 @@ impl FileSink {
         }
     }
 
-    /// Writes what is left; returns the byte count and hex SHA-256.
-    pub(crate) fn finish(self) -> io::Result<(u64, String)> {
+    /// Writes what is left; returns the byte count, SHA-256 and the file.
+    pub(crate) fn finish(self) -> io::Result<Finished> {
         match self {
             FileSink::Inline(w) => w.finish(),
             FileSink::Offloaded(o) => o.finish(),
@@ -255,7 +294,7 @@ pub(crate) struct Offload {
     recycle: crossbeam_channel::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     count: u64,
-    worker: Option<std::thread::JoinHandle<io::Result<(u64, String)>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<Finished>>>,
     error: Option<io::Error>,
 }
 
@@ -302,7 +341,7 @@ impl Offload {
         Err(e)
     }
 
-    fn join(&mut self) -> io::Result<(u64, String)> {
+    fn join(&mut self) -> io::Result<Finished> {
         self.tx = None;
         match self.worker.take().map(|w| w.join()) {
             Some(Ok(result)) => result,
@@ -311,7 +350,7 @@ impl Offload {
         }
     }
 
-    fn finish(mut self) -> io::Result<(u64, String)> {
+    fn finish(mut self) -> io::Result<Finished> {
         if !self.buf.is_empty() {
             self.send()?;
         }
@@ -367,8 +406,8 @@ mod tests {
         for c in chunks {
             w.write_all(c).unwrap();
         }
-        let (n, sha) = w.finish().unwrap();
-        (dir, p, n, sha)
+        let done = w.finish().unwrap();
+        (dir, p, done.count, hex::encode(done.sha256))
     }
 
     #[test]
@@ -410,6 +449,34 @@ mod tests {
             let blocks = fs::metadata(&p).unwrap().blocks();
             assert!(blocks * 512 < 64 << 10, "{blocks} blocks allocated");
         }
+    }
+
+    #[test]
+    fn whole_contents_are_written_exactly_with_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut holey = vec![0u8; 5 * SPARSE_BLOCK + 10];
+        holey[SPARSE_BLOCK + 3] = 1;
+        let mut tail = vec![5u8; 3 * SPARSE_BLOCK];
+        tail.extend_from_slice(&[0u8; 2 * SPARSE_BLOCK]);
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"x",
+            &[0u8; 100],
+            &holey,
+            &tail,
+            &[9u8; 3 * SPARSE_BLOCK + 1],
+        ];
+        for (n, data) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("f{n}"));
+            let file = File::create(&p).unwrap();
+            write_whole(&file, data).unwrap();
+            assert_eq!(&fs::read(&p).unwrap(), data, "case {n}");
+        }
+        let blocks = fs::metadata(dir.path().join("f3")).unwrap().blocks();
+        assert!(
+            blocks * 512 <= 2 * SPARSE_BLOCK as u64,
+            "{blocks} blocks for one data block"
+        );
     }
 
     #[test]
