@@ -412,7 +412,10 @@ fn remove_leftovers(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        if e.file_name().as_encoded_bytes().starts_with(b"blobs.idx.tmp-") {
+        if e.file_name()
+            .as_encoded_bytes()
+            .starts_with(b"blobs.idx.tmp-")
+        {
             let _ = fs::remove_file(e.path());
         }
     }
