@@ -11,8 +11,6 @@
 pub mod blob;
 pub mod signature;
 
-pub use blob::{compressed_message, read_compressed_message};
-
 use std::fmt::Debug;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};

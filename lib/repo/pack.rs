@@ -259,7 +259,7 @@ fn encode_header(entries: &[BlobEntry]) -> io::Result<Vec<u8>> {
         serde_json::to_writer(&mut json, e).map_err(io::Error::other)?;
         json.push(b'\n');
     }
-    crate::crypto::compressed_message(&json)
+    crate::crypto::blob::compressed_message(&json)
 }
 
 /// Why a pack's header could not be read.
@@ -357,7 +357,7 @@ pub fn read_header(
     let limit = data_len
         .saturating_mul(HEADER_EXPANSION)
         .saturating_add(1 << 16);
-    let json = crate::crypto::read_compressed_message(&header, limit)
+    let json = crate::crypto::blob::read_compressed_message(&header, limit)
         .map_err(|e| HeaderError::Invalid(format!("its header: {e}")))?;
     parse_entries(&json, data_len).map_err(HeaderError::Invalid)
 }
