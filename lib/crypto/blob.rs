@@ -20,9 +20,7 @@ use pgp::packet::{
     SymEncryptedProtectedData,
 };
 use pgp::ser::Serialize;
-use pgp::types::{
-    CompressionAlgorithm, DecryptionKey, EskType, Password, PkeskVersion, Tag,
-};
+use pgp::types::{CompressionAlgorithm, DecryptionKey, EskType, Password, PkeskVersion, Tag};
 
 use super::{pgp_to_io, Recipients, SecretKeys};
 use crate::error::{Error, Result};
@@ -122,7 +120,9 @@ impl BlobSession {
         let mut rng = rand::thread_rng();
         let mut builder = pgp::composed::MessageBuilder::from_reader("", input)
             .seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
-        builder.set_session_key(self.key.clone()).map_err(pgp_to_io)?;
+        builder
+            .set_session_key(self.key.clone())
+            .map_err(pgp_to_io)?;
         builder
             .partial_chunk_size(super::partial_chunk(Some(size_hint)))
             .map_err(pgp_to_io)?;

@@ -76,7 +76,9 @@ impl Blobs {
     /// repository does not have it.
     pub fn require(&self, id: &ObjectId, what: &str) -> Result<Location> {
         self.locate(id)?.ok_or_else(|| {
-            Error::repo(format!("{what}: blob {id} is not in the repository (no pack holds it)"))
+            Error::repo(format!(
+                "{what}: blob {id} is not in the repository (no pack holds it)"
+            ))
         })
     }
 
@@ -93,15 +95,30 @@ impl Blobs {
         out_name: &str,
     ) -> Result<u64> {
         let what = format!("blob {id} (pack {})", loc.pack);
-        let input = pack::open_range(self.repo.store(), &loc.pack, &self.keys, loc.offset, loc.length)
-            .map_err(|e| Error::repo(format!("{what}: {}", io_cause(&e))))?
-            .ok_or_else(|| Error::repo(format!("{what}: its pack is missing from the repository")))?;
-        let mut msg = secret.decrypt_blob(io::BufReader::with_capacity(64 << 10, input), &what, &self.sessions)?;
+        let input = pack::open_range(
+            self.repo.store(),
+            &loc.pack,
+            &self.keys,
+            loc.offset,
+            loc.length,
+        )
+        .map_err(|e| Error::repo(format!("{what}: {}", io_cause(&e))))?
+        .ok_or_else(|| Error::repo(format!("{what}: its pack is missing from the repository")))?;
+        let mut msg = secret.decrypt_blob(
+            io::BufReader::with_capacity(64 << 10, input),
+            &what,
+            &self.sessions,
+        )?;
         let mut hashing = HashingWriter {
             out,
             hasher: Sha256::new(),
         };
-        let n = copy_plaintext(&mut msg, &what, &mut hashing, std::path::Path::new(out_name))?;
+        let n = copy_plaintext(
+            &mut msg,
+            &what,
+            &mut hashing,
+            std::path::Path::new(out_name),
+        )?;
         let sha = hex::encode(hashing.hasher.finalize());
         if !self.id_key.id_matches(&sha, &id.to_string()) {
             return Err(Error::repo(format!(

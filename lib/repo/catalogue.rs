@@ -52,7 +52,12 @@ impl PieceCutter {
         let long = self.piece.len() >= PIECE_MAX;
         let cut = self.piece.len() >= PIECE_MIN && {
             let h = blake3::hash(line);
-            let low = u32::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1], h.as_bytes()[2], h.as_bytes()[3]]);
+            let low = u32::from_le_bytes([
+                h.as_bytes()[0],
+                h.as_bytes()[1],
+                h.as_bytes()[2],
+                h.as_bytes()[3],
+            ]);
             low & ((1 << CUT_BITS) - 1) == 0
         };
         (long || cut).then(|| std::mem::take(&mut self.piece))
@@ -152,7 +157,13 @@ mod tests {
 
     fn lines(n: usize, salt: &str) -> Vec<String> {
         (0..n)
-            .map(|i| format!("{{\"path\":\"dir/file-{i}{salt}\",\"size\":{},\"pad\":\"{}\"}}", i * 7, "x".repeat(300)))
+            .map(|i| {
+                format!(
+                    "{{\"path\":\"dir/file-{i}{salt}\",\"size\":{},\"pad\":\"{}\"}}",
+                    i * 7,
+                    "x".repeat(300)
+                )
+            })
             .collect()
     }
 

@@ -77,14 +77,12 @@ impl PackId {
 
     /// Parses 64 lower-case hex digits.
     pub fn parse(text: &str) -> Result<PackId> {
-        ObjectId::parse(text)
-            .map(|id| PackId(id.0))
-            .map_err(|_| {
-                Error::repo(format!(
-                    "pack id {:?} is not 64 lower-case hex digits",
-                    text.chars().take(80).collect::<String>()
-                ))
-            })
+        ObjectId::parse(text).map(|id| PackId(id.0)).map_err(|_| {
+            Error::repo(format!(
+                "pack id {:?} is not 64 lower-case hex digits",
+                text.chars().take(80).collect::<String>()
+            ))
+        })
     }
 
     /// The storage key of the pack: `packs/<first byte>/<id>`.

@@ -132,7 +132,11 @@ impl Index {
     /// they are instead of reading their headers back. A pack whose header
     /// does not verify is named on stderr and left out (its blobs count
     /// as absent, so a backup stores them again).
-    pub fn sync(repo: &Repo, keys: &PackKeys, known: &[WrittenPack]) -> Result<(Index, SyncReport)> {
+    pub fn sync(
+        repo: &Repo,
+        keys: &PackKeys,
+        known: &[WrittenPack],
+    ) -> Result<(Index, SyncReport)> {
         let dir = cache_dir(repo.id());
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("lock");

@@ -67,7 +67,12 @@ pub fn append(repo: &Repo, entries: &[(ObjectId, u64, &str)]) -> Result<()> {
 
 /// Appends the line of one pack (`{"pack","stored","blake3"}`) to this
 /// process's inventory file and makes it durable.
-pub fn append_pack(repo: &Repo, id: &crate::repo::id::PackId, stored: u64, blake3: &str) -> Result<()> {
+pub fn append_pack(
+    repo: &Repo,
+    id: &crate::repo::id::PackId,
+    stored: u64,
+    blake3: &str,
+) -> Result<()> {
     let line = json!({"pack": id.to_string(), "stored": stored, "blake3": blake3});
     let mut text = line.to_string().into_bytes();
     text.push(b'\n');
@@ -82,7 +87,11 @@ pub fn append_removed_packs(repo: &Repo, ids: &[crate::repo::id::PackId]) -> Res
     }
     let mut text = Vec::new();
     for id in ids {
-        text.extend_from_slice(json!({"pack": id.to_string(), "removed": true}).to_string().as_bytes());
+        text.extend_from_slice(
+            json!({"pack": id.to_string(), "removed": true})
+                .to_string()
+                .as_bytes(),
+        );
         text.push(b'\n');
     }
     write_lines(repo, &text)

@@ -180,7 +180,9 @@ impl Packer {
     ) -> Result<(PackId, BlobEntry), StoreError> {
         let mut open = lock(&self.open);
         let Some(at) = open.iter().position(|o| *o.builder.id() == pack) else {
-            return Err(StoreError::Write(Error::fault("a pack went away while in use")));
+            return Err(StoreError::Write(Error::fault(
+                "a pack went away while in use",
+            )));
         };
         open[at].tickets -= 1;
         let result = match sealed {
@@ -236,7 +238,10 @@ impl Packer {
         if self.repo.store().is_remote() {
             let tmp = std::env::temp_dir();
             let file = tempfile::tempfile().map_err(|e| Error::io(&tmp, e))?;
-            Ok(PackOut::Spool(io::BufWriter::with_capacity(256 << 10, file)))
+            Ok(PackOut::Spool(io::BufWriter::with_capacity(
+                256 << 10,
+                file,
+            )))
         } else {
             let upload = self
                 .repo
@@ -333,9 +338,9 @@ fn commit_one(repo: &Repo, out: PackOut, written: &WrittenPack) -> Result<()> {
     let finished = match out {
         PackOut::Upload(upload) => upload.finish().map_err(|e| repo.write_error(&key, e))?,
         PackOut::Spool(w) => {
-            let mut file = w.into_inner().map_err(|e| {
-                Error::io(&std::env::temp_dir(), e.into_error())
-            })?;
+            let mut file = w
+                .into_inner()
+                .map_err(|e| Error::io(&std::env::temp_dir(), e.into_error()))?;
             file.rewind()
                 .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
             let mut upload = store.create(&key).map_err(|e| repo.write_error(&key, e))?;

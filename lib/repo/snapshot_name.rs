@@ -147,7 +147,10 @@ mod tests {
         let t = humantime::parse_rfc3339("2026-11-24T03:15:00.123456Z").unwrap();
         let name = SnapshotName::new(t, &keys());
         assert!(name.as_str().starts_with("20261124T031500.123456Z-"));
-        assert_eq!(name.as_str().len(), "20261124T031500.123456Z-".len() + 24 + 4);
+        assert_eq!(
+            name.as_str().len(),
+            "20261124T031500.123456Z-".len() + 24 + 4
+        );
         assert_eq!(name.time(), "2026-11-24T03:15:00.123456Z");
         assert_eq!(name.micros(), 1_795_490_100_123_456);
         assert!(name.authentic(&keys()));

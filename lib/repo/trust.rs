@@ -191,9 +191,9 @@ impl Trust {
         };
         match SnapshotName::parse(name) {
             None => NameCheck::NotAuthentic("it is not a name bk makes"),
-            Some(n) if !n.authentic(keys) => {
-                NameCheck::NotAuthentic("its name's tag does not verify, so it was forged or renamed")
-            }
+            Some(n) if !n.authentic(keys) => NameCheck::NotAuthentic(
+                "its name's tag does not verify, so it was forged or renamed",
+            ),
             Some(_) => NameCheck::Authentic,
         }
     }

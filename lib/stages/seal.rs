@@ -29,15 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::cli::SealCli;
+use crate::crypto::blob::looks_compressible;
 use crate::crypto::Recipients;
 use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::record::{self, ChunkHash, Kind, ObjectRef, Record};
+use crate::repo::blobs::Blobs;
 use crate::repo::chunker::Chunker;
 use crate::repo::id::ObjectId;
-use crate::repo::idkey::{self, IdKey};
-use crate::crypto::blob::looks_compressible;
-use crate::repo::blobs::Blobs;
 use crate::repo::id::PackId;
+use crate::repo::idkey::{self, IdKey};
 use crate::repo::objects::REUSE_TOUCH_AFTER;
 use crate::repo::packer::Packer;
 use crate::repo::{Repo, StoreError};
@@ -434,8 +434,9 @@ impl Sealer {
             // Read whole (and checked) first: compressed if it looks
             // compressible.
             let mut data = Vec::with_capacity(rec.size as usize);
-            let read = io::Read::read_to_end(&mut io::Read::take(&mut reader, rec.size + 1), &mut data)
-                .and_then(|_| check(&reader));
+            let read =
+                io::Read::read_to_end(&mut io::Read::take(&mut reader, rec.size + 1), &mut data)
+                    .and_then(|_| check(&reader));
             match read {
                 Ok(()) => {
                     let compress = looks_compressible(&data);

@@ -283,7 +283,6 @@ fn short_cause(e: &opendal::Error, text: &str) -> String {
     cause.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-
 impl S3Storage {
     /// One streaming GET of `range` of a key; `None` if it does not exist.
     fn get(
@@ -345,7 +344,6 @@ impl Storage for S3Storage {
         }
         self.get(key, offset..offset.saturating_add(len))
     }
-
 
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
         let path = if dir.is_empty() {

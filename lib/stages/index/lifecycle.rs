@@ -35,9 +35,9 @@ use crate::record::{self, RecordReader};
 use crate::repo::blobs::Blobs;
 use crate::repo::id::{ObjectId, PackId};
 use crate::repo::index::Location;
+use crate::repo::lock::{LockKind, RepoLock};
 use crate::repo::packer::{Packer, DEFAULT_PACK_SIZE};
 use crate::repo::prune::{Action, PrunePlan};
-use crate::repo::lock::{LockKind, RepoLock};
 use crate::repo::retention::Policy;
 use crate::repo::snapshot_name::SnapshotName;
 use crate::repo::snapshots::{decrypt_snapshot, read_root};
@@ -438,9 +438,19 @@ fn copy_blobs(blobs: &Blobs, copier: &Packer, copies: &[(ObjectId, Location)]) -
             .max()
             .unwrap_or(start);
         let what = format!("pack {}", repo.store().describe(&pack.key()));
-        let mut r = crate::repo::pack::open_range(repo.store(), &pack, blobs.pack_keys(), start, end - start)
-            .map_err(|e| repo.error(&pack.key(), &e))?
-            .ok_or_else(|| Error::repo(format!("{what}: missing (bk-index prune stopped, nothing deleted)")))?;
+        let mut r = crate::repo::pack::open_range(
+            repo.store(),
+            &pack,
+            blobs.pack_keys(),
+            start,
+            end - start,
+        )
+        .map_err(|e| repo.error(&pack.key(), &e))?
+        .ok_or_else(|| {
+            Error::repo(format!(
+                "{what}: missing (bk-index prune stopped, nothing deleted)"
+            ))
+        })?;
         let mut at = start;
         for (id, loc) in group {
             if loc.offset < at {

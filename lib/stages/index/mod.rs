@@ -16,8 +16,8 @@ use crate::crypto::Decryptor;
 use crate::error::{Error, Result};
 use crate::local::summaries::{load_summary, save_summary, Summary};
 use crate::record::{self, Record};
-use crate::repo::snapshot_name::SnapshotName;
 use crate::repo::blobs::Blobs;
+use crate::repo::snapshot_name::SnapshotName;
 use crate::repo::snapshots::{decrypt_snapshot, read_root};
 use crate::repo::trust::{NameCheck, Trust};
 use crate::repo::Repo;
@@ -112,7 +112,12 @@ struct Row {
 fn write_list(rows: &[Row], json: bool, show_auth: bool) -> Result<()> {
     let mut out = io::stdout().lock();
     let time_of = |r: &Row| r.parsed.as_ref().map_or("", |p| p.time()).to_owned();
-    let host_of = |r: &Row| r.summary.as_ref().map_or("", |s| s.host.as_str()).to_owned();
+    let host_of = |r: &Row| {
+        r.summary
+            .as_ref()
+            .map_or("", |s| s.host.as_str())
+            .to_owned()
+    };
     let mut text = String::new();
     if json {
         for r in rows {

@@ -150,7 +150,13 @@ pub fn write(args: IndexWriteArgs) -> Result<i32> {
         let _ = Blobs::open(&repo, &id_key, &written);
     }
     drop(lock);
-    report(&repo, &summary, signer.as_ref(), root.pieces.len(), new_pieces)
+    report(
+        &repo,
+        &summary,
+        signer.as_ref(),
+        root.pieces.len(),
+        new_pieces,
+    )
 }
 
 /// Reads every record from stdin into a sorter. A checked input (see

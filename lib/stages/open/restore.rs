@@ -85,8 +85,8 @@ use crate::crypto::SecretKeys;
 use crate::error::{io_cause, Error, Outcome, Result};
 use crate::record::meta;
 use crate::record::{Kind, Record};
-use crate::repo::id::ObjectId;
 use crate::repo::blobs::Blobs;
+use crate::repo::id::ObjectId;
 
 // Restore's public face stays here, wherever the code lives: bk-open,
 // bk-verify and the property tests name these paths.

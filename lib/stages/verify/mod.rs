@@ -24,9 +24,9 @@ use crate::cli::VerifyCli;
 use crate::crypto::SecretKeys;
 use crate::error::{exit, Error, Kind as ErrorKind, Outcome, Result};
 use crate::record::{self, Kind, Record};
+use crate::repo::blobs::Blobs;
 use crate::repo::id::ObjectId;
 use crate::repo::idkey::IdKey;
-use crate::repo::blobs::Blobs;
 use crate::repo::snapshots::decrypt_snapshot;
 use crate::repo::Repo;
 use crate::sys::sync::lock;
@@ -531,8 +531,8 @@ impl Verifier {
             hasher: Sha256::new(),
             count: 0,
         };
-        let decrypted = ObjectId::parse(id)
-            .and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
+        let decrypted =
+            ObjectId::parse(id).and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
         let problem = match decrypted {
             Err(e) => Some(Problem {
                 problem: "decrypt",
@@ -577,7 +577,9 @@ impl Verifier {
                 Ok(None) => Some(Problem {
                     problem: "missing",
                     object: Some(id.to_owned()),
-                    detail: format!("object {id} is missing from the repository (no pack holds it)"),
+                    detail: format!(
+                        "object {id} is missing from the repository (no pack holds it)"
+                    ),
                 }),
                 Ok(Some(loc)) => match stored {
                     Some(want) if want != loc.length => Some(Problem {
@@ -615,8 +617,8 @@ impl Verifier {
         };
         let mut problem = None;
         for id in &ids {
-            let decrypted = ObjectId::parse(id)
-                .and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
+            let decrypted =
+                ObjectId::parse(id).and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
             if let Err(e) = decrypted {
                 problem = Some(Problem {
                     problem: "decrypt",
