@@ -273,6 +273,51 @@ impl Sandbox {
         sealed.stdout
     }
 
+    /// Every pack file under its real name: `packs/ab/<id>` → size.
+    pub fn pack_files(&self) -> std::collections::BTreeMap<String, u64> {
+        super::pack_files_in(&self.repo)
+    }
+
+    /// Every blob of every pack, from the packs' headers read with the
+    /// local id key: id → each place it is stored.
+    pub fn blobs(&self) -> std::collections::BTreeMap<String, Vec<super::BlobAt>> {
+        super::blobs_in(&self.repo, &self.home.join("data"))
+    }
+
+    /// Where blob `id` is; panics unless exactly one pack holds it.
+    #[track_caller]
+    pub fn blob_at(&self, id: &str) -> super::BlobAt {
+        let places = self.blobs().remove(id).unwrap_or_default();
+        assert_eq!(places.len(), 1, "blob {id} stored {places:?}");
+        places.into_iter().next().unwrap()
+    }
+
+    /// The keys of the repository's packs (from the local id key).
+    pub fn pack_keys(&self) -> bk::repo::pack::PackKeys {
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.repo.join("bk-repo.json")).unwrap()).unwrap();
+        let repo_id = config["id"].as_str().unwrap();
+        let key = super::local_id_key(&self.home.join("data"), repo_id);
+        bk::repo::pack::PackKeys::derive(&key, repo_id)
+    }
+
+    /// The OpenPGP message of blob `id`, taken out of its pack.
+    pub fn blob_message(&self, id: &str) -> Vec<u8> {
+        let at = self.blob_at(id);
+        let pack = fs::read(self.repo.join(&at.pack)).unwrap();
+        super::blob_message_in(&self.pack_keys(), &at, &pack)
+    }
+
+    /// Writes a pack under the repository's keys holding `blobs` (id,
+    /// plaintext size, OpenPGP message); returns its path.
+    pub fn write_pack(&self, blobs: &[(&str, u64, &[u8])]) -> PathBuf {
+        let (rel, bytes) = super::make_pack(&self.pack_keys(), blobs);
+        let path = self.repo.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
     /// Every object file under its real name: (id, path).
     pub fn objects(&self) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
