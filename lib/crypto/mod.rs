@@ -187,14 +187,24 @@ impl Recipients {
     /// with `passphrase` too (a symmetric-key ESK packet: a snapshot root
     /// is read by backing-up hosts, which hold a passphrase derived from
     /// the id key but no secret key).
+    ///
+    /// The public-key ESK packets come first: gpg tries a message's ESK
+    /// packets in order and asks for the passphrase of a symmetric one
+    /// before it tries the secret keys it holds (with `--batch
+    /// --passphrase` it fails on it and exits 2 after decrypting), so a
+    /// root that started with its symmetric ESK could not be read with
+    /// `gpg --decrypt` alone. The `pgp` crate writes symmetric ESKs
+    /// first, so the root is made in memory (it is small) and reordered.
     pub fn encrypt_root<R: Read, W: Write>(
         &self,
         input: R,
-        out: W,
+        mut out: W,
         signer: Option<&dyn pgp::types::SigningKey>,
         passphrase: &str,
     ) -> io::Result<()> {
-        self.encrypt_inner(input, out, true, None, signer, Some(passphrase))
+        let mut message = Vec::new();
+        self.encrypt_inner(input, &mut message, true, None, signer, Some(passphrase))?;
+        out.write_all(&public_key_esks_first(message))
     }
 
     fn encrypt_full<R: Read, W: Write>(
@@ -253,6 +263,79 @@ impl Recipients {
         builder.partial_chunk_size(chunk).map_err(pgp_to_io)?;
         builder.to_writer(&mut rng, out).map_err(pgp_to_io)
     }
+}
+
+/// `message` with the public-key ESK packets (tag 1) among its leading
+/// ESK packets moved before the symmetric-key ones (tag 3), each group in
+/// its order; the rest of the message is untouched. A message whose
+/// leading packets cannot be parsed is returned as it is.
+fn public_key_esks_first(message: Vec<u8>) -> Vec<u8> {
+    let mut public = Vec::new();
+    let mut symmetric = Vec::new();
+    let mut at = 0;
+    while let Some((tag, len)) = packet_at(&message[at..]) {
+        let packet = &message[at..at + len];
+        match tag {
+            1 => public.extend_from_slice(packet),
+            3 => symmetric.extend_from_slice(packet),
+            _ => break,
+        }
+        at += len;
+    }
+    if public.is_empty() || symmetric.is_empty() {
+        return message;
+    }
+    let mut out = Vec::with_capacity(message.len());
+    out.extend_from_slice(&public);
+    out.extend_from_slice(&symmetric);
+    out.extend_from_slice(&message[at..]);
+    out
+}
+
+/// The tag and whole length (header included) of the OpenPGP packet at
+/// the start of `bytes`, if it has a definite length that fits in `bytes`
+/// (ESK packets always do; a partial or indeterminate length is `None`).
+fn packet_at(bytes: &[u8]) -> Option<(u8, usize)> {
+    let first = *bytes.first()?;
+    let (tag, header, body) = match first & 0xC0 {
+        // New format: tag in the low six bits, then a one, two or five
+        // byte length.
+        0xC0 => {
+            let l0 = usize::from(*bytes.get(1)?);
+            match l0 {
+                0..=191 => (first & 0x3F, 2, l0),
+                192..=223 => (
+                    first & 0x3F,
+                    3,
+                    ((l0 - 192) << 8) + usize::from(*bytes.get(2)?) + 192,
+                ),
+                255 => {
+                    let b: [u8; 4] = bytes.get(2..6)?.try_into().ok()?;
+                    (first & 0x3F, 6, u32::from_be_bytes(b) as usize)
+                }
+                _ => return None,
+            }
+        }
+        // Old format: tag in bits 5-2, length type in bits 1-0.
+        0x80 => {
+            let tag = (first >> 2) & 0x0F;
+            match first & 0x03 {
+                0 => (tag, 2, usize::from(*bytes.get(1)?)),
+                1 => {
+                    let b: [u8; 2] = bytes.get(1..3)?.try_into().ok()?;
+                    (tag, 3, usize::from(u16::from_be_bytes(b)))
+                }
+                2 => {
+                    let b: [u8; 4] = bytes.get(1..5)?.try_into().ok()?;
+                    (tag, 5, u32::from_be_bytes(b) as usize)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let len = header + body;
+    (len <= bytes.len()).then_some((tag, len))
 }
 
 /// Partial-packet size for an input of about `size_hint` bytes: small
@@ -633,5 +716,73 @@ pub fn read_error_cause(err: &io::Error) -> String {
         format!("integrity check failed (tampered or corrupt): {text}")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new-format packet with tag `tag` and `body`.
+    fn packet(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut p = vec![0xC0 | tag];
+        match body.len() {
+            n @ 0..=191 => p.push(n as u8),
+            n @ 192..=8383 => {
+                let n = n - 192;
+                p.push((n >> 8) as u8 + 192);
+                p.push(n as u8);
+            }
+            n => {
+                p.push(255);
+                p.extend_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn public_key_esks_go_before_symmetric_ones_and_the_rest_stays() {
+        let skesk = packet(3, &[3; 46]);
+        let pkesk1 = packet(1, &[1; 94]);
+        let pkesk2 = packet(1, &[2; 600]);
+        // A SEIPD packet with a partial length (not parsed, kept as is).
+        let data = [0xD2, 0xE9, 7, 7, 7, 7];
+        let message = [&skesk[..], &pkesk1, &pkesk2, &data].concat();
+        assert_eq!(
+            public_key_esks_first(message),
+            [&pkesk1[..], &pkesk2, &skesk, &data].concat()
+        );
+        let long = packet(1, &[9; 10_000]);
+        let message = [&skesk[..], &long, &data].concat();
+        assert_eq!(
+            public_key_esks_first(message),
+            [&long[..], &skesk, &data].concat()
+        );
+        // Old-format packets (tag 3 with a one-byte length, tag 1 with two).
+        let old_skesk = [&[0x8C, 4][..], &[3; 4]].concat();
+        let old_pkesk = [&[0x85, 0, 5][..], &[1; 5]].concat();
+        let message = [&old_skesk[..], &old_pkesk, &data].concat();
+        assert_eq!(
+            public_key_esks_first(message),
+            [&old_pkesk[..], &old_skesk, &data].concat()
+        );
+    }
+
+    #[test]
+    fn messages_it_cannot_parse_or_need_not_change_are_kept() {
+        let skesk = packet(3, &[3; 46]);
+        let pkesk = packet(1, &[1; 94]);
+        let data = packet(18, &[5; 30]);
+        for message in [
+            [&pkesk[..], &skesk, &data].concat(),
+            [&skesk[..], &data].concat(),
+            [&skesk[..], &pkesk[..50]].concat(),
+            Vec::new(),
+            vec![0x00, 1, 2],
+        ] {
+            assert_eq!(public_key_esks_first(message.clone()), message);
+        }
     }
 }
