@@ -30,7 +30,11 @@ pub fn read_root(repo: &Repo, dec: &Decryptor, name: &str, trust: &Trust) -> Res
     let mut msg = dec.decrypt(input, &what)?;
     let mut split = Splitter::new(
         Bounded {
-            out: Vec::new(),
+            // Room for the largest root at once: pages are only taken as
+            // they are written, and the buffer never grows by copying
+            // itself (which held the old and the new buffer at once: 80
+            // MiB for a forged root of 40 MiB).
+            out: Vec::with_capacity(ROOT_LIMIT as usize),
             too_long: false,
         },
         trust.keys().map(|k| k.snapshot_mac(name)),
