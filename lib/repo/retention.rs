@@ -149,7 +149,7 @@ mod tests {
     /// µs of a UTC time "YYYY-MM-DD HH:MM".
     fn t(s: &str) -> i64 {
         let name = format!(
-            "{}{}{}T{}{}00.000000Z-h-00000000.pgp",
+            "{}{}{}T{}{}00.000000Z-000000000011223344556677.pgp",
             &s[0..4],
             &s[5..7],
             &s[8..10],
