@@ -1104,6 +1104,36 @@ impl Sandbox {
         self.write_repo_file(rel, &bytes[..len as usize]);
     }
 
+    /// Flips a byte in the middle of blob `id`, in its pack: the pack's
+    /// header still lists it, its OpenPGP message is damaged.
+    pub fn corrupt_blob(&self, id: &str) {
+        let at = self.blob_at(id);
+        self.flip_repo_byte(&at.pack, at.offset + at.length / 2, 0x55);
+    }
+
+    /// Rewrites the pack that holds blob `id` without it, every other blob
+    /// of the pack kept (as a faulty prune could): the blob is missing from
+    /// the repository, nothing else is.
+    pub fn drop_blob(&self, id: &str) {
+        let at = self.blob_at(id);
+        let pack = self.read_repo_file(&at.pack).unwrap();
+        let keys = self.pack_keys();
+        let others: Vec<(String, u64, Vec<u8>)> = pack_header(&keys, &at.pack, &pack)
+            .into_iter()
+            .filter(|(blob, _)| blob != id)
+            .map(|(blob, b)| (blob, b.size, blob_message_in(&keys, &b, &pack)))
+            .collect();
+        if !others.is_empty() {
+            let refs: Vec<(&str, u64, &[u8])> = others
+                .iter()
+                .map(|(b, size, m)| (b.as_str(), *size, m.as_slice()))
+                .collect();
+            self.write_pack(&refs);
+        }
+        self.remove_repo_file(&at.pack);
+        assert!(!self.blobs().contains_key(id));
+    }
+
     /// Writes a pack under the repository's keys holding `blobs` (id,
     /// plaintext size, OpenPGP message), as a backing-up host would;
     /// returns its path in the repository.
@@ -2205,7 +2235,6 @@ impl Sandbox {
             .map(PathBuf::from)
             .collect()
     }
-
 }
 
 /// Sizes (bytes) of the files under `repo/objects` named in `files`
