@@ -27,7 +27,7 @@ use crate::record::{self, Kind, Record};
 use crate::repo::blobs::Blobs;
 use crate::repo::id::ObjectId;
 use crate::repo::idkey::IdKey;
-use crate::repo::snapshots::decrypt_snapshot;
+use crate::repo::snapshots::decrypt_snapshot_and_root;
 use crate::repo::Repo;
 use crate::sys::sync::lock;
 
@@ -393,15 +393,24 @@ impl Verifier {
                 return none();
             };
             let tmp = std::env::temp_dir();
-            let spool = decrypt_snapshot(&self.blobs, key, &name, policy).and_then(|mut spool| {
-                for r in record::RecordReader::new(BufReader::new(&spool)) {
-                    r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
-                }
-                spool.rewind().map_err(|e| Error::io(&tmp, e))?;
-                Ok(spool)
-            });
+            let spool = decrypt_snapshot_and_root(&self.blobs, key, &name, policy).and_then(
+                |(root, mut spool)| {
+                    for r in record::RecordReader::new(BufReader::new(&spool)) {
+                        r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+                    }
+                    spool.rewind().map_err(|e| Error::io(&tmp, e))?;
+                    Ok((root, spool))
+                },
+            );
             match spool {
-                Ok(spool) => {
+                Ok((root, spool)) => {
+                    // The snapshot's pieces are blobs it references too.
+                    if let Some(set) = &self.referenced {
+                        let mut set = lock(set);
+                        for p in &root.pieces {
+                            set.insert(id_bytes(&p.piece));
+                        }
+                    }
                     let shared: Arc<str> = name.as_str().into();
                     Box::new(
                         record::RecordReader::new(BufReader::new(spool)).map(move |r| {
