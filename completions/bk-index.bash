@@ -244,7 +244,7 @@ _bk__index() {
             return 0
             ;;
         bk__subcmd__index__subcmd__prune)
-            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --grace --dry-run --json --wait --config --help"
+            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --grace --max-unused --dry-run --json --verbose-plan --wait --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -275,6 +275,10 @@ _bk__index() {
                     return 0
                     ;;
                 --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-unused)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

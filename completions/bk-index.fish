@@ -102,11 +102,13 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l s3-region -d
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l grace -d 'Never delete an unreferenced object or temporary file modified less than this long ago (protects records sealed but not yet in a snapshot)' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l max-unused -d 'Repack a pack (copy its used blobs into a new pack, then delete it) when more than this percentage of it is unused' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s n -l dry-run -d 'Report what would be deleted, and delete nothing'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l json -d 'Also print a JSON summary on stdout'
+complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l verbose-plan -d 'Print the plan on stdout first: one JSON line per pack with how much of it is used and what prune does with it'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r

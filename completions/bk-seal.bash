@@ -23,7 +23,7 @@ _bk__seal() {
 
     case "${cmd}" in
         bk__seal)
-            opts="-r -k -j -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --recipient --init --id-key --key --passphrase-file --jobs --chunk-threshold --progress --no-progress --pause-file --wait --help --version"
+            opts="-r -k -j -h -V --config --repo --s3-endpoint --s3-region --s3-path-style --recipient --init --id-key --key --passphrase-file --jobs --chunk-threshold --pack-size --progress --no-progress --pause-file --wait --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,6 +78,10 @@ _bk__seal() {
                     return 0
                     ;;
                 --chunk-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pack-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

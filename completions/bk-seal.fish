@@ -8,6 +8,7 @@ complete -c bk-seal -s k -l key -d 'Secret key file (armored or binary OpenPGP)'
 complete -c bk-seal -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
 complete -c bk-seal -s j -l jobs -d 'Worker threads [default: number of cores]' -r
 complete -c bk-seal -l chunk-threshold -d 'Files larger than this are split into content-defined chunks, each its own object (suffixes K, M, G: powers of 1024)' -r
+complete -c bk-seal -l pack-size -d 'Close a pack once it holds this much (suffixes K, M, G): fewer, larger packs mean fewer requests to remote storage' -r
 complete -c bk-seal -l pause-file -d 'While this file exists, finish the files under way and take no new ones (checked about once a second); resume when it is removed' -r -F
 complete -c bk-seal -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
 complete -c bk-seal -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
