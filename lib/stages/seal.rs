@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use crate::cli::SealCli;
 use crate::crypto::blob::looks_compressible;
@@ -59,8 +59,11 @@ struct Sealer {
     blobs: Blobs,
     /// Where new blobs go.
     packer: Packer,
-    /// Blobs this run stored, with their stored length.
-    new_blobs: Mutex<HashMap<ObjectId, u64>>,
+    /// Blobs this run stored, with their stored length, and (as `None`)
+    /// those a worker is storing right now.
+    new_blobs: Mutex<HashMap<ObjectId, Option<u64>>>,
+    /// Signalled whenever a worker is done storing a blob (or gave up).
+    new_blob_done: Condvar,
     /// Packs of reused blobs whose age was looked at this run.
     touched: Mutex<HashSet<PackId>>,
     id_key: IdKey,
@@ -105,6 +108,7 @@ pub fn run(cli: SealCli) -> Result<i32> {
         blobs,
         packer,
         new_blobs: Mutex::new(HashMap::new()),
+        new_blob_done: Condvar::new(),
         touched: Mutex::new(HashSet::new()),
         id_key,
         chunk_threshold: cli.chunk.chunk_threshold,
@@ -422,6 +426,13 @@ impl Sealer {
         if let Some(stored) = self.known(&id)? {
             return Ok(vec![obj_ref(id, rec.size, Some(stored))]);
         }
+        let length = self.store_once(id, || self.read_and_store(id, rec, sha, shown))?;
+        Ok(vec![obj_ref(id, rec.size, Some(length))])
+    }
+
+    /// Reads the file of `rec` (checking it against its size and sha256)
+    /// and stores it as blob `id`; returns the stored length.
+    fn read_and_store(&self, id: ObjectId, rec: &Record, sha: &str, shown: &str) -> Result<u64> {
         let file = open_source(&rec.source_path()?, shown)?;
         let mut reader = HashingReader::new(io::BufReader::with_capacity(256 << 10, file));
         let check = |reader: &HashingReader<_>| {
@@ -459,8 +470,7 @@ impl Sealer {
         };
         self.read_bytes.fetch_add(reader.count(), Ordering::Relaxed);
         let (_, entry) = result.map_err(|e| store_error(e, shown))?;
-        self.stored(id, entry.length);
-        Ok(vec![obj_ref(id, rec.size, Some(entry.length))])
+        Ok(entry.length)
     }
 
     /// Content-defined chunks, each its own object, for a record without
@@ -548,17 +558,19 @@ impl Sealer {
                 object: obj_ref(id, size, Some(stored)),
             });
         }
-        let compress = looks_compressible(data);
-        let (_, entry) = self.packer.store(id, size, |session| {
-            let sealed = session.seal(data, compress)?;
-            if compress && (sealed.len() as u64) < size {
-                self.compressed.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(sealed)
+        let length = self.store_once(id, || {
+            let compress = looks_compressible(data);
+            let (_, entry) = self.packer.store(id, size, |session| {
+                let sealed = session.seal(data, compress)?;
+                if compress && (sealed.len() as u64) < size {
+                    self.compressed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(sealed)
+            })?;
+            Ok(entry.length)
         })?;
-        self.stored(id, entry.length);
         Ok(ChunkDone {
-            object: obj_ref(id, size, Some(entry.length)),
+            object: obj_ref(id, size, Some(length)),
         })
     }
 
@@ -568,7 +580,7 @@ impl Sealer {
     /// pack and run), so that `bk-index prune`'s grace period protects it
     /// until the records naming it are in a snapshot (best effort).
     fn known(&self, id: &ObjectId) -> Result<Option<u64>> {
-        if let Some(&len) = lock(&self.new_blobs).get(id) {
+        if let Some(&Some(len)) = lock(&self.new_blobs).get(id) {
             return Ok(Some(len));
         }
         let Some(loc) = self.blobs.locate(id)? else {
@@ -592,10 +604,72 @@ impl Sealer {
         Ok(Some(loc.length))
     }
 
-    /// Records a blob this run stored.
-    fn stored(&self, id: ObjectId, length: u64) {
-        lock(&self.new_blobs).insert(id, length);
+    /// Runs `store`, which stores blob `id` (not in the repository) and
+    /// returns its stored length, unless this run has stored that blob
+    /// already. While another worker stores it, this one waits and takes
+    /// its length (or, if that worker gives up, stores it itself). So a
+    /// content that comes twice in one run (copies of a file, a chunk that
+    /// two files share) is stored once, as it is across runs.
+    fn store_once<E>(
+        &self,
+        id: ObjectId,
+        store: impl FnOnce() -> std::result::Result<u64, E>,
+    ) -> std::result::Result<u64, E> {
+        {
+            let mut blobs = lock(&self.new_blobs);
+            loop {
+                match blobs.get(&id) {
+                    Some(&Some(len)) => return Ok(len),
+                    Some(None) => {
+                        blobs = self
+                            .new_blob_done
+                            .wait(blobs)
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                    None => {
+                        blobs.insert(id, None);
+                        break;
+                    }
+                }
+            }
+        }
+        // Given up unless stored (also if `store` panics, so that no
+        // worker waits for it for ever).
+        let mut claim = Claim {
+            sealer: self,
+            id,
+            stored: None,
+        };
+        let len = store()?;
+        claim.stored = Some(len);
         self.new_objects.fetch_add(1, Ordering::Relaxed);
+        Ok(len)
+    }
+}
+
+/// A blob a worker is storing (see [`Sealer::store_once`]): when dropped,
+/// its length is recorded, or the claim is given up, and the workers
+/// waiting for it are woken.
+struct Claim<'a> {
+    sealer: &'a Sealer,
+    id: ObjectId,
+    stored: Option<u64>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        {
+            let mut blobs = lock(&self.sealer.new_blobs);
+            match self.stored {
+                Some(len) => {
+                    blobs.insert(self.id, Some(len));
+                }
+                None => {
+                    blobs.remove(&self.id);
+                }
+            }
+        }
+        self.sealer.new_blob_done.notify_all();
     }
 }
 
