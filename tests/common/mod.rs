@@ -1186,44 +1186,12 @@ impl Sandbox {
     }
 
     /// The plaintext of a snapshot root (without its MAC line, which only
-    /// a backing-up host can make) whose records are `records`: the
-    /// header line and one piece holding them all. The piece is stored in
-    /// a pack of its own under the repository's keys, which only a
-    /// backing-up host can do, so that the root, which anyone holding the
-    /// public key can encrypt, is the one thing forged.
+    /// a backing-up host can make) whose records are `records`: see
+    /// [`forged_root_parts`]. The piece is stored in a pack of its own.
     pub fn forged_root(&self, records: &[u8], host: &str) -> Vec<u8> {
-        let piece = records.to_vec();
-        let id = self
-            .id_key()
-            .object_id(&sha256_hex(&piece))
-            .expect("piece id")
-            .to_string();
-        let recipients = bk::crypto::Recipients::load(std::slice::from_ref(&self.pub_key))
-            .expect("the public key");
-        let message = recipients
-            .blob_session()
-            .and_then(|s| s.seal(&piece, true))
-            .expect("seal the piece");
-        self.write_pack(&[(&id, piece.len() as u64, &message)]);
-        // Lines that are not records count as records of no kind.
-        let parsed: Vec<Value> = records
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap_or(Value::Null))
-            .collect();
-        let files = parsed.iter().filter(|r| r["kind"] == "file").count();
-        let bytes: u64 = parsed
-            .iter()
-            .filter(|r| r["kind"] == "file")
-            .filter_map(|r| r["size"].as_u64())
-            .sum();
-        let roots: BTreeSet<&str> = parsed.iter().filter_map(|r| r["root"].as_str()).collect();
-        let header = serde_json::json!({
-            "bk": "snapshot", "v": 2, "time": "2999-12-31T23:59:59.999999Z", "host": host,
-            "roots": roots, "records": parsed.len(), "files": files, "bytes": bytes,
-        });
-        let line = serde_json::json!({"piece": id, "size": piece.len()});
-        format!("{header}\n{line}\n").into_bytes()
+        let (id, message, root) = forged_root_parts(&self.id_key(), &self.pub_key, records, host);
+        self.write_pack(&[(&id, records.len() as u64, &message)]);
+        root
     }
 
     /// Snapshot file names under `snapshots/` (either backend).
@@ -2166,6 +2134,49 @@ pub fn make_pack(
     }
     let (bytes, _) = builder.finish().unwrap();
     (id.key(), bytes)
+}
+
+/// What a snapshot with the records `records` (NDJSON) is made of, for
+/// tests of snapshots an attacker plants: one piece holding the records
+/// (its blob id under `id_key`, and its OpenPGP message to the public key
+/// in `recipient`), and the plaintext of a root listing it (a header line
+/// and a piece line, without the MAC line that only a backing-up host can
+/// make). Storing the piece takes the id key (a pack's keystream is
+/// derived from it), which an attacker lacks: the tests store it as only a
+/// backing-up host could, so that what they test is the root, which anyone
+/// holding the public key can encrypt.
+pub fn forged_root_parts(
+    id_key: &bk::repo::idkey::IdKey,
+    recipient: &Path,
+    records: &[u8],
+    host: &str,
+) -> (String, Vec<u8>, Vec<u8>) {
+    let id = id_key
+        .object_id(&sha256_hex(records))
+        .expect("piece id")
+        .to_string();
+    let recipients =
+        bk::crypto::Recipients::load(&[recipient.to_path_buf()]).expect("the public key");
+    let message = recipients
+        .blob_session()
+        .and_then(|s| s.seal(records, true))
+        .expect("seal the piece");
+    // Lines that are not records count as records of no kind.
+    let parsed: Vec<Value> = records
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or(Value::Null))
+        .collect();
+    let files: Vec<&Value> = parsed.iter().filter(|r| r["kind"] == "file").collect();
+    let bytes: u64 = files.iter().filter_map(|r| r["size"].as_u64()).sum();
+    let roots: BTreeSet<&str> = parsed.iter().filter_map(|r| r["root"].as_str()).collect();
+    let header = serde_json::json!({
+        "bk": "snapshot", "v": 2, "time": "2999-12-31T23:59:59.999999Z", "host": host,
+        "roots": roots, "records": parsed.len(), "files": files.len(), "bytes": bytes,
+    });
+    let line = serde_json::json!({"piece": id, "size": records.len()});
+    let root = format!("{header}\n{line}\n").into_bytes();
+    (id, message, root)
 }
 
 /// Pack files of a directory repository (`packs/ab/<id>` → size),

@@ -22,7 +22,8 @@ use tempfile::TempDir;
 // Not every test binary uses every one of these.
 #[allow(unused_imports)]
 pub use super::{
-    have_root, records, restored, sha256_hex, stderr, FAULTS, IO, NOBODY, OK, PARTIAL, REPO,
+    forged_root_parts, have_root, pack_header, records, restored, sha256_hex, stderr, BlobAt,
+    FAULTS, IO, NOBODY, OK, PARTIAL, REPO,
 };
 
 /// A key pair exported by gpg once per test binary.
@@ -292,13 +293,30 @@ impl Sandbox {
         places.into_iter().next().unwrap()
     }
 
-    /// The keys of the repository's packs (from the local id key).
-    pub fn pack_keys(&self) -> bk::repo::pack::PackKeys {
+    /// The repository id, from `bk-repo.json`.
+    pub fn repo_id(&self) -> String {
         let config: serde_json::Value =
             serde_json::from_slice(&fs::read(self.repo.join("bk-repo.json")).unwrap()).unwrap();
-        let repo_id = config["id"].as_str().unwrap();
-        let key = super::local_id_key(&self.home.join("data"), repo_id);
-        bk::repo::pack::PackKeys::derive(&key, repo_id)
+        config["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The id key `bk-seal --init` saved for the repository.
+    pub fn id_key(&self) -> bk::repo::idkey::IdKey {
+        super::local_id_key(&self.home.join("data"), &self.repo_id())
+    }
+
+    /// The keys of the repository's packs (from the local id key).
+    pub fn pack_keys(&self) -> bk::repo::pack::PackKeys {
+        bk::repo::pack::PackKeys::derive(&self.id_key(), &self.repo_id())
+    }
+
+    /// The plaintext of a snapshot root whose records are `records`, its
+    /// piece stored in a pack of its own (see [`super::forged_root_parts`]).
+    pub fn forged_root(&self, records: &[u8], host: &str) -> Vec<u8> {
+        let (id, message, root) =
+            super::forged_root_parts(&self.id_key(), &keys().public, records, host);
+        self.write_pack(&[(&id, records.len() as u64, &message)]);
+        root
     }
 
     /// The OpenPGP message of blob `id`, taken out of its pack.
