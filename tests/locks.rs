@@ -348,9 +348,9 @@ fn prune(sb: &Sandbox) -> std::process::Output {
     sb.run("bk-index", &a, b"")
 }
 
-/// Every object file of the repository.
-fn objects(sb: &Sandbox) -> std::collections::BTreeSet<std::path::PathBuf> {
-    files_under(&sb.repo.join("objects"))
+/// Every blob of the repository (contents and catalogue pieces).
+fn objects(sb: &Sandbox) -> std::collections::BTreeSet<String> {
+    sb.blob_ids()
 }
 
 /// A lock written in another PID namespace (a container sharing the host
