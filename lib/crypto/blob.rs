@@ -95,21 +95,21 @@ impl BlobSession {
 
     /// Encrypts `data` as one blob, ZLIB-compressed when `compress` and
     /// that makes it smaller by a few per cent.
+    ///
+    /// Uncompressed, `data` is encrypted as it is read: the blob is the
+    /// one copy made (building the literal packet and then the encrypted
+    /// packet in memory took four copies of a chunk of up to 4 MiB at
+    /// once, per worker).
     pub fn seal(&self, data: &[u8], compress: bool) -> io::Result<Vec<u8>> {
-        let literal = literal_header(data.len())?;
-        let plaintext = match compress.then(|| compressed_packet(&literal, data)) {
-            Some(packet) => {
-                let packet = packet?;
-                let full = literal.len() + data.len();
-                if packet.len() + full * MIN_SAVING_64THS / 64 < full {
-                    packet
-                } else {
-                    concat(&literal, data)
-                }
+        if compress {
+            let literal = literal_header(data.len())?;
+            let packet = compressed_packet(&literal, data)?;
+            let full = literal.len() + data.len();
+            if packet.len() + full * MIN_SAVING_64THS / 64 < full {
+                return self.encrypt(&packet);
             }
-            None => concat(&literal, data),
-        };
-        self.encrypt(&plaintext)
+        }
+        self.seal_stream(data, data.len() as u64)
     }
 
     /// Encrypts `input`, read to its end, as one blob without compression,
@@ -144,13 +144,6 @@ impl BlobSession {
         packet.to_writer_with_header(&mut out).map_err(pgp_to_io)?;
         Ok(out)
     }
-}
-
-fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(a.len() + b.len());
-    v.extend_from_slice(a);
-    v.extend_from_slice(b);
-    v
 }
 
 /// The packet header and literal-data header of a binary literal packet
