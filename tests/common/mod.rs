@@ -715,7 +715,7 @@ impl Sandbox {
         }
     }
 
-    /// Every file under the repository directory `rel` (`"objects"`,
+    /// Every file under the repository directory `rel` (`"packs"`,
     /// `"locks"`, `""` for all), relative to it, with its size.
     pub fn repo_files(&self, rel: &str) -> BTreeMap<String, u64> {
         match &self.s3 {
@@ -2223,16 +2223,13 @@ pub fn leftover_tmp_packs(repo: &Path) -> Vec<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------
-// Format-1 helpers (objects/), kept until no test uses them.
+// Format 1 (one file per object under objects/): used only by the
+// `bk-verify --inventory` tests of tests/deep_verify.rs, until the
+// inventory check moves to packs.
 
 impl Sandbox {
-    /// The stored bytes of object `id`, or None if it is missing.
-    pub fn object_bytes(&self, id: &str) -> Option<Vec<u8>> {
-        self.read_repo_file(&format!("objects/{}/{id}", &id[..2]))
-    }
-
-    /// Where the object `id` lives: `repo/objects/<first two hex>/<id>`
-    /// (a directory repository; see [`Sandbox::object_bytes`] for both).
+    /// Where a format-1 object file `id` lived: `repo/objects/<first two
+    /// hex>/<id>` (a directory repository).
     #[track_caller]
     pub fn object_path(&self, id: &str) -> PathBuf {
         assert!(self.s3.is_none(), "object_path: the repository is on S3");
@@ -2246,31 +2243,4 @@ impl Sandbox {
             .map(PathBuf::from)
             .collect()
     }
-}
-
-/// Sizes (bytes) of the files under `repo/objects` named in `files`
-/// (paths relative to `objects/`).
-pub fn object_files_size(repo: &Path, files: &BTreeSet<PathBuf>) -> u64 {
-    files
-        .iter()
-        .map(|f| fs::metadata(repo.join("objects").join(f)).unwrap().len())
-        .sum()
-}
-
-/// The object file paths (relative to `objects/`) of a set of ids.
-pub fn ids_as_object_files<'a>(ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<PathBuf> {
-    ids.into_iter()
-        .map(|id| Path::new(&id[..2]).join(id))
-        .collect()
-}
-
-/// Temporary files (`.tmp-*`) left under `repo/objects`.
-pub fn leftover_tmp_objects(repo: &Path) -> Vec<PathBuf> {
-    files_under(&repo.join("objects"))
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.as_bytes().starts_with(b".tmp-"))
-        })
-        .collect()
 }

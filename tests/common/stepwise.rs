@@ -336,24 +336,6 @@ impl Sandbox {
         path
     }
 
-    /// Every object file under its real name: (id, path).
-    pub fn objects(&self) -> Vec<(String, PathBuf)> {
-        let mut out = Vec::new();
-        let Ok(dirs) = fs::read_dir(self.repo.join("objects")) else {
-            return out;
-        };
-        for d in dirs.flatten() {
-            for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') {
-                    out.push((name, f.path()));
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
     /// Temporary files left in the repository (names starting with '.').
     pub fn repo_temp_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
