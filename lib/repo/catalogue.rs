@@ -196,7 +196,11 @@ mod tests {
         let a = cut(&ls);
         let b = cut(&changed);
         let new = b.iter().filter(|p| !a.contains(p)).count();
-        assert!(new >= 1 && new <= 2, "{new} of {} pieces changed", b.len());
+        assert!(
+            (1..=2).contains(&new),
+            "{new} of {} pieces changed",
+            b.len()
+        );
     }
 
     #[test]

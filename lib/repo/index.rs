@@ -254,7 +254,7 @@ impl Index {
         let (packs, count) = (u64_at(8), u64_at(16));
         let len = file.metadata()?.len();
         let expect = HEAD
-            .checked_add(packs.checked_mul(PACK_LEN).unwrap_or(u64::MAX))
+            .checked_add(packs.saturating_mul(PACK_LEN))
             .and_then(|n| n.checked_add(count.checked_mul(ENTRY_LEN as u64)?));
         if &head[..8] != MAGIC || expect != Some(len) || packs > u64::from(u32::MAX) {
             return Err(io::Error::new(
@@ -560,13 +560,10 @@ fn write_merged(
     let mut count = 0u64;
     let mut enc = [0u8; ENTRY_LEN];
     let mut last: Option<([u8; 32], u32)> = None;
-    loop {
-        let Some(i) = (0..heads.len())
-            .filter(|&i| heads[i].is_some())
-            .min_by_key(|&i| heads[i].map(|r| r.key()))
-        else {
-            break;
-        };
+    while let Some(i) = (0..heads.len())
+        .filter(|&i| heads[i].is_some())
+        .min_by_key(|&i| heads[i].map(|r| r.key()))
+    {
         let Some(raw) = heads[i].take() else { break };
         heads[i] = sources[i].next()?;
         // One entry per blob and pack (a pack read again after its size
