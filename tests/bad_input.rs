@@ -521,9 +521,23 @@ fn swapped_object_fails_the_sha256_check() {
 
 #[test]
 fn unknown_repository_format_is_refused() {
+    refused_for_format(99, &["99"]);
+}
+
+/// A repository of format 1 (one file per object) is not read: every
+/// program stops with a repository error that says so and points to the
+/// recovery of format 1 with gpg alone.
+#[test]
+fn format_1_repository_is_refused_with_a_pointer_to_its_recovery() {
+    refused_for_format(1, &["repository format 1", "doc/recovery-format-1.md"]);
+}
+
+/// Sets the repository's format to `version`: every program refuses it
+/// (exit 5, stderr saying each of `needles`) and writes nothing.
+fn refused_for_format(version: u64, needles: &[&str]) {
     let s = setup();
     let sb = &s.sb;
-    set_repo_format(&sb.repo, 99);
+    set_repo_format(&sb.repo, version);
     let id = s.victim_id();
     let dest = sb.fresh_dir("restore");
     let cases: Vec<(&str, &str, Vec<OsString>, &[u8])> = vec![
@@ -548,6 +562,17 @@ fn unknown_repository_format_is_refused() {
         ),
         ("bk-verify", "bk-verify", sb.repo_args(), &s.shown),
         (
+            "bk-index prune",
+            "bk-index",
+            [
+                args!["prune", "--grace", "0s"],
+                sb.repo_args(),
+                sb.key_args(),
+            ]
+            .concat(),
+            b"",
+        ),
+        (
             "bk-open --object",
             "bk-open",
             [sb.repo_args(), sb.key_args(), args!["--object", &id]].concat(),
@@ -566,7 +591,9 @@ fn unknown_repository_format_is_refused() {
     for (what, program, a, input) in cases {
         let out = sb.run(program, &a, input);
         f.expect_code(what, &out, &[5]);
-        f.expect_stderr(what, &out, "99");
+        for needle in needles {
+            f.expect_stderr(what, &out, needle);
+        }
     }
     if sb.snapshot_names() != snapshots || sb.pack_files() != packs {
         f.0.push("a program wrote into a repository of unknown format".into());
