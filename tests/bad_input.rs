@@ -961,3 +961,22 @@ fn file_records_whose_objects_do_not_hold_their_content_are_refused_and_reported
     // The records as stored pass.
     assert_ok(&s.sb.verify(&s.shown, &[]), "bk-verify of the snapshot");
 }
+
+/// bk-verify reads the packs' headers, which only the id key opens: on a
+/// machine without it, it says so (exit 4) instead of calling every
+/// object missing; with the secret key it recovers the id key.
+#[test]
+fn verify_without_the_id_key_needs_the_secret_key() {
+    let s = setup();
+    let sb = &s.sb;
+    fs::remove_dir_all(sb.data_home.join("bk")).unwrap();
+    fs::remove_dir_all(sb.cache_home.join("bk")).unwrap();
+    let out = sb.verify(&s.shown, &[]);
+    assert_code(&out, 4, "bk-verify without the id key");
+    let err = stderr(&out);
+    assert!(err.contains("no id key") && err.contains("--key"), "{err}");
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    let out = sb.verify(&s.shown, &sb.key_args());
+    assert_ok(&out, "bk-verify --key without the local id key");
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+}

@@ -220,13 +220,18 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let read_key = match (&id_key, &key) {
         (Some(k), _) => k.clone(),
         (None, Some(secret)) => crate::repo::idkey::recover(&repo, secret)?,
-        (None, None) => {
-            return Err(Error::key(format!(
-                "no id key for repository {}: the packs that hold its blobs are encrypted under keys derived from it",
-                repo.id()
-            ))
-            .hint("run this on a backing-up host, give --id-key FILE, or --key SECRET"))
-        }
+        // No check that needs the secret key, but no id key either: a
+        // --key given recovers it (the secret key is only unlocked then).
+        (None, None) => match cli.secret.load()? {
+            Some(secret) => crate::repo::idkey::recover(&repo, &secret)?,
+            None => {
+                return Err(Error::key(format!(
+                    "no id key for repository {}: the packs that hold its blobs are encrypted under keys derived from it",
+                    repo.id()
+                ))
+                .hint("run this on a backing-up host, give --id-key FILE, or --key SECRET"))
+            }
+        },
     };
     let (blobs, _) = Blobs::open(&repo, &read_key, &[])?;
     let v = Verifier {
