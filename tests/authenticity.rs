@@ -24,7 +24,10 @@ fn backed_up() -> (Sandbox, std::path::PathBuf, Backup) {
 
 /// What an attacker who holds only the public key plants: a snapshot that
 /// makes a setuid-root copy of a shell, dated far in the future so that it
-/// would be "latest".
+/// would be "latest". Its root, encrypted with gpg to the public key, is
+/// what the attacker writes; its piece is stored as only a backing-up host
+/// could (see [`Sandbox::forged_root`]), so that what is refused is the
+/// root, not an unreadable piece.
 fn plant_forged(sb: &Sandbox, genuine: &[Value]) -> String {
     let mut records: Vec<Value> = genuine.to_vec();
     for r in &mut records {
@@ -33,7 +36,8 @@ fn plant_forged(sb: &Sandbox, genuine: &[Value]) -> String {
             r["uid"] = Value::from(0);
         }
     }
-    let forged = sb.gpg_encrypt_as_attacker(&to_ndjson(&records), None);
+    let root = sb.forged_root(&to_ndjson(&records), "attacker");
+    let forged = sb.gpg_encrypt_as_attacker(&root, None);
     sb.plant_snapshot(&forged)
 }
 
@@ -123,7 +127,13 @@ fn a_snapshot_made_with_the_public_key_alone_is_refused_by_every_reader() {
     let out = sb.show(&forged, &["--allow-unauthenticated"]);
     assert_ok(&out, "bk-index show FORGED --allow-unauthenticated");
     assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
-    assert_eq!(parse_records(&out.stdout).len(), backup.records().len());
+    let shown = parse_records(&out.stdout);
+    assert_eq!(shown.len(), backup.records().len());
+    assert_eq!(
+        find_record(&shown, b"a.txt")["mode"],
+        0o104755,
+        "the forged records are what was read"
+    );
 }
 
 #[test]
@@ -331,10 +341,9 @@ fn write_time_sets_the_snapshot_time_and_the_name_stays_authentic() {
     );
     assert_ok(&out, "bk-index write --time");
     let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        name.starts_with("20200229T123456.000000Z-old-box-"),
-        "{name}"
-    );
+    // The host is in the root, not in the name.
+    assert!(name.starts_with("20200229T123456.000000Z-"), "{name}");
+    assert!(!name.contains("old-box"), "{name}");
     let out = index(&sb, "list", &["--json"]);
     assert_ok(&out, "list");
     let rows = parse_records(&out.stdout);
@@ -347,6 +356,10 @@ fn write_time_sets_the_snapshot_time_and_the_name_stays_authentic() {
     assert_ok(&sb.show(&name, &[]), "show of the imported snapshot");
 }
 
+/// A snapshot's root decrypts with plain gpg (which tries the secret key
+/// before the root's passphrase packet, so it neither asks for a
+/// passphrase nor fails on one): its header, one line per piece, and its
+/// MAC line last.
 #[test]
 fn the_snapshot_still_decrypts_with_gpg_and_ends_with_its_mac_line() {
     let (sb, _tree, backup) = backed_up();
@@ -359,7 +372,29 @@ fn the_snapshot_still_decrypts_with_gpg_and_ends_with_its_mac_line() {
         last.starts_with("{\"bk\":\"snapshot\",\"v\":1,\"mac\":\""),
         "{last}"
     );
-    assert_eq!(text.lines().count(), backup.records().len() + 1);
+    let lines: Vec<Value> = without_mac_line(text.as_bytes(), "snapshot")
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let header = &lines[0];
+    assert_eq!(header["bk"], "snapshot", "{header}");
+    assert_eq!(header["v"], 2, "{header}");
+    assert_eq!(header["records"], backup.records().len(), "{header}");
+    assert_eq!(header["files"], 2, "{header}");
+    assert_eq!(header["bytes"], 12, "{header}");
+    // The pieces are blobs of the repository that hold, in order, the
+    // records `bk-index show` prints.
+    let pieces = &lines[1..];
+    assert!(!pieces.is_empty(), "{text}");
+    let blobs = sb.blob_ids();
+    for p in pieces {
+        assert!(blobs.contains(p["piece"].as_str().unwrap()), "{p}");
+    }
+    let shown = sb.show(&backup.snapshot, &[]);
+    assert_ok(&shown, "bk-index show");
+    let total: u64 = pieces.iter().map(|p| p["size"].as_u64().unwrap()).sum();
+    assert_eq!(total, shown.stdout.len() as u64, "{text}");
 }
 
 #[test]
@@ -404,18 +439,42 @@ fn a_snapshot_of_one_endless_line_is_refused_in_bounded_memory() {
     let mut line = Vec::with_capacity(100 << 20);
     line.extend_from_slice(b"{\"v\":1,\"kind\":\"file\",\"path\":\"");
     line.resize(100 << 20, b'a');
+    let show = |name: &str| {
+        let mut a = args!["show", name, "--allow-unauthenticated"];
+        a.extend(sb.repo_args());
+        a.extend(sb.key_args());
+        sb.run_measured("bk-index", &a, b"", std::time::Duration::from_secs(120))
+    };
+
+    // A root of one endless line, as anyone holding the public key can
+    // write: refused once it is longer than any root.
     let forged = sb.gpg_encrypt_as_attacker(&line, None);
     let name = sb.plant_snapshot(&forged);
-    let mut a = args!["show", &name, "--allow-unauthenticated"];
-    a.extend(sb.repo_args());
-    a.extend(sb.key_args());
-    let (out, kib) = sb.run_measured("bk-index", &a, b"", std::time::Duration::from_secs(120));
+    let (out, kib) = show(&name);
+    assert_code(&out, 5, "show of a 100 MiB root");
+    assert!(
+        stderr(&out).contains("not a snapshot root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        kib < 64 << 10,
+        "bk-index show took {kib} KiB for a 100 MiB root"
+    );
+
+    // A root whose piece is one endless line: refused once the line is
+    // longer than any record.
+    let root = sb.forged_root(&line, "attacker");
+    let forged = sb.gpg_encrypt_as_attacker(&root, None);
+    let name = sb.plant_snapshot(&forged);
+    let (out, kib) = show(&name);
     assert_code(&out, 5, "show of a 100 MiB line");
     assert!(
         stderr(&out).contains("a line longer than"),
         "{}",
         stderr(&out)
     );
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
     assert!(
         kib < 64 << 10,
         "bk-index show took {kib} KiB for a 100 MiB line"

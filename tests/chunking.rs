@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use bk::stages::seal::{CHUNK_MAX, CHUNK_MIN};
 use common::*;
@@ -29,8 +28,8 @@ fn object_sizes(rec: &Value) -> Vec<u64> {
 
 /// Checks the chunk list of a record for a file of `len` bytes: more than
 /// one object, sizes adding up to the file, each at most CHUNK_MAX and all
-/// but the last at least CHUNK_MIN, every object present in the repository
-/// with the stored size the record says.
+/// but the last at least CHUNK_MIN, every object a blob stored once in the
+/// repository with the stored size and plaintext size the record says.
 fn check_chunks(sb: &Sandbox, rec: &Value, len: u64) {
     let sizes = object_sizes(rec);
     assert!(
@@ -55,17 +54,31 @@ fn check_chunks(sb: &Sandbox, rec: &Value, len: u64) {
             );
         }
     }
+    let blobs = sb.blobs();
     for o in rec["objects"].as_array().unwrap() {
         let id = o["id"].as_str().unwrap();
-        let stored = fs::metadata(sb.object_path(id))
-            .unwrap_or_else(|e| panic!("object {id} of the record: {e}"))
-            .len();
-        assert_eq!(o["stored"].as_u64(), Some(stored), "stored size of {id}");
+        let places = blobs
+            .get(id)
+            .unwrap_or_else(|| panic!("object {id} of the record is in no pack"));
+        assert_eq!(places.len(), 1, "blob {id} stored once: {places:?}");
+        assert_eq!(
+            o["stored"].as_u64(),
+            Some(places[0].length),
+            "stored size of {id}"
+        );
+        assert_eq!(o["size"].as_u64(), Some(places[0].size), "size of {id}");
     }
 }
 
-fn new_files(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+/// Blobs in `after` that were not in `before`.
+fn new_blobs(before: &BTreeSet<String>, after: &BTreeSet<String>) -> BTreeSet<String> {
     after.difference(before).cloned().collect()
+}
+
+/// Bytes stored for the blobs `ids`.
+fn blobs_bytes(sb: &Sandbox, ids: &BTreeSet<String>) -> u64 {
+    let blobs = sb.blobs();
+    ids.iter().map(|id| blobs[id][0].length).sum()
 }
 
 #[test]
@@ -87,22 +100,23 @@ fn one_byte_edit_in_a_large_file_stores_at_most_two_chunks() {
     check_chunks(&sb, &rec, len);
     let chunk_ids: BTreeSet<String> = object_ids(&rec).into_iter().collect();
     assert_eq!(
-        sb.object_files(),
-        ids_as_object_files(
-            chunk_ids
-                .iter()
-                .chain(object_ids(find_record(&first.records(), b"small.txt")).iter())
-        ),
-        "the repository holds exactly the chunks and the small file"
+        sb.content_blob_ids(),
+        chunk_ids
+            .iter()
+            .chain(object_ids(find_record(&first.records(), b"small.txt")).iter())
+            .cloned()
+            .collect::<BTreeSet<String>>(),
+        "the repository holds exactly the chunks and the small file (besides the catalogue)"
     );
-    assert!(leftover_tmp_objects(&sb.repo).is_empty());
+    assert!(leftover_tmp_packs(&sb.repo).is_empty());
     eprintln!(
         "256 MiB file: {} chunks ({} distinct), mean {:.2} MiB",
         object_sizes(&rec).len(),
         chunk_ids.len(),
         len as f64 / object_sizes(&rec).len() as f64 / MIB as f64
     );
-    let before = sb.object_files();
+    let before = sb.content_blob_ids();
+    let bytes_before = sb.packs_bytes();
 
     // Flip one byte in the middle; the size stays.
     let at = len / 2 + 12_345;
@@ -135,8 +149,15 @@ fn one_byte_edit_in_a_large_file_stores_at_most_two_chunks() {
         "bk-seal read {sealed_read} bytes for a 1-byte edit (want ≤ 2 × CHUNK_MAX)"
     );
     check_chunks(&sb, &rec2, len);
-    let added = new_files(&before, &sb.object_files());
-    let added_bytes = object_files_size(&sb.repo, &added);
+    let added = new_blobs(&before, &sb.content_blob_ids());
+    let added_bytes = blobs_bytes(&sb, &added);
+    // The repository grew by those chunks, the new snapshot's catalogue
+    // pieces and root, and the packs' headers: little beyond the chunks.
+    let growth = sb.packs_bytes() - bytes_before;
+    assert!(
+        growth < added_bytes + (64 << 10),
+        "a 1-byte edit grew the packs by {growth} bytes, {added_bytes} of them chunks"
+    );
     eprintln!(
         "1-byte edit of the 256 MiB file: {} new object(s), {added_bytes} bytes stored ({})",
         added.len(),
@@ -157,14 +178,13 @@ fn one_byte_edit_in_a_large_file_stores_at_most_two_chunks() {
         "{}",
         run.seal_stderr
     );
-    let new_ids: Vec<String> = object_ids(&rec2)
+    let new_ids: BTreeSet<String> = object_ids(&rec2)
         .into_iter()
         .filter(|id| !chunk_ids.contains(id))
         .collect();
     assert_eq!(
-        ids_as_object_files(&new_ids),
-        added,
-        "the new objects are exactly the record's chunks that were not stored before"
+        new_ids, added,
+        "the new blobs are exactly the record's chunks that were not stored before"
     );
 
     // Restore the edited file from its chunks.
@@ -205,11 +225,16 @@ fn chunked_file_is_recovered_with_gpg_alone() {
     let rec = find_record(&backup.records(), b"f.bin").clone();
     check_chunks(&sb, &rec, len);
 
+    // Each chunk's blob, once taken out of its pack (which takes the
+    // pack keystream, derived from the id key), is an OpenPGP message
+    // that gpg decrypts with the secret key alone.
     sb.gpg_import_secret(sb.key);
     let mut got = Vec::with_capacity(want.len());
     for id in object_ids(&rec) {
-        let out = sb.gpg_decrypt(&sb.object_path(&id), &[]);
-        assert_ok(&out, &format!("gpg --decrypt object {id}"));
+        let message = sb.path(format!("{id}.pgp"));
+        sb.write_blob_message(&id, &message);
+        let out = sb.gpg_decrypt(&message, &[]);
+        assert_ok(&out, &format!("gpg --decrypt of blob {id}"));
         got.extend_from_slice(&out.stdout);
     }
     assert_eq!(got.len(), want.len(), "concatenated plaintext length");
@@ -240,13 +265,17 @@ fn chunks_are_shared_by_copies_and_survive_a_shift() {
         "identical files in two paths share all chunk objects"
     );
     let a_ids: BTreeSet<String> = object_ids(ra).into_iter().collect();
-    assert_eq!(sb.object_files(), ids_as_object_files(&a_ids));
+    assert_eq!(sb.content_blob_ids(), a_ids);
+    assert!(
+        sb.blobs().values().all(|places| places.len() == 1),
+        "each distinct chunk stored once"
+    );
     assert_eq!(
         summary_number(&first.seal_stderr, "bk-seal:", "new objects added"),
         a_ids.len() as u64,
         "each distinct chunk stored once"
     );
-    let before = sb.object_files();
+    let before = sb.content_blob_ids();
 
     // c.bin: 1 MiB of other bytes, then a.bin's content.
     let c = tree.join("c.bin");
@@ -260,7 +289,7 @@ fn chunks_are_shared_by_copies_and_survive_a_shift() {
     assert_eq!(run.hash_count("hashed"), 1, "{}", run.hash_stderr);
     let rc = find_record(&run.backup.records(), b"c.bin").clone();
     check_chunks(&sb, &rc, len + MIB);
-    let added = new_files(&before, &sb.object_files());
+    let added = new_blobs(&before, &sb.content_blob_ids());
     let c_ids = object_ids(&rc);
     let shared = c_ids.iter().filter(|id| a_ids.contains(*id)).count();
     eprintln!(
@@ -366,7 +395,7 @@ fn file_changed_after_hashing_is_not_stored_from_its_chunk_list() {
         "no record for the changed file"
     );
     find_record(&records, b"small.txt");
-    assert!(leftover_tmp_objects(&sb.repo).is_empty());
+    assert!(leftover_tmp_packs(&sb.repo).is_empty());
 
     // Shorter now: the chunks past the end cannot be read.
     let f = fs::OpenOptions::new().write(true).open(&big).unwrap();

@@ -1,11 +1,11 @@
-//! Deduplication: one object per unique content, nothing new for an
-//! unchanged tree, and the snapshots of every run listed.
+//! Deduplication: one blob per unique content, nothing new for an
+//! unchanged tree (not even a pack), and the snapshots of every run listed.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
@@ -38,16 +38,15 @@ fn dup_tree(root: &Path) -> Vec<String> {
     dup_paths
 }
 
-/// Every object file's bytes, by relative path.
-fn object_bytes(sb: &Sandbox) -> BTreeMap<PathBuf, Vec<u8>> {
-    sb.object_files()
-        .into_iter()
-        .map(|p| {
-            let rel = Path::new("objects").join(&p);
+/// Every pack file's bytes, by its path in the repository.
+fn pack_bytes(sb: &Sandbox) -> BTreeMap<String, Vec<u8>> {
+    sb.pack_files()
+        .into_keys()
+        .map(|rel| {
             let bytes = sb
-                .read_repo_file(rel.to_str().unwrap())
-                .unwrap_or_else(|| panic!("{} vanished", rel.display()));
-            (p, bytes)
+                .read_repo_file(&rel)
+                .unwrap_or_else(|| panic!("{rel} vanished"));
+            (rel, bytes)
         })
         .collect()
 }
@@ -56,8 +55,11 @@ fn all_ids(records: &[Value]) -> BTreeSet<String> {
     records.iter().flat_map(object_ids).collect()
 }
 
-fn ids_as_paths(ids: &BTreeSet<String>) -> BTreeSet<PathBuf> {
-    ids.iter().map(|id| Path::new(&id[..2]).join(id)).collect()
+/// Panics unless every blob of the repository is stored once.
+fn each_blob_stored_once(sb: &Sandbox) {
+    for (id, places) in sb.blobs() {
+        assert_eq!(places.len(), 1, "blob {id} is stored more than once");
+    }
 }
 
 fn identical_contents_are_stored_once(sb: Sandbox) {
@@ -86,19 +88,32 @@ fn identical_contents_are_stored_once(sb: Sandbox) {
             "{name} shares an object with the duplicates"
         );
     }
-    // The repository holds exactly the referenced objects: the 30 copies
-    // cost one content's worth.
+    // The repository holds exactly the referenced contents, each once:
+    // the 30 copies cost one content's worth.
     let ids = all_ids(&records);
     assert_eq!(
-        sb.object_files(),
-        ids_as_paths(&ids),
-        "object files should be exactly the objects the records name"
+        sb.content_blob_ids(),
+        ids,
+        "content blobs should be exactly the objects the records name"
     );
+    each_blob_stored_once(&sb);
     let dup_objects = first.iter().collect::<BTreeSet<_>>().len();
     assert_eq!(
-        sb.object_files().len(),
+        ids.len(),
         dup_objects + unique_objects.len(),
         "{COPIES} identical files should cost one content's objects"
+    );
+    assert_eq!(
+        summary_number(&b.seal_stderr, "bk-seal:", "new objects added"),
+        ids.len() as u64,
+        "{}",
+        b.seal_stderr
+    );
+    // 250 kB of incompressible contents (30 copies would be 3 MB).
+    let stored = sb.packs_bytes();
+    assert!(
+        stored < 400_000,
+        "{COPIES} identical files took {stored} bytes of packs"
     );
 }
 
@@ -106,20 +121,32 @@ fn second_backup_of_unchanged_tree_adds_no_object(sb: Sandbox) {
     let src = sb.path("src");
     dup_tree(&src);
     let b1 = sb.backup(&src);
-    let before = object_bytes(&sb);
+    let before = pack_bytes(&sb);
     assert!(!before.is_empty());
 
+    // The contents and the catalogue's pieces are all there already: the
+    // run adds its snapshot's root and no pack.
     let b2 = sb.backup(&src);
-    let after = object_bytes(&sb);
+    let after = pack_bytes(&sb);
     assert_eq!(
         before.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>(),
-        "the second backup changed the set of object files"
+        "the second backup changed the set of pack files"
     );
     for (p, bytes) in &before {
-        assert!(after[p] == *bytes, "object {p:?} was rewritten");
+        assert!(after[p] == *bytes, "pack {p} was rewritten");
     }
+    assert!(
+        b2.seal_stderr.contains("0 new objects added"),
+        "{}",
+        b2.seal_stderr
+    );
     assert_eq!(all_ids(&b1.records()), all_ids(&b2.records()));
+    assert_eq!(
+        sb.snapshot_pieces(&b1.snapshot),
+        sb.snapshot_pieces(&b2.snapshot),
+        "an unchanged tree gives the same catalogue pieces"
+    );
 
     // Two snapshots, both listed.
     assert_ne!(b1.snapshot, b2.snapshot, "each run writes its own snapshot");
@@ -149,16 +176,29 @@ fn new_content_adds_exactly_one_object_and_old_snapshot_is_kept(sb: Sandbox) {
     let src = sb.path("src");
     dup_tree(&src);
     let b1 = sb.backup(&src);
-    let before = sb.object_files();
+    let before = sb.content_blob_ids();
+    let packs_before = pack_bytes(&sb);
 
     write_file(&src.join("a/new-file.txt"), b"brand new content\n", 0o644);
     let b2 = sb.backup(&src);
-    let after = sb.object_files();
-    let added: Vec<&PathBuf> = after.difference(&before).collect();
+    let after = sb.content_blob_ids();
+    let added: Vec<&String> = after.difference(&before).collect();
     let new_ids = object_ids(find_record(&b2.records(), b"a/new-file.txt"));
     assert_eq!(new_ids.len(), 1, "a small file is one object");
-    assert_eq!(added, vec![&Path::new(&new_ids[0][..2]).join(&new_ids[0])]);
+    assert_eq!(added, vec![&new_ids[0]]);
     assert!(before.is_subset(&after), "an object disappeared");
+    each_blob_stored_once(&sb);
+    let packs_after = pack_bytes(&sb);
+    for (p, bytes) in &packs_before {
+        assert!(packs_after.get(p) == Some(bytes), "pack {p} changed");
+    }
+    // The new blob and the catalogue's new piece(s): small.
+    let grown: u64 = packs_after
+        .iter()
+        .filter(|(p, _)| !packs_before.contains_key(*p))
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    assert!(grown < 16 << 10, "one small new file added {grown} bytes");
 
     // The first snapshot still reads back without the new file.
     let first = sb.show(b1.snapshot.trim_end_matches(".pgp"), &[]);
@@ -201,10 +241,13 @@ fn lost_local_id_key_is_recovered_with_the_secret_key(sb: Sandbox) {
     let src = sb.path("src");
     dup_tree(&src);
     let b1 = sb.backup(&src);
-    let before = sb.object_files();
+    let before = pack_bytes(&sb);
+    let blobs = sb.blobs();
 
-    // A new machine: no local id key.
+    // A new machine: no local id key, no local index of the packs (it is
+    // built again from the packs' headers, with the recovered key).
     fs::remove_dir_all(sb.data_home.join("bk")).unwrap();
+    fs::remove_dir_all(sb.cache_home.join("bk")).unwrap();
     let (_, hashed) = sb.scan_hash(&src);
     let mut a = sb.seal_args();
     a.extend(sb.key_args());
@@ -215,7 +258,13 @@ fn lost_local_id_key_is_recovered_with_the_secret_key(sb: Sandbox) {
         all_ids(&b1.records()),
         "the recovered id key must give the same object ids"
     );
-    assert_eq!(sb.object_files(), before, "no object may be duplicated");
+    assert!(
+        stderr(&out).contains("0 new objects added"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(pack_bytes(&sb) == before, "no pack may be added or changed");
+    assert_eq!(sb.blobs(), blobs, "no object may be duplicated");
 }
 
 // Each of these runs once per backend (a directory, and S3 on moto).

@@ -33,13 +33,9 @@ fn with_key(sb: &Sandbox, extra: &[&str]) -> Vec<std::ffi::OsString> {
     a
 }
 
-/// Flips one byte in the middle of the object file of `id`.
+/// Flips one byte in the middle of blob `id`.
 fn corrupt(sb: &Sandbox, id: &str) {
-    let p = sb.object_path(id);
-    let mut data = fs::read(&p).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0x55;
-    fs::write(&p, data).unwrap();
+    sb.corrupt_blob(id);
 }
 
 fn problems(out: &std::process::Output) -> Vec<Value> {
@@ -57,10 +53,11 @@ fn all_snapshots_checks_every_snapshot_and_names_it() {
         "{}",
         describe(&out)
     );
-    // An object removed: both snapshots reference it, both are named.
+    // An object gone from its pack: both snapshots reference it, both are
+    // named.
     let records = parse_records(&sb.show_latest());
     let id = object_ids(find_record(&records, b"f3.bin"))[0].clone();
-    fs::remove_file(sb.object_path(&id)).unwrap();
+    sb.drop_blob(&id);
     let out = sb.verify(b"", &with_key(&sb, &["--all-snapshots"]));
     assert_code(&out, 1, "bk-verify --all-snapshots with a missing object");
     let found = problems(&out);
@@ -74,6 +71,11 @@ fn all_snapshots_checks_every_snapshot_and_names_it() {
         })
         .collect();
     assert_eq!(snaps, sb.snapshot_names());
+    assert!(
+        found[0]["detail"].as_str().unwrap().contains(&id),
+        "{}",
+        describe(&out)
+    );
     // Needs the key.
     let out = sb.verify(b"", &args!["--all-snapshots"]);
     assert_code(&out, 2, "--all-snapshots without --key");
@@ -154,6 +156,8 @@ fn read_data_subset_parts_cover_every_object_once() {
 fn orphans_are_listed_but_only_fail_on_request() {
     let sb = Sandbox::new();
     let tree = two_snapshots(&sb);
+    // The snapshots' pieces (blobs of their record streams) are theirs.
+    assert!(!sb.all_pieces().is_empty());
     let out = sb.verify(b"", &with_key(&sb, &["--orphans"]));
     assert_ok(&out, "bk-verify --orphans (none)");
     assert!(out.stdout.is_empty(), "{}", describe(&out));
@@ -181,6 +185,26 @@ fn orphans_are_listed_but_only_fail_on_request() {
     );
     let out = sb.verify(b"", &with_key(&sb, &["--orphans", "--orphans-fail"]));
     assert_code(&out, 1, "bk-verify --orphans --orphans-fail");
+
+    // A forgotten snapshot's pieces are orphans once nothing else uses
+    // them.
+    let first = sb.snapshot_names().into_iter().next().unwrap();
+    let pieces: BTreeSet<String> = sb.snapshot_pieces(&first).into_iter().collect();
+    sb.remove_repo_file(&format!("snapshots/{first}"));
+    let out = sb.verify(b"", &with_key(&sb, &["--orphans"]));
+    assert_ok(&out, "bk-verify --orphans after a snapshot went");
+    let found: BTreeSet<String> = problems(&out)
+        .iter()
+        .map(|p| p["object"].as_str().unwrap().to_owned())
+        .collect();
+    let mut want: BTreeSet<String> = pieces
+        .iter()
+        .filter(|p| !sb.all_pieces().contains(*p))
+        .cloned()
+        .collect();
+    assert!(!want.is_empty(), "the first snapshot had pieces of its own");
+    want.insert(orphan.clone());
+    assert_eq!(found, want, "{}", describe(&out));
 }
 
 #[test]

@@ -19,12 +19,48 @@ use std::time::{Duration, Instant};
 use bk::record::Kind;
 use common::stepwise::*;
 
-/// Object ids and inode numbers of every object under its real name.
-fn object_inodes(sb: &Sandbox) -> BTreeMap<String, u64> {
-    sb.objects()
-        .into_iter()
-        .map(|(id, p)| (id, fs::metadata(p).unwrap().ino()))
+/// Inode numbers of every pack under its real name, by its path.
+fn pack_inodes(sb: &Sandbox) -> BTreeMap<String, u64> {
+    sb.pack_files()
+        .into_keys()
+        .map(|rel| {
+            let ino = fs::metadata(sb.repo.join(&rel)).unwrap().ino();
+            (rel, ino)
+        })
         .collect()
+}
+
+/// Every blob under a real name decrypts to its content (`bk-open
+/// --object` checks it against its id); every pack under a real name has
+/// a header (reading the headers panics otherwise). Returns the blob ids.
+fn every_blob_opens(sb: &Sandbox) -> BTreeSet<String> {
+    let blobs = sb.blobs();
+    for (id, places) in &blobs {
+        assert_eq!(places.len(), 1, "blob {id} stored twice: {places:?}");
+        let out = sb.open_object(id);
+        assert_eq!(code(&out), OK, "blob {id}: {}", stderr(&out));
+    }
+    blobs.into_keys().collect()
+}
+
+/// `bk-verify --orphans`: every blob is a record's object or a piece of
+/// some snapshot's catalogue.
+fn no_orphans(sb: &Sandbox) {
+    let out = run(
+        sb.cmd("bk-verify")
+            .args(["--orphans", "--orphans-fail", "--repo"])
+            .arg(&sb.repo)
+            .arg("--key")
+            .arg(&keys().secret),
+        b"",
+    );
+    assert_eq!(
+        code(&out),
+        OK,
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
 }
 
 /// Every object id the records name.
@@ -134,13 +170,14 @@ fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
     ok(&hashed, "bk-hash");
     let input = sb.path("hashed.ndjson");
     fs::write(&input, &hashed.stdout).unwrap();
-    let before = object_inodes(&sb);
+    let before = pack_inodes(&sb);
+    let blobs_before = sb.blobs();
 
     // bk-seal | bk-index write, and SIGKILL for bk-seal once it has
-    // committed objects of this run.
+    // committed packs of this run (small ones: about 40 files each).
     let mut seal = sb
         .seal_cmd()
-        .args(["-j", "2"])
+        .args(["-j", "2", "--pack-size", "64K"])
         .stdin(fs::File::open(&input).unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -159,14 +196,14 @@ fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while sb.objects().len() <= before.len() {
+    while sb.pack_files().len() < before.len() + 3 {
         assert!(
             seal.try_wait().unwrap().is_none(),
             "bk-seal finished before it could be killed"
         );
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "no object committed"
+            "no pack committed"
         );
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -177,19 +214,25 @@ fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
         Some(9)
     );
     let index = index.wait_with_output().unwrap();
-    let after_crash = object_inodes(&sb);
+    let after_crash = pack_inodes(&sb);
+    // Every pack under a real name is whole and every blob in it sound.
+    let blobs_after_crash = every_blob_opens(&sb);
     let total = records(&hashed.stdout)
         .iter()
         .filter(|r| r.kind == Kind::File)
         .count();
+    let stored_by_crash = blobs_after_crash.len() - blobs_before.len();
     assert!(
-        after_crash.len() < total,
+        stored_by_crash > 0,
+        "no blob of the killed run was committed"
+    );
+    assert!(
+        blobs_after_crash.len() < total,
         "killed too late: {} of {total} objects",
-        after_crash.len()
+        blobs_after_crash.len()
     );
     eprintln!(
-        "killed bk-seal with {} of {total} objects stored; bk-index write exited {:?}: {}",
-        after_crash.len(),
+        "killed bk-seal with {stored_by_crash} new of {total} objects stored; bk-index write exited {:?}: {}",
         index.status.code(),
         stderr(&index).trim()
     );
@@ -207,23 +250,25 @@ fn seal_killed_mid_run_leaves_no_partial_object_and_resumes() {
     // included.
     every_snapshot_verifies(&sb);
 
-    // A rerun stores only what is missing: objects already there are kept
-    // (same inode), and every object now is one the records name.
+    // A rerun stores only what is missing: packs already there are kept
+    // (same inode), every blob is stored once, and every blob now is an
+    // object the records name or a piece of a snapshot's catalogue.
     let resumed = sb.seal(&hashed.stdout);
     ok(&resumed, "bk-seal rerun");
     ok(&sb.index_write(&resumed.stdout), "bk-index write");
-    let after = object_inodes(&sb);
-    for (id, ino) in &after_crash {
-        assert_eq!(after.get(id), Some(ino), "object {id} was rewritten");
+    let after = pack_inodes(&sb);
+    for (rel, ino) in &after_crash {
+        assert_eq!(after.get(rel), Some(ino), "pack {rel} was rewritten");
     }
     let named = named_objects(&resumed.stdout);
-    let stored: BTreeSet<String> = after.keys().cloned().collect();
-    assert_eq!(stored, named, "objects under real names = objects named");
+    let stored = every_blob_opens(&sb);
+    assert!(named.is_subset(&stored), "an object named is not stored");
+    no_orphans(&sb);
+    let missing = total - blobs_after_crash.intersection(&named).count();
     let summary = stderr(&resumed);
     assert!(
-        summary.contains(&format!("{} new objects", total - after_crash.len())),
-        "rerun must add exactly the {} missing objects: {summary}",
-        total - after_crash.len()
+        summary.contains(&format!("{missing} new objects")),
+        "rerun must add exactly the {missing} missing objects: {summary}"
     );
     every_snapshot_verifies(&sb);
     let leftovers = sb.repo_temp_files();
@@ -277,13 +322,11 @@ fn full_disk_under_the_repository_is_a_clear_error_and_nothing_corrupt() {
         committed(&sb) == before,
         "a failed run changed what is committed"
     );
-    // No temporary file is left to fill the disk, every object under a
-    // real name is complete, and any snapshot verifies.
+    // No temporary file is left to fill the disk, every pack under a real
+    // name is complete (the blobs of the first backup and of the packs
+    // committed before the disk filled), and any snapshot verifies.
     assert_eq!(sb.repo_temp_files(), Vec::<std::path::PathBuf>::new());
-    for (id, _) in sb.objects() {
-        let out = sb.open_object(&id);
-        assert_eq!(code(&out), OK, "object {id}: {}", stderr(&out));
-    }
+    assert!(every_blob_opens(&sb).len() >= 3);
     every_snapshot_verifies(&sb);
 
     // With room again, the same run completes.

@@ -1,11 +1,13 @@
 //! Keys made by GnuPG work with bk, and everything bk stores is a standard
-//! OpenPGP message that plain `gpg --decrypt` reads.
+//! OpenPGP message that plain `gpg --decrypt` reads: snapshot roots as
+//! they are, blobs (contents and catalogue pieces) once taken out of their
+//! pack, whose keystream needs the id key.
 
 mod common;
 
 use std::ffi::OsString;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
@@ -41,6 +43,13 @@ fn gpg_with_key(sb: &Sandbox, extra: &[&str], file: &Path) -> std::process::Outp
     sb.gpg(&a, b"")
 }
 
+/// The OpenPGP message of blob `id`, taken out of its pack, in a file.
+fn blob_file(sb: &Sandbox, id: &str) -> PathBuf {
+    let path = sb.path(format!("blob-{id}.pgp"));
+    sb.write_blob_message(id, &path);
+    path
+}
+
 /// `gpg --decrypt` of every object of every file record gives the file's
 /// bytes (objects concatenated in order).
 fn assert_gpg_reads_objects(sb: &Sandbox, records: &[Value], src: &Path) {
@@ -51,7 +60,7 @@ fn assert_gpg_reads_objects(sb: &Sandbox, records: &[Value], src: &Path) {
         let want = fs::read(src.join(&rel)).unwrap();
         let mut got = Vec::new();
         for id in object_ids(rec) {
-            let out = gpg_with_key(sb, &["--decrypt"], &sb.object_path(&id));
+            let out = gpg_with_key(sb, &["--decrypt"], &blob_file(sb, &id));
             assert_ok(&out, &format!("gpg --decrypt of object {id} ({rel})"));
             assert!(
                 !stderr(&out).contains("not integrity protected"),
@@ -136,19 +145,38 @@ fn gpg_decrypts_snapshot_to_index_show_output() {
         &sb.repo.join("snapshots").join(&b.snapshot),
     );
     assert_ok(&out, "gpg --decrypt of the snapshot");
+    // The root lists the pieces; gpg decrypts each, and in the root's
+    // order they are what bk-index show prints.
+    let root = without_mac_line(&out.stdout, "snapshot");
+    let mut records = Vec::new();
+    let mut pieces = 0;
+    for line in root
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .skip(1)
+    {
+        let piece: Value = serde_json::from_slice(line).unwrap();
+        let id = piece["piece"].as_str().expect("a piece line");
+        let out = gpg_with_key(&sb, &["--decrypt"], &blob_file(&sb, id));
+        assert_ok(&out, &format!("gpg --decrypt of piece {id}"));
+        assert_eq!(piece["size"], out.stdout.len(), "{piece}");
+        records.extend_from_slice(&out.stdout);
+        pieces += 1;
+    }
+    assert!(pieces >= 1, "{}", String::from_utf8_lossy(&out.stdout));
     assert!(
-        without_mac_line(&out.stdout, "snapshot") == shown,
-        "gpg --decrypt of the snapshot:\n{}\nbk-index show latest:\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        records == shown,
+        "gpg --decrypt of the snapshot's pieces:\n{}\nbk-index show latest:\n{}",
+        String::from_utf8_lossy(&records),
         String::from_utf8_lossy(&shown)
     );
 }
 
-/// The object of `notes/key.bin` (the first if chunked).
-fn some_object(sb: &Sandbox, b: &Backup) -> std::path::PathBuf {
+/// The blob of `notes/key.bin` (the first if chunked), in a file.
+fn some_object(sb: &Sandbox, b: &Backup) -> PathBuf {
     let records = b.records();
     let ids = object_ids(find_record(&records, b"notes/key.bin"));
-    sb.object_path(&ids[0])
+    blob_file(sb, &ids[0])
 }
 
 #[test]
@@ -258,7 +286,7 @@ fn two_recipients_can_each_restore() {
     // gpg sees one public-key packet per recipient.
     let records = parse_records(&sealed.stdout);
     let id = &object_ids(find_record(&records, b"notes/plain.txt"))[0];
-    let out = sb.gpg(&args!["--list-packets", sb.object_path(id)], b"");
+    let out = sb.gpg(&args!["--list-packets", blob_file(&sb, id)], b"");
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     for k in [key(KeyKind::Cv25519), key(KeyKind::Other)] {
         assert!(
@@ -279,12 +307,14 @@ fn encryption_uses_the_valid_subkey_not_expired_or_revoked_ones() {
     let expected = read_tree(&src);
     let b = sb.backup(&src);
     let valid = &sb.key.encryption_key_ids[0];
-    let mut files: Vec<std::path::PathBuf> =
-        object_ids(find_record(&b.records(), b"notes/key.bin"))
-            .iter()
-            .map(|id| sb.object_path(id))
-            .collect();
+    let mut files: Vec<PathBuf> = object_ids(find_record(&b.records(), b"notes/key.bin"))
+        .iter()
+        .map(|id| blob_file(&sb, id))
+        .collect();
     files.push(sb.repo.join("snapshots").join(&b.snapshot));
+    for piece in sb.snapshot_pieces(&b.snapshot) {
+        files.push(blob_file(&sb, &piece));
+    }
     for file in &files {
         let out = sb.gpg(&args!["--list-packets", file], b"");
         let listing = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -331,7 +361,7 @@ fn key_without_a_usable_encryption_subkey_is_refused() {
         "stderr should name the key: {err}"
     );
     assert!(
-        sb.object_files().is_empty(),
-        "objects were written for an unusable key"
+        sb.pack_files().is_empty(),
+        "packs were written for an unusable key"
     );
 }

@@ -1,7 +1,8 @@
-//! A hostile repository: snapshots and objects written by someone who
-//! knows only the public key. Restore must write nothing outside `--to`,
-//! refuse (and name) every bad entry, detect every tampered object by its
-//! SHA-256, and stay within bounded memory on absurd input.
+//! A hostile repository: snapshots written by someone who knows only the
+//! public key, and packs damaged, swapped or replaced. Restore must write
+//! nothing outside `--to`, refuse (and name) every bad entry, detect every
+//! tampered object (by its pack's header, its integrity check or its
+//! SHA-256), and stay within bounded memory on absurd input.
 
 mod common;
 
@@ -74,8 +75,9 @@ fn snapshot_of(dir: &Path) -> Vec<(PathBuf, u32, u64, i64, Vec<u8>)> {
     out
 }
 
-/// The name an attacker gives a planted snapshot, to be the latest.
-const EVIL: &str = "99991231T235959.999999Z-evil-00000000.pgp";
+/// The name an attacker gives a planted snapshot, to be the latest (of
+/// the shape bk gives names, with a tag no backing-up host made).
+const EVIL: &str = "99991231T235959.999999Z-0e0110000000000000000000.pgp";
 
 /// `bk-index show NAME` with `extra` options.
 fn show(sb: &Sandbox, name: &str, extra: &[&str]) -> std::process::Output {
@@ -90,11 +92,13 @@ fn show(sb: &Sandbox, name: &str, extra: &[&str]) -> std::process::Output {
     )
 }
 
-/// Writes `recs` as a snapshot the way an attacker would: plain gpg,
-/// encrypted to the repository's public key, named to be the latest.
+/// Writes `recs` as a snapshot the way an attacker would: its root
+/// encrypted with plain gpg to the repository's public key, named to be
+/// the latest. Its piece is stored as only a backing-up host could (see
+/// [`forged_root_parts`]): what is refused is the root.
 fn plant_snapshot(sb: &Sandbox, recs: &[Record]) {
-    let plain = sb.path("evil.ndjson");
-    fs::write(&plain, ndjson(recs)).unwrap();
+    let plain = sb.path("evil.root");
+    fs::write(&plain, sb.forged_root(&ndjson(recs), "evil")).unwrap();
     let name = sb.repo.join("snapshots").join(EVIL);
     let k = keys();
     gpg(
@@ -227,36 +231,71 @@ fn hostile_paths_write_nothing_outside_and_each_is_refused() {
     assert!(fs::symlink_metadata(dest.join("esc")).unwrap().is_symlink());
 }
 
-/// Flips one byte in the middle of a file.
-fn flip_byte(p: &Path) {
-    let mut data = fs::read(p).unwrap();
-    let i = data.len() / 2;
-    data[i] ^= 0x40;
-    fs::write(p, data).unwrap();
+/// Backs up `files` with one blob per pack (one worker, 64K packs, and
+/// every file larger than that), so that what is done to a pack is done
+/// to one file; returns the sandbox and the sealed records by path.
+fn backup_one_blob_per_pack(files: &[(&str, Vec<u8>)]) -> (Sandbox, BTreeMap<String, Record>) {
+    let sb = Sandbox::new();
+    let src = sb.path("src");
+    fs::create_dir(&src).unwrap();
+    for (name, data) in files {
+        assert!(data.len() > 64 << 10, "{name} is smaller than a pack");
+        fs::write(src.join(name), data).unwrap();
+    }
+    let scanned = sb.scan(&src);
+    ok(&scanned, "bk-scan");
+    let hashed = sb.hash(&scanned.stdout);
+    ok(&hashed, "bk-hash");
+    let sealed = run(
+        sb.seal_cmd().args(["-j", "1", "--pack-size", "64K"]),
+        &hashed.stdout,
+    );
+    ok(&sealed, "bk-seal");
+    ok(&sb.index_write(&sealed.stdout), "bk-index write");
+    let by_path: BTreeMap<String, Record> = records(&sealed.stdout)
+        .into_iter()
+        .map(|r| (r.path.clone(), r))
+        .collect();
+    let keys = sb.pack_keys();
+    for (name, _) in files {
+        let id = &by_path[*name].objects.as_ref().unwrap()[0].id;
+        let at = sb.blob_at(id);
+        let pack = fs::read(sb.repo.join(&at.pack)).unwrap();
+        assert_eq!(
+            pack_header(&keys, &at.pack, &pack).len(),
+            1,
+            "{name}'s pack holds {name} alone"
+        );
+    }
+    (sb, by_path)
 }
 
 #[test]
 fn tampered_objects_are_detected_named_and_never_left_in_place() {
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("swap-a", noise(10, 100_000)),
-        ("swap-b", noise(11, 50_000)),
+        ("swap-b", noise(11, 80_000)),
         ("truncated", noise(12, 300_000)),
         ("flipped", noise(13, 200_000)),
-        ("replaced", noise(14, 10_000)),
-        ("missing", noise(15, 1000)),
+        ("replaced", noise(14, 70_000)),
+        ("missing", noise(15, 66_000)),
         ("good", noise(16, 70_000)),
     ];
-    let (sb, recs) = small_backup(&files);
+    let (sb, recs) = backup_one_blob_per_pack(&files);
     let obj = |path: &str| recs[path].objects.as_ref().unwrap()[0].id.clone();
-    let obj_path = |id: &str| sb.repo.join("objects").join(&id[..2]).join(id);
-    // Swap two objects.
-    let (a, b) = (obj_path(&obj("swap-a")), obj_path(&obj("swap-b")));
+    // Where each blob is, before anything is damaged.
+    let blobs = sb.blobs();
+    let at = |path: &str| blobs[&obj(path)][0].clone();
+    let pack_of = |path: &str| sb.repo.join(at(path).pack);
+    // Swap two packs: each now sits under a name whose keys it was not
+    // made with.
+    let (a, b) = (pack_of("swap-a"), pack_of("swap-b"));
     let tmp = sb.path("swap.tmp");
     fs::rename(&a, &tmp).unwrap();
     fs::rename(&b, &a).unwrap();
     fs::rename(&tmp, &b).unwrap();
-    // Truncate one, flip a byte in another.
-    let t = obj_path(&obj("truncated"));
+    // Truncate one pack, flip a byte inside another's blob.
+    let t = pack_of("truncated");
     let len = fs::metadata(&t).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
@@ -264,15 +303,20 @@ fn tampered_objects_are_detected_named_and_never_left_in_place() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    flip_byte(&obj_path(&obj("flipped")));
-    // Replace one with a valid OpenPGP message of other content, made with
-    // nothing but the public key.
+    let flipped = at("flipped");
+    let p = sb.repo.join(&flipped.pack);
+    let mut data = fs::read(&p).unwrap();
+    data[(flipped.offset + flipped.length / 2) as usize] ^= 0x40;
+    fs::write(&p, data).unwrap();
+    // Replace one with a pack listing its id but holding a valid OpenPGP
+    // message of other content, made with nothing but the public key (the
+    // pack itself takes the id key: the worst a backing-up host gone wrong
+    // could do).
     let k = keys();
     let other = sb.path("other");
     fs::write(&other, b"attacker's content").unwrap();
-    let r = obj_path(&obj("replaced"));
-    fs::remove_file(&r).unwrap();
-    let (rs, os_) = (r.to_str().unwrap(), other.to_str().unwrap());
+    let message = sb.path("other.pgp");
+    let (ms, os_) = (message.to_str().unwrap(), other.to_str().unwrap());
     gpg(
         &k.gnupghome,
         &[
@@ -281,12 +325,14 @@ fn tampered_objects_are_detected_named_and_never_left_in_place() {
             "-r",
             &k.fingerprint,
             "-o",
-            rs,
+            ms,
             "-e",
             os_,
         ],
     );
-    fs::remove_file(obj_path(&obj("missing"))).unwrap();
+    fs::remove_file(pack_of("replaced")).unwrap();
+    sb.write_pack(&[(&obj("replaced"), 18, &fs::read(&message).unwrap())]);
+    fs::remove_file(pack_of("missing")).unwrap();
 
     // Earlier versions of the files are already in the target (in the
     // root's place).
@@ -300,6 +346,17 @@ fn tampered_objects_are_detected_named_and_never_left_in_place() {
     let out = sb.restore(&shown, &to);
     let err = stderr(&out);
     assert_eq!(code(&out), REPO, "{err}");
+    // A pack whose header does not decrypt under its name is named, and
+    // its blob is not used.
+    for name in ["swap-a", "swap-b", "truncated"] {
+        let pack = pack_of(name);
+        let pack = pack.file_name().unwrap().to_str().unwrap();
+        assert!(
+            err.lines()
+                .any(|l| l.contains(pack) && l.contains("its blobs are not used")),
+            "{name}: its pack {pack} is not named:\n{err}"
+        );
+    }
     for (name, data) in &files {
         let now = fs::read(dest.join(name)).unwrap();
         if *name == "good" {

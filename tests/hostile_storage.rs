@@ -1,7 +1,7 @@
 //! A repository directory holding something other than regular files
 //! where bk expects its files: a FIFO (whose open waits for a writer
-//! forever) or a symlink to `/dev/zero` (which has no end) in place of an
-//! object, a snapshot, a lock, `bk-repo.json`, the encrypted id key or an
+//! forever) or a symlink to `/dev/zero` (which has no end) in place of a
+//! pack, a snapshot, a lock, `bk-repo.json`, the encrypted id key or an
 //! inventory file. Every program that reads the place must finish within
 //! seconds with a repository error (exit 5) naming the file and what it
 //! is, never hang and never read without end.
@@ -58,6 +58,8 @@ struct Fixture {
     hashed: Vec<u8>,
     /// One object the snapshot names.
     object: String,
+    /// The pack that holds it (its path in the repository).
+    pack: String,
     /// The snapshot's file name.
     snapshot: String,
     /// The inventory file's name.
@@ -76,6 +78,7 @@ fn fixture() -> Fixture {
         .flat_map(object_ids)
         .next()
         .expect("an object");
+    let pack = sb.blob_at(&object).pack;
     let inventory = sb
         .repo_files("inventory")
         .into_keys()
@@ -85,6 +88,7 @@ fn fixture() -> Fixture {
         shown,
         hashed: backup.hashed,
         object,
+        pack,
         snapshot: backup.snapshot,
         inventory,
         sb,
@@ -194,7 +198,20 @@ impl Fixture {
             as_problem: false,
         };
         match rel.split('/').next().unwrap() {
-            "objects" => vec![open_object, restore, inventory, read_data(true)],
+            // Every program reads the packs' headers into its index first.
+            "packs" => vec![
+                open_object,
+                restore,
+                read_data(false),
+                Run {
+                    what: "bk-verify",
+                    program: "bk-verify",
+                    args: r(vec![]),
+                    stdin: self.shown.clone(),
+                    as_problem: false,
+                },
+                show(),
+            ],
             "snapshots" => vec![
                 show(),
                 prune(),
@@ -279,7 +296,7 @@ fn assert_refused(f: &Fixture, run: &Run, rel: &str, plant: Plant) -> Output {
 fn fifos_and_devices_in_place_of_repository_files_are_refused_at_once() {
     let f = fixture();
     let places = [
-        format!("objects/{}/{}", &f.object[..2], f.object),
+        f.pack.clone(),
         format!("snapshots/{}", f.snapshot),
         "locks/exclusive-0badf00d.lock".to_owned(),
         "bk-repo.json".to_owned(),
@@ -295,14 +312,14 @@ fn fifos_and_devices_in_place_of_repository_files_are_refused_at_once() {
             for run in f.runs_for(rel, &repo, &dest) {
                 assert_refused(&f, &run, rel, plant);
             }
-            // Nothing was deleted: every object is still there.
-            let before = files_under(&f.sb.repo.join("objects"));
-            let after = files_under(&repo.join("objects"));
+            // Nothing was deleted: every pack is still there.
+            let before = files_under(&f.sb.repo.join("packs"));
+            let after = files_under(&repo.join("packs"));
             assert!(
                 before
                     .iter()
                     .all(|p| after.contains(p) || rel.ends_with(&*p.to_string_lossy())),
-                "{plant:?} at {rel}: objects were deleted"
+                "{plant:?} at {rel}: packs were deleted"
             );
         }
     }

@@ -129,11 +129,11 @@ fn unchanged_rerun_reads_no_content_and_needs_no_secret_key() {
         object_ids(&chunked).len() > 1,
         "the 9 MiB file should be chunked: {chunked}"
     );
-    let objects_before = sb.object_files();
+    let objects_before = sb.pack_files();
+    let blobs_before = sb.content_blob_ids().len();
     assert!(
-        objects_before.len() > 19_000,
-        "first backup stored {} objects for 20,000 small files",
-        objects_before.len()
+        blobs_before > 19_000,
+        "first backup stored {blobs_before} objects for 20,000 small files",
     );
 
     // Hand the repository, the XDG directories (id key, snapshot cache)
@@ -221,9 +221,9 @@ fn unchanged_rerun_reads_no_content_and_needs_no_secret_key() {
     );
 
     assert_eq!(
-        sb.object_files(),
+        sb.pack_files(),
         objects_before,
-        "the no-change re-run changed the set of object files"
+        "the no-change re-run changed the packs (it adds only its root)"
     );
     assert_eq!(
         sb.snapshot_names(),
@@ -308,7 +308,7 @@ fn reuse_from_a_saved_record_file_reads_nothing() {
     fs::write(&saved, sb.show_latest()).unwrap();
     // Only the saved file may serve: drop the local snapshot cache.
     fs::remove_dir_all(sb.snapshot_cache_dir()).unwrap();
-    let objects_before = sb.object_files();
+    let objects_before = sb.pack_files();
 
     let run = sb.backup_with(&tree, &args!["--reuse", &saved], &[]);
     assert_eq!(
@@ -327,7 +327,7 @@ fn reuse_from_a_saved_record_file_reads_nothing() {
     assert_eq!(run.hash_count("bytes read"), 0, "{}", run.hash_stderr);
     assert_eq!(run.seal_count("reused"), n as u64, "{}", run.seal_stderr);
     assert_eq!(run.seal_count("new objects added"), 0);
-    assert_eq!(sb.object_files(), objects_before);
+    assert_eq!(sb.pack_files(), objects_before, "no pack added or changed");
 
     // The reused hashes are the files' real hashes.
     let old = by_path(&parse_records(&fs::read(&saved).unwrap()));
@@ -365,7 +365,7 @@ fn changed_renamed_and_deleted_files_are_noticed() {
     let deleted = tree.join("sub/f21.bin");
     let first = sb.backup(&tree);
     let first_recs = first.records();
-    let objects_before = sb.object_files();
+    let objects_before = sb.content_blob_ids();
 
     // Rewrite f07 with other bytes of the same size and put its mtime
     // back: only the ctime tells the change.
@@ -423,14 +423,14 @@ fn changed_renamed_and_deleted_files_are_noticed() {
         Some(sha256_hex(&new_content).as_str()),
         "the rewritten file (same size and mtime) must get its new hash"
     );
-    let new_objects: BTreeSet<PathBuf> = sb
-        .object_files()
+    let new_objects: BTreeSet<String> = sb
+        .content_blob_ids()
         .difference(&objects_before)
         .cloned()
         .collect();
     assert_eq!(
         new_objects,
-        ids_as_object_files(&object_ids(rec)),
+        object_ids(rec).into_iter().collect(),
         "the only new object is the rewritten file's"
     );
     let out = sb.open_object(&object_ids(rec)[0]);
@@ -472,9 +472,8 @@ fn reuse_is_refused_when_an_object_is_gone() {
     let rec = find_record(&first.records(), b"unique.bin").clone();
     let ids = object_ids(&rec);
     assert_eq!(ids.len(), 1);
-    let lost = sb.object_path(&ids[0]);
-    let objects_before = sb.object_files();
-    fs::remove_file(&lost).unwrap();
+    let blobs_before = sb.content_blob_ids();
+    sb.drop_blob(&ids[0]);
 
     // The premise: the first snapshot now has a fault.
     let mut verify_args = args!["--read-data"];
@@ -490,9 +489,14 @@ fn reuse_is_refused_when_an_object_is_gone() {
         "bk-seal must store the missing object again: {}",
         run.seal_stderr
     );
-    assert!(lost.is_file(), "{} was not stored again", lost.display());
-    assert_eq!(sb.object_files(), objects_before);
-    assert!(leftover_tmp_objects(&sb.repo).is_empty());
+    assert!(
+        sb.blob_ids().contains(&ids[0]),
+        "{} was not stored again",
+        ids[0]
+    );
+    assert_eq!(sb.content_blob_ids(), blobs_before);
+    assert!(sb.blobs().values().all(|places| places.len() == 1));
+    assert!(leftover_tmp_packs(&sb.repo).is_empty());
     let rec2 = find_record(&run.backup.records(), b"unique.bin").clone();
     assert_eq!(object_ids(&rec2), ids);
 

@@ -60,19 +60,20 @@ fn prune_report(out: &std::process::Output) -> Value {
         .unwrap_or_else(|e| panic!("prune --json printed no JSON ({e}): {}", describe(out)))
 }
 
-/// Time stamps of the snapshots now in the repository, by host.
+/// Time stamps of the snapshots now in the repository, with their hosts
+/// (`alpha 20250101T080000`): the time from the name, the host from the
+/// root, as `bk-index list` shows them.
 fn stamps(sb: &Sandbox) -> BTreeSet<String> {
-    sb.snapshot_names()
-        .into_iter()
-        .map(|n| {
-            let (stamp, rest) = n.split_once('.').unwrap();
-            let host = rest
-                .trim_start_matches("000000Z-")
-                .rsplit_once('-')
-                .unwrap()
-                .0
-                .to_owned();
-            format!("{host} {stamp}")
+    let mut a = args!["list", "--json"];
+    a.extend(sb.repo_args());
+    let out = sb.run("bk-index", &a, b"");
+    assert_ok(&out, "bk-index list --json");
+    let rows = parse_records(&out.stdout);
+    assert_eq!(rows.len(), sb.snapshot_names().len(), "{}", describe(&out));
+    rows.iter()
+        .map(|r| {
+            let (stamp, _) = r["name"].as_str().unwrap().split_once('.').unwrap();
+            format!("{} {stamp}", r["host"].as_str().unwrap())
         })
         .collect()
 }
@@ -218,24 +219,55 @@ fn forget_applies_policies_per_host_and_roots() {
         ])
     );
 
-    // Without the key, groups are by host only: alpha's three snapshots
-    // (two roots) form one group, so keep-last 1 keeps only c2 there.
+    // Without --key, a backing-up host reads the roots with its id key:
+    // the same groups by host and roots, so keep-last 1 keeps the newest
+    // of each of the three.
     let out = forget(&sb, &["--keep-last", "1", "-n"], false);
-    assert_ok(&out, "forget by host");
+    assert_ok(&out, "forget without --key");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kept: Vec<&str> = text.lines().filter(|l| l.starts_with("keep:")).collect();
+    assert_eq!(kept.len(), 3, "{text}");
+    for stamp in ["20250201T100000", "20250301T100000", "20250601T090000"] {
+        assert!(kept.iter().any(|l| l.contains(stamp)), "{stamp}: {text}");
+    }
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("grouping snapshots by host only"),
+        err.contains("host beta, roots ") && err.contains("host alpha, roots "),
+        "{err}"
+    );
+
+    // With neither the id key nor --key, the snapshots cannot be told from
+    // forged ones: refused; allowed unauthenticated, they cannot be
+    // grouped either and all count as one group.
+    let id_key = sb
+        .data_home
+        .join("bk")
+        .join(format!("{}.idkey", sb.repo_id()));
+    let aside = sb.path("id-key-aside");
+    std::fs::rename(&id_key, &aside).unwrap();
+    let out = forget(&sb, &["--keep-last", "1", "-n"], false);
+    assert_code(&out, 5, "forget with no key at all");
+    assert!(
+        stderr(&out).contains("forgetting nothing"),
+        "{}",
+        describe(&out)
+    );
+    let out = forget(
+        &sb,
+        &["--keep-last", "1", "-n", "--allow-unauthenticated"],
+        false,
+    );
+    assert_ok(&out, "forget --allow-unauthenticated with no key at all");
+    assert!(
+        stderr(&out).contains("all count as one group"),
         "{}",
         describe(&out)
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let kept: Vec<&str> = text.lines().filter(|l| l.starts_with("keep:")).collect();
-    assert_eq!(kept.len(), 2, "{text}");
-    assert!(kept.iter().any(|l| l.contains("20250601T090000")), "{text}");
-    assert!(
-        kept.iter()
-            .any(|l| l.contains("20250301T100000") && l.contains("-beta-")),
-        "{text}"
-    );
+    assert_eq!(kept.len(), 1, "{text}");
+    assert!(kept[0].contains("20250601T090000"), "{text}");
+    std::fs::rename(&aside, &id_key).unwrap();
     assert_eq!(stamps(&sb).len(), 4, "dry run removed something");
 
     // --host limits forget to one host's snapshots.
@@ -249,6 +281,27 @@ fn forget_applies_policies_per_host_and_roots() {
             "alpha 20250601T090000",
         ])
     );
+}
+
+/// Backs up `tree` with one bk-seal worker, so that the run's contents
+/// go into one pack (two workers may each open one).
+fn backup_one_pack(sb: &Sandbox, tree: &Path) -> Backup {
+    let (scan, hashed) = sb.scan_hash(tree);
+    let mut a = sb.seal_args();
+    a.extend(args!["-j", "1"]);
+    if !sb.repo_exists() {
+        a.push("--init".into());
+    }
+    let sealed = sb.run("bk-seal", &a, &hashed);
+    assert_ok(&sealed, "bk-seal -j 1");
+    let snapshot = sb.index_write(&sealed.stdout);
+    Backup {
+        scan,
+        hashed,
+        seal_stderr: stderr(&sealed),
+        sealed: sealed.stdout,
+        snapshot,
+    }
 }
 
 /// Object ids named by sealed records.
@@ -276,27 +329,49 @@ fn remove_matching(dir: &Path, prefix: &str) {
     }
 }
 
+/// The pack holding blob `id`.
+fn pack_of(sb: &Sandbox, id: &str) -> String {
+    sb.blob_at(id).pack
+}
+
+/// The plan lines `--verbose-plan` prints, by pack.
+fn plan_by_pack(out: &std::process::Output) -> std::collections::BTreeMap<String, Value> {
+    parse_records(&out.stdout)
+        .into_iter()
+        .filter(|l| l.get("action").is_some())
+        .map(|l| {
+            let id = l["pack"].as_str().unwrap();
+            (format!("packs/{}/{id}", &id[..2]), l)
+        })
+        .collect()
+}
+
 #[test]
 fn prune_frees_the_objects_of_forgotten_snapshots() {
     let sb = Sandbox::new();
     let tree = sb.fresh_dir("tree");
     write_file(&tree.join("common.txt"), b"in both backups", 0o644);
     fill(&tree, "a", 6, 200 << 10, 100);
-    let a = sb.backup(&tree);
+    let a = backup_one_pack(&sb, &tree);
+    let a_pieces: BTreeSet<String> = sb.snapshot_pieces(&a.snapshot).into_iter().collect();
     remove_matching(&tree, "a-");
     fill(&tree, "b", 4, 150 << 10, 200);
-    let b = sb.backup(&tree);
+    let b = backup_one_pack(&sb, &tree);
     let (a_ids, b_ids) = (ids(&a.sealed), ids(&b.sealed));
     let a_only: BTreeSet<&String> = a_ids.difference(&b_ids).collect();
     assert_eq!(a_only.len(), 6);
-    let a_only_bytes: u64 = a_only
-        .iter()
-        .map(|id| std::fs::metadata(sb.object_path(id)).unwrap().len())
-        .sum();
+    let blobs = sb.blobs();
+    let a_only_bytes: u64 = a_only.iter().map(|id| blobs[*id][0].length).sum();
+    // A's contents share a pack with common.txt, which B uses too; A's
+    // catalogue pieces have a pack of their own.
+    let a_pack = pack_of(&sb, &a_ids.iter().next().unwrap().clone());
+    assert!(a_ids.iter().all(|id| pack_of(&sb, id) == a_pack));
+    let a_pieces_pack = pack_of(&sb, a_pieces.iter().next().unwrap());
+    let packs = sb.pack_files();
 
     // Leftover temporary files: one old, one fresh.
-    let old_tmp = sb.repo.join("objects/00/.tmp-0123456789abcdef");
-    let new_tmp = sb.repo.join("objects/00/.tmp-fedcba9876543210");
+    let old_tmp = sb.repo.join("packs/00/.tmp-0123456789abcdef");
+    let new_tmp = sb.repo.join("packs/00/.tmp-fedcba9876543210");
     write_file(&old_tmp, &[7u8; 1000], 0o600);
     write_file(&new_tmp, &[7u8; 1000], 0o600);
     set_mtime_ns(&old_tmp, T0);
@@ -305,30 +380,68 @@ fn prune_frees_the_objects_of_forgotten_snapshots() {
     assert_ok(&out, "forget --keep-last 1");
     assert_eq!(sb.snapshot_names(), set(&[&b.snapshot]));
 
-    // Default grace (24h): everything is fresh, nothing goes.
+    // Default grace (24h): every pack is fresh, nothing goes but the old
+    // temporary file.
     let out = prune(&sb, &["--json"]);
     assert_ok(&out, "prune");
     let r = prune_report(&out);
-    assert_eq!(r["objects_deleted"], 0, "{r}");
-    assert_eq!(r["unreferenced_within_grace"], 6, "{r}");
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_repacked"], 0, "{r}");
+    assert_eq!(r["packs_within_grace"], 2, "{r}");
     assert_eq!(r["tmp_deleted"], 1, "{r}");
     assert!(!old_tmp.exists() && new_tmp.exists());
     std::fs::remove_file(&new_tmp).unwrap();
+    assert_eq!(sb.pack_files(), packs);
 
-    // Dry run with no grace: reports, deletes nothing.
-    let before = sb.object_files();
+    // Dry run with no grace: the plan, pack by pack, and nothing deleted.
     let before_bytes = du_bytes(&sb.repo);
-    let out = prune(&sb, &["--grace", "0s", "--dry-run", "--json"]);
-    assert_ok(&out, "prune --dry-run");
-    let r = prune_report(&out);
-    assert_eq!(r["objects_deleted"], 6, "{r}");
-    assert_eq!(r["bytes_freed"], a_only_bytes, "{r}");
+    let out = prune(&sb, &["--grace", "0s", "--dry-run", "--verbose-plan"]);
+    assert_ok(&out, "prune --dry-run --verbose-plan");
+    let plan = plan_by_pack(&out);
+    assert_eq!(
+        plan.keys().cloned().collect::<BTreeSet<_>>(),
+        packs.keys().cloned().collect::<BTreeSet<_>>(),
+        "one plan line per pack"
+    );
+    for (pack, line) in &plan {
+        let want = if *pack == a_pack {
+            // common.txt is used, A's six files (almost all of it) not.
+            "repack"
+        } else if *pack == a_pieces_pack {
+            "delete"
+        } else {
+            "keep"
+        };
+        assert_eq!(line["action"], want, "{pack}: {line}");
+        assert_eq!(line["size"], packs[pack], "{line}");
+    }
+    assert_eq!(plan[&a_pack]["used_blobs"], 1, "{}", plan[&a_pack]);
+    assert_eq!(plan[&a_pack]["unused_blobs"], 6, "{}", plan[&a_pack]);
+    assert_eq!(
+        plan[&a_pack]["unused_bytes"], a_only_bytes,
+        "{}",
+        plan[&a_pack]
+    );
     assert!(
-        stderr(&out).contains("would delete 6 unreferenced objects"),
+        stderr(&out).contains("would delete 1 packs with nothing used and repacked 1"),
         "{}",
         describe(&out)
     );
-    assert_eq!(sb.object_files(), before);
+    // Allowed to keep all of a pack unused, prune only deletes.
+    let out = prune(
+        &sb,
+        &[
+            "--grace",
+            "0s",
+            "--dry-run",
+            "--verbose-plan",
+            "--max-unused",
+            "100",
+        ],
+    );
+    assert_ok(&out, "prune --dry-run --max-unused 100");
+    assert_eq!(plan_by_pack(&out)[&a_pack]["action"], "keep");
+    assert_eq!(sb.pack_files(), packs, "a dry run changed the packs");
     assert_eq!(du_bytes(&sb.repo), before_bytes);
 
     // For real.
@@ -337,31 +450,44 @@ fn prune_frees_the_objects_of_forgotten_snapshots() {
     let r = prune_report(&out);
     let after_bytes = du_bytes(&sb.repo);
     eprintln!(
-        "MEASURED prune: deleted {} objects, {} bytes freed (A's plaintext {} bytes); repository {} -> {} bytes (du -sb)",
-        r["objects_deleted"],
-        r["bytes_freed"],
-        6 * (200 << 10),
-        before_bytes,
-        after_bytes
+        "MEASURED prune: {r}; A's plaintext {} bytes; repository {before_bytes} -> {after_bytes} bytes (du -sb)",
+        6 * (200 << 10)
     );
-    assert_eq!(r["objects_deleted"], 6, "{r}");
-    assert_eq!(r["bytes_freed"], a_only_bytes, "{r}");
-    assert_eq!(r["objects_kept"], b_ids.len() as u64, "{r}");
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+    assert_eq!(r["packs_repacked"], 1, "{r}");
+    assert_eq!(r["blobs_copied"], 1, "{r}");
+    assert_eq!(r["packs_written"], 1, "{r}");
     assert_eq!(r["missing_referenced"], 0, "{r}");
-    for id in &a_only {
-        assert!(!sb.object_path(id).exists(), "A-only object {id} survived");
+    let after = sb.blobs();
+    for id in a_only.iter().copied().chain(&a_pieces) {
+        assert!(!after.contains_key(id), "A's blob {id} survived");
     }
     for id in &b_ids {
-        assert!(sb.object_path(id).exists(), "B object {id} was deleted");
+        assert!(after.contains_key(id), "B's blob {id} was deleted");
     }
+    assert!(after.values().all(|places| places.len() == 1));
+    assert!(!sb.pack_files().contains_key(&a_pack));
+    // The repository shrinks by about A's contents (prune also appends a
+    // line per deleted pack to the inventory).
     let shrunk = before_bytes - after_bytes;
-    // Prune appends one `{"id":…,"removed":true}` line per deleted object to
-    // the inventory, so the repository shrinks by a little less than that.
     assert!(
         shrunk + 4096 >= a_only_bytes && shrunk < a_only_bytes + (64 << 10),
-        "du shrank by {shrunk}, A's objects were {a_only_bytes} bytes"
+        "du shrank by {shrunk}, A's contents were {a_only_bytes} bytes"
     );
     assert!(shrunk as f64 >= 0.99 * (6 * (200 << 10)) as f64);
+    // What prune says it freed: the two packs, less the new one.
+    let now = sb.pack_files();
+    let new: Vec<u64> = now
+        .iter()
+        .filter(|(p, _)| !packs.contains_key(*p))
+        .map(|(_, size)| *size)
+        .collect();
+    assert_eq!(new.len(), 1, "{now:?}");
+    assert_eq!(
+        r["bytes_freed"],
+        packs[&a_pack] + packs[&a_pieces_pack] - new[0],
+        "{r}"
+    );
 
     // B is intact: restores byte for byte and verifies with --read-data.
     let shown = sb.show_latest();
@@ -383,7 +509,8 @@ fn prune_frees_the_objects_of_forgotten_snapshots() {
 
     // A second prune finds nothing to do.
     let r = prune_report(&prune(&sb, &["--grace", "0s", "--json"]));
-    assert_eq!(r["objects_deleted"], 0, "{r}");
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_repacked"], 0, "{r}");
 }
 
 #[test]
@@ -392,12 +519,12 @@ fn prune_stops_on_a_snapshot_it_cannot_read() {
     let tree = sb.fresh_dir("tree");
     fill(&tree, "a", 2, 1000, 1);
     let a = sb.backup(&tree);
-    // An unreferenced object, and a snapshot that is not OpenPGP.
-    let objects_before = sb.object_files();
+    // Unreferenced blobs, and a snapshot that is not OpenPGP.
+    let packs_before = sb.pack_files();
     std::fs::remove_file(sb.repo.join("snapshots").join(&a.snapshot)).unwrap();
     std::fs::write(
         sb.repo
-            .join("snapshots/20250101T000000.000000Z-h-00000000.pgp"),
+            .join("snapshots/20250101T000000.000000Z-000000000000000000000000.pgp"),
         b"not a snapshot",
     )
     .unwrap();
@@ -408,7 +535,7 @@ fn prune_stops_on_a_snapshot_it_cannot_read() {
         "{}",
         describe(&out)
     );
-    assert_eq!(sb.object_files(), objects_before);
+    assert_eq!(sb.pack_files(), packs_before);
     assert!(lock_files(&sb.repo).is_empty(), "prune left its lock");
 }
 
@@ -448,14 +575,18 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A tree backed up as A (+ x.bin, only in A), then as B; A's snapshot is
-/// forgotten so A's and x's objects are unreferenced.
+/// forgotten so A's and x's blobs (one pack) and A's catalogue pieces
+/// (another) are unreferenced. x is a third of its pack.
 fn repo_with_forgotten_snapshot(sb: &Sandbox) -> (PathBuf, BTreeSet<String>, String) {
     let tree = sb.fresh_dir("tree");
     fill(&tree, "a", 4, 100 << 10, 10);
-    write_file(&tree.join("x.bin"), &pseudo_random(99, 50 << 10), 0o644);
-    let a = sb.backup(&tree);
+    write_file(&tree.join("x.bin"), &pseudo_random(99, 200 << 10), 0o644);
+    let a = backup_one_pack(sb, &tree);
     let a_rec = a.records();
     let x_id = object_ids(find_record(&a_rec, b"x.bin"))[0].clone();
+    assert!(ids(&a.sealed)
+        .iter()
+        .all(|id| pack_of(sb, id) == pack_of(sb, &x_id)));
     remove_matching(&tree, "a-");
     std::fs::remove_file(tree.join("x.bin")).unwrap();
     fill(&tree, "b", 2, 100 << 10, 20);
@@ -506,6 +637,7 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
     a.extend(sb.key_args());
     let mut pr = sb.command("bk-index");
     pr.args(&a).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let packs_before = sb.pack_files();
     let pruner = pr.spawn().expect("start prune --wait");
     std::thread::sleep(Duration::from_millis(1500));
     let pruner_running = pruner.id();
@@ -513,10 +645,11 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
         Path::new(&format!("/proc/{pruner_running}")).exists(),
         "prune --wait should still be waiting"
     );
-    for id in &a_ids {
+    let packs_now = sb.pack_files();
+    for pack in packs_before.keys() {
         assert!(
-            sb.object_path(id).exists(),
-            "prune deleted {id} during the backup"
+            packs_now.contains_key(pack),
+            "prune deleted {pack} during the backup"
         );
     }
 
@@ -538,14 +671,16 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
     assert!(prune_done >= backup_done);
     let r = prune_report(&pruned);
     eprintln!("MEASURED concurrent prune: {r}");
-    // Only x.bin's object (in no remaining snapshot) went.
-    assert_eq!(r["objects_deleted"], 1, "{r}");
-    assert!(!sb.object_path(&x_id).exists());
+    // Only x.bin's blob (in no remaining snapshot) went from its pack: A's
+    // blobs, which the backup reused, were copied into a new pack. A's
+    // old catalogue pieces went with their pack.
+    assert_eq!(r["packs_repacked"], 1, "{r}");
+    assert_eq!(r["blobs_copied"], a_ids.len(), "{r}");
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+    let blobs = sb.blobs();
+    assert!(!blobs.contains_key(&x_id), "x.bin's blob survived");
     for id in &a_ids {
-        assert!(
-            sb.object_path(id).exists(),
-            "prune deleted reused object {id}"
-        );
+        assert!(blobs.contains_key(id), "prune deleted reused object {id}");
     }
     let shown = sb.show(&snapshot, &[]);
     assert_ok(&shown, "show the concurrent backup");
@@ -560,16 +695,18 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
 fn records_sealed_in_one_run_survive_prune_until_indexed() {
     let sb = Sandbox::new();
     let (tree, a_ids, x_id) = repo_with_forgotten_snapshot(&sb);
-    // A's and x's objects are unreferenced and two days old.
+    // Every pack is two days old; A's and x's (and A's pieces') are
+    // unreferenced.
     let two_days_ago = (std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
-    for id in a_ids.iter().chain([&x_id]) {
-        set_mtime_ns(&sb.object_path(id), two_days_ago);
+    for pack in sb.pack_files().keys() {
+        set_mtime_ns(&sb.repo.join(pack), two_days_ago);
     }
+    let a_pack = pack_of(&sb, &x_id);
 
-    // `bk-seal > file` reuses A's objects (and refreshes their mtime) …
+    // `bk-seal > file` reuses A's blobs (and refreshes their pack's mtime) …
     let (_, hashed) = sb.scan_hash(&tree);
     let sealed = sb.seal(&hashed);
     assert_ok(&sealed, "bk-seal > file");
@@ -582,35 +719,45 @@ fn records_sealed_in_one_run_survive_prune_until_indexed() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
-    for id in &a_ids {
-        let age = now - mtime_ns(&sb.object_path(id));
-        assert!(
-            age < 3_600_000_000_000,
-            "reused object {id} was not refreshed"
-        );
-    }
+    let age = now - mtime_ns(&sb.repo.join(&a_pack));
+    assert!(
+        age < 3_600_000_000_000,
+        "the pack of the reused blobs was not refreshed"
+    );
 
-    // … prune with the default grace runs in the gap: x goes, A stays …
+    // … prune with the default grace runs in the gap: A's pack (x in it
+    // too) is within the grace period, A's old pieces go …
     let out = prune(&sb, &["--json"]);
     assert_ok(&out, "prune in the gap");
     let r = prune_report(&out);
-    assert_eq!(r["objects_deleted"], 1, "{r}");
-    assert!(
-        !sb.object_path(&x_id).exists(),
-        "the old unreused object should go"
-    );
-    for id in &a_ids {
-        assert!(
-            sb.object_path(id).exists(),
-            "prune deleted sealed object {id}"
-        );
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+    assert_eq!(r["packs_repacked"], 0, "{r}");
+    assert_eq!(r["packs_within_grace"], 1, "{r}");
+    let blobs = sb.blobs();
+    for id in a_ids.iter().chain([&x_id]) {
+        assert!(blobs.contains_key(id), "prune deleted sealed blob {id}");
     }
 
-    // … and `bk-index write < file` later succeeds and verifies clean.
+    // … `bk-index write < file` later succeeds and verifies clean …
     let snapshot = sb.index_write(&sealed.stdout);
     let shown = sb.show(&snapshot, &[]);
     assert_ok(&shown, "show");
     let mut v = args!["--read-data"];
     v.extend(sb.key_args());
     assert_ok(&sb.verify(&shown.stdout, &v), "verify --read-data");
+
+    // … and once the grace period is over, x goes and A stays.
+    let out = prune(&sb, &["--grace", "0s", "--json"]);
+    assert_ok(&out, "prune --grace 0s");
+    let r = prune_report(&out);
+    assert_eq!(r["packs_repacked"], 1, "{r}");
+    let blobs = sb.blobs();
+    assert!(!blobs.contains_key(&x_id), "the unreused blob should go");
+    for id in &a_ids {
+        assert!(blobs.contains_key(id), "prune deleted indexed blob {id}");
+    }
+    assert_ok(
+        &sb.verify(&shown.stdout, &v),
+        "verify --read-data after prune",
+    );
 }

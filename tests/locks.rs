@@ -342,11 +342,9 @@ fn prune(sb: &Sandbox) -> std::process::Output {
     sb.run("bk-index", &a, b"")
 }
 
-/// Every pack file of the repository (format 2 keeps objects in packs).
-fn objects(sb: &Sandbox) -> std::collections::BTreeSet<std::path::PathBuf> {
-    let packs = files_under(&sb.repo.join("packs"));
-    assert!(!packs.is_empty(), "no pack files in the repository");
-    packs
+/// Every blob of the repository (contents and catalogue pieces).
+fn objects(sb: &Sandbox) -> std::collections::BTreeSet<String> {
+    sb.blob_ids()
 }
 
 /// A lock written in another PID namespace (a container sharing the host

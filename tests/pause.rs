@@ -51,7 +51,10 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
     // A repository to seal into (one earlier run).
     write_file(&sb.path("first/x"), b"x", 0o644);
     sb.backup(&sb.path("first"));
-    let objects_before = sb.object_files();
+    // Everything under packs/, temporary files of a pack being written
+    // included.
+    let packs_before = files_under(&sb.repo.join("packs"));
+    let blobs_before = sb.blob_ids().len();
     let scan = sb.run("bk-scan", &args![&tree], b"");
     assert_ok(&scan, "bk-scan");
     let pause = sb.path("PAUSE");
@@ -90,7 +93,7 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
     );
 
     // bk-seal, paused through the environment (as the config file does):
-    // no new object while paused.
+    // no pack (not even one being written) while paused.
     fs::write(&pause, b"").unwrap();
     let sealed_file = sb.path("sealed.ndjson");
     let mut cmd_args = sb.seal_args();
@@ -108,8 +111,8 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        sb.object_files(),
-        objects_before,
+        files_under(&sb.repo.join("packs")),
+        packs_before,
         "bk-seal stored objects while paused"
     );
     // Nothing but the begin record of its stream.
@@ -118,7 +121,7 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
     let out = finish(child, Duration::from_secs(30));
     assert_ok(&out, "bk-seal after resuming");
     assert!(stderr(&out).contains("paused:"), "{}", describe(&out));
-    assert_eq!(sb.object_files().len(), objects_before.len() + 5);
+    assert_eq!(sb.blob_ids().len(), blobs_before + 5);
     let sealed = fs::read(&sealed_file).unwrap();
     sb.index_write(&sealed);
 }

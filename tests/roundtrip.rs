@@ -215,40 +215,59 @@ fn init_creates_repository_layout_and_private_id_key() {
 
     let meta: Value =
         serde_json::from_slice(&fs::read(sb.repo.join("bk-repo.json")).unwrap()).unwrap();
-    assert_eq!(meta["format"], 1, "bk-repo.json: {meta}");
+    assert_eq!(meta["format"], 2, "bk-repo.json: {meta}");
     assert!(sb.repo.join("keys/id-key.pgp").is_file());
     assert!(sb.repo.join("snapshots").is_dir());
 
-    // Objects live at objects/<first two hex>/<64 hex id>.
-    let objects = sb.object_files();
-    assert!(!objects.is_empty(), "no objects written");
-    for rel in &objects {
-        let parts: Vec<&str> = rel.iter().map(|c| c.to_str().unwrap()).collect();
-        assert_eq!(parts.len(), 2, "object path {rel:?}");
-        assert_eq!(parts[1].len(), 64, "object id {rel:?}");
+    // Contents live in packs at packs/<first two hex>/<64 hex id>.
+    let packs = sb.pack_files();
+    assert!(!packs.is_empty(), "no packs written");
+    for rel in packs.keys() {
+        let parts: Vec<&str> = rel.split('/').collect();
+        assert_eq!(parts.len(), 3, "pack path {rel:?}");
+        assert_eq!(parts[2].len(), 64, "pack id {rel:?}");
         assert!(
-            parts[1]
+            parts[2]
                 .bytes()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
-            "object id {rel:?} is not lower-case hex"
+            "pack id {rel:?} is not lower-case hex"
         );
         assert_eq!(
-            parts[0],
-            &parts[1][..2],
-            "object {rel:?} is in the wrong directory"
+            parts[1],
+            &parts[2][..2],
+            "pack {rel:?} is in the wrong directory"
         );
     }
-    // Every object named by a record exists, with its stored size.
+    // Every object named by a record is a blob of a pack, with its stored
+    // size; no object id shows in any name in the repository.
+    let blobs = sb.blobs();
+    let names: Vec<String> = files_under(&sb.repo)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     for rec in b.records() {
         for obj in rec["objects"].as_array().into_iter().flatten() {
             let id = obj["id"].as_str().unwrap();
-            let path = sb.object_path(id);
-            let len = fs::metadata(&path)
-                .unwrap_or_else(|e| panic!("object {id} of {rec}: {e}"))
-                .len();
-            assert_eq!(obj["stored"].as_u64(), Some(len), "stored size of {id}");
+            let places = blobs
+                .get(id)
+                .unwrap_or_else(|| panic!("object {id} of {rec} is in no pack"));
+            assert_eq!(
+                obj["stored"].as_u64(),
+                Some(places[0].length),
+                "stored size of {id}"
+            );
+            assert!(
+                names.iter().all(|n| !n.contains(id)),
+                "object id {id} is visible in the repository's names"
+            );
         }
     }
+    // The snapshot's name: time, nonce and tag, no host.
+    let host = bk::sys::host::this_host();
+    let (stamp, rest) = b.snapshot.split_once('-').unwrap();
+    assert!(stamp.ends_with('Z') && stamp.len() == 23, "{}", b.snapshot);
+    assert_eq!(rest.len(), 24 + 4, "{}", b.snapshot);
+    assert!(!b.snapshot.contains(&host), "{}", b.snapshot);
 
     // The local id key: under $XDG_DATA_HOME/bk/, mode 0600, named on stderr.
     let key_dir = sb.data_home.join("bk");
@@ -362,8 +381,9 @@ fn verify_clean_backup_reports_nothing(sb: Sandbox) {
     );
 }
 
-/// An object that disappeared from the repository (on a disk or in a
-/// bucket) is reported by name, with the path that needs it, and exit 1.
+/// An object that disappeared from the repository (its pack, on a disk or
+/// in a bucket, rewritten without it) is reported by name, with the path
+/// that needs it, and exit 1.
 fn verify_reports_an_object_missing_from_the_repository(sb: Sandbox) {
     let src = sb.path("src");
     small_tree(&src);
@@ -377,7 +397,7 @@ fn verify_reports_an_object_missing_from_the_repository(sb: Sandbox) {
             Some((r["path"].as_str()?.to_owned(), ids.first()?.clone()))
         })
         .expect("a file with an object");
-    sb.remove_repo_file(&format!("objects/{}/{id}", &id[..2]));
+    sb.drop_blob(&id);
 
     let out = sb.verify(&shown, &[]);
     assert_code(&out, 1, "bk-verify with an object removed");

@@ -40,26 +40,42 @@ fn stored_sizes(records: &[Value]) -> BTreeMap<String, u64> {
     out
 }
 
-/// `objects/` of the bucket as id → size, checking every key is
-/// `<first two hex>/<64 hex id>`: a reader must never see anything else
-/// there (no temporary or partial names).
-fn bucket_objects(sb: &Sandbox) -> BTreeMap<String, u64> {
+/// `packs/` of the bucket as path → size, checking every key is
+/// `packs/<first two hex>/<64 hex id>`: a reader must never see anything
+/// else there (no temporary or partial names).
+fn bucket_packs(sb: &Sandbox) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for (rel, size) in sb.repo_files("objects") {
+    for (rel, size) in sb.repo_files("packs") {
         let (dir, id) = rel
             .split_once('/')
-            .unwrap_or_else(|| panic!("object key objects/{rel} is not objects/xx/<id>"));
+            .unwrap_or_else(|| panic!("pack key packs/{rel} is not packs/xx/<id>"));
         assert!(
             id.len() == 64
                 && id
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
                 && dir == &id[..2],
-            "objects/{rel} is not a complete object's name (objects/<2 hex>/<64 hex>)"
+            "packs/{rel} is not a complete pack's name (packs/<2 hex>/<64 hex>)"
         );
-        out.insert(id.to_owned(), size);
+        out.insert(format!("packs/{rel}"), size);
     }
     out
+}
+
+/// The content blobs of the bucket (every blob but the snapshots'
+/// pieces) as id → stored length, each stored once.
+fn bucket_objects(sb: &Sandbox) -> BTreeMap<String, u64> {
+    bucket_packs(sb);
+    let blobs = sb.blobs();
+    let pieces = sb.all_pieces();
+    blobs
+        .into_iter()
+        .filter(|(id, _)| !pieces.contains(id))
+        .map(|(id, places)| {
+            assert_eq!(places.len(), 1, "blob {id} stored twice: {places:?}");
+            (id, places[0].length)
+        })
+        .collect()
 }
 
 /// `bk-verify --read-data` of `records`: exit 0 and no problem record.
@@ -167,21 +183,21 @@ fn sandbox_helpers_read_and_write_the_bucket() {
     let s3 = sb.s3_repo();
     assert!(sb.repo_url().to_str().unwrap().starts_with("s3://bk-repo-"));
     assert!(!sb.repo_exists());
-    sb.write_repo_file("objects/ab/abcd", b"object");
+    sb.write_repo_file("packs/ab/abcd", b"a pack");
     sb.write_repo_file("snapshots/s1.pgp", b"snap");
     assert_eq!(
         s3.server
-            .get(&s3.bucket, "backups/bk/objects/ab/abcd")
+            .get(&s3.bucket, "backups/bk/packs/ab/abcd")
             .as_deref(),
-        Some(&b"object"[..])
+        Some(&b"a pack"[..])
     );
     assert_eq!(
-        sb.object_files(),
-        BTreeSet::from([std::path::PathBuf::from("ab/abcd")])
+        sb.pack_files(),
+        BTreeMap::from([("packs/ab/abcd".to_owned(), 6)])
     );
     assert_eq!(sb.snapshot_names(), BTreeSet::from(["s1.pgp".to_owned()]));
-    sb.remove_repo_file("objects/ab/abcd");
-    assert!(sb.object_files().is_empty());
+    sb.remove_repo_file("packs/ab/abcd");
+    assert!(sb.pack_files().is_empty());
 }
 
 #[test]
@@ -211,7 +227,7 @@ fn full_backup_on_s3_lists_shows_verifies_and_restores() {
             .any(|k| k.starts_with("inventory/") && k.ends_with(".ndjson")),
         "no inventory/*.ndjson: {:?}",
         all.keys()
-            .filter(|k| !k.starts_with("objects/"))
+            .filter(|k| !k.starts_with("packs/"))
             .collect::<Vec<_>>()
     );
     let s3 = sb.s3_repo();
@@ -225,14 +241,14 @@ fn full_backup_on_s3_lists_shows_verifies_and_restores() {
     assert!(outside.is_empty(), "keys outside the prefix: {outside:?}");
     assert_eq!(sb.snapshot_names(), BTreeSet::from([b1.snapshot.clone()]));
 
-    // Every object the records name is in the bucket with the size the
-    // records give, and nothing else is.
+    // Every object the records name is a blob in the bucket with the size
+    // the records give, and there is no other (but the catalogue's).
     let stored = stored_sizes(&recs1);
     assert_eq!(bucket_objects(&sb), stored, "bucket objects vs records");
 
     // 2. One object per file (a threshold above every file): the 20 MiB
-    // file and a new 40 MiB one become single objects larger than 16 MiB
-    // (multipart uploads).
+    // file and a new 40 MiB one become single blobs larger than 16 MiB, in
+    // packs larger than that (multipart uploads).
     write_pseudo_random_file(&src.join("big/forty.bin"), 40, 40 * MIB);
     let tree = read_tree(&src);
     let run2 = sb.backup_with(&src, &[], &args!["--chunk-threshold", "1G"]);
@@ -249,6 +265,8 @@ fn full_backup_on_s3_lists_shows_verifies_and_restores() {
             *size > len,
             "object of {name} is {size} bytes, less than its {len} plaintext bytes"
         );
+        let pack = sb.blob_at(&ids[0]).pack;
+        assert!(bucket_packs(&sb)[&pack] > *size, "{name}'s pack");
     }
     let mut all_stored = stored_sizes(&recs1);
     all_stored.extend(stored_sizes(&recs2));
@@ -317,9 +335,9 @@ fn second_run_on_s3_adds_nothing_and_reuse_auto_reads_nothing() {
     small_files(&src, 150, 2000);
     write_pseudo_random_file(&src.join("chunked.bin"), 9, 10 * MIB);
     let b1 = sb.backup(&src);
-    let before = sb.s3_repo().files_under("objects");
+    let before = sb.s3_repo().files_under("packs");
     let n_objects = stored_sizes(&b1.records()).len();
-    assert_eq!(before.len(), n_objects);
+    assert_eq!(bucket_objects(&sb).len(), n_objects);
 
     let run = sb.backup_with(&src, &sb.reuse_auto_args(), &[]);
     let files = parse_records(&run.backup.scan)
@@ -342,9 +360,9 @@ fn second_run_on_s3_adds_nothing_and_reuse_auto_reads_nothing() {
         run.seal_stderr
     );
     assert_eq!(
-        sb.s3_repo().files_under("objects"),
+        sb.s3_repo().files_under("packs"),
         before,
-        "the second run changed the objects in the bucket"
+        "the second run changed the packs in the bucket (it adds only its root)"
     );
     assert_eq!(sb.snapshot_names().len(), 2);
     assert_eq!(
@@ -372,7 +390,7 @@ fn gpg_decrypts_objects_and_snapshots_downloaded_from_the_bucket() {
         .filter_map(|o| o.key.split('/').next().map(str::to_owned))
         .collect();
     assert!(
-        root.contains("bk-repo.json") && root.contains("objects") && root.contains("snapshots"),
+        root.contains("bk-repo.json") && root.contains("packs") && root.contains("snapshots"),
         "the repository is at the bucket's root: {root:?}"
     );
 
@@ -384,11 +402,10 @@ fn gpg_decrypts_objects_and_snapshots_downloaded_from_the_bucket() {
     ] {
         let mut got = Vec::new();
         for id in object_ids(find_record(&records, name.as_bytes())) {
-            let bytes = sb
-                .object_bytes(&id)
-                .unwrap_or_else(|| panic!("object {id} of {name} not in the bucket"));
+            // The blob's message, out of the pack downloaded from the
+            // bucket (its keystream taken off with the id key).
             let file = sb.path(format!("dl-{id}.pgp"));
-            fs::write(&file, bytes).unwrap();
+            sb.write_blob_message(&id, &file);
             let out = sb.gpg_decrypt(&file, &[]);
             assert_ok(&out, &format!("gpg --decrypt of object {id} of {name}"));
             got.extend_from_slice(&out.stdout);
@@ -405,10 +422,38 @@ fn gpg_decrypts_objects_and_snapshots_downloaded_from_the_bucket() {
     fs::write(&file, snap).unwrap();
     let out = sb.gpg_decrypt(&file, &[]);
     assert_ok(&out, "gpg --decrypt of the snapshot");
-    assert_eq!(
-        by_path(&parse_records(without_mac_line(&out.stdout, "snapshot"))),
-        by_path(&records)
-    );
+    // The root lists the pieces, which gpg decrypts to the records.
+    let mut shown = Vec::new();
+    for line in parse_records(without_mac_line(&out.stdout, "snapshot")) {
+        let id = line["piece"].as_str().expect("a piece line");
+        let piece = sb.path(format!("dl-{id}.pgp"));
+        sb.write_blob_message(id, &piece);
+        let out = sb.gpg_decrypt(&piece, &[]);
+        assert_ok(&out, &format!("gpg --decrypt of piece {id}"));
+        shown.extend_from_slice(&out.stdout);
+    }
+    assert_eq!(by_path(&parse_records(&shown)), by_path(&records));
+}
+
+/// Backs up `tree` with one bk-seal worker, so that the run's contents
+/// go into one pack.
+fn backup_one_pack(sb: &Sandbox, tree: &std::path::Path) -> Backup {
+    let (scan, hashed) = sb.scan_hash(tree);
+    let mut a = sb.seal_args();
+    a.extend(args!["-j", "1"]);
+    if !sb.repo_exists() {
+        a.push("--init".into());
+    }
+    let sealed = sb.run("bk-seal", &a, &hashed);
+    assert_ok(&sealed, "bk-seal -j 1");
+    let snapshot = sb.index_write(&sealed.stdout);
+    Backup {
+        scan,
+        hashed,
+        seal_stderr: stderr(&sealed),
+        sealed: sealed.stdout,
+        snapshot,
+    }
 }
 
 #[test]
@@ -423,7 +468,8 @@ fn forget_and_prune_on_s3_delete_only_unreferenced_objects() {
             0o644,
         );
     }
-    let a = sb.backup(&tree);
+    let a = backup_one_pack(&sb, &tree);
+    let a_pieces = sb.snapshot_pieces(&a.snapshot);
     for i in 0..6 {
         fs::remove_file(tree.join(format!("a-{i}.bin"))).unwrap();
     }
@@ -435,39 +481,53 @@ fn forget_and_prune_on_s3_delete_only_unreferenced_objects() {
         );
     }
     let expected = read_tree(&tree);
-    let b = sb.backup(&tree);
+    let b = backup_one_pack(&sb, &tree);
     let a_ids: BTreeSet<String> = stored_sizes(&a.records()).into_keys().collect();
     let b_ids: BTreeSet<String> = stored_sizes(&b.records()).into_keys().collect();
     let a_only: BTreeSet<&String> = a_ids.difference(&b_ids).collect();
     assert_eq!(a_only.len(), 6);
-    let objects = bucket_objects(&sb);
-    let a_only_bytes: u64 = a_only.iter().map(|id| objects[*id]).sum();
+    // A's contents (and common.txt, which B uses too) are one pack, A's
+    // catalogue pieces another.
+    let a_pack = sb.blob_at(a_only.iter().next().unwrap()).pack;
+    let a_pieces_pack = sb.blob_at(&a_pieces[0]).pack;
+    let packs = bucket_packs(&sb);
 
     let out = index(&sb, &["forget", "--keep-last", "1"], true);
     assert_ok(&out, "bk-index forget --keep-last 1");
     assert_eq!(sb.snapshot_names(), BTreeSet::from([b.snapshot.clone()]));
 
-    // Default grace (24 h): the objects are fresh, nothing goes.
+    // Default grace (24 h): the packs are fresh, nothing goes.
     let out = index(&sb, &["prune", "--json"], true);
     assert_ok(&out, "bk-index prune");
     let r: Value = serde_json::from_slice(out.stdout.trim_ascii())
         .unwrap_or_else(|e| panic!("prune --json printed no JSON ({e}): {}", describe(&out)));
-    assert_eq!(r["objects_deleted"], 0, "{r}");
-    assert_eq!(r["unreferenced_within_grace"], 6, "{r}");
-    assert_eq!(
-        bucket_objects(&sb),
-        objects,
-        "prune within grace deleted objects"
-    );
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["packs_repacked"], 0, "{r}");
+    assert_eq!(r["packs_within_grace"], 2, "{r}");
+    assert_eq!(bucket_packs(&sb), packs, "prune within grace changed packs");
 
-    // No grace: the six objects only A needed go, with their bytes.
+    // No grace: A's pieces go with their pack, A's contents with theirs
+    // (common.txt copied into a new pack first).
     let out = index(&sb, &["prune", "--grace", "0s", "--json"], true);
     assert_ok(&out, "bk-index prune --grace 0s");
     let r: Value = serde_json::from_slice(out.stdout.trim_ascii())
         .unwrap_or_else(|e| panic!("prune --json printed no JSON ({e}): {}", describe(&out)));
-    assert_eq!(r["objects_deleted"], 6, "{r}");
-    assert_eq!(r["bytes_freed"], a_only_bytes, "{r}");
-    assert_eq!(r["objects_kept"], b_ids.len() as u64, "{r}");
+    assert_eq!(r["packs_deleted"], 1, "{r}");
+    assert_eq!(r["packs_repacked"], 1, "{r}");
+    assert_eq!(r["blobs_copied"], 1, "{r}");
+    let now = bucket_packs(&sb);
+    assert!(!now.contains_key(&a_pack) && !now.contains_key(&a_pieces_pack));
+    let new: Vec<u64> = now
+        .iter()
+        .filter(|(p, _)| !packs.contains_key(*p))
+        .map(|(_, size)| *size)
+        .collect();
+    assert_eq!(new.len(), 1, "{now:?}");
+    assert_eq!(
+        r["bytes_freed"],
+        packs[&a_pack] + packs[&a_pieces_pack] - new[0],
+        "{r}"
+    );
     let left: BTreeSet<String> = bucket_objects(&sb).into_keys().collect();
     assert_eq!(left, b_ids, "objects left in the bucket = objects B needs");
 
@@ -620,8 +680,8 @@ fn seal_killed_mid_upload_leaves_no_half_object_and_the_rerun_completes() {
     let input = sb.path("hashed.ndjson");
     fs::write(&input, &hashed).unwrap();
 
-    // One big file at a time, each one 48 MiB object (multipart); SIGKILL
-    // while an upload is in progress.
+    // One big file at a time, each one 48 MiB blob closing its pack, which
+    // is uploaded in parts; SIGKILL while an upload is in progress.
     let mut seal = spawn_seal(
         &sb,
         &["-j", "1", "--chunk-threshold", "1G"],
@@ -647,18 +707,20 @@ fn seal_killed_mid_upload_leaves_no_half_object_and_the_rerun_completes() {
     seal.kill().unwrap();
     seal.wait().unwrap();
 
-    // Nothing under objects/ is partial: every name is a full object id,
-    // and every object there decrypts with gpg to content whose object id
-    // bk-open accepts.
+    // Nothing under packs/ is partial: every name is a full pack id, every
+    // pack there has its header, and every blob in it decrypts with gpg to
+    // content whose object id bk-open accepts.
+    let packs_after_kill = bucket_packs(&sb);
     let after_kill = bucket_objects(&sb);
     eprintln!(
-        "killed bk-seal mid-upload with {} objects in the bucket, {} uploads in progress",
+        "killed bk-seal mid-upload with {} packs ({} objects) in the bucket, {} uploads in progress",
+        packs_after_kill.len(),
         after_kill.len(),
         uploads_in_progress(&sb)
     );
     sb.gpg_import_secret(sb.key);
     for id in after_kill.keys() {
-        let bytes = sb.object_bytes(id).expect("listed object");
+        let bytes = sb.blob_message(id);
         assert_eq!(bytes.len() as u64, after_kill[id]);
         let file = sb.path("obj.pgp");
         fs::write(&file, &bytes).unwrap();
@@ -691,16 +753,21 @@ fn seal_killed_mid_upload_leaves_no_half_object_and_the_rerun_completes() {
             "object {id} stored before the kill changed"
         );
     }
+    let packs = bucket_packs(&sb);
+    for (pack, size) in &packs_after_kill {
+        assert_eq!(packs.get(pack), Some(size), "{pack} changed");
+    }
     let shown = sb.show_latest();
     assert_verifies(&sb, &shown, "the rerun's snapshot");
     assert_restores(&sb, &shown, "restore", &expected);
 }
 
 /// bk-seal | bk-index write as two processes; returns (seal, index).
+/// Packs of 1 MiB, so that many are uploaded during the run.
 fn spawn_pipeline(sb: &Sandbox, input: &std::path::Path) -> (Child, Child) {
     let mut seal = sb.command("bk-seal");
     seal.args(sb.seal_args())
-        .args(["-j", "2"])
+        .args(["-j", "2", "--pack-size", "1M"])
         .stdin(fs::File::open(input).unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -753,7 +820,7 @@ fn fault_tree(sb: &Sandbox) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 /// A backup of [`fault_tree`] under way for the server-fault tests:
-/// bk-seal has stored 50 objects and is still running, piped into
+/// bk-seal has stored three packs and is still running, piped into
 /// bk-index write.
 struct UnderWay {
     /// bk-seal's input (the hashed records), for a rerun.
@@ -767,9 +834,9 @@ struct UnderWay {
 fn backup_under_way(sb: &Sandbox) -> UnderWay {
     let (src, input) = fault_tree(sb);
     let expected = read_tree(&src);
-    let before = sb.object_files().len();
+    let before = sb.pack_files().len();
     let (mut seal, idx) = spawn_pipeline(sb, &input);
-    wait_for_objects(sb, &mut seal, before + 50);
+    wait_for_packs(sb, &mut seal, before + 2);
     UnderWay {
         input,
         expected,
@@ -793,10 +860,10 @@ fn assert_snapshot_sound(
     shown.stdout
 }
 
-/// Waits until bk-seal has stored `n` more objects than `before`.
-fn wait_for_objects(sb: &Sandbox, seal: &mut Child, more_than: usize) {
+/// Waits until the bucket holds more than `more_than` packs.
+fn wait_for_packs(sb: &Sandbox, seal: &mut Child, more_than: usize) {
     let start = Instant::now();
-    while sb.object_files().len() <= more_than {
+    while sb.pack_files().len() <= more_than {
         if let Some(status) = seal.try_wait().unwrap() {
             panic!(
                 "bk-seal ended ({status}) before the fault: {}",
@@ -805,7 +872,7 @@ fn wait_for_objects(sb: &Sandbox, seal: &mut Child, more_than: usize) {
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "bk-seal stored no object within 120 s"
+            "bk-seal stored no pack within 120 s"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1215,6 +1282,6 @@ fn an_ip_or_localhost_endpoint_needs_no_path_style_option() {
             &format!("bk-verify --inventory with endpoint {endpoint}"),
         );
     }
-    // The objects really are in the bucket (path style reached it).
-    assert!(!sb.object_files().is_empty());
+    // The packs really are in the bucket (path style reached it).
+    assert!(!sb.pack_files().is_empty());
 }

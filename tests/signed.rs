@@ -125,16 +125,23 @@ fn genuine_signed_snapshot_passes_everywhere_and_gpg_says_good() {
     let out = sb.run("bk-index", &a, b"");
     assert_ok(&out, "bk-index list --require-signature");
 
-    // GnuPG reads the same signature.
+    // GnuPG reads the same signature on the root, whose pieces hold the
+    // records.
     sb.gpg_import_secret(sb.key);
     let out = sb.gpg_decrypt(&sb.repo.join("snapshots").join(&name), &[]);
     assert_ok(&out, "gpg --decrypt of a signed snapshot");
     let err = stderr(&out);
     assert!(err.contains("Good signature"), "gpg said: {err}");
-    assert_eq!(
-        parse_records(without_mac_line(&out.stdout, "snapshot")),
-        records
-    );
+    let mut shown = Vec::new();
+    for line in parse_records(without_mac_line(&out.stdout, "snapshot")) {
+        let id = line["piece"].as_str().expect("a piece line");
+        let piece = sb.path(format!("{id}.pgp"));
+        sb.write_blob_message(id, &piece);
+        let out = sb.gpg_decrypt(&piece, &[]);
+        assert_ok(&out, &format!("gpg --decrypt of piece {id}"));
+        shown.extend_from_slice(&out.stdout);
+    }
+    assert_eq!(parse_records(&shown), records);
 }
 
 #[test]
@@ -153,7 +160,8 @@ fn snapshot_forged_with_the_public_key_only_is_refused() {
             r["size"] = Value::from(20_000);
         }
     }
-    let forged = sb.gpg_encrypt_as_attacker(&to_ndjson(&records), None);
+    let root = sb.forged_root(&to_ndjson(&records), "attacker");
+    let forged = sb.gpg_encrypt_as_attacker(&root, None);
     let name = sb.plant_snapshot(&forged);
     assert_refused(&sb, &name, "not signed");
 
@@ -191,7 +199,7 @@ fn snapshot_signed_by_another_key_is_refused() {
     let (_, genuine) = signed_repo(&sb);
     let other = key(KeyKind::Other);
     // Made with bk itself by the other key's owner, and with gpg.
-    let plain = show(&sb, &genuine, &[]).stdout;
+    let plain = sb.forged_root(&show(&sb, &genuine, &[]).stdout, "other");
     let forged = sb.gpg_encrypt_as_attacker(&plain, Some(other));
     let name = sb.plant_snapshot(&forged);
     assert_refused(&sb, &name, "not among the --signer keys");
@@ -236,7 +244,7 @@ fn signature_that_does_not_verify_is_always_an_error() {
 
     let sb = Sandbox::new();
     let (_, genuine) = signed_repo(&sb);
-    let plain = show(&sb, &genuine, &[]).stdout;
+    let plain = sb.forged_root(&show(&sb, &genuine, &[]).stdout, "attacker");
     // The attacker signs with his own key but claims, in the signature's
     // issuer fingerprint, to be the genuine signer.
     let (me, _) = SignedPublicKey::from_armor_single(&sb.key.public[..]).unwrap();

@@ -95,10 +95,17 @@ impl BlobSession {
 
     /// Encrypts `data` as one blob, ZLIB-compressed when `compress` and
     /// that makes it smaller by a few per cent.
+    ///
+    /// Uncompressed, `data` is encrypted as it is read: the blob is the
+    /// one copy made (building the literal packet and then the encrypted
+    /// packet in memory took four copies of a chunk of up to 4 MiB at
+    /// once, per worker).
     pub fn seal(&self, data: &[u8], compress: bool) -> io::Result<Vec<u8>> {
         if compress {
-            let packet = compressed_packet(&literal_header(data.len())?, data)?;
-            if packet.len() + data.len() * MIN_SAVING_64THS / 64 < data.len() {
+            let literal = literal_header(data.len())?;
+            let packet = compressed_packet(&literal, data)?;
+            let full = literal.len() + data.len();
+            if packet.len() + full * MIN_SAVING_64THS / 64 < full {
                 return self.encrypt(&packet);
             }
         }

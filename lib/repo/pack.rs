@@ -320,6 +320,10 @@ pub fn read_header(
 ) -> Result<Vec<BlobEntry>, HeaderError> {
     let key = keys.pack(id);
     if size < FOOTER_LEN {
+        // A key that is not a regular file (a FIFO, a device) is listed
+        // without a size: opening it lets the storage refuse it and say
+        // what it is, rather than call it a short pack.
+        store.open_range(&id.key(), 0, 0)?;
         return Err(HeaderError::Invalid(format!(
             "{size} bytes: too short to be a pack"
         )));

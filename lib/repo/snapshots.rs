@@ -30,7 +30,11 @@ pub fn read_root(repo: &Repo, dec: &Decryptor, name: &str, trust: &Trust) -> Res
     let mut msg = dec.decrypt(input, &what)?;
     let mut split = Splitter::new(
         Bounded {
-            out: Vec::new(),
+            // Room for the largest root at once: pages are only taken as
+            // they are written, and the buffer never grows by copying
+            // itself (which held the old and the new buffer at once: 80
+            // MiB for a forged root of 40 MiB).
+            out: Vec::with_capacity(ROOT_LIMIT as usize),
             too_long: false,
         },
         trust.keys().map(|k| k.snapshot_mac(name)),
@@ -110,6 +114,17 @@ pub fn decrypt_snapshot(
     name: &str,
     trust: &Trust,
 ) -> Result<fs::File> {
+    decrypt_snapshot_and_root(blobs, key, name, trust).map(|(_, spool)| spool)
+}
+
+/// [`decrypt_snapshot`], with the root it read (for its pieces, which
+/// are blobs the snapshot references too).
+pub fn decrypt_snapshot_and_root(
+    blobs: &Blobs,
+    key: &SecretKeys,
+    name: &str,
+    trust: &Trust,
+) -> Result<(Root, fs::File)> {
     let root = read_root(blobs.repo(), &Decryptor::Secret(key), name, trust)?;
     let tmp = std::env::temp_dir();
     let spool = tempfile::tempfile().map_err(|e| Error::io(&tmp, e))?;
@@ -124,7 +139,7 @@ pub fn decrypt_snapshot(
     written?;
     let mut spool = bound.out;
     spool.rewind().map_err(|e| Error::io(&tmp, e))?;
-    Ok(spool)
+    Ok((root, spool))
 }
 
 /// Encrypts and stores the root of snapshot `name`: to the recipients and

@@ -501,7 +501,7 @@ impl S3Repo {
     }
 
     /// Every object under `rel` (a directory of the repository, e.g.
-    /// `"objects"`, or `""` for all): relative path inside `rel` → size.
+    /// `"packs"`, or `""` for all): relative path inside `rel` → size.
     pub fn files_under(&self, rel: &str) -> BTreeMap<String, u64> {
         let dir = if rel.is_empty() {
             self.key("")

@@ -22,7 +22,8 @@ use tempfile::TempDir;
 // Not every test binary uses every one of these.
 #[allow(unused_imports)]
 pub use super::{
-    have_root, records, restored, sha256_hex, stderr, FAULTS, IO, NOBODY, OK, PARTIAL, REPO,
+    forged_root_parts, have_root, pack_header, records, restored, sha256_hex, stderr, BlobAt,
+    FAULTS, IO, NOBODY, OK, PARTIAL, REPO,
 };
 
 /// A key pair exported by gpg once per test binary.
@@ -273,22 +274,66 @@ impl Sandbox {
         sealed.stdout
     }
 
-    /// Every object file under its real name: (id, path).
-    pub fn objects(&self) -> Vec<(String, PathBuf)> {
-        let mut out = Vec::new();
-        let Ok(dirs) = fs::read_dir(self.repo.join("objects")) else {
-            return out;
-        };
-        for d in dirs.flatten() {
-            for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') {
-                    out.push((name, f.path()));
-                }
-            }
-        }
-        out.sort();
-        out
+    /// Every pack file under its real name: `packs/ab/<id>` → size.
+    pub fn pack_files(&self) -> std::collections::BTreeMap<String, u64> {
+        super::pack_files_in(&self.repo)
+    }
+
+    /// Every blob of every pack, from the packs' headers read with the
+    /// local id key: id → each place it is stored.
+    pub fn blobs(&self) -> std::collections::BTreeMap<String, Vec<super::BlobAt>> {
+        super::blobs_in(&self.repo, &self.home.join("data"))
+    }
+
+    /// Where blob `id` is; panics unless exactly one pack holds it.
+    #[track_caller]
+    pub fn blob_at(&self, id: &str) -> super::BlobAt {
+        let places = self.blobs().remove(id).unwrap_or_default();
+        assert_eq!(places.len(), 1, "blob {id} stored {places:?}");
+        places.into_iter().next().unwrap()
+    }
+
+    /// The repository id, from `bk-repo.json`.
+    pub fn repo_id(&self) -> String {
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.repo.join("bk-repo.json")).unwrap()).unwrap();
+        config["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The id key `bk-seal --init` saved for the repository.
+    pub fn id_key(&self) -> bk::repo::idkey::IdKey {
+        super::local_id_key(&self.home.join("data"), &self.repo_id())
+    }
+
+    /// The keys of the repository's packs (from the local id key).
+    pub fn pack_keys(&self) -> bk::repo::pack::PackKeys {
+        bk::repo::pack::PackKeys::derive(&self.id_key(), &self.repo_id())
+    }
+
+    /// The plaintext of a snapshot root whose records are `records`, its
+    /// piece stored in a pack of its own (see [`super::forged_root_parts`]).
+    pub fn forged_root(&self, records: &[u8], host: &str) -> Vec<u8> {
+        let (id, message, root) =
+            super::forged_root_parts(&self.id_key(), &keys().public, records, host);
+        self.write_pack(&[(&id, records.len() as u64, &message)]);
+        root
+    }
+
+    /// The OpenPGP message of blob `id`, taken out of its pack.
+    pub fn blob_message(&self, id: &str) -> Vec<u8> {
+        let at = self.blob_at(id);
+        let pack = fs::read(self.repo.join(&at.pack)).unwrap();
+        super::blob_message_in(&self.pack_keys(), &at, &pack)
+    }
+
+    /// Writes a pack under the repository's keys holding `blobs` (id,
+    /// plaintext size, OpenPGP message); returns its path.
+    pub fn write_pack(&self, blobs: &[(&str, u64, &[u8])]) -> PathBuf {
+        let (rel, bytes) = super::make_pack(&self.pack_keys(), blobs);
+        let path = self.repo.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        path
     }
 
     /// Temporary files left in the repository (names starting with '.').

@@ -65,12 +65,23 @@ fn list(args: IndexListArgs) -> Result<i32> {
                 continue;
             }
         }
+        let mut unreadable = false;
         let summary = match (load_summary(&repo, &name), &dec) {
             (Some(s), _) if named == NameCheck::Authentic => Some(s),
             (_, Some(dec)) => match summarize(&repo, dec, &name, &trust) {
                 Ok(s) => {
                     save_summary(&repo, &s);
                     Some(s)
+                }
+                // Listing every snapshot was asked for: one whose root
+                // cannot be read is listed too, without its host and
+                // counts, and never as authenticated.
+                Err(e)
+                    if e.kind() == crate::error::Kind::Repo && trust.allows_unauthenticated() =>
+                {
+                    crate::say!("{PROGRAM}: warning: snapshot {name}: {e}; listed without its host and counts (--allow-unauthenticated)");
+                    unreadable = true;
+                    None
                 }
                 Err(e) if e.kind() == crate::error::Kind::Repo => {
                     crate::say!("{PROGRAM}: refusing snapshot {name}: {e}");
@@ -81,8 +92,9 @@ fn list(args: IndexListArgs) -> Result<i32> {
             },
             (cached, None) => cached,
         };
-        let authenticated = named == NameCheck::Authentic
-            || (named == NameCheck::Unchecked && summary.is_some() && secret.is_some());
+        let authenticated = !unreadable
+            && (named == NameCheck::Authentic
+                || (named == NameCheck::Unchecked && summary.is_some() && secret.is_some()));
         rows.push(Row {
             parsed: SnapshotName::parse(&name),
             name,

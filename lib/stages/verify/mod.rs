@@ -27,7 +27,7 @@ use crate::record::{self, Kind, Record};
 use crate::repo::blobs::Blobs;
 use crate::repo::id::ObjectId;
 use crate::repo::idkey::IdKey;
-use crate::repo::snapshots::decrypt_snapshot;
+use crate::repo::snapshots::decrypt_snapshot_and_root;
 use crate::repo::Repo;
 use crate::sys::sync::lock;
 
@@ -220,13 +220,18 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let read_key = match (&id_key, &key) {
         (Some(k), _) => k.clone(),
         (None, Some(secret)) => crate::repo::idkey::recover(&repo, secret)?,
-        (None, None) => {
-            return Err(Error::key(format!(
-                "no id key for repository {}: the packs that hold its blobs are encrypted under keys derived from it",
-                repo.id()
-            ))
-            .hint("run this on a backing-up host, give --id-key FILE, or --key SECRET"))
-        }
+        // No check that needs the secret key, but no id key either: a
+        // --key given recovers it (the secret key is only unlocked then).
+        (None, None) => match cli.secret.load()? {
+            Some(secret) => crate::repo::idkey::recover(&repo, &secret)?,
+            None => {
+                return Err(Error::key(format!(
+                    "no id key for repository {}: the packs that hold its blobs are encrypted under keys derived from it",
+                    repo.id()
+                ))
+                .hint("run this on a backing-up host, give --id-key FILE, or --key SECRET"))
+            }
+        },
     };
     let (blobs, _) = Blobs::open(&repo, &read_key, &[])?;
     let v = Verifier {
@@ -393,15 +398,24 @@ impl Verifier {
                 return none();
             };
             let tmp = std::env::temp_dir();
-            let spool = decrypt_snapshot(&self.blobs, key, &name, policy).and_then(|mut spool| {
-                for r in record::RecordReader::new(BufReader::new(&spool)) {
-                    r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
-                }
-                spool.rewind().map_err(|e| Error::io(&tmp, e))?;
-                Ok(spool)
-            });
+            let spool = decrypt_snapshot_and_root(&self.blobs, key, &name, policy).and_then(
+                |(root, mut spool)| {
+                    for r in record::RecordReader::new(BufReader::new(&spool)) {
+                        r.map_err(|e| Error::repo(format!("snapshot {name}: {e}")))?;
+                    }
+                    spool.rewind().map_err(|e| Error::io(&tmp, e))?;
+                    Ok((root, spool))
+                },
+            );
             match spool {
-                Ok(spool) => {
+                Ok((root, spool)) => {
+                    // The snapshot's pieces are blobs it references too.
+                    if let Some(set) = &self.referenced {
+                        let mut set = lock(set);
+                        for p in &root.pieces {
+                            set.insert(id_bytes(&p.piece));
+                        }
+                    }
                     let shared: Arc<str> = name.as_str().into();
                     Box::new(
                         record::RecordReader::new(BufReader::new(spool)).map(move |r| {
