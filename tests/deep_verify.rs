@@ -207,13 +207,20 @@ fn orphans_are_listed_but_only_fail_on_request() {
     assert_eq!(found, want, "{}", describe(&out));
 }
 
+/// The repository path of pack `id` (`packs/ab/<64 hex>`).
+fn pack_rel(id: &str) -> String {
+    format!("packs/{}/{id}", &id[..2])
+}
+
 #[test]
 fn inventory_check_needs_no_key_and_finds_bitrot() {
     let sb = Sandbox::new();
     two_snapshots(&sb);
     let inv = files_under(&sb.repo.join("inventory"));
-    assert_eq!(inv.len(), 2, "one inventory file per bk-seal run: {inv:?}");
-    // Every line is public facts only.
+    // One file per process that committed packs: bk-seal's blobs and
+    // bk-index write's catalogue pieces, in each of the two runs.
+    assert_eq!(inv.len(), 4, "inventory files: {inv:?}");
+    // Every line is public facts only: a pack's name, size and BLAKE3.
     let mut ids = BTreeSet::new();
     for f in &inv {
         let text = fs::read(sb.repo.join("inventory").join(f)).unwrap();
@@ -224,19 +231,15 @@ fn inventory_check_needs_no_key_and_finds_bitrot() {
                 .keys()
                 .map(|k| k.as_str())
                 .collect();
-            assert_eq!(keys, BTreeSet::from(["id", "stored", "blake3"]), "{line}");
-            let id = line["id"].as_str().unwrap().to_owned();
-            let bytes = fs::read(sb.object_path(&id)).unwrap();
+            assert_eq!(keys, BTreeSet::from(["pack", "stored", "blake3"]), "{line}");
+            let id = line["pack"].as_str().unwrap().to_owned();
+            let bytes = sb.read_repo_file(&pack_rel(&id)).expect("inventoried pack");
             assert_eq!(line["blake3"], blake3::hash(&bytes).to_hex().as_str());
             assert_eq!(line["stored"], bytes.len() as u64);
-            ids.insert(id);
+            ids.insert(pack_rel(&id));
         }
     }
-    let on_disk: BTreeSet<String> = sb
-        .object_files()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let on_disk: BTreeSet<String> = sb.pack_files().into_keys().collect();
     assert_eq!(ids, on_disk);
 
     // No key at all, not even HOME's.
@@ -244,22 +247,23 @@ fn inventory_check_needs_no_key_and_finds_bitrot() {
     assert_ok(&out, "bk-verify --inventory");
     assert!(out.stdout.is_empty(), "{}", describe(&out));
 
-    let mut ids = ids.into_iter();
-    let rotten = ids.next().unwrap();
-    let gone = ids.next().unwrap();
-    corrupt(&sb, &rotten);
-    fs::remove_file(sb.object_path(&gone)).unwrap();
-    // A stray object nobody inventoried: a warning only.
-    let stray = "f".repeat(64);
-    write_file(&sb.object_path(&stray), b"stray", 0o644);
+    let mut packs = ids.into_iter();
+    let rotten = packs.next().unwrap();
+    let gone = packs.next().unwrap();
+    let len = sb.read_repo_file(&rotten).unwrap().len() as u64;
+    sb.flip_repo_byte(&rotten, len / 2, 0x40);
+    sb.remove_repo_file(&gone);
+    // A stray pack nobody inventoried: a warning only.
+    let stray = pack_rel(&"f".repeat(64));
+    sb.write_repo_file(&stray, b"stray");
     let out = sb.verify(b"", &args!["--inventory"]);
     assert_code(&out, 1, "bk-verify --inventory with bit rot");
-    let found: Vec<(String, String)> = problems(&out)
+    let found: BTreeSet<(String, String)> = problems(&out)
         .iter()
         .map(|p| {
             (
                 p["problem"].as_str().unwrap().to_owned(),
-                p["object"].as_str().unwrap().to_owned(),
+                pack_rel(p["pack"].as_str().unwrap()),
             )
         })
         .collect();
@@ -269,16 +273,19 @@ fn inventory_check_needs_no_key_and_finds_bitrot() {
         ("uninventoried".to_owned(), stray.clone()),
     ]
     .into();
-    assert_eq!(
-        found.iter().cloned().collect::<BTreeSet<_>>(),
-        want,
-        "{}",
-        describe(&out)
+    assert_eq!(found, want, "{}", describe(&out));
+    assert_eq!(problems(&out).len(), 3);
+    let bitrot = problems(&out)
+        .into_iter()
+        .find(|p| p["problem"] == "bitrot")
+        .unwrap();
+    assert!(
+        bitrot["detail"].as_str().unwrap().contains("BLAKE3"),
+        "{bitrot}"
     );
-    assert_eq!(found.len(), 3);
 
-    // The stray object alone does not fail the check.
-    fs::remove_file(sb.object_path(&stray)).unwrap();
+    // Without an inventory the check cannot run: exit 5, said so.
+    sb.remove_repo_file(&stray);
     fs::remove_dir_all(sb.repo.join("inventory")).unwrap();
     let out = sb.verify(b"", &args!["--inventory"]);
     assert_code(
@@ -287,47 +294,7 @@ fn inventory_check_needs_no_key_and_finds_bitrot() {
         "bk-verify --inventory on a repository without inventory",
     );
     assert!(
-        stderr(&out).contains("no object inventory"),
-        "{}",
-        describe(&out)
-    );
-}
-
-#[test]
-fn inventory_lines_of_earlier_builds_with_sha256_are_still_checked() {
-    let sb = Sandbox::new();
-    two_snapshots(&sb);
-    // Rewrite every line the way builds before the BLAKE3 inventory wrote
-    // them: the ciphertext's SHA-256 under "sha256".
-    let dir = sb.repo.join("inventory");
-    let mut ids = Vec::new();
-    for f in files_under(&dir) {
-        let text = fs::read(dir.join(&f)).unwrap();
-        let mut old = Vec::new();
-        for line in parse_records(&text) {
-            let id = line["id"].as_str().unwrap().to_owned();
-            let bytes = fs::read(sb.object_path(&id)).unwrap();
-            let legacy = serde_json::json!({
-                "id": id, "stored": bytes.len(), "sha256": sha256_hex(&bytes)
-            });
-            old.extend_from_slice(legacy.to_string().as_bytes());
-            old.push(b'\n');
-            ids.push(id);
-        }
-        fs::write(dir.join(&f), old).unwrap();
-    }
-    let out = sb.verify(b"", &args!["--inventory"]);
-    assert_ok(&out, "bk-verify --inventory on sha256 lines");
-    assert!(out.stdout.is_empty(), "{}", describe(&out));
-    corrupt(&sb, &ids[0]);
-    let out = sb.verify(b"", &args!["--inventory"]);
-    assert_code(&out, 1, "bk-verify --inventory, sha256 line, bit rot");
-    let found = problems(&out);
-    assert_eq!(found.len(), 1, "{}", describe(&out));
-    assert_eq!(found[0]["problem"], "bitrot");
-    assert_eq!(found[0]["object"], ids[0].as_str());
-    assert!(
-        found[0]["detail"].as_str().unwrap().contains("SHA-256"),
+        stderr(&out).contains("no pack inventory"),
         "{}",
         describe(&out)
     );

@@ -596,11 +596,11 @@ fn verify_inventory(sb: &Sandbox) -> std::process::Output {
 }
 
 /// The inventory fills its disk while bk-seal appends to it, after the
-/// objects are committed: the append is whole lines or nothing, bk-seal
+/// packs are committed: the append is whole lines or nothing, bk-seal
 /// stops with exit 6 (a full local disk) naming the file, and once there
-/// is room again `bk-verify --inventory` works (the objects of the lost
-/// lines are only uninventoried). A torn last line left by an older build
-/// or a crash is one warning naming its file, never fatal.
+/// is room again `bk-verify --inventory` works (the packs of the lost
+/// lines are only uninventoried). A torn last line left by a crash is one
+/// warning naming its file, never fatal.
 #[test]
 fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
     if !have_root("full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6") {
@@ -608,8 +608,8 @@ fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
     }
     let sb = Sandbox::new();
     // An empty repository first, then a one-page file system for its
-    // inventory alone: objects fit, their inventory lines (about 170 bytes
-    // each, 10 KB for 60 objects) do not.
+    // inventory alone: packs fit, their inventory lines (about 170 bytes
+    // each, 10 KB for 60 packs of one file each) do not.
     ok(&sb.seal(b""), "bk-seal --init");
     let inventory = sb.repo.join("inventory");
     fs::create_dir(&inventory).unwrap();
@@ -617,12 +617,15 @@ fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
     let src = sb.path("src");
     fs::create_dir(&src).unwrap();
     for i in 0..60u64 {
-        fs::write(src.join(format!("f{i:02}")), noise(300 + i, 100)).unwrap();
+        fs::write(src.join(format!("f{i:02}")), noise(300 + i, 70 << 10)).unwrap();
     }
     let scanned = sb.scan(&src);
     let hashed = sb.hash(&scanned.stdout);
     ok(&hashed, "bk-hash");
-    let sealed = sb.seal(&hashed.stdout);
+    let sealed = run(
+        sb.seal_cmd().args(["--pack-size", "64K", "-j", "1"]),
+        &hashed.stdout,
+    );
     // Whole lines or nothing: no file ends inside a line.
     let mut files = 0;
     for f in fs::read_dir(&inventory).unwrap().flatten() {
@@ -647,8 +650,19 @@ fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
         "{err}"
     );
 
-    // Room again: the keyless check works; the 60 objects whose lines were
-    // cut off are only warnings.
+    // Room again: the keyless check works; the packs whose lines were cut
+    // off are only warnings.
+    let lines: usize = fs::read_dir(&inventory)
+        .unwrap()
+        .flatten()
+        .map(|f| {
+            let text = fs::read(f.path()).unwrap();
+            text.iter().filter(|&&b| b == b'\n').count()
+        })
+        .sum();
+    let uninventoried = sb.pack_files().len() - lines;
+    assert!(uninventoried > 0, "every pack has its line");
+    let summary = format!("0 problems, {uninventoried} packs not in the inventory");
     let st = Command::new("mount")
         .args(["-o", "remount,size=1m"])
         .arg(&inventory)
@@ -657,14 +671,10 @@ fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
     assert!(st.success());
     let v = verify_inventory(&sb);
     assert_eq!(code(&v), OK, "bk-verify --inventory: {}", stderr(&v));
-    assert!(
-        stderr(&v).contains("0 problems, 60 objects not in the inventory"),
-        "{}",
-        stderr(&v)
-    );
+    assert!(stderr(&v).contains(&summary), "{}", stderr(&v));
 
-    // New objects are inventoried again; then a torn last line, as an older
-    // bk (or a crash) left it, in a file of its own.
+    // New packs are inventoried again; then a torn last line, as a crash
+    // left it, in a file of its own.
     fs::write(src.join("new"), noise(999, 5000)).unwrap();
     let scanned = sb.scan(&src);
     let hashed = sb.hash(&scanned.stdout);
@@ -674,7 +684,7 @@ fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
         .flatten()
         .map(|f| fs::read(f.path()).unwrap())
         .find(|t| !t.is_empty())
-        .expect("an inventory line for the new object");
+        .expect("an inventory line for the new pack");
     let mut torn = good.clone();
     torn.extend_from_slice(&good[..good.len() / 2]);
     let torn_file = inventory.join("20200101T000000.000000Z-0badf00d.ndjson");
@@ -690,8 +700,5 @@ fn full_disk_under_the_inventory_leaves_whole_lines_and_is_exit_6() {
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("torn")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(warnings[0].contains(torn_name), "{err}");
-    assert!(
-        err.contains("0 problems, 60 objects not in the inventory"),
-        "{err}"
-    );
+    assert!(err.contains(&summary), "{err}");
 }

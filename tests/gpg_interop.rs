@@ -147,15 +147,9 @@ fn gpg_decrypts_snapshot_to_index_show_output() {
     assert_ok(&out, "gpg --decrypt of the snapshot");
     // The root lists the pieces; gpg decrypts each, and in the root's
     // order they are what bk-index show prints.
-    let root = without_mac_line(&out.stdout, "snapshot");
     let mut records = Vec::new();
     let mut pieces = 0;
-    for line in root
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .skip(1)
-    {
-        let piece: Value = serde_json::from_slice(line).unwrap();
+    for piece in root_pieces(&out.stdout) {
         let id = piece["piece"].as_str().expect("a piece line");
         let out = gpg_with_key(&sb, &["--decrypt"], &blob_file(&sb, id));
         assert_ok(&out, &format!("gpg --decrypt of piece {id}"));

@@ -539,41 +539,6 @@ fn prune_stops_on_a_snapshot_it_cannot_read() {
     assert!(lock_files(&sb.repo).is_empty(), "prune left its lock");
 }
 
-/// Starts `bk-seal | bk-index write` with bk-seal's stdin left open.
-struct Pipeline {
-    seal: std::process::Child,
-    write: std::process::Child,
-}
-
-fn start_pipeline(sb: &Sandbox) -> Pipeline {
-    let mut seal = sb.command("bk-seal");
-    seal.args(sb.seal_args())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut seal = seal.spawn().expect("start bk-seal");
-    let mut write = sb.command("bk-index");
-    write
-        .arg("write")
-        .args(sb.seal_args())
-        .stdin(Stdio::from(seal.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let write = write.spawn().expect("start bk-index write");
-    Pipeline { seal, write }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A tree backed up as A (+ x.bin, only in A), then as B; A's snapshot is
 /// forgotten so A's and x's blobs (one pack) and A's catalogue pieces
 /// (another) are unreferenced. x is a third of its pack.
@@ -610,13 +575,15 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
     assert!(lines.len() >= 6);
 
     // The backup starts and is held open in the middle of its input.
-    let mut p = start_pipeline(&sb);
+    let mut p = sb.spawn_pipeline(Stdio::piped(), &[]);
     let mut input = p.seal.stdin.take().unwrap();
     for l in &lines[..lines.len() / 2] {
         input.write_all(l).unwrap();
     }
     input.flush().unwrap();
-    wait_for("both shared locks", || lock_files(&sb.repo).len() == 2);
+    wait_until("both shared locks", Duration::from_secs(60), || {
+        lock_files(&sb.repo).len() == 2
+    });
 
     // Prune without --wait refuses at once, naming the holder.
     let out = prune(&sb, &["--grace", "0s"]);

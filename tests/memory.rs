@@ -1,6 +1,7 @@
 //! Memory stays bounded on big files: a 1 GiB file is hashed, sealed and
 //! restored with a peak RSS under 64 MiB per program, and large files are
-//! sealed to S3 within the same bound (slow: `--ignored`).
+//! sealed to S3 under 96 MiB: the same, plus two pack uploads of a few
+//! parts each (slow: `--ignored`).
 
 mod common;
 
@@ -14,6 +15,10 @@ use sha2::{Digest, Sha256};
 
 const GIB: u64 = 1 << 30;
 const LIMIT_KIB: u64 = 64 * 1024;
+/// bk-seal to S3: [`LIMIT_KIB`] plus two pack uploads, each holding a
+/// part being gathered and one in flight (5 MiB parts), with room for the
+/// allocator's slack.
+const S3_SEAL_LIMIT_KIB: u64 = 96 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Writes a 1 GiB file: a 1 MiB pseudo-random block repeated with the
@@ -116,9 +121,8 @@ fn one_gib_file_is_sealed_and_restored_in_bounded_memory() {
 #[test]
 #[ignore = "slow: seals four 128 MiB files into a local S3 server"]
 fn large_files_sealed_to_s3_stay_in_bounded_memory() {
-    // On S3 bk-seal runs four record workers per core; four large files at
-    // once took it to 75-87 MiB before the malloc arenas and the files cut
-    // at once were bounded.
+    // On S3 bk-seal runs four record workers per core and uploads two
+    // packs at once, each in parts from its spool file.
     let sb = Sandbox::s3();
     let src = sb.path("src");
     fs::create_dir(&src).unwrap();
@@ -145,8 +149,8 @@ fn large_files_sealed_to_s3_stay_in_bounded_memory() {
     }
     eprintln!("bk-seal to S3: four 128 MiB files, peak RSS {seal_kib} KiB");
     assert!(
-        seal_kib < LIMIT_KIB,
-        "bk-seal to S3: peak RSS {seal_kib} KiB >= {LIMIT_KIB} KiB"
+        seal_kib < S3_SEAL_LIMIT_KIB,
+        "bk-seal to S3: peak RSS {seal_kib} KiB >= {S3_SEAL_LIMIT_KIB} KiB"
     );
 }
 

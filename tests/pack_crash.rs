@@ -34,21 +34,7 @@ fn a_killed_seal_leaves_complete_packs_the_next_run_reuses() {
 
     // bk-seal | bk-index write, fed two thirds of the records and held
     // open, is killed (SIGKILL) once it has committed several packs.
-    let mut seal = sb.command("bk-seal");
-    seal.args(sb.seal_args())
-        .args(["--pack-size", "1M"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut seal = seal.spawn().expect("start bk-seal");
-    let mut write = sb.command("bk-index");
-    write
-        .arg("write")
-        .args(sb.seal_args())
-        .stdin(Stdio::from(seal.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let write = write.spawn().expect("start bk-index write");
+    let Pipeline { mut seal, write } = sb.spawn_pipeline(Stdio::piped(), &["--pack-size", "1M"]);
     let mut input = seal.stdin.take().unwrap();
     for l in &lines[..lines.len() * 2 / 3] {
         input.write_all(l).unwrap();

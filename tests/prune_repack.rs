@@ -212,41 +212,6 @@ fn prune_repacks_and_frees_what_only_forgotten_snapshots_used() {
     );
 }
 
-/// `bk-seal | bk-index write` with bk-seal's stdin left open.
-struct Pipeline {
-    seal: std::process::Child,
-    write: std::process::Child,
-}
-
-fn start_pipeline(sb: &Sandbox) -> Pipeline {
-    let mut seal = sb.command("bk-seal");
-    seal.args(sb.seal_args())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut seal = seal.spawn().expect("start bk-seal");
-    let mut write = sb.command("bk-index");
-    write
-        .arg("write")
-        .args(sb.seal_args())
-        .stdin(Stdio::from(seal.stdout.take().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let write = write.spawn().expect("start bk-index write");
-    Pipeline { seal, write }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn prune_beside_a_running_backup_waits_or_refuses_and_keeps_what_it_needs() {
     let sb = Sandbox::new();
@@ -259,13 +224,15 @@ fn prune_beside_a_running_backup_waits_or_refuses_and_keeps_what_it_needs() {
     let lines: Vec<&[u8]> = hashed.split_inclusive(|&b| b == b'\n').collect();
     assert!(lines.len() >= 10);
 
-    let mut p = start_pipeline(&sb);
+    let mut p = sb.spawn_pipeline(Stdio::piped(), &[]);
     let mut input = p.seal.stdin.take().unwrap();
     for l in &lines[..lines.len() / 2] {
         input.write_all(l).unwrap();
     }
     input.flush().unwrap();
-    wait_for("both shared locks", || lock_files(&sb.repo).len() == 2);
+    wait_until("both shared locks", Duration::from_secs(60), || {
+        lock_files(&sb.repo).len() == 2
+    });
 
     // Without --wait prune refuses at once (exit 11), naming the holder.
     let packs_before = packs(&sb);

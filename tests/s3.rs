@@ -424,7 +424,7 @@ fn gpg_decrypts_objects_and_snapshots_downloaded_from_the_bucket() {
     assert_ok(&out, "gpg --decrypt of the snapshot");
     // The root lists the pieces, which gpg decrypts to the records.
     let mut shown = Vec::new();
-    for line in parse_records(without_mac_line(&out.stdout, "snapshot")) {
+    for line in root_pieces(&out.stdout) {
         let id = line["piece"].as_str().expect("a piece line");
         let piece = sb.path(format!("dl-{id}.pgp"));
         sb.write_blob_message(id, &piece);
@@ -762,26 +762,6 @@ fn seal_killed_mid_upload_leaves_no_half_object_and_the_rerun_completes() {
     assert_restores(&sb, &shown, "restore", &expected);
 }
 
-/// bk-seal | bk-index write as two processes; returns (seal, index).
-/// Packs of 1 MiB, so that many are uploaded during the run.
-fn spawn_pipeline(sb: &Sandbox, input: &std::path::Path) -> (Child, Child) {
-    let mut seal = sb.command("bk-seal");
-    seal.args(sb.seal_args())
-        .args(["-j", "2", "--pack-size", "1M"])
-        .stdin(fs::File::open(input).unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut seal = seal.spawn().expect("spawn bk-seal");
-    let mut idx = sb.command("bk-index");
-    idx.arg("write")
-        .args(sb.seal_args())
-        .stdin(seal.stdout.take().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let idx = idx.spawn().expect("spawn bk-index write");
-    (seal, idx)
-}
-
 /// Waits for `child` up to `limit`; panics (after killing it) past that.
 fn wait_for(
     child: &mut Child,
@@ -820,8 +800,8 @@ fn fault_tree(sb: &Sandbox) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 /// A backup of [`fault_tree`] under way for the server-fault tests:
-/// bk-seal has stored three packs and is still running, piped into
-/// bk-index write.
+/// bk-seal, fed the first half of its input, has stored three packs and
+/// waits for the rest ([`UnderWay::feed_rest`]), piped into bk-index write.
 struct UnderWay {
     /// bk-seal's input (the hashed records), for a rerun.
     input: std::path::PathBuf,
@@ -829,19 +809,52 @@ struct UnderWay {
     expected: BTreeMap<Vec<u8>, Entry>,
     seal: Child,
     idx: Child,
+    /// The second half of the input, not yet written to bk-seal.
+    rest: Vec<u8>,
+}
+
+impl UnderWay {
+    /// Writes the rest of the input to bk-seal from a thread and closes
+    /// it (a bk-seal that failed meanwhile makes the writes fail, which
+    /// is no matter).
+    fn feed_rest(&mut self) -> std::thread::JoinHandle<()> {
+        let mut stdin = self.seal.stdin.take().unwrap();
+        let rest = std::mem::take(&mut self.rest);
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&rest);
+        })
+    }
 }
 
 fn backup_under_way(sb: &Sandbox) -> UnderWay {
     let (src, input) = fault_tree(sb);
     let expected = read_tree(&src);
     let before = sb.pack_files().len();
-    let (mut seal, idx) = spawn_pipeline(sb, &input);
+    let Pipeline {
+        write: idx,
+        mut seal,
+    } = sb.spawn_pipeline(Stdio::piped(), &["-j", "2", "--pack-size", "1M"]);
+    // Half the records, on whole lines; bk-seal then waits for more, so
+    // the fault comes before its end whatever the machine's speed.
+    let hashed = fs::read(&input).unwrap();
+    let half = hashed[..hashed.len() / 2]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    {
+        use std::io::Write;
+        let stdin = seal.stdin.as_mut().unwrap();
+        stdin.write_all(&hashed[..half]).unwrap();
+        stdin.flush().unwrap();
+    }
     wait_for_packs(sb, &mut seal, before + 2);
     UnderWay {
         input,
         expected,
         seal,
         idx,
+        rest: hashed[half..].to_vec(),
     }
 }
 
@@ -886,16 +899,20 @@ fn wait_for_packs(sb: &Sandbox, seal: &mut Child, more_than: usize) {
 #[test]
 fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
     let sb = Sandbox::s3();
+    let mut under_way = backup_under_way(&sb);
+    let snapshots = sb.snapshot_names();
+    let server = &sb.s3_repo().server;
+    server.stop();
+    let feeder = under_way.feed_rest();
     let UnderWay {
         input,
         expected,
         mut seal,
         mut idx,
-    } = backup_under_way(&sb);
-    let snapshots = sb.snapshot_names();
-    let server = &sb.s3_repo().server;
-    server.stop();
+        ..
+    } = under_way;
     let (status, took) = wait_for(&mut seal, Duration::from_secs(120), "bk-seal");
+    feeder.join().unwrap();
     let seal_err = child_stderr(&mut seal);
     let (idx_status, _) = wait_for(&mut idx, Duration::from_secs(120), "bk-index write");
     let idx_err = child_stderr(&mut idx);
@@ -965,19 +982,22 @@ fn server_killed_mid_backup_then_restarted_the_rerun_completes() {
 #[test]
 fn short_server_outage_is_retried_and_the_run_completes() {
     let sb = Sandbox::s3();
-    let UnderWay {
-        input: _,
-        expected,
-        mut seal,
-        mut idx,
-    } = backup_under_way(&sb);
+    let mut under_way = backup_under_way(&sb);
     let server = &sb.s3_repo().server;
     let down = Instant::now();
     server.stop();
+    let feeder = under_way.feed_rest();
     std::thread::sleep(Duration::from_secs(1));
     server.restart();
+    let UnderWay {
+        expected,
+        mut seal,
+        mut idx,
+        ..
+    } = under_way;
     eprintln!("server was down for {:?}", down.elapsed());
     let (status, _) = wait_for(&mut seal, Duration::from_secs(300), "bk-seal");
+    feeder.join().unwrap();
     let seal_err = child_stderr(&mut seal);
     let (idx_status, _) = wait_for(&mut idx, Duration::from_secs(120), "bk-index write");
     let idx_out = {

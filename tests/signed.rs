@@ -133,7 +133,7 @@ fn genuine_signed_snapshot_passes_everywhere_and_gpg_says_good() {
     let err = stderr(&out);
     assert!(err.contains("Good signature"), "gpg said: {err}");
     let mut shown = Vec::new();
-    for line in parse_records(without_mac_line(&out.stdout, "snapshot")) {
+    for line in root_pieces(&out.stdout) {
         let id = line["piece"].as_str().expect("a piece line");
         let piece = sb.path(format!("{id}.pgp"));
         sb.write_blob_message(id, &piece);

@@ -251,6 +251,12 @@ pub fn for_repo(
             }
         },
     };
+    check_belongs(key, repo, &path)
+}
+
+/// `key`, if it is the id key of `repo` (its check value matches); `path`
+/// names the file it came from in the error.
+pub fn check_belongs(key: IdKey, repo: &Repo, path: &Path) -> Result<IdKey> {
     if key.check_value() != repo.config().id_key_check {
         return Err(Error::key(format!(
             "id key file {} does not belong to repository {} (check value differs)",

@@ -7,8 +7,7 @@
 //! {"pack":"<pack id>","stored":<bytes>,"blake3":"<hex BLAKE3 of the pack file>"}
 //! ```
 //!
-//! (Lines with `"sha256"` in place of `"blake3"` are checked with
-//! SHA-256.) These are public facts: the id is already the file's name,
+//! These are public facts: the id is already the file's name,
 //! `stored` its size, and the hash is over the stored bytes (encrypted
 //! under keys the operator does not have). So `bk-verify --inventory` can
 //! re-hash every pack and detect bit rot, truncation or loss on the
@@ -28,7 +27,6 @@ use std::sync::{Mutex, OnceLock};
 
 use rand::RngCore;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use serde::Serialize;
 
@@ -127,63 +125,10 @@ pub type Inventory = BTreeMap<String, Entry>;
 #[derive(Debug, Clone)]
 pub struct Entry {
     stored: u64,
-    hash: FileHash,
+    /// Hex BLAKE3 of the pack file.
+    blake3: String,
     /// Prune meant to delete it: its absence is no problem.
     removed: bool,
-}
-
-/// The hash of a pack file the inventory holds, with its algorithm.
-#[derive(Debug, Clone)]
-enum FileHash {
-    Blake3(String),
-    /// Lines written before the inventory used BLAKE3.
-    Sha256(String),
-}
-
-impl FileHash {
-    fn hex(&self) -> &str {
-        match self {
-            FileHash::Blake3(h) | FileHash::Sha256(h) => h,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            FileHash::Blake3(_) => "BLAKE3",
-            FileHash::Sha256(_) => "SHA-256",
-        }
-    }
-}
-
-/// Hashes a stream the way one inventory entry was made.
-enum Hasher {
-    Blake3(Box<blake3::Hasher>),
-    Sha256(Sha256),
-}
-
-impl Hasher {
-    fn for_entry(hash: &FileHash) -> Hasher {
-        match hash {
-            FileHash::Blake3(_) => Hasher::Blake3(Box::default()),
-            FileHash::Sha256(_) => Hasher::Sha256(Sha256::new()),
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Blake3(h) => {
-                h.update(data);
-            }
-            Hasher::Sha256(h) => h.update(data),
-        }
-    }
-
-    fn hex(self) -> String {
-        match self {
-            Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
-            Hasher::Sha256(h) => hex::encode(h.finalize()),
-        }
-    }
 }
 
 /// Reads every inventory file: `None` if the repository has none at all.
@@ -241,16 +186,12 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
                 continue;
             }
             let stored = v["stored"].as_u64().ok_or_else(|| bad("no \"stored\""))?;
-            let hash = match (v["blake3"].as_str(), v["sha256"].as_str()) {
-                (Some(h), _) => FileHash::Blake3(h.to_owned()),
-                (None, Some(h)) => FileHash::Sha256(h.to_owned()),
-                (None, None) => return Err(bad("no \"blake3\" (or \"sha256\")")),
-            };
+            let blake3 = v["blake3"].as_str().ok_or_else(|| bad("no \"blake3\""))?;
             map.insert(
                 id.to_owned(),
                 Entry {
                     stored,
-                    hash,
+                    blake3: blake3.to_owned(),
                     removed: false,
                 },
             );
@@ -368,7 +309,7 @@ pub fn check_pack(
             )
         }
     };
-    let mut hasher = Hasher::for_entry(&want.hash);
+    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut n = 0u64;
     loop {
@@ -397,14 +338,13 @@ pub fn check_pack(
             ),
         );
     }
-    let got = hasher.hex();
-    if got != want.hash.hex() {
+    let got = hasher.finalize().to_hex();
+    if got.as_str() != want.blake3 {
         return problem(
             ProblemKind::Bitrot,
             format!(
-                "pack {id}: {} {got} differs from the inventory's {} (corrupted in storage)",
-                want.hash.name(),
-                want.hash.hex()
+                "pack {id}: BLAKE3 {got} differs from the inventory's {} (corrupted in storage)",
+                want.blake3
             ),
         );
     }

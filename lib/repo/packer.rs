@@ -28,8 +28,11 @@ use crate::repo::{Repo, StoreError};
 use crate::storage::{Commit, Upload};
 use crate::sys::sync::lock;
 
-/// Packs uploaded at once to remote storage.
-const UPLOADS: usize = 4;
+/// Packs uploaded at once to remote storage. Each holds up to about two
+/// and a half parts of `crate::storage::s3::PART_SIZE` in memory (one
+/// gathering, one in flight), so this bounds bk-seal's memory on S3 as
+/// much as its workers do.
+const UPLOADS: usize = 2;
 
 /// The default size a pack is closed at.
 pub const DEFAULT_PACK_SIZE: u64 = 16 << 20;

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 
 /// Size of one part of a multipart upload (S3's minimum is 5 MiB); also
 /// the largest object sent in a single PUT.
-pub const PART_SIZE: usize = 8 << 20;
+pub const PART_SIZE: usize = 5 << 20;
 
 /// How many times a failed request is retried (`BK_S3_RETRIES` overrides).
 pub const DEFAULT_RETRIES: usize = 6;
@@ -433,7 +433,7 @@ impl Storage for S3Storage {
                     .op
                     .writer_with(key)
                     .chunk(PART_SIZE)
-                    .concurrent(2)
+                    .concurrent(1)
                     .into_future(),
             )
             .map_err(|e| self.error(&e))?;

@@ -410,6 +410,18 @@ pub fn without_mac_line<'a>(plain: &'a [u8], of: &str) -> &'a [u8] {
     &plain[..cut]
 }
 
+/// The piece lines (`{"piece":…,"size":…}`) of a snapshot root's
+/// plaintext as gpg gives it: its header, pad and MAC lines left out.
+#[track_caller]
+pub fn root_pieces(plain: &[u8]) -> Vec<Value> {
+    without_mac_line(plain, "snapshot")
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"{\"pad\":"))
+        .skip(1)
+        .map(|l| serde_json::from_slice(l).expect("a root line is JSON"))
+        .collect()
+}
+
 /// Whether `v` is a control record (`{"bk":…}` without `kind` or `path`).
 pub fn is_control(v: &Value) -> bool {
     v.get("bk").is_some() && v.get("kind").is_none() && v.get("path").is_none()
@@ -531,6 +543,22 @@ impl Backup {
     /// The sealed records, parsed.
     pub fn records(&self) -> Vec<Value> {
         parse_records(&self.sealed)
+    }
+}
+
+/// `bk-seal | bk-index write` under way (see [`Sandbox::spawn_pipeline`]).
+pub struct Pipeline {
+    pub seal: std::process::Child,
+    pub write: std::process::Child,
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test, naming
+/// `what`, once `limit` has passed.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -723,11 +751,13 @@ impl Sandbox {
             Some(s3) => s3.files_under(rel),
             None => {
                 let dir = self.repo.join(rel);
+                // A file may go between the listing and its stat (a
+                // temporary file renamed by a program still running).
                 files_under(&dir)
                     .into_iter()
-                    .map(|p| {
-                        let size = fs::metadata(dir.join(&p)).unwrap().len();
-                        (p.to_string_lossy().into_owned(), size)
+                    .filter_map(|p| {
+                        let size = fs::metadata(dir.join(&p)).ok()?.len();
+                        Some((p.to_string_lossy().into_owned(), size))
                     })
                     .collect()
             }
@@ -1013,6 +1043,29 @@ impl Sandbox {
         let mut a = self.repo_args();
         a.extend(extra.iter().cloned());
         self.run("bk-verify", &a, records)
+    }
+
+    /// Starts `bk-seal | bk-index write` as two processes: bk-seal reads
+    /// `stdin` (`Stdio::piped()` leaves it open for the test to feed) and
+    /// gets `seal_extra` after the usual arguments; every output is piped.
+    /// For tests that kill a stage or run something beside a backup.
+    pub fn spawn_pipeline(&self, stdin: Stdio, seal_extra: &[&str]) -> Pipeline {
+        let mut seal = self.command("bk-seal");
+        seal.args(self.seal_args())
+            .args(seal_extra)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut seal = seal.spawn().expect("start bk-seal");
+        let mut write = self.command("bk-index");
+        write
+            .arg("write")
+            .args(self.seal_args())
+            .stdin(Stdio::from(seal.stdout.take().unwrap()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let write = write.spawn().expect("start bk-index write");
+        Pipeline { seal, write }
     }
 
     /// Every pack file, as its path in the repository
@@ -2279,27 +2332,4 @@ pub fn leftover_tmp_packs(repo: &Path) -> Vec<PathBuf> {
                 .is_some_and(|n| n.as_bytes().starts_with(b".tmp-"))
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Format 1 (one file per object under objects/): used only by the
-// `bk-verify --inventory` tests of tests/deep_verify.rs, until the
-// inventory check moves to packs.
-
-impl Sandbox {
-    /// Where a format-1 object file `id` lived: `repo/objects/<first two
-    /// hex>/<id>` (a directory repository).
-    #[track_caller]
-    pub fn object_path(&self, id: &str) -> PathBuf {
-        assert!(self.s3.is_none(), "object_path: the repository is on S3");
-        self.repo.join("objects").join(&id[..2]).join(id)
-    }
-
-    /// Every file under `objects/`, relative to it (either backend).
-    pub fn object_files(&self) -> BTreeSet<PathBuf> {
-        self.repo_files("objects")
-            .into_keys()
-            .map(PathBuf::from)
-            .collect()
-    }
 }

@@ -237,14 +237,7 @@ fn load_id_key(repo: &Repo, explicit: Option<&std::path::Path>) -> Result<IdKey>
         ))
         .hint("give --id-key FILE (or BK_ID_KEY), the file bk-seal uses")
     })?;
-    if key.check_value() != repo.config().id_key_check {
-        return Err(Error::key(format!(
-            "id key file {} does not belong to repository {} (check value differs)",
-            path.display(),
-            repo.id()
-        )));
-    }
-    Ok(key)
+    crate::repo::idkey::check_belongs(key, repo, &path)
 }
 
 fn tmp_err(e: io::Error) -> Error {
