@@ -686,18 +686,9 @@ s3_run() {
     n1=$(s3_lines)
     record "s3-$case-backup" "$tool" "$rep"
     if [[ $tool == bk ]]; then
-        # bk stores one key per object under objects/, or (the coming
-        # format) pack files under packs/: count whichever holds keys.
-        read -r ko bo <<<"$(python3 "$helpers" s3-count "$s3_url" "$bucket" "$prefix/objects")"
-        read -r kp bp <<<"$(python3 "$helpers" s3-count "$s3_url" "$bucket" "$prefix/packs")"
-        keys=$((ko + kp)) bytes=$((bo + bp))
-        if ((ko && kp)); then
-            area=objects+packs
-        elif ((kp)); then
-            area=packs
-        else
-            area=objects
-        fi
+        # bk stores its blobs in pack files under packs/.
+        area=packs
+        read -r keys bytes <<<"$(python3 "$helpers" s3-count "$s3_url" "$bucket" "$prefix/packs")"
     else
         read -r keys bytes <<<"$(python3 "$helpers" s3-count "$s3_url" "$bucket" "$prefix/$area")"
     fi
