@@ -267,6 +267,74 @@ fn lost_local_id_key_is_recovered_with_the_secret_key(sb: Sandbox) {
     assert_eq!(sb.blobs(), blobs, "no object may be duplicated");
 }
 
+/// A second host backs up into the same repository with only the public
+/// key and the id key it was given (no secret key, no index cache of its
+/// own): what the first host stored is found in the packs and not stored
+/// again, and only its own new content is.
+fn another_host_with_only_the_id_key_stores_only_what_is_new(sb: Sandbox) {
+    let src = sb.path("src");
+    dup_tree(&src);
+    sb.backup(&src);
+    let before = pack_bytes(&sb);
+    let blobs = sb.blobs();
+
+    // Host B: its own copy of the tree under another path, one new file,
+    // the id key handed over as a file (host A keeps its own, which the
+    // harness reads), nothing in its cache.
+    let other = sb.path("host-b/src");
+    fs::create_dir_all(other.parent().unwrap()).unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    write_file(&other.join("only-on-b.txt"), b"written on host b\n", 0o644);
+    let key_dir = sb.data_home.join("bk");
+    let idkey = fs::read_dir(&key_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "idkey"))
+        .expect("host A's id key file");
+    let handed = sb.path("host-b/id-key");
+    fs::copy(&idkey, &handed).unwrap();
+    fs::remove_dir_all(sb.cache_home.join("bk")).unwrap();
+
+    let (_, hashed) = sb.scan_hash(&other);
+    let mut a = sb.seal_args();
+    a.extend(args!["--id-key", &handed]);
+    let sealed = sb.run("bk-seal", &a, &hashed);
+    assert_ok(&sealed, "bk-seal on host B");
+    assert!(
+        stderr(&sealed).contains("1 new objects added"),
+        "{}",
+        stderr(&sealed)
+    );
+    let mut a = args!["write", "--host", "host-b", "--id-key", &handed];
+    a.extend(sb.seal_args());
+    let written = sb.run("bk-index", &a, &sealed.stdout);
+    assert_ok(&written, "bk-index write on host B");
+
+    // Every pack of host A is still there, unchanged; every blob of A is
+    // stored once; B added its file's blob and its catalogue.
+    let after = pack_bytes(&sb);
+    for (p, bytes) in &before {
+        assert!(after.get(p) == Some(bytes), "pack {p} changed or went");
+    }
+    let now = sb.blobs();
+    for (id, places) in &now {
+        assert_eq!(places.len(), 1, "blob {id} stored {} times", places.len());
+    }
+    assert!(blobs.keys().all(|id| now.contains_key(id)));
+    let new_file = find_record(&parse_records(&sealed.stdout), b"only-on-b.txt").clone();
+    for id in object_ids(&new_file) {
+        assert!(!blobs.contains_key(&id), "the new file's blob was there");
+        assert!(now.contains_key(&id), "the new file's blob is stored");
+    }
+}
+
 // Each of these runs once per backend (a directory, and S3 on moto).
 backend_tests!(
     identical_contents_are_stored_once,
@@ -274,4 +342,5 @@ backend_tests!(
     new_content_adds_exactly_one_object_and_old_snapshot_is_kept,
     latest_is_the_snapshot_written_last,
     lost_local_id_key_is_recovered_with_the_secret_key,
+    another_host_with_only_the_id_key_stores_only_what_is_new,
 );
