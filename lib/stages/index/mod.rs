@@ -294,11 +294,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_is_sanitized() {
-        assert_eq!(crate::sys::host::file_safe("a b/c"), "a_b_c");
-    }
-
-    #[test]
     fn iso_time_has_nanoseconds() {
         assert_eq!(
             iso_time(1_700_000_000_123_456_789),
