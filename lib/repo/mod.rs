@@ -415,17 +415,19 @@ impl Repo {
         Ok(())
     }
 
-    /// Snapshot file names, oldest first (names start with the UTC time).
+    /// Snapshot file names, oldest first (see [`oldest_first`]).
     pub fn snapshots(&self) -> Result<Vec<String>> {
         let entries = self
             .store
             .list("snapshots")
             .map_err(|e| self.error("snapshots", &e))?;
-        Ok(entries
+        let mut names: Vec<String> = entries
             .into_iter()
             .filter(|e| !e.is_dir && e.name.ends_with(".pgp"))
             .map(|e| e.name)
-            .collect())
+            .collect();
+        oldest_first(&mut names);
+        Ok(names)
     }
 
     /// Resolves "latest", a full snapshot name or a unique prefix of one.
@@ -452,6 +454,17 @@ impl Repo {
             ))),
         }
     }
+}
+
+/// Sorts snapshot names by the time each carries (to the microsecond),
+/// then by name, names that do not parse first: names may have 0 to 9 fraction digits, so
+/// their byte order is not their time order (`…T110916Z` is older than
+/// `…T110916.152802Z` but sorts after it), and "latest" is the last.
+fn oldest_first(names: &mut [String]) {
+    names.sort_by_cached_key(|n| {
+        let micros = snapshot_name::SnapshotName::parse(n).map(|p| p.micros());
+        (micros, n.clone())
+    });
 }
 
 /// Why storing an object failed: the source (the closure's input) or the
@@ -518,4 +531,41 @@ pub fn check_recipients(repo: &Repo, recipients: &crate::crypto::Recipients) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_sort_by_their_time_not_their_bytes() {
+        let tail = "-0badcafe0123456789abcdef.pgp";
+        let mut names: Vec<String> = [
+            "20261207T110916.152802Z",
+            "20261207T110916Z",
+            "20261207T110917Z",
+            "20261207T110916.15280Z",
+            "not-a-snapshot",
+            "20261207T110916.000001Z",
+        ]
+        .iter()
+        .map(|t| format!("{t}{tail}"))
+        .collect();
+        oldest_first(&mut names);
+        let order: Vec<&str> = names
+            .iter()
+            .map(|n| n.strip_suffix(tail).unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "not-a-snapshot",
+                "20261207T110916Z",
+                "20261207T110916.000001Z",
+                "20261207T110916.15280Z",
+                "20261207T110916.152802Z",
+                "20261207T110917Z",
+            ]
+        );
+    }
 }
