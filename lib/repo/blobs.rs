@@ -44,6 +44,23 @@ impl Blobs {
         ))
     }
 
+    /// Like [`Blobs::open`], reading every pack's header again (see
+    /// [`Index::sync_all`]).
+    pub fn open_checked(repo: &Repo, id_key: &IdKey) -> Result<(Blobs, SyncReport)> {
+        let keys = PackKeys::derive(id_key, repo.id());
+        let (index, report) = Index::sync_all(repo, &keys)?;
+        Ok((
+            Blobs {
+                repo: repo.clone(),
+                id_key: id_key.clone(),
+                keys,
+                index,
+                sessions: SessionCache::default(),
+            },
+            report,
+        ))
+    }
+
     /// The repository.
     pub fn repo(&self) -> &Repo {
         &self.repo

@@ -137,6 +137,24 @@ impl Index {
         keys: &PackKeys,
         known: &[WrittenPack],
     ) -> Result<(Index, SyncReport)> {
+        Index::sync_with(repo, keys, known, false)
+    }
+
+    /// Like [`Index::sync`], but reads the header of every pack again,
+    /// even of those the local index already knows by id and size: a pack
+    /// whose bytes were altered in place (its size kept) is then found and
+    /// left out, and a backup stores its blobs again. What `bk-verify
+    /// --read-data` does, which reads every blob anyway.
+    pub fn sync_all(repo: &Repo, keys: &PackKeys) -> Result<(Index, SyncReport)> {
+        Index::sync_with(repo, keys, &[], true)
+    }
+
+    fn sync_with(
+        repo: &Repo,
+        keys: &PackKeys,
+        known: &[WrittenPack],
+        again: bool,
+    ) -> Result<(Index, SyncReport)> {
         let dir = cache_dir(repo.id());
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("lock");
@@ -150,7 +168,11 @@ impl Index {
             .map_err(|(_, e)| Error::io(&lock_path, io::Error::from(e)))?;
         let path = dir.join("blobs.idx");
         remove_leftovers(&dir);
-        let current = Index::open_file(&path).unwrap_or_else(|_| Index::empty());
+        let current = if again {
+            Index::empty()
+        } else {
+            Index::open_file(&path).unwrap_or_else(|_| Index::empty())
+        };
         let mut listed: Vec<PackInfo> = Vec::new();
         repo.store()
             .walk("packs", &mut |rel, stat| {

@@ -277,12 +277,16 @@ impl Problem {
     }
 }
 
-/// Re-hashes one pack file against what the inventory says of it
-/// (`want`, `None` if nothing), adding the bytes read to `bytes`; returns
-/// its problem, if any.
+/// Re-hashes one pack file, `listed` bytes long by the listing, against
+/// what the inventory says of it (`want`, `None` if nothing), adding the
+/// bytes read to `bytes`; returns its problem, if any. A pack whose listed
+/// size is not the inventory's is a `size` problem at once: nothing of it
+/// is read (it may be a sparse file of any size), and no more of any pack
+/// is read than the inventory says it holds (and one byte).
 pub fn check_pack(
     repo: &Repo,
     id: &str,
+    listed: u64,
     want: Option<&Entry>,
     bytes: &AtomicU64,
 ) -> Option<Problem> {
@@ -290,11 +294,23 @@ pub fn check_pack(
         return Some(Problem::new(ProblemKind::Uninventoried, id, format!("pack {id} is not in the inventory (its inventory line was lost, e.g. to a full disk while it was written); warning only")));
     };
     let problem = |kind: ProblemKind, detail: String| Some(Problem::new(kind, id, detail));
+    let wrong_size = |n: u64| {
+        problem(
+            ProblemKind::Size,
+            format!(
+                "pack {id} has {n} bytes, the inventory says {}",
+                want.stored
+            ),
+        )
+    };
+    if listed != want.stored {
+        return wrong_size(listed);
+    }
     let Ok(key) = PackId::parse(id).map(|id| id.key()) else {
         return problem(ProblemKind::Missing, format!("pack {id}: not a pack id"));
     };
     let mut file = match repo.store().open(&key) {
-        Ok(Some(f)) => f,
+        Ok(Some(f)) => f.take(want.stored.saturating_add(1)),
         Ok(None) => return problem(ProblemKind::Missing, format!("pack {id}: missing")),
         // Not a regular file (a FIFO, a device), or unreadable: named, and
         // the run ends as a repository problem (exit 5).
@@ -330,13 +346,7 @@ pub fn check_pack(
     }
     bytes.fetch_add(n, Ordering::Relaxed);
     if n != want.stored {
-        return problem(
-            ProblemKind::Size,
-            format!(
-                "pack {id} has {n} bytes, the inventory says {}",
-                want.stored
-            ),
-        );
+        return wrong_size(n);
     }
     let got = hasher.finalize().to_hex();
     if got.as_str() != want.blake3 {

@@ -342,11 +342,25 @@ fn list_dir(dir: &Path) -> io::Result<Vec<Entry>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        // A symlink to a regular file is listed with that file's size, as
+        // reading it follows the link (never into a directory: a walk
+        // does not descend through links).
+        let target = meta
+            .file_type()
+            .is_symlink()
+            .then(|| fs::metadata(entry.path()).ok())
+            .flatten()
+            .filter(|m| m.is_file());
+        let size = match &target {
+            Some(t) => t.len(),
+            None if meta.is_file() => meta.len(),
+            None => 0,
+        };
         out.push(Entry {
             name,
             is_dir: meta.is_dir(),
             stat: Stat {
-                size: if meta.is_file() { meta.len() } else { 0 },
+                size,
                 modified: meta.modified().ok(),
             },
         });

@@ -73,6 +73,7 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
             Ok(inventory::check_pack(
                 repo,
                 obj.id,
+                obj.size,
                 inventory.get(obj.id),
                 &bytes,
             ))

@@ -233,7 +233,15 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
             }
         },
     };
-    let (blobs, _) = Blobs::open(&repo, &read_key, &[])?;
+    // Reading blobs, check every pack's header again too: the local index
+    // trusts a pack it knows by id and size, and one altered in place (its
+    // header or footer damaged) would otherwise still be read from here
+    // while any other host finds its blobs missing.
+    let (blobs, _) = if cli.read_data || subset.is_some() {
+        Blobs::open_checked(&repo, &read_key)?
+    } else {
+        Blobs::open(&repo, &read_key, &[])?
+    };
     let v = Verifier {
         blobs,
         repo,
