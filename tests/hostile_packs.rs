@@ -396,38 +396,6 @@ fn a_pack_header_or_footer_altered_in_place_is_found_by_read_data_and_stored_aga
     }
 }
 
-/// A byte of the victim's blob flipped in place: `--read-data` reports
-/// it, restore refuses it; the next backup must not keep deduplicating
-/// against the broken copy, or every later snapshot is broken too.
-#[test]
-fn a_blob_damaged_in_place_is_stored_again_by_the_next_backup() {
-    let f = fixture();
-    let w = f.world("blob");
-    flip(&w.pack_path(), 50_000, 0x20);
-    let out = w.run("bk-verify", &w.with_key(args!["--read-data"]), &f.shown);
-    assert_code(&out, FAULTS, "bk-verify --read-data");
-    let p = problems(&out);
-    assert!(
-        p.len() == 1
-            && p[0]["problem"] == "decrypt"
-            && p[0]["object"] == f.victim
-            && p[0]["detail"].as_str().unwrap().contains(&f.pack_id()),
-        "{}",
-        describe(&out)
-    );
-    let (out, at) = w.restore();
-    assert_code(&out, REPO, "restore");
-    assert_restored_but_victim(&f, &at, "restore");
-    let (name, seal_err) = w.backup();
-    let out = w.verify_elsewhere(&name);
-    assert!(
-        out.status.success() && out.stdout.is_empty(),
-        "the snapshot after the damage was found still names the broken blob \
-         (bk-seal: {seal_err}): {}",
-        describe(&out)
-    );
-}
-
 /// The entry of blob `id` in the local index file (`blobs.idx`): its
 /// byte offset in the file.
 fn index_entry(cache: &Path, repo_id: &str, id: &str) -> (PathBuf, usize) {
