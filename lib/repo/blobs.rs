@@ -89,12 +89,13 @@ impl Blobs {
         })
     }
 
-    /// Where blob `id` is; a repository error naming it (and `what`) if the
-    /// repository does not have it.
-    pub fn require(&self, id: &ObjectId, what: &str) -> Result<Location> {
+    /// Where blob `id` is; a repository error naming it (after `what`,
+    /// when given) if the repository does not have it.
+    pub fn require(&self, id: &ObjectId, what: Option<&str>) -> Result<Location> {
         self.locate(id)?.ok_or_else(|| {
+            let at = what.map(|w| format!("{w}: ")).unwrap_or_default();
             Error::repo(format!(
-                "{what}: blob {id} is not in the repository (no pack holds it)"
+                "{at}blob {id} is not in the repository (no pack holds it)"
             ))
         })
     }
@@ -226,7 +227,7 @@ impl Blobs {
         out: &mut dyn Write,
         out_name: &str,
     ) -> Result<u64> {
-        let loc = self.require(id, &format!("blob {id}"))?;
+        let loc = self.require(id, None)?;
         self.read_at(id, &loc, secret, out, out_name)
     }
 }

@@ -93,7 +93,7 @@ pub fn write_records(
 ) -> Result<()> {
     for p in &root.pieces {
         let id = ObjectId::parse(&p.piece).map_err(|e| e.context(format!("snapshot {name}")))?;
-        let loc = blobs.require(&id, &format!("snapshot {name}"))?;
+        let loc = blobs.require(&id, Some(&format!("snapshot {name}")))?;
         let n = blobs.read_at(&id, &loc, secret, out, out_name)?;
         if n != p.size {
             return Err(Error::repo(format!(

@@ -858,7 +858,7 @@ impl<'a> Restorer<'a> {
             .iter()
             .map(|obj| {
                 let id = ObjectId::parse(&obj.id)?;
-                let loc = self.blobs.require(&id, &format!("blob {id}"))?;
+                let loc = self.blobs.require(&id, None)?;
                 Ok(Object {
                     id,
                     loc,
