@@ -415,30 +415,25 @@ impl Repo {
         Ok(())
     }
 
-    /// Snapshot file names, oldest first (see [`oldest_first`]).
+    /// Snapshot file names, in the storage's listing order (see
+    /// [`snapshot_name::oldest_first`] for time order).
     pub fn snapshots(&self) -> Result<Vec<String>> {
         let entries = self
             .store
             .list("snapshots")
             .map_err(|e| self.error("snapshots", &e))?;
-        let mut names: Vec<String> = entries
+        Ok(entries
             .into_iter()
             .filter(|e| !e.is_dir && e.name.ends_with(".pgp"))
             .map(|e| e.name)
-            .collect();
-        oldest_first(&mut names);
-        Ok(names)
+            .collect())
     }
 
-    /// Resolves "latest", a full snapshot name or a unique prefix of one.
+    /// Resolves a full snapshot name or a unique prefix of one ("latest"
+    /// is [`trust::Trust::find_snapshot`]'s: it needs the names' times
+    /// and tags).
     pub fn find_snapshot(&self, wanted: &str) -> Result<String> {
         let names = self.snapshots()?;
-        if wanted == "latest" {
-            return names
-                .last()
-                .cloned()
-                .ok_or_else(|| Error::repo(format!("{}: no snapshots yet", self.location)));
-        }
         if names.iter().any(|n| n == wanted) {
             return Ok(wanted.to_owned());
         }
@@ -454,17 +449,6 @@ impl Repo {
             ))),
         }
     }
-}
-
-/// Sorts snapshot names by the time each carries (to the microsecond),
-/// then by name, names that do not parse first: names may have 0 to 9 fraction digits, so
-/// their byte order is not their time order (`…T110916Z` is older than
-/// `…T110916.152802Z` but sorts after it), and "latest" is the last.
-fn oldest_first(names: &mut [String]) {
-    names.sort_by_cached_key(|n| {
-        let micros = snapshot_name::SnapshotName::parse(n).map(|p| p.micros());
-        (micros, n.clone())
-    });
 }
 
 /// Why storing an object failed: the source (the closure's input) or the
@@ -531,41 +515,4 @@ pub fn check_recipients(repo: &Repo, recipients: &crate::crypto::Recipients) -> 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_names_sort_by_their_time_not_their_bytes() {
-        let tail = "-0badcafe0123456789abcdef.pgp";
-        let mut names: Vec<String> = [
-            "20261207T110916.152802Z",
-            "20261207T110916Z",
-            "20261207T110917Z",
-            "20261207T110916.15280Z",
-            "not-a-snapshot",
-            "20261207T110916.000001Z",
-        ]
-        .iter()
-        .map(|t| format!("{t}{tail}"))
-        .collect();
-        oldest_first(&mut names);
-        let order: Vec<&str> = names
-            .iter()
-            .map(|n| n.strip_suffix(tail).unwrap())
-            .collect();
-        assert_eq!(
-            order,
-            [
-                "not-a-snapshot",
-                "20261207T110916Z",
-                "20261207T110916.000001Z",
-                "20261207T110916.15280Z",
-                "20261207T110916.152802Z",
-                "20261207T110917Z",
-            ]
-        );
-    }
 }

@@ -96,6 +96,18 @@ impl std::fmt::Display for SnapshotName {
     }
 }
 
+/// Sorts snapshot names by the time each carries (to the microsecond),
+/// then by name, names that do not parse first: names may have 0 to 9 fraction digits, so
+/// their byte order is not their time order (`…T110916Z` is older than
+/// `…T110916.152802Z` but sorts after it), and "latest" is the last.
+pub fn oldest_first(mut names: Vec<String>) -> Vec<String> {
+    names.sort_by_cached_key(|n| {
+        let micros = SnapshotName::parse(n).map(|p| p.micros());
+        (micros, n.clone())
+    });
+    names
+}
+
 /// `20261124T031500.123456Z` → microseconds since the epoch and RFC 3339.
 fn parse_stamp(stamp: &str) -> Option<(i64, String)> {
     let b = stamp.as_bytes();
@@ -137,6 +149,38 @@ fn parse_stamp(stamp: &str) -> Option<(i64, String)> {
 mod tests {
     use super::*;
     use crate::repo::idkey::IdKey;
+
+    #[test]
+    fn snapshot_names_sort_by_their_time_not_their_bytes() {
+        let tail = "-0badcafe0123456789abcdef.pgp";
+        let names: Vec<String> = [
+            "20261207T110916.152802Z",
+            "20261207T110916Z",
+            "20261207T110917Z",
+            "20261207T110916.15280Z",
+            "not-a-snapshot",
+            "20261207T110916.000001Z",
+        ]
+        .iter()
+        .map(|t| format!("{t}{tail}"))
+        .collect();
+        let names = oldest_first(names);
+        let order: Vec<&str> = names
+            .iter()
+            .map(|n| n.strip_suffix(tail).unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "not-a-snapshot",
+                "20261207T110916Z",
+                "20261207T110916.000001Z",
+                "20261207T110916.15280Z",
+                "20261207T110916.152802Z",
+                "20261207T110917Z",
+            ]
+        );
+    }
 
     fn keys() -> AuthKeys {
         AuthKeys::derive(&IdKey::from_bytes([1u8; 32]), "ab")

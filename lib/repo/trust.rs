@@ -262,7 +262,7 @@ impl Trust {
         if wanted != "latest" {
             return repo.find_snapshot(wanted);
         }
-        let names = repo.snapshots()?;
+        let names = crate::repo::snapshot_name::oldest_first(repo.snapshots()?);
         let mut skipped = 0;
         for name in names.iter().rev() {
             match self.check_name(name) {

@@ -108,7 +108,7 @@ pub fn forget(args: IndexForgetArgs) -> Result<i32> {
         );
     }
     let mut snaps = Vec::new();
-    for name in repo.snapshots()? {
+    for name in crate::repo::snapshot_name::oldest_first(repo.snapshots()?) {
         let parsed = SnapshotName::parse(&name);
         let mut excluded = match trust.check_name(&name) {
             NameCheck::NotAuthentic(why) if !trust.allows_unauthenticated() => Some(why.to_owned()),

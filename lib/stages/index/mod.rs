@@ -56,7 +56,7 @@ fn list(args: IndexListArgs) -> Result<i32> {
     };
     let mut rows = Vec::new();
     let mut refused = 0u64;
-    for name in repo.snapshots()? {
+    for name in crate::repo::snapshot_name::oldest_first(repo.snapshots()?) {
         let named = trust.check_name(&name);
         if let NameCheck::NotAuthentic(why) = named {
             if !trust.allows_unauthenticated() {

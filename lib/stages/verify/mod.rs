@@ -210,7 +210,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     };
     let (snapshots, trust) = match (&key, all_snapshots) {
         (Some(key), true) => (
-            repo.snapshots()?,
+            crate::repo::snapshot_name::oldest_first(repo.snapshots()?),
             crate::repo::trust::Trust::establish(&repo, Some(key), &cli.trust.options())?,
         ),
         _ => (Vec::new(), crate::repo::trust::Trust::everything()),
