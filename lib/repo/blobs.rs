@@ -31,34 +31,32 @@ impl Blobs {
     /// and opens it; `known` are packs this process wrote.
     pub fn open(repo: &Repo, id_key: &IdKey, known: &[WrittenPack]) -> Result<(Blobs, SyncReport)> {
         let keys = PackKeys::derive(id_key, repo.id());
-        let (index, report) = Index::sync(repo, &keys, known)?;
-        Ok((
-            Blobs {
-                repo: repo.clone(),
-                id_key: id_key.clone(),
-                keys,
-                index,
-                sessions: SessionCache::default(),
-            },
-            report,
-        ))
+        let synced = Index::sync(repo, &keys, known)?;
+        Ok(Blobs::with(repo, id_key, keys, synced))
     }
 
     /// Like [`Blobs::open`], reading every pack's header again (see
     /// [`Index::sync_all`]).
     pub fn open_checked(repo: &Repo, id_key: &IdKey) -> Result<(Blobs, SyncReport)> {
         let keys = PackKeys::derive(id_key, repo.id());
-        let (index, report) = Index::sync_all(repo, &keys)?;
-        Ok((
-            Blobs {
-                repo: repo.clone(),
-                id_key: id_key.clone(),
-                keys,
-                index,
-                sessions: SessionCache::default(),
-            },
-            report,
-        ))
+        let synced = Index::sync_all(repo, &keys)?;
+        Ok(Blobs::with(repo, id_key, keys, synced))
+    }
+
+    fn with(
+        repo: &Repo,
+        id_key: &IdKey,
+        keys: PackKeys,
+        (index, report): (Index, SyncReport),
+    ) -> (Blobs, SyncReport) {
+        let blobs = Blobs {
+            repo: repo.clone(),
+            id_key: id_key.clone(),
+            keys,
+            index,
+            sessions: SessionCache::default(),
+        };
+        (blobs, report)
     }
 
     /// The repository.
