@@ -183,6 +183,23 @@ fn problems(out: &Output) -> Vec<Value> {
     parse_records(&out.stdout)
 }
 
+/// The next backup stores the victim (and only it) again, and its
+/// snapshot passes `--read-data` on a host that knows nothing yet.
+fn assert_next_backup_stores_the_victim_again(w: &World, what: &str) {
+    let (name, seal_err) = w.backup();
+    assert_eq!(
+        summary_number(&seal_err, "bk-seal:", "new objects added"),
+        1,
+        "{what}: the victim is not stored again: {seal_err}"
+    );
+    let out = w.verify_elsewhere(&name);
+    assert_ok(
+        &out,
+        &format!("{what}: verify --read-data of {name} elsewhere"),
+    );
+    assert!(out.stdout.is_empty(), "{what}: {}", describe(&out));
+}
+
 /// The tree's files but the victim are restored with their bytes, the
 /// victim not at all.
 fn assert_restored_but_victim(f: &Fixture, at: &Path, what: &str) {
@@ -310,15 +327,7 @@ fn damaged_packs_are_named_refused_never_pruned_and_stored_again() {
         assert_restored_but_victim(&f, &at, &what);
         // The next backup stores the victim again; its snapshot verifies
         // on a host that knows nothing yet.
-        let (name, seal_err) = w.backup();
-        assert_eq!(
-            summary_number(&seal_err, "bk-seal:", "new objects added"),
-            1,
-            "{what}: {seal_err}"
-        );
-        let out = w.verify_elsewhere(&name);
-        assert_ok(&out, &format!("{what}: verify --read-data of {name}"));
-        assert!(out.stdout.is_empty(), "{what}: {}", describe(&out));
+        assert_next_backup_stores_the_victim_again(&w, &what);
         // Prune deletes no pack: each is used, and the damaged one is not
         // its to judge.
         let out = w.run(
@@ -384,15 +393,7 @@ fn a_pack_header_or_footer_altered_in_place_is_found_by_read_data_and_stored_aga
             "{what}: {}",
             describe(&out)
         );
-        let (name, seal_err) = w.backup();
-        assert_eq!(
-            summary_number(&seal_err, "bk-seal:", "new objects added"),
-            1,
-            "{what}: the victim is not stored again: {seal_err}"
-        );
-        let out = w.verify_elsewhere(&name);
-        assert_ok(&out, &format!("{what}: verify elsewhere"));
-        assert!(out.stdout.is_empty(), "{what}: {}", describe(&out));
+        assert_next_backup_stores_the_victim_again(&w, what);
     }
 }
 
