@@ -4,12 +4,13 @@
 mod common;
 
 use std::fs;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Starts `program args` with `input` on stdin and stdout into `out_file`.
+/// Starts `program args` with `input` on stdin, stdout into `out_file`
+/// and stderr into [`err_file`].
 fn start(
     sb: &Sandbox,
     program: &str,
@@ -23,13 +24,35 @@ fn start(
     cmd.args(args)
         .stdin(fs::File::open(&input_file).unwrap())
         .stdout(fs::File::create(out_file).unwrap())
-        .stderr(Stdio::piped());
+        .stderr(fs::File::create(err_file(sb, program)).unwrap());
     cmd.spawn().expect("start program")
 }
 
-/// Waits for `child` at most `limit`; panics (after killing it) if it
-/// does not finish.
-fn finish(mut child: Child, limit: Duration) -> std::process::Output {
+/// Where [`start`] sends the stderr of `program`.
+fn err_file(sb: &Sandbox, program: &str) -> std::path::PathBuf {
+    sb.path(format!("{program}.err"))
+}
+
+/// Waits until `program` (started with [`start`]) says on stderr that it
+/// is paused, then a second more, in which it must do nothing.
+fn wait_paused(sb: &Sandbox, program: &str) {
+    let err = err_file(sb, program);
+    wait_until(
+        &format!("{program} to say it is paused"),
+        Duration::from_secs(60),
+        || {
+            fs::read_to_string(&err)
+                .unwrap_or_default()
+                .contains("paused:")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// Waits for `child` (`program`, started with [`start`]) at most `limit`;
+/// panics (after killing it) if it does not finish. Its stdout went to a
+/// file: the output's is empty.
+fn finish(sb: &Sandbox, program: &str, mut child: Child, limit: Duration) -> std::process::Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
@@ -38,7 +61,9 @@ fn finish(mut child: Child, limit: Duration) -> std::process::Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap()
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = fs::read(err_file(sb, program)).unwrap();
+    out
 }
 
 #[test]
@@ -70,14 +95,14 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
         &scan.stdout,
         &hashed_file,
     );
-    std::thread::sleep(Duration::from_secs(2));
+    wait_paused(&sb, "bk-hash");
     let so_far = parse_records(&fs::read(&hashed_file).unwrap());
     assert!(
         so_far.iter().all(|r| r["kind"] != "file"),
         "bk-hash hashed files while paused: {so_far:?}"
     );
     fs::remove_file(&pause).unwrap();
-    let out = finish(child, Duration::from_secs(30));
+    let out = finish(&sb, "bk-hash", child, Duration::from_secs(30));
     assert_ok(&out, "bk-hash after resuming");
     let err = stderr(&out);
     assert!(
@@ -106,10 +131,10 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
         .env("BK_PAUSE_FILE", &pause)
         .stdin(fs::File::open(&input_file).unwrap())
         .stdout(fs::File::create(&sealed_file).unwrap())
-        .stderr(Stdio::piped())
+        .stderr(fs::File::create(err_file(&sb, "bk-seal")).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_paused(&sb, "bk-seal");
     assert_eq!(
         files_under(&sb.repo.join("packs")),
         packs_before,
@@ -118,7 +143,7 @@ fn hash_and_seal_wait_while_the_pause_file_exists() {
     // Nothing but the begin record of its stream.
     assert_eq!(fs::read(&sealed_file).unwrap(), BEGIN);
     fs::remove_file(&pause).unwrap();
-    let out = finish(child, Duration::from_secs(30));
+    let out = finish(&sb, "bk-seal", child, Duration::from_secs(30));
     assert_ok(&out, "bk-seal after resuming");
     assert!(stderr(&out).contains("paused:"), "{}", describe(&out));
     assert_eq!(sb.blob_ids().len(), blobs_before + 5);
