@@ -28,6 +28,9 @@ _bk__index() {
             bk__index,prune)
                 cmd="bk__index__subcmd__prune"
                 ;;
+            bk__index,repair)
+                cmd="bk__index__subcmd__repair"
+                ;;
             bk__index,show)
                 cmd="bk__index__subcmd__show"
                 ;;
@@ -44,7 +47,7 @@ _bk__index() {
 
     case "${cmd}" in
         bk__index)
-            opts="-h -V --config --help --version write list show forget prune unlock certify"
+            opts="-h -V --config --help --version write list show forget prune repair unlock certify"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -279,6 +282,52 @@ _bk__index() {
                     return 0
                     ;;
                 --max-unused)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bk__subcmd__index__subcmd__repair)
+            opts="-k -n -h --repo --s3-endpoint --s3-region --s3-path-style --key --passphrase-file --dry-run --wait --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --passphrase-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -32,6 +32,7 @@ complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "list" -d 'List sn
 complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "show" -d 'Decrypt a snapshot back to records (NDJSON) or CSV'
 complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "forget" -d 'Remove snapshots by a retention policy (keep-last, daily, weekly…)'
 complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "prune" -d 'Delete or repack packs whose objects no snapshot references; report the bytes freed'
+complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "repair" -d 'Check every blob of the given packs; drop the damaged ones so the next backup stores them again'
 complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "unlock" -d 'Remove stale locks (of dead or silent processes), or every lock with --all'
 complete -c bk-index -n "__fish_bk_index_needs_command" -f -a "certify" -d 'Sign the repository\'s id key with your key, once, so that a machine with only your secret key can authenticate snapshots'
 complete -c bk-index -n "__fish_bk_index_using_subcommand write" -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
@@ -110,6 +111,16 @@ complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s n -l dry-run
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l json -d 'Also print a JSON summary on stdout'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -l verbose-plan -d 'Print the plan on stdout first: one JSON line per pack with how much of it is used and what prune does with it'
 complete -c bk-index -n "__fish_bk_index_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l s3-region -d 'S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -s k -l key -d 'Secret key file (armored or binary OpenPGP)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l passphrase-file -d 'File whose first line is the key\'s passphrase (else $BK_PASSPHRASE, else the terminal is asked)' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l wait -d 'If the repository is locked by a conflicting run, keep trying this long before giving up with exit status 11 (e.g. 30s, 10m, 2h)' -r
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l config -d 'TOML config file [default: $XDG_CONFIG_HOME/bk/config.toml]' -r -F
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -l s3-path-style -d 'Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (for MinIO and most self-hosted servers; automatic for an endpoint that is an IP address or localhost)'
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -s n -l dry-run -d 'Check and report, and change nothing'
+complete -c bk-index -n "__fish_bk_index_using_subcommand repair" -s h -l help -d 'Print help'
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l repo -d 'Repository: a directory, or s3://BUCKET/PREFIX in S3-compatible object storage (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-endpoint -d 'S3 endpoint URL for providers other than AWS (MinIO, Garage, Ceph, Backblaze, Wasabi…) [default: AWS_ENDPOINT_URL, else AWS]' -r
 complete -c bk-index -n "__fish_bk_index_using_subcommand unlock" -l s3-region -d 'S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r

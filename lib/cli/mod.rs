@@ -504,6 +504,9 @@ pub enum IndexCommand {
     /// Delete or repack packs whose objects no snapshot references; report the bytes freed
     #[command(after_help = PRUNE_HELP)]
     Prune(IndexPruneArgs),
+    /// Check every blob of the given packs; drop the damaged ones so the next backup stores them again
+    #[command(after_help = REPAIR_HELP)]
+    Repair(IndexRepairArgs),
     /// Remove stale locks (of dead or silent processes), or every lock with --all
     #[command(after_help = UNLOCK_HELP)]
     Unlock(IndexUnlockArgs),
@@ -566,6 +569,24 @@ file` later) are safe if the snapshot is written within half the default grace p
 Examples:
   bk-index prune --key secret.asc --dry-run --verbose-plan
   bk-index prune --key secret.asc --wait 2h --max-unused 5 --json";
+
+const REPAIR_HELP: &str = "\
+For packs whose blobs `bk-verify --read-data` reports damaged (\"decrypt\" or \"hash\" \
+problems; each problem names its pack). While a damaged copy of a blob is in the \
+repository, backups deduplicate against it and never store that content again. Repair \
+takes the exclusive lock, reads each given pack in full and decrypts every blob in it, \
+checking each against its id. A pack with damaged blobs has its sound blobs copied, still \
+encrypted, into new packs (made durable first) and is then deleted; a pack with none is \
+left alone. A read that fails (storage or network) stops repair before anything is \
+deleted. Afterwards the dropped blobs are missing: back up the same files again and they \
+are stored again under the same ids, which makes every snapshot that names them whole. \
+Prints one JSON line per pack on stdout: its blobs, the damaged ones and what was done.
+
+Examples:
+  bk-index show latest --key secret.asc | bk-verify --read-data --key secret.asc \\
+    | jq -r '.pack // empty' | sort -u > damaged-packs
+  xargs bk-index repair --key secret.asc --dry-run < damaged-packs
+  xargs bk-index repair --key secret.asc < damaged-packs";
 
 const UNLOCK_HELP: &str = "\
 A lock is stale when it has not been refreshed for 30 minutes, or when it was taken on \
@@ -685,6 +706,25 @@ pub struct IndexPruneArgs {
     /// much of it is used and what prune does with it
     #[arg(long)]
     pub verbose_plan: bool,
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `bk-index repair`.
+#[derive(Debug, Args)]
+pub struct IndexRepairArgs {
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Secret key: needed to decrypt and check the blobs
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+    /// The packs to check and repair: their ids (64 hex digits, as
+    /// bk-verify names them) or keys (packs/ab/<id>)
+    #[arg(value_name = "PACK", required = true)]
+    pub packs: Vec<String>,
+    /// Check and report, and change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArg,
 }

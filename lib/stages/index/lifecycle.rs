@@ -531,7 +531,7 @@ fn collect_references(
 
 /// The exclusive lock forget and prune hold while they delete, sealed
 /// with `lock_key`; a dry run, which deletes nothing, takes none.
-fn exclusive_lock(
+pub(crate) fn exclusive_lock(
     repo: &Repo,
     dry_run: bool,
     program: &str,

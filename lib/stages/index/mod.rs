@@ -4,6 +4,7 @@
 
 pub mod certify;
 pub mod lifecycle;
+pub mod repair;
 pub mod write;
 
 use std::fs;
@@ -30,6 +31,7 @@ pub fn run(cli: IndexCli) -> Result<i32> {
         IndexCommand::Show(args) => show(args),
         IndexCommand::Forget(args) => lifecycle::forget(args),
         IndexCommand::Prune(args) => lifecycle::prune(args),
+        IndexCommand::Repair(args) => repair::repair(args),
         IndexCommand::Unlock(args) => lifecycle::unlock(args),
         IndexCommand::Certify(args) => crate::stages::index::certify::run(args),
     }

@@ -11,7 +11,7 @@
 
 pub mod inventory;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Seek as _;
 use std::io::{self, BufReader};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use crate::crypto::SecretKeys;
 use crate::error::{exit, Error, Kind as ErrorKind, Outcome, Result};
 use crate::record::{self, Kind, Record};
 use crate::repo::blobs::Blobs;
-use crate::repo::id::ObjectId;
+use crate::repo::id::{ObjectId, PackId};
 use crate::repo::idkey::IdKey;
 use crate::repo::snapshots::decrypt_snapshot_and_root;
 use crate::repo::Repo;
@@ -263,6 +263,7 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
     let failed_ref = &snapshot_failed;
     let policy_ref = &trust;
     let mut mismatches = 0u64;
+    let mut damaged_packs: BTreeSet<String> = BTreeSet::new();
     let input = move || -> Box<dyn crate::stream::pipeline::Source<Checked>> {
         let records: Box<dyn crate::stream::pipeline::Source<Checked>> = if all_snapshots {
             Box::new(crate::stream::pipeline::Unbatched(
@@ -289,6 +290,9 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
                     mismatches += 1;
                 } else {
                     problems += 1;
+                }
+                if let Some(pack) = r["pack"].as_str() {
+                    damaged_packs.insert(pack.to_owned());
                 }
                 out.write_value(r).map_err(record::stdout_error)?;
             }
@@ -355,6 +359,12 @@ pub fn run(cli: VerifyCli) -> Result<i32> {
         summary += &format!(", {orphans} orphaned objects");
     }
     crate::say!("{summary}");
+    if !damaged_packs.is_empty() {
+        crate::say!(
+            "bk-verify: {} packs hold blobs that were found but could not be read back (each \"decrypt\" problem names its \"pack\"): if the cause is damage in storage, not a failed read, `bk-index repair --key SECRET PACK…` keeps their sound blobs and drops the damaged ones, and the next backup stores those again",
+            damaged_packs.len()
+        );
+    }
     if cli.orphans_fail && orphans > 0 {
         problems += orphans;
     }
@@ -486,9 +496,22 @@ impl Verifier {
             if let Some(s) = job.snapshot.as_deref() {
                 v["snapshot"] = s.into();
             }
+            if let Some(pack) = self.damaged_pack(&p) {
+                v["pack"] = pack.to_string().into();
+            }
             v
         }));
         results
+    }
+
+    /// The pack of a blob that was found but could not be read back (a
+    /// "decrypt" problem): what `bk-index repair` is given.
+    fn damaged_pack(&self, p: &Problem) -> Option<PackId> {
+        if p.problem != "decrypt" {
+            return None;
+        }
+        let id = ObjectId::parse(p.object.as_deref()?).ok()?;
+        Some(self.blobs.locate(&id).ok()??.pack)
     }
 
     fn check_file(&self, rec: &Record) -> Vec<Problem> {
