@@ -533,6 +533,20 @@ fn the_inventory_check_stays_quick_and_clear_on_hostile_input() {
             format!("{}\n", "x".repeat(1 << 20)).into_bytes(),
             "line 1: longer than",
         ),
+        (
+            "bad-id",
+            format!(
+                "{{\"pack\":\"../../x\",\"stored\":5,\"blake3\":\"{}\"}}\n",
+                "cd".repeat(32)
+            )
+            .into_bytes(),
+            "line 1: pack id",
+        ),
+        (
+            "bad-hash",
+            format!("{{\"pack\":\"{ghost}\",\"stored\":5,\"blake3\":\"cd\"}}\n").into_bytes(),
+            "line 1: no \"blake3\" of 64 hex digits",
+        ),
     ] {
         let (w, file) = inv(name, &lines);
         let out = w.run("bk-verify", &args!["--inventory"], b"");
@@ -563,5 +577,34 @@ fn the_inventory_check_stays_quick_and_clear_on_hostile_input() {
     assert!(
         kib < 64 << 10,
         "bk-verify took {kib} KiB for an endless line"
+    );
+
+    // 200,000 lines naming packs that do not exist (34 MB): each is
+    // reported, in about 120 bytes of memory per pack named (the text of
+    // ids, hashes and problems is not kept).
+    const GHOSTS: usize = 200_000;
+    let mut lines = Vec::with_capacity(GHOSTS * 170);
+    for i in 0..GHOSTS {
+        lines.extend_from_slice(
+            format!(
+                "{{\"pack\":\"{:064x}\",\"stored\":{i},\"blake3\":\"{}\"}}\n",
+                i + 1,
+                "ef".repeat(32)
+            )
+            .as_bytes(),
+        );
+    }
+    let (w, _) = inv("ghosts", &lines);
+    let (out, kib) = f.sb.run_measured(
+        "bk-verify",
+        &args!["--repo", &w.repo, "--inventory"],
+        b"",
+        QUICK,
+    );
+    assert_code(&out, FAULTS, "an inventory naming 200,000 missing packs");
+    assert_eq!(problems(&out).len(), GHOSTS, "{}", stderr(&out));
+    assert!(
+        kib < 48 << 10,
+        "bk-verify took {kib} KiB for {GHOSTS} inventory lines"
     );
 }

@@ -118,15 +118,16 @@ fn write_lines(repo: &Repo, text: &[u8]) -> Result<()> {
 /// The longest inventory line read (a line is about 170 bytes).
 const MAX_LINE: u64 = 4096;
 
-/// Every pack the inventory holds, by id.
-pub type Inventory = BTreeMap<String, Entry>;
+/// Every pack the inventory holds, by id: about 120 bytes of memory per
+/// pack it names (ids and hashes parsed, not kept as text).
+pub type Inventory = BTreeMap<PackId, Entry>;
 
 /// What the inventory says about one pack.
 #[derive(Debug, Clone)]
 pub struct Entry {
     stored: u64,
-    /// Hex BLAKE3 of the pack file.
-    blake3: String,
+    /// BLAKE3 of the pack file.
+    blake3: [u8; 32],
     /// Prune meant to delete it: its absence is no problem.
     removed: bool,
 }
@@ -179,19 +180,23 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
             }
             let v: Value = parsed.map_err(|e| bad(&e.to_string()))?;
             let id = v["pack"].as_str().ok_or_else(|| bad("no \"pack\""))?;
+            let id = PackId::parse(id).map_err(|e| bad(&e.to_string()))?;
             if v["removed"].as_bool() == Some(true) {
-                if let Some(e) = map.get_mut(id) {
+                if let Some(e) = map.get_mut(&id) {
                     e.removed = true;
                 }
                 continue;
             }
             let stored = v["stored"].as_u64().ok_or_else(|| bad("no \"stored\""))?;
-            let blake3 = v["blake3"].as_str().ok_or_else(|| bad("no \"blake3\""))?;
+            let blake3 = v["blake3"]
+                .as_str()
+                .and_then(|h| <[u8; 32]>::try_from(hex::decode(h).ok()?).ok())
+                .ok_or_else(|| bad("no \"blake3\" of 64 hex digits"))?;
             map.insert(
-                id.to_owned(),
+                id,
                 Entry {
                     stored,
-                    blake3: blake3.to_owned(),
+                    blake3,
                     removed: false,
                 },
             );
@@ -201,12 +206,12 @@ pub fn load(repo: &Repo) -> Result<Option<Inventory>> {
 }
 
 /// Every pack under `packs/`, as (id, stored size), sorted.
-pub fn pack_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
+pub fn pack_files(repo: &Repo) -> Result<Vec<(PackId, u64)>> {
     let mut out = Vec::new();
     repo.store()
         .walk("packs", &mut |rel, stat| {
             if let Some(id) = PackId::from_key(rel) {
-                out.push((id.to_string(), stat.size));
+                out.push((id, stat.size));
             }
         })
         .map_err(|e| repo.error("packs", &e))?;
@@ -218,15 +223,15 @@ pub fn pack_files(repo: &Repo) -> Result<Vec<(String, u64)>> {
 /// inventory entry whose pack file is not in `on_disk`.
 pub fn missing<'a>(
     inventory: &'a Inventory,
-    on_disk: &'a BTreeMap<&str, u64>,
+    on_disk: &'a [(PackId, u64)],
 ) -> impl Iterator<Item = Problem> + 'a {
     inventory
         .iter()
-        .filter(|(id, e)| !e.removed && !on_disk.contains_key(id.as_str()))
+        .filter(|(id, e)| !e.removed && on_disk.binary_search_by(|(p, _)| p.cmp(id)).is_err())
         .map(|(id, e)| {
             Problem::new(
                 ProblemKind::Missing,
-                id,
+                &id.to_string(),
                 format!(
                     "pack {id} is in the inventory ({} bytes) but not in the repository",
                     e.stored
@@ -285,11 +290,12 @@ impl Problem {
 /// is read than the inventory says it holds (and one byte).
 pub fn check_pack(
     repo: &Repo,
-    id: &str,
+    pack: &PackId,
     listed: u64,
     want: Option<&Entry>,
     bytes: &AtomicU64,
 ) -> Option<Problem> {
+    let id = &pack.to_string();
     let Some(want) = want else {
         return Some(Problem::new(ProblemKind::Uninventoried, id, format!("pack {id} is not in the inventory (its inventory line was lost, e.g. to a full disk while it was written); warning only")));
     };
@@ -306,9 +312,7 @@ pub fn check_pack(
     if listed != want.stored {
         return wrong_size(listed);
     }
-    let Ok(key) = PackId::parse(id).map(|id| id.key()) else {
-        return problem(ProblemKind::Missing, format!("pack {id}: not a pack id"));
-    };
+    let key = pack.key();
     let mut file = match repo.store().open(&key) {
         Ok(Some(f)) => f.take(want.stored.saturating_add(1)),
         Ok(None) => return problem(ProblemKind::Missing, format!("pack {id}: missing")),
@@ -348,13 +352,14 @@ pub fn check_pack(
     if n != want.stored {
         return wrong_size(n);
     }
-    let got = hasher.finalize().to_hex();
-    if got.as_str() != want.blake3 {
+    let got = hasher.finalize();
+    if *got.as_bytes() != want.blake3 {
         return problem(
             ProblemKind::Bitrot,
             format!(
-                "pack {id}: BLAKE3 {got} differs from the inventory's {} (corrupted in storage)",
-                want.blake3
+                "pack {id}: BLAKE3 {} differs from the inventory's {} (corrupted in storage)",
+                got.to_hex(),
+                hex::encode(want.blake3)
             ),
         );
     }

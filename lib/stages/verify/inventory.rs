@@ -2,19 +2,19 @@
 //! inventory on the stage workers, without any key (see
 //! [`crate::repo::inventory`] for what the inventory holds and why).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{exit, Error, Result};
 use crate::record;
+use crate::repo::id::PackId;
 use crate::repo::inventory::{self, Problem, ProblemKind};
 use crate::repo::Repo;
 use crate::stream::pipeline::{self, Job};
 
 /// One pack file to re-hash.
 struct PackFile<'a> {
-    id: &'a str,
+    id: &'a PackId,
     size: u64,
 }
 
@@ -28,7 +28,7 @@ impl Job for PackFile<'_> {
 /// batches fill up.
 struct Listed<I>(I);
 
-impl<'a, I: Iterator<Item = &'a (String, u64)>> Iterator for Listed<I> {
+impl<'a, I: Iterator<Item = &'a (PackId, u64)>> Iterator for Listed<I> {
     type Item = Result<PackFile<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -38,7 +38,7 @@ impl<'a, I: Iterator<Item = &'a (String, u64)>> Iterator for Listed<I> {
     }
 }
 
-impl<'a, I: Iterator<Item = &'a (String, u64)>> pipeline::Source<PackFile<'a>> for Listed<I> {
+impl<'a, I: Iterator<Item = &'a (PackId, u64)>> pipeline::Source<PackFile<'a>> for Listed<I> {
     fn next_ready(&self) -> bool {
         true
     }
@@ -60,8 +60,26 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
         .hint("new packs are inventoried from the next bk-seal on"));
     };
     let files = inventory::pack_files(repo)?;
-    let on_disk: BTreeMap<&str, u64> = files.iter().map(|(id, n)| (id.as_str(), *n)).collect();
-    let mut results: Vec<Problem> = inventory::missing(&inventory, &on_disk).collect();
+    let mut out = record::stdout_records();
+    let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
+    let mut report = |r: &Problem| -> Result<()> {
+        match r.problem {
+            ProblemKind::Uninventoried => warnings += 1,
+            _ => faults += 1,
+        }
+        if r.problem == ProblemKind::Unreadable {
+            unreadable += 1;
+            crate::say!("bk-verify: {}", r.detail);
+        }
+        let value =
+            serde_json::to_value(r).map_err(|e| record::stdout_error(io::Error::other(e)))?;
+        out.write_value(&value).map_err(record::stdout_error)
+    };
+    // Packs the inventory names and the listing does not, printed as they
+    // are found rather than gathered: an inventory may name any number.
+    for p in inventory::missing(&inventory, &files) {
+        report(&p)?;
+    }
     let bytes = AtomicU64::new(0);
     let mut found = Vec::new();
     pipeline::run(
@@ -85,21 +103,8 @@ pub fn run(repo: &Repo, jobs: usize) -> Result<i32> {
         },
     )?;
     found.sort_by(|a: &Problem, b: &Problem| a.pack.cmp(&b.pack));
-    results.extend(found);
-    let mut out = record::stdout_records();
-    let (mut faults, mut warnings, mut unreadable) = (0u64, 0u64, 0u64);
-    for r in &results {
-        match r.problem {
-            ProblemKind::Uninventoried => warnings += 1,
-            _ => faults += 1,
-        }
-        if r.problem == ProblemKind::Unreadable {
-            unreadable += 1;
-            crate::say!("bk-verify: {}", r.detail);
-        }
-        let value =
-            serde_json::to_value(r).map_err(|e| record::stdout_error(io::Error::other(e)))?;
-        out.write_value(&value).map_err(record::stdout_error)?;
+    for r in &found {
+        report(r)?;
     }
     out.flush().map_err(record::stdout_error)?;
     crate::say!(
