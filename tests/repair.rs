@@ -175,13 +175,24 @@ fn repair_leaves_a_sound_pack_alone_and_refuses_what_is_not_a_pack() {
     let out = repair(&sb, &["../../etc/passwd"]);
     assert_code(&out, 2, "bk-index repair with a bad pack id");
     assert!(stderr(&out).contains("etc/passwd"), "{}", describe(&out));
-    // A pack id no pack has: a repository error, nothing touched.
-    let out = repair(&sb, &[&"ab".repeat(32)]);
-    assert_code(&out, 5, "bk-index repair of an unknown pack");
-    assert!(
-        stderr(&out).contains(&"ab".repeat(32)),
-        "{}",
-        describe(&out)
-    );
+    // A pack id no pack has (repaired or pruned before): gone, nothing
+    // touched, the other packs given still checked.
+    let ghost = "ab".repeat(32);
+    let out = repair(&sb, &[&ghost, &rel]);
+    assert_ok(&out, "bk-index repair of a pack that is gone");
+    let reports = parse_records(&out.stdout);
+    assert_eq!(reports.len(), 2, "{}", describe(&out));
+    assert_eq!(reports[0]["pack"], ghost.as_str());
+    assert_eq!(reports[0]["action"], "gone");
+    assert_eq!(reports[1]["action"], "keep");
+    // A file under a pack's name that is no pack of this repository: a
+    // repository error naming it, nothing touched.
+    let stray = format!("packs/ab/{ghost}");
+    sb.write_repo_file(&stray, &pseudo_random(7, 5000));
+    let out = repair(&sb, &[&ghost]);
+    assert_code(&out, 5, "bk-index repair of a stray file");
+    assert!(stderr(&out).contains(&ghost), "{}", describe(&out));
+    assert_eq!(sb.read_repo_file(&stray), Some(pseudo_random(7, 5000)));
+    sb.remove_repo_file(&stray);
     assert_eq!(sb.pack_files(), files);
 }

@@ -571,14 +571,17 @@ Examples:
   bk-index prune --key secret.asc --wait 2h --max-unused 5 --json";
 
 const REPAIR_HELP: &str = "\
-For packs whose blobs `bk-verify --read-data` reports damaged (\"decrypt\" or \"hash\" \
-problems; each problem names its pack). While a damaged copy of a blob is in the \
+For packs whose blobs `bk-verify --read-data` reports damaged (\"decrypt\" problems, \
+each of which names its pack). While a damaged copy of a blob is in the \
 repository, backups deduplicate against it and never store that content again. Repair \
 takes the exclusive lock, reads each given pack in full and decrypts every blob in it, \
-checking each against its id. A pack with damaged blobs has its sound blobs copied, still \
-encrypted, into new packs (made durable first) and is then deleted; a pack with none is \
-left alone. A read that fails (storage or network) stops repair before anything is \
-deleted. Afterwards the dropped blobs are missing: back up the same files again and they \
+checking each against its id, and reads its header again. A pack with damaged blobs, or \
+whose header no longer verifies, has its sound blobs copied, still encrypted, into new \
+packs (made durable first) and is then deleted; a sound pack is left alone, and a pack \
+no longer in the repository is reported as gone. Nothing sound is dropped for what is \
+not damage: a read that fails (storage or network), a blob encrypted only to keys other \
+than --key, or a blob that checks otherwise when read a second time stops repair before \
+anything is deleted. Afterwards the dropped blobs are missing: back up the same files again and they \
 are stored again under the same ids, which makes every snapshot that names them whole. \
 Prints one JSON line per pack on stdout: its blobs, the damaged ones and what was done.
 

@@ -305,6 +305,30 @@ impl SecretKeys {
         super::unwrap_plaintext(msg, &corrupt)
     }
 
+    /// Whether one of the PKESK packets of `message` (a blob, read whole)
+    /// names one of these keys: then a key error on it means the packet
+    /// is damaged, not that the blob is encrypted to other keys only.
+    pub fn is_recipient_of(&self, message: &[u8]) -> bool {
+        let Ok((msg, _)) = Message::from_reader(message) else {
+            return false;
+        };
+        let Message::Encrypted { esk, .. } = &msg else {
+            return false;
+        };
+        esk.iter().any(|e| {
+            let Esk::PublicKeyEncryptedSessionKey(p) = e else {
+                return false;
+            };
+            self.keys().iter().any(|key| {
+                p.match_identity(key.primary_key.public_key())
+                    || key
+                        .secret_subkeys
+                        .iter()
+                        .any(|sub| p.match_identity(sub.key.public_key()))
+            })
+        })
+    }
+
     /// The session key of a message, from the first of its PKESK packets
     /// that one of these keys decrypts.
     fn session_key(&self, esk: &[Esk], what: &str) -> Result<PlainSessionKey> {

@@ -201,6 +201,18 @@ impl Blobs {
         Ok(digest)
     }
 
+    /// The OpenPGP message of blob `id`, read whole from its pack (the
+    /// pack keystream removed), not decrypted.
+    pub fn message(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        let loc = self.require(id, None)?;
+        let what = || blob_name(id, &loc);
+        let mut r = self.open_run(&loc.pack, loc.offset, loc.length, &what)?;
+        let mut message = Vec::new();
+        r.read_to_end(&mut message)
+            .map_err(|e| Error::repo(format!("{}: {}", what(), io_cause(&e))))?;
+        Ok(message)
+    }
+
     /// Public-key operations made so far to read blobs: one per pack
     /// whose blobs were read, however many of them.
     pub fn public_key_operations(&self) -> u64 {

@@ -3,28 +3,36 @@
 //! A blob is found by id, so while a damaged copy stays in the index every
 //! backup deduplicates against it and the content is never stored again.
 //! Repair decrypts every blob of the packs it is given and checks each
-//! against its id; a pack with damaged blobs has its sound ones copied (as
-//! ciphertext, under a new pack keystream) into new packs, made durable,
-//! and is then deleted. The damaged blobs are then simply missing: the
-//! next backup of the same files stores them again, under the same ids,
-//! and every older snapshot that names them is whole again.
+//! against its id, and reads each pack's header again; a pack with damaged
+//! blobs, or whose header no longer verifies, has its sound blobs copied
+//! (as ciphertext, under a new pack keystream) into new packs, made
+//! durable, and is then deleted. The damaged blobs are then simply
+//! missing: the next backup of the same files stores them again, under the
+//! same ids, and every older snapshot that names them is whole again.
 //!
-//! A blob is called damaged only after its bytes were read in full: a read
-//! that fails (a storage or network error) stops repair before anything is
-//! deleted, so a passing fault never drops a sound blob.
+//! Nothing sound is dropped for a fault that is not damage:
+//! - a blob is judged only after its bytes were read in full: a read that
+//!   fails (a storage or network error) stops repair before anything is
+//!   deleted;
+//! - a blob the key cannot open is damaged only if one of its PKESK
+//!   packets names that key; one encrypted to other keys only stops repair;
+//! - every blob is read and checked twice, and one that checks otherwise
+//!   the second time (storage that returns unstable bytes) stops repair.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
 use crate::cli::IndexRepairArgs;
 use crate::crypto::SecretKeys;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::record;
 use crate::repo::authkey::AuthKeys;
 use crate::repo::blobs::Blobs;
 use crate::repo::id::{ObjectId, PackId};
 use crate::repo::index::Location;
+use crate::repo::pack::{self, HeaderError};
 use crate::repo::packer::{Packer, DEFAULT_PACK_SIZE};
 use crate::stages::index::lifecycle::exclusive_lock;
 
@@ -34,12 +42,14 @@ const PROGRAM: &str = "bk-index repair";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum Action {
-    /// Every blob is sound: left as it is.
+    /// Every blob and the header are sound: left as it is.
     Keep,
     /// Its sound blobs are copied into new packs, then it is deleted.
     Rewrite,
     /// No blob in it is sound: deleted.
     Delete,
+    /// Not in the repository any more (repaired or pruned before).
+    Gone,
 }
 
 /// One damaged blob.
@@ -56,14 +66,25 @@ struct PackReport {
     blobs: u64,
     sound: u64,
     damaged: Vec<Damaged>,
+    /// What is wrong with its header, if it no longer verifies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
     action: Action,
     dry_run: bool,
 }
 
-/// A pack's blobs as the local index lists them, in offset order.
+/// A pack's blobs as the local index lists them, in offset order, and its
+/// stored size.
 struct Listed {
     pack: PackId,
+    size: u64,
     blobs: Vec<(ObjectId, Location)>,
+}
+
+/// What one read of a blob says of it.
+enum Verdict {
+    Sound,
+    Damaged(Error),
 }
 
 /// `bk-index repair`.
@@ -80,18 +101,39 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
         &AuthKeys::derive(&id_key, repo.id()).lock_key(),
     )?;
     let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
-    let listed = list_blobs(&blobs, &packs)?;
+    let (listed, gone) = list_blobs(&blobs, &packs)?;
+    let mut reports: Vec<PackReport> = gone
+        .iter()
+        .map(|pack| {
+            crate::say!(
+                "{PROGRAM}: pack {pack} is not in the repository any more (repaired or pruned before): nothing to do"
+            );
+            PackReport {
+                pack: pack.to_string(),
+                blobs: 0,
+                sound: 0,
+                damaged: Vec::new(),
+                header: None,
+                action: Action::Gone,
+                dry_run: args.dry_run,
+            }
+        })
+        .collect();
 
-    // 1. Check every blob; nothing is written yet.
-    let mut reports = Vec::new();
-    let mut sound: Vec<Vec<bool>> = Vec::new();
+    // 1. Check every header and blob; nothing is written yet.
+    let mut verdicts: Vec<Vec<bool>> = Vec::new();
+    let first_listed = reports.len();
     for l in &listed {
+        let header = check_header(&blobs, l)?;
+        if let Some(why) = &header {
+            crate::say!("{PROGRAM}: pack {}: {why}", l.pack);
+        }
         let mut flags = Vec::with_capacity(l.blobs.len());
         let mut damaged = Vec::new();
         read_blobs(&blobs, l, |id, loc, message| {
-            match check(&blobs, &key, id, loc, &message) {
-                Ok(()) => flags.push(true),
-                Err(e) => {
+            match judge(&blobs, &key, id, loc, &message)? {
+                Verdict::Sound => flags.push(true),
+                Verdict::Damaged(e) => {
                     crate::say!("{PROGRAM}: {e}");
                     flags.push(false);
                     damaged.push(Damaged {
@@ -103,7 +145,7 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
             Ok(())
         })?;
         let good = flags.iter().filter(|&&s| s).count() as u64;
-        let action = if damaged.is_empty() {
+        let action = if damaged.is_empty() && header.is_none() {
             Action::Keep
         } else if good == 0 {
             Action::Delete
@@ -115,39 +157,46 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
             blobs: l.blobs.len() as u64,
             sound: good,
             damaged,
+            header,
             action,
             dry_run: args.dry_run,
         });
-        sound.push(flags);
+        verdicts.push(flags);
     }
+    let checked_reports = &reports[first_listed..];
 
-    // 2. Copy the sound blobs of packs to rewrite, checked again as they
-    // are copied (the bytes copied are the bytes checked), into packs made
-    // durable before any pack is deleted.
+    // 2. Read every pack to change again: each blob must check as it did
+    // (the bytes copied are the bytes checked); the sound ones are copied
+    // into packs made durable before any pack is deleted.
     let mut written = Vec::new();
     let mut copied = 0u64;
-    if !args.dry_run && reports.iter().any(|r| r.action == Action::Rewrite) {
+    let changing = |r: &PackReport| matches!(r.action, Action::Rewrite | Action::Delete);
+    if !args.dry_run && checked_reports.iter().any(changing) {
         let copier = Packer::copier(&repo, blobs.pack_keys(), DEFAULT_PACK_SIZE);
-        for ((l, r), flags) in listed.iter().zip(&reports).zip(&sound) {
-            if r.action != Action::Rewrite {
+        for ((l, r), flags) in listed.iter().zip(checked_reports).zip(&verdicts) {
+            if !changing(r) {
                 continue;
             }
             let mut n = 0;
             read_blobs(&blobs, l, |id, loc, message| {
-                let keep = flags[n];
+                let was_sound = flags[n];
                 n += 1;
-                if !keep {
-                    return Ok(());
-                }
-                check(&blobs, &key, id, loc, &message).map_err(|e| {
-                    e.context(format!(
-                        "{PROGRAM} stopped, nothing deleted: the blob was sound when first read"
+                let sound = matches!(judge(&blobs, &key, id, loc, &message)?, Verdict::Sound);
+                if sound != was_sound {
+                    return Err(Error::repo(format!(
+                        "blob {id} (pack {}) checked {} the first time and {} the second: the storage returns unstable bytes ({PROGRAM} stopped, nothing deleted)",
+                        l.pack,
+                        if was_sound { "sound" } else { "damaged" },
+                        if sound { "sound" } else { "damaged" },
                     ))
-                })?;
-                copier
-                    .store_raw(*id, loc.size, message)
-                    .map_err(|e| e.into_error().context(format!("{PROGRAM}, copying a blob")))?;
-                copied += 1;
+                    .hint("run bk-index repair again later, or check the storage"));
+                }
+                if sound {
+                    copier.store_raw(*id, loc.size, message).map_err(|e| {
+                        e.into_error().context(format!("{PROGRAM}, copying a blob"))
+                    })?;
+                    copied += 1;
+                }
                 Ok(())
             })?;
         }
@@ -160,8 +209,8 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
     } else {
         listed
             .iter()
-            .zip(&reports)
-            .filter(|(_, r)| r.action != Action::Keep)
+            .zip(checked_reports)
+            .filter(|(_, r)| changing(r))
             .map(|(l, _)| l.pack)
             .collect()
     };
@@ -186,23 +235,23 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
             .map_err(record::stdout_error)?;
     }
     out.flush().map_err(record::stdout_error)?;
-    let damaged: usize = reports.iter().map(|r| r.damaged.len()).sum();
-    let checked: u64 = reports.iter().map(|r| r.blobs).sum();
-    if damaged == 0 {
+    let damaged: usize = checked_reports.iter().map(|r| r.damaged.len()).sum();
+    let checked: u64 = checked_reports.iter().map(|r| r.blobs).sum();
+    let to_change = checked_reports.iter().filter(|r| changing(r)).count();
+    if to_change == 0 {
         crate::say!(
             "{PROGRAM}: {checked} blobs in {} packs checked, none damaged: nothing to do",
-            reports.len()
+            listed.len()
         );
     } else if args.dry_run {
         crate::say!(
-            "{PROGRAM}: {checked} blobs in {} packs checked, {damaged} damaged; would delete {} packs, copying their sound blobs into new packs first (dry run: nothing changed)",
-            reports.len(),
-            reports.iter().filter(|r| r.action != Action::Keep).count()
+            "{PROGRAM}: {checked} blobs in {} packs checked, {damaged} damaged; would delete {to_change} packs, copying their sound blobs into new packs first (dry run: nothing changed)",
+            listed.len()
         );
     } else {
         crate::say!(
             "{PROGRAM}: {checked} blobs in {} packs checked; dropped {damaged} damaged blobs, copied {copied} sound ones into {} new packs, deleted {} packs. Back up the same files again to store the dropped blobs again (every snapshot that names them is then whole), then run `bk-verify --read-data`",
-            reports.len(),
+            listed.len(),
             written.len(),
             doomed.len()
         );
@@ -230,35 +279,67 @@ fn parse_packs(given: &[String]) -> Result<Vec<PackId>> {
     Ok(packs)
 }
 
-/// The blobs the local index lists in each pack; a pack it lists none in
-/// stops repair before anything is read.
-fn list_blobs(blobs: &Blobs, packs: &[PackId]) -> Result<Vec<Listed>> {
-    let mut listed: Vec<Listed> = packs
+/// The blobs the local index lists in each pack, and the packs that are
+/// gone from the repository. A pack that is stored but of which the index
+/// lists nothing stops repair before anything is read.
+fn list_blobs(blobs: &Blobs, packs: &[PackId]) -> Result<(Vec<Listed>, Vec<PackId>)> {
+    let sizes: HashMap<PackId, u64> = blobs
+        .index()
+        .packs()
         .iter()
-        .map(|&pack| Listed {
-            pack,
-            blobs: Vec::new(),
-        })
+        .map(|p| (p.id, p.size))
         .collect();
+    let mut listed = Vec::new();
+    let mut gone = Vec::new();
+    let mut at: HashMap<PackId, usize> = HashMap::new();
+    for &pack in packs {
+        if let Some(&size) = sizes.get(&pack) {
+            at.insert(pack, listed.len());
+            listed.push(Listed {
+                pack,
+                size,
+                blobs: Vec::new(),
+            });
+            continue;
+        }
+        let repo = blobs.repo();
+        let key = pack.key();
+        match repo.store().stat(&key) {
+            Ok(None) => gone.push(pack),
+            Ok(Some(_)) => {
+                return Err(Error::repo(format!(
+                    "pack {pack} is stored, but this host's index of the repository lists no blob in it (its header cannot be read, or it is not a pack of this repository): nothing repaired"
+                ))
+                .hint("`bk-verify --inventory` tells whether it is whole; a pack whose header is damaged holds nothing any host can find"))
+            }
+            Err(e) => return Err(repo.error(&key, &e).context(PROGRAM)),
+        }
+    }
     blobs
         .index()
         .for_each(&mut |id, loc| {
-            if let Some(l) = listed.iter_mut().find(|l| l.pack == loc.pack) {
-                l.blobs.push((id, loc));
+            if let Some(&n) = at.get(&loc.pack) {
+                listed[n].blobs.push((id, loc));
             }
         })
         .map_err(|e| Error::io(&crate::repo::index::cache_dir(blobs.repo().id()), e))?;
     for l in &mut listed {
-        if l.blobs.is_empty() {
-            return Err(Error::repo(format!(
-                "pack {} holds no blob this repository's index knows of (it is not stored, not a pack of this repository, or its header cannot be read): nothing repaired",
-                l.pack
-            ))
-            .hint("`bk-verify --inventory` tells which packs are stored and whole"));
-        }
         l.blobs.sort_by_key(|(_, loc)| loc.offset);
     }
-    Ok(listed)
+    Ok((listed, gone))
+}
+
+/// Reads the header of a listed pack again: `None` if it verifies, what is
+/// wrong with it if it does not. A read that fails stops repair.
+fn check_header(blobs: &Blobs, l: &Listed) -> Result<Option<String>> {
+    let repo = blobs.repo();
+    match pack::read_header(repo.store(), &l.pack, l.size, blobs.pack_keys()) {
+        Ok(_) => Ok(None),
+        Err(HeaderError::Invalid(why)) => Ok(Some(format!("its header does not verify: {why}"))),
+        Err(HeaderError::Io(e)) => Err(repo
+            .error(&l.pack.key(), &e)
+            .context(format!("{PROGRAM} stopped, nothing deleted"))),
+    }
 }
 
 /// Reads each blob of `l` in full (one ranged read for the pack, the pack
@@ -310,16 +391,21 @@ fn read_blobs(
     Ok(())
 }
 
-/// Whether one blob, read in full, decrypts and is the content its id
-/// names.
-fn check(
+/// What one blob, read in full, is: sound (it decrypts and is the content
+/// its id names) or damaged. A key error on a blob none of whose PKESK
+/// packets names the key is no damage: it stops repair.
+fn judge(
     blobs: &Blobs,
     key: &SecretKeys,
     id: &ObjectId,
     loc: &Location,
     message: &[u8],
-) -> Result<()> {
-    blobs
-        .decrypt_from(message, id, loc, key, &mut io::sink(), "(check)")
-        .map(|_| ())
+) -> Result<Verdict> {
+    match blobs.decrypt_from(message, id, loc, key, &mut io::sink(), "(check)") {
+        Ok(_) => Ok(Verdict::Sound),
+        Err(e) if e.kind() == Kind::Key && !key.is_recipient_of(message) => Err(e
+            .context(format!("{PROGRAM} stopped, nothing deleted"))
+            .hint("give --key a secret key every blob of the pack is encrypted to (bk-seal's -r)")),
+        Err(e) => Ok(Verdict::Damaged(e)),
+    }
 }

@@ -504,6 +504,22 @@ impl Verifier {
         results
     }
 
+    /// The problem of blob `id`, which could not be read back for `e`:
+    /// `key` when the secret key cannot open it because none of its PKESK
+    /// packets names that key (encrypted to other keys only: no damage),
+    /// `decrypt` otherwise.
+    fn unreadable(&self, key: &SecretKeys, id: &str, e: Error) -> Problem {
+        let other_keys = e.kind() == ErrorKind::Key
+            && ObjectId::parse(id)
+                .and_then(|oid| self.blobs.message(&oid))
+                .is_ok_and(|m| !key.is_recipient_of(&m));
+        Problem {
+            problem: if other_keys { "key" } else { "decrypt" },
+            object: Some(id.to_owned()),
+            detail: e.to_string(),
+        }
+    }
+
     /// The pack of a blob that was found but could not be read back (a
     /// "decrypt" problem): what `bk-index repair` is given.
     fn damaged_pack(&self, p: &Problem) -> Option<PackId> {
@@ -580,11 +596,7 @@ impl Verifier {
         let decrypted =
             ObjectId::parse(id).and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
         let problem = match decrypted {
-            Err(e) => Some(Problem {
-                problem: "decrypt",
-                object: Some(id.to_owned()),
-                detail: e.to_string(),
-            }),
+            Err(e) => Some(self.unreadable(key, id, e)),
             Ok(_) => {
                 let digest = hex::encode(sink.hasher.finalize());
                 let matches = id_key
@@ -666,11 +678,7 @@ impl Verifier {
             let decrypted =
                 ObjectId::parse(id).and_then(|oid| self.blobs.read(&oid, key, &mut sink, "(hash)"));
             if let Err(e) = decrypted {
-                problem = Some(Problem {
-                    problem: "decrypt",
-                    object: Some((*id).to_owned()),
-                    detail: e.to_string(),
-                });
+                problem = Some(self.unreadable(key, id, e));
                 break;
             }
         }
