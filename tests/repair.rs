@@ -101,6 +101,40 @@ fn content_ids(shown: &[u8]) -> BTreeSet<String> {
         .collect()
 }
 
+/// A tree of six random files (seeded by `seed`), backed up, and the
+/// first content blob of its snapshot: what a test damages.
+struct Backed {
+    tree: PathBuf,
+    first: String,
+    shown: Vec<u8>,
+    victim: String,
+    at: BlobAt,
+}
+
+fn backed(sb: &Sandbox, seed: u64) -> Backed {
+    let tree = random_tree(sb, "tree", 6, 30_000, seed);
+    let first = sb.backup(&tree).snapshot;
+    let shown = sb.show_latest();
+    let victim = content_ids(&shown).into_iter().next().unwrap();
+    let at = sb.blob_at(&victim);
+    Backed {
+        tree,
+        first,
+        shown,
+        victim,
+        at,
+    }
+}
+
+/// Backs `tree` up again; that snapshot and `first` must then verify
+/// with `--read-data`.
+#[track_caller]
+fn assert_whole_after_a_backup(sb: &Sandbox, tree: &Path, first: &str) {
+    let last = sb.backup(tree).snapshot;
+    assert_verifies(sb, first);
+    assert_verifies(sb, &last);
+}
+
 /// `bk-verify --read-data` of `shown` on another host: a cache of its
 /// own, empty at first (`cache` names it in the sandbox); panics unless it
 /// is clean.
@@ -394,9 +428,7 @@ fn several_packs_and_the_same_pack_twice(sb: Sandbox) {
         assert!(after.contains(id), "sound blob {id} lost");
     }
     assert!(!after.contains(&a) && !after.contains(&b));
-    let last = sb.backup(&tree).snapshot;
-    assert_verifies(&sb, &first);
-    assert_verifies(&sb, &last);
+    assert_whole_after_a_backup(&sb, &tree, &first);
     assert_restores(&sb, &first, &tree);
 }
 
@@ -442,9 +474,7 @@ fn a_second_run_given_packs_already_repaired_finishes_the_others() {
         sb.read_repo_file(&pb).is_none(),
         "the damaged pack still given was not repaired"
     );
-    let last = sb.backup(&tree).snapshot;
-    assert_verifies(&sb, &first);
-    assert_verifies(&sb, &last);
+    assert_whole_after_a_backup(&sb, &tree, &first);
 }
 
 // ---------------------------------------------------------------------------
@@ -457,11 +487,13 @@ fn a_second_run_given_packs_already_repaired_finishes_the_others() {
 #[test]
 fn a_damaged_blob_with_a_sound_copy_elsewhere() {
     let sb = Sandbox::new();
-    let tree = random_tree(&sb, "tree", 6, 30_000, 300);
-    let first = sb.backup(&tree).snapshot;
-    let shown = sb.show_latest();
-    let victim = content_ids(&shown).into_iter().next().unwrap();
-    let at = sb.blob_at(&victim);
+    let Backed {
+        tree,
+        first,
+        shown,
+        victim,
+        at,
+    } = backed(&sb, 300);
     let message = sb.blob_message(&victim);
     let copy = sb.write_pack(&[(&victim, at.size, &message)]);
     let copy_bytes = sb.read_repo_file(&copy).unwrap();
@@ -565,11 +597,13 @@ fn an_incremental_backup_after_repair_stores_the_dropped_content_again() {
 #[test]
 fn repair_during_a_backup_waits_or_refuses() {
     let sb = Sandbox::new();
-    let tree = random_tree(&sb, "tree", 6, 30_000, 40);
-    let first = sb.backup(&tree).snapshot;
-    let shown = sb.show_latest();
-    let victim = content_ids(&shown).into_iter().next().unwrap();
-    let at = sb.blob_at(&victim);
+    let Backed {
+        tree,
+        first,
+        shown: _,
+        victim,
+        at,
+    } = backed(&sb, 40);
     sb.corrupt_blob(&victim);
     let before = sb.pack_files();
 
@@ -613,9 +647,7 @@ fn repair_during_a_backup_waits_or_refuses() {
     let out = waiting.wait_with_output().unwrap();
     assert_ok(&out, "repair --wait");
     assert!(sb.read_repo_file(&at.pack).is_none());
-    let last = sb.backup(&tree).snapshot;
-    assert_verifies(&sb, &first);
-    assert_verifies(&sb, &last);
+    assert_whole_after_a_backup(&sb, &tree, &first);
 }
 
 // ---------------------------------------------------------------------------
@@ -668,11 +700,13 @@ fn the_other_hosts_index_learns_of_the_repair() {
 #[test]
 fn a_pack_cut_short() {
     let sb = Sandbox::new();
-    let tree = random_tree(&sb, "tree", 6, 30_000, 5000);
-    let first = sb.backup(&tree).snapshot;
-    let shown = sb.show_latest();
-    let victim = content_ids(&shown).into_iter().next().unwrap();
-    let at = sb.blob_at(&victim);
+    let Backed {
+        tree,
+        first,
+        shown,
+        victim: _,
+        at,
+    } = backed(&sb, 5000);
     let size = sb.read_repo_file(&at.pack).unwrap().len() as u64;
     sb.truncate_repo_file(&at.pack, size - 1000);
     let out = read_data(&sb, &shown);
@@ -683,9 +717,7 @@ fn a_pack_cut_short() {
     assert_code(&out, 5, "repair of a cut pack");
     assert!(stderr(&out).contains("header"), "{}", describe(&out));
     assert!(sb.read_repo_file(&at.pack).is_some());
-    let last = sb.backup(&tree).snapshot;
-    assert_verifies(&sb, &first);
-    assert_verifies(&sb, &last);
+    assert_whole_after_a_backup(&sb, &tree, &first);
 }
 
 /// A pack whose header (at its end) is damaged in place, its size kept.
@@ -696,11 +728,13 @@ fn a_pack_cut_short() {
 #[test]
 fn a_pack_whose_header_is_damaged_in_place_is_not_called_sound() {
     let sb = Sandbox::new();
-    let tree = random_tree(&sb, "tree", 6, 30_000, 6000);
-    let first = sb.backup(&tree).snapshot;
-    let shown = sb.show_latest();
-    let victim = content_ids(&shown).into_iter().next().unwrap();
-    let at = sb.blob_at(&victim);
+    let Backed {
+        tree: _,
+        first,
+        shown,
+        victim: _,
+        at,
+    } = backed(&sb, 6000);
     let size = sb.read_repo_file(&at.pack).unwrap().len() as u64;
     // A byte of the header (just before the 88-byte footer).
     sb.flip_repo_byte(&at.pack, size - 88 - 10, 0x20);
