@@ -205,12 +205,59 @@ impl Blobs {
     /// pack keystream removed), not decrypted.
     pub fn message(&self, id: &ObjectId) -> Result<Vec<u8>> {
         let loc = self.require(id, None)?;
-        let what = || blob_name(id, &loc);
-        let mut r = self.open_run(&loc.pack, loc.offset, loc.length, &what)?;
         let mut message = Vec::new();
-        r.read_to_end(&mut message)
-            .map_err(|e| Error::repo(format!("{}: {}", what(), io_cause(&e))))?;
+        self.read_run(&[(*id, loc)], |_, _, m| {
+            message = m;
+            Ok(())
+        })?;
         Ok(message)
+    }
+
+    /// Reads the blobs of `run` (all in one pack, in offset order) with one
+    /// ranged read from the first to the last, the pack keystream removed,
+    /// and hands each blob's whole OpenPGP message to `f`, not decrypted; a
+    /// blob that starts inside the one before it is skipped. A read that
+    /// fails, or a pack shorter than the run, is an error naming the pack,
+    /// before `f` sees that blob: it says nothing of the blob itself.
+    pub fn read_run(
+        &self,
+        run: &[(ObjectId, Location)],
+        mut f: impl FnMut(&ObjectId, &Location, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let Some((_, first)) = run.first() else {
+            return Ok(());
+        };
+        let (pack, start) = (first.pack, first.offset);
+        let end = run
+            .iter()
+            .map(|(_, l)| l.offset + l.length)
+            .max()
+            .unwrap_or(start);
+        let store = self.repo.store();
+        let key = pack.key();
+        let fail = |why: String| Error::repo(format!("pack {}: {why}", store.describe(&key)));
+        let mut r = pack::open_range(store, &pack, &self.keys, start, end - start)
+            .map_err(|e| fail(io_cause(&e)))?
+            .ok_or_else(|| fail("missing from the repository".into()))?;
+        let mut at = start;
+        for (id, loc) in run {
+            if loc.offset < at {
+                continue;
+            }
+            io::copy(&mut (&mut r).take(loc.offset - at), &mut io::sink())
+                .map_err(|e| fail(io_cause(&e)))?;
+            let mut message = Vec::with_capacity(loc.length.min(64 << 20) as usize);
+            (&mut r)
+                .take(loc.length)
+                .read_to_end(&mut message)
+                .map_err(|e| fail(io_cause(&e)))?;
+            if message.len() as u64 != loc.length {
+                return Err(fail("shorter than its header says".into()));
+            }
+            at = loc.offset + loc.length;
+            f(id, loc, message)?;
+        }
+        Ok(())
     }
 
     /// Public-key operations made so far to read blobs: one per pack

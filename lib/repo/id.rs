@@ -109,6 +109,15 @@ impl std::fmt::Debug for ObjectId {
     }
 }
 
+/// Serializes an id (or anything shown as text) as its text: for serde's
+/// `serialize_with` on fields of reports printed as JSON.
+pub fn as_text<S: serde::Serializer, T: std::fmt::Display>(
+    v: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ pub enum Action {
 #[derive(Debug, Clone, Serialize)]
 pub struct PackUse {
     /// The pack.
-    #[serde(serialize_with = "ser_display")]
+    #[serde(serialize_with = "crate::repo::id::as_text")]
     pub pack: PackId,
     /// Its stored size.
     pub size: u64,
@@ -53,10 +53,6 @@ pub struct PackUse {
     pub age_seconds: u64,
     /// What prune does with it.
     pub action: Action,
-}
-
-fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 /// The whole plan.

@@ -363,11 +363,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
         report.bytes_freed = (report.bytes_freed + copied).saturating_sub(written);
     }
     report.packs_written = new_packs.len() as u64;
-    // 4. Delete what the plan says. The inventory hears of the removals
-    // first: a prune killed among its deletions then leaves packs the
-    // inventory calls removed, which the next prune deletes again, never
-    // packs it lists that are gone, which `bk-verify --inventory` would
-    // report as lost for good.
+    // 4. Delete what the plan says (the inventory told first).
     let doomed: Vec<PackId> = if args.dry_run {
         Vec::new()
     } else {
@@ -376,13 +372,7 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
             .map(|p| p.pack)
             .collect()
     };
-    crate::repo::inventory::append_removed_packs(&repo, &doomed)?;
-    for pack in &doomed {
-        let key = pack.key();
-        store
-            .delete(&key)
-            .map_err(|e| repo.error(&key, &e).context("bk-index prune"))?;
-    }
+    delete_packs(&repo, &doomed, "bk-index prune")?;
     // 5. Temporary files of interrupted writes.
     let leftovers = |dir: &str| store.leftovers(dir).map_err(|e| repo.error(dir, &e));
     let mut tmp_dirs = vec!["snapshots".to_owned()];
@@ -454,52 +444,15 @@ pub fn prune(args: IndexPruneArgs) -> Result<i32> {
 /// last, the blobs between skipped; nothing is decrypted but the pack
 /// keystream.
 fn copy_blobs(blobs: &Blobs, copier: &Packer, copies: &[(ObjectId, Location)]) -> Result<()> {
-    use std::io::Read;
-    let repo = blobs.repo();
-    for group in copies.chunk_by(|a, b| a.1.pack == b.1.pack) {
-        let pack = group[0].1.pack;
-        let start = group[0].1.offset;
-        let end = group
-            .iter()
-            .map(|(_, l)| l.offset + l.length)
-            .max()
-            .unwrap_or(start);
-        let what = format!("pack {}", repo.store().describe(&pack.key()));
-        let mut r = crate::repo::pack::open_range(
-            repo.store(),
-            &pack,
-            blobs.pack_keys(),
-            start,
-            end - start,
-        )
-        .map_err(|e| repo.error(&pack.key(), &e))?
-        .ok_or_else(|| {
-            Error::repo(format!(
-                "{what}: missing (bk-index prune stopped, nothing deleted)"
-            ))
-        })?;
-        let mut at = start;
-        for (id, loc) in group {
-            if loc.offset < at {
-                continue;
-            }
-            io::copy(&mut (&mut r).take(loc.offset - at), &mut io::sink())
-                .map_err(|e| repo.error(&pack.key(), &e))?;
-            let mut message = Vec::with_capacity(loc.length as usize);
-            (&mut r)
-                .take(loc.length)
-                .read_to_end(&mut message)
-                .map_err(|e| repo.error(&pack.key(), &e))?;
-            if message.len() as u64 != loc.length {
-                return Err(Error::repo(format!(
-                    "{what}: shorter than its header says (bk-index prune stopped, nothing deleted)"
-                )));
-            }
-            at = loc.offset + loc.length;
-            copier
-                .store_raw(*id, loc.size, message)
-                .map_err(|e| e.into_error().context("bk-index prune, copying a blob"))?;
-        }
+    for run in copies.chunk_by(|a, b| a.1.pack == b.1.pack) {
+        blobs
+            .read_run(run, |id, loc, message| {
+                copier
+                    .store_raw(*id, loc.size, message)
+                    .map_err(|e| e.into_error().context("bk-index prune, copying a blob"))?;
+                Ok(())
+            })
+            .map_err(|e| e.context("bk-index prune stopped, nothing deleted"))?;
     }
     Ok(())
 }
@@ -525,6 +478,21 @@ fn collect_references(
             let id = ObjectId::parse(&obj.id).map_err(|e| e.context(format!("snapshot {name}")))?;
             set.insert(id);
         }
+    }
+    Ok(())
+}
+
+/// Deletes `packs`, the inventory told first: a run killed among its
+/// deletions then leaves packs the inventory calls removed, which the
+/// next prune deletes again, never packs it lists that are gone, which
+/// `bk-verify --inventory` would report as lost for good.
+pub(crate) fn delete_packs(repo: &Repo, packs: &[PackId], program: &str) -> Result<()> {
+    crate::repo::inventory::append_removed_packs(repo, packs)?;
+    for pack in packs {
+        let key = pack.key();
+        repo.store()
+            .delete(&key)
+            .map_err(|e| repo.error(&key, &e).context(program))?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@
 //!   the second time (storage that returns unstable bytes) stops repair.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
@@ -34,7 +34,7 @@ use crate::repo::id::{ObjectId, PackId};
 use crate::repo::index::Location;
 use crate::repo::pack::{self, HeaderError};
 use crate::repo::packer::{Packer, DEFAULT_PACK_SIZE};
-use crate::stages::index::lifecycle::exclusive_lock;
+use crate::stages::index::lifecycle::{delete_packs, exclusive_lock};
 
 const PROGRAM: &str = "bk-index repair";
 
@@ -55,7 +55,8 @@ enum Action {
 /// One damaged blob.
 #[derive(Debug, Serialize)]
 struct Damaged {
-    blob: String,
+    #[serde(serialize_with = "crate::repo::id::as_text")]
+    blob: ObjectId,
     detail: String,
 }
 
@@ -102,7 +103,7 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
     )?;
     let (blobs, _) = Blobs::open(&repo, &id_key, &[])?;
     let (listed, gone) = list_blobs(&blobs, &packs)?;
-    let mut reports: Vec<PackReport> = gone
+    let gone: Vec<PackReport> = gone
         .iter()
         .map(|pack| {
             crate::say!(
@@ -121,49 +122,41 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
         .collect();
 
     // 1. Check every header and blob; nothing is written yet.
-    let mut verdicts: Vec<Vec<bool>> = Vec::new();
-    let first_listed = reports.len();
+    let mut checked = Vec::with_capacity(listed.len());
     for l in &listed {
         let header = check_header(&blobs, l)?;
         if let Some(why) = &header {
             crate::say!("{PROGRAM}: pack {}: {why}", l.pack);
         }
-        let mut flags = Vec::with_capacity(l.blobs.len());
         let mut damaged = Vec::new();
         read_blobs(&blobs, l, |id, loc, message| {
-            match judge(&blobs, &key, id, loc, &message)? {
-                Verdict::Sound => flags.push(true),
-                Verdict::Damaged(e) => {
-                    crate::say!("{PROGRAM}: {e}");
-                    flags.push(false);
-                    damaged.push(Damaged {
-                        blob: id.to_string(),
-                        detail: e.to_string(),
-                    });
-                }
+            if let Verdict::Damaged(e) = judge(&blobs, &key, id, loc, &message)? {
+                crate::say!("{PROGRAM}: {e}");
+                damaged.push(Damaged {
+                    blob: *id,
+                    detail: e.to_string(),
+                });
             }
             Ok(())
         })?;
-        let good = flags.iter().filter(|&&s| s).count() as u64;
+        let sound = (l.blobs.len() - damaged.len()) as u64;
         let action = if damaged.is_empty() && header.is_none() {
             Action::Keep
-        } else if good == 0 {
+        } else if sound == 0 {
             Action::Delete
         } else {
             Action::Rewrite
         };
-        reports.push(PackReport {
+        checked.push(PackReport {
             pack: l.pack.to_string(),
             blobs: l.blobs.len() as u64,
-            sound: good,
+            sound,
             damaged,
             header,
             action,
             dry_run: args.dry_run,
         });
-        verdicts.push(flags);
     }
-    let checked_reports = &reports[first_listed..];
 
     // 2. Read every pack to change again: each blob must check as it did
     // (the bytes copied are the bytes checked); the sound ones are copied
@@ -171,16 +164,14 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
     let mut written = Vec::new();
     let mut copied = 0u64;
     let changing = |r: &PackReport| matches!(r.action, Action::Rewrite | Action::Delete);
-    if !args.dry_run && checked_reports.iter().any(changing) {
+    if !args.dry_run && checked.iter().any(changing) {
         let copier = Packer::copier(&repo, blobs.pack_keys(), DEFAULT_PACK_SIZE);
-        for ((l, r), flags) in listed.iter().zip(checked_reports).zip(&verdicts) {
+        for (l, r) in listed.iter().zip(&checked) {
             if !changing(r) {
                 continue;
             }
-            let mut n = 0;
             read_blobs(&blobs, l, |id, loc, message| {
-                let was_sound = flags[n];
-                n += 1;
+                let was_sound = !r.damaged.iter().any(|d| d.blob == *id);
                 let sound = matches!(judge(&blobs, &key, id, loc, &message)?, Verdict::Sound);
                 if sound != was_sound {
                     return Err(Error::repo(format!(
@@ -203,24 +194,18 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
         written = copier.finish()?;
     }
 
-    // 3. Delete the damaged packs, the inventory told first (as prune).
+    // 3. Delete the damaged packs.
     let doomed: Vec<PackId> = if args.dry_run {
         Vec::new()
     } else {
         listed
             .iter()
-            .zip(checked_reports)
+            .zip(&checked)
             .filter(|(_, r)| changing(r))
             .map(|(l, _)| l.pack)
             .collect()
     };
-    crate::repo::inventory::append_removed_packs(&repo, &doomed)?;
-    for pack in &doomed {
-        let key = pack.key();
-        repo.store()
-            .delete(&key)
-            .map_err(|e| repo.error(&key, &e).context(PROGRAM))?;
-    }
+    delete_packs(&repo, &doomed, PROGRAM)?;
     if !doomed.is_empty() {
         // The local index learns of the change now; if this fails, the
         // next program to open it does.
@@ -228,29 +213,29 @@ pub fn repair(args: IndexRepairArgs) -> Result<i32> {
     }
 
     let mut out = io::stdout().lock();
-    for r in &reports {
+    for r in gone.iter().chain(&checked) {
         serde_json::to_writer(&mut out, r)
             .map_err(io::Error::other)
             .and_then(|_| writeln!(out))
             .map_err(record::stdout_error)?;
     }
     out.flush().map_err(record::stdout_error)?;
-    let damaged: usize = checked_reports.iter().map(|r| r.damaged.len()).sum();
-    let checked: u64 = checked_reports.iter().map(|r| r.blobs).sum();
-    let to_change = checked_reports.iter().filter(|r| changing(r)).count();
+    let damaged: usize = checked.iter().map(|r| r.damaged.len()).sum();
+    let blob_count: u64 = checked.iter().map(|r| r.blobs).sum();
+    let to_change = checked.iter().filter(|r| changing(r)).count();
     if to_change == 0 {
         crate::say!(
-            "{PROGRAM}: {checked} blobs in {} packs checked, none damaged: nothing to do",
+            "{PROGRAM}: {blob_count} blobs in {} packs checked, none damaged: nothing to do",
             listed.len()
         );
     } else if args.dry_run {
         crate::say!(
-            "{PROGRAM}: {checked} blobs in {} packs checked, {damaged} damaged; would delete {to_change} packs, copying their sound blobs into new packs first (dry run: nothing changed)",
+            "{PROGRAM}: {blob_count} blobs in {} packs checked, {damaged} damaged; would delete {to_change} packs, copying their sound blobs into new packs first (dry run: nothing changed)",
             listed.len()
         );
     } else {
         crate::say!(
-            "{PROGRAM}: {checked} blobs in {} packs checked; dropped {damaged} damaged blobs, copied {copied} sound ones into {} new packs, deleted {} packs. Back up the same files again to store the dropped blobs again (every snapshot that names them is then whole), then run `bk-verify --read-data`",
+            "{PROGRAM}: {blob_count} blobs in {} packs checked; dropped {damaged} damaged blobs, copied {copied} sound ones into {} new packs, deleted {} packs. Back up the same files again to store the dropped blobs again (every snapshot that names them is then whole), then run `bk-verify --read-data`",
             listed.len(),
             written.len(),
             doomed.len()
@@ -325,6 +310,18 @@ fn list_blobs(blobs: &Blobs, packs: &[PackId]) -> Result<(Vec<Listed>, Vec<PackI
         .map_err(|e| Error::io(&crate::repo::index::cache_dir(blobs.repo().id()), e))?;
     for l in &mut listed {
         l.blobs.sort_by_key(|(_, loc)| loc.offset);
+        // Every blob is checked: one that starts inside the one before it
+        // (which reading would skip) stops repair here.
+        if let Some(w) = l
+            .blobs
+            .windows(2)
+            .find(|w| w[1].1.offset < w[0].1.offset + w[0].1.length)
+        {
+            return Err(Error::repo(format!(
+                "pack {}: blob {} overlaps the blob before it in the index ({PROGRAM} stopped, nothing deleted)",
+                l.pack, w[1].0
+            )));
+        }
     }
     Ok((listed, gone))
 }
@@ -342,53 +339,17 @@ fn check_header(blobs: &Blobs, l: &Listed) -> Result<Option<String>> {
     }
 }
 
-/// Reads each blob of `l` in full (one ranged read for the pack, the pack
-/// keystream removed) and hands it to `f`. A read that fails stops here,
-/// naming the pack: it says nothing of the blob's soundness.
+/// Reads each blob of `l` in full ([`Blobs::read_run`]) and hands it to
+/// `f`. A read that fails stops repair, naming the pack: it says nothing
+/// of the blob's soundness.
 fn read_blobs(
     blobs: &Blobs,
     l: &Listed,
-    mut f: impl FnMut(&ObjectId, &Location, Vec<u8>) -> Result<()>,
+    f: impl FnMut(&ObjectId, &Location, Vec<u8>) -> Result<()>,
 ) -> Result<()> {
-    let Some(start) = l.blobs.first().map(|(_, loc)| loc.offset) else {
-        return Ok(());
-    };
-    let end = l
-        .blobs
-        .iter()
-        .map(|(_, loc)| loc.offset + loc.length)
-        .max()
-        .unwrap_or(start);
-    let repo = blobs.repo();
-    let key = l.pack.key();
-    let stop = |why: String| {
-        Error::repo(format!(
-            "pack {}: {why} ({PROGRAM} stopped, nothing deleted)",
-            repo.store().describe(&key)
-        ))
-    };
-    let mut r = blobs.open_run(&l.pack, start, end - start, &|| format!("pack {}", l.pack))?;
-    let mut at = start;
-    for (id, loc) in &l.blobs {
-        if loc.offset < at {
-            return Err(stop(format!(
-                "blob {id} overlaps the blob before it in the index"
-            )));
-        }
-        io::copy(&mut (&mut r).take(loc.offset - at), &mut io::sink())
-            .map_err(|e| stop(crate::error::io_cause(&e)))?;
-        let mut message = Vec::with_capacity(loc.length.min(64 << 20) as usize);
-        (&mut r)
-            .take(loc.length)
-            .read_to_end(&mut message)
-            .map_err(|e| stop(crate::error::io_cause(&e)))?;
-        if message.len() as u64 != loc.length {
-            return Err(stop("shorter than its header says".into()));
-        }
-        at = loc.offset + loc.length;
-        f(id, loc, message)?;
-    }
-    Ok(())
+    blobs
+        .read_run(&l.blobs, f)
+        .map_err(|e| e.context(format!("{PROGRAM} stopped, nothing deleted")))
 }
 
 /// What one blob, read in full, is: sound (it decrypts and is the content
