@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -575,15 +574,7 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
     assert!(lines.len() >= 6);
 
     // The backup starts and is held open in the middle of its input.
-    let mut p = sb.spawn_pipeline(Stdio::piped(), &[]);
-    let mut input = p.seal.stdin.take().unwrap();
-    for l in &lines[..lines.len() / 2] {
-        input.write_all(l).unwrap();
-    }
-    input.flush().unwrap();
-    wait_until("both shared locks", Duration::from_secs(60), || {
-        lock_files(&sb.repo).len() == 2
-    });
+    let backup = sb.hold_backup_open(&hashed);
 
     // Prune without --wait refuses at once, naming the holder.
     let out = prune(&sb, &["--grace", "0s"]);
@@ -621,16 +612,8 @@ fn prune_waits_for_a_running_backup_and_deletes_nothing_it_needs() {
     }
 
     // The backup finishes.
-    for l in &lines[lines.len() / 2..] {
-        input.write_all(l).unwrap();
-    }
-    drop(input);
-    let seal = p.seal.wait_with_output().unwrap();
-    assert_ok(&seal, "bk-seal");
-    let write = p.write.wait_with_output().unwrap();
+    let (_, snapshot) = backup.finish();
     let backup_done = Instant::now();
-    assert_ok(&write, "bk-index write");
-    let snapshot = String::from_utf8(write.stdout).unwrap().trim().to_owned();
 
     let pruned = pruner.wait_with_output().unwrap();
     let prune_done = Instant::now();

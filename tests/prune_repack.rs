@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -223,16 +222,7 @@ fn prune_beside_a_running_backup_waits_or_refuses_and_keeps_what_it_needs() {
     let (_, hashed) = sb.scan_hash(&tree);
     let lines: Vec<&[u8]> = hashed.split_inclusive(|&b| b == b'\n').collect();
     assert!(lines.len() >= 10);
-
-    let mut p = sb.spawn_pipeline(Stdio::piped(), &[]);
-    let mut input = p.seal.stdin.take().unwrap();
-    for l in &lines[..lines.len() / 2] {
-        input.write_all(l).unwrap();
-    }
-    input.flush().unwrap();
-    wait_until("both shared locks", Duration::from_secs(60), || {
-        lock_files(&sb.repo).len() == 2
-    });
+    let backup = sb.hold_backup_open(&hashed);
 
     // Without --wait prune refuses at once (exit 11), naming the holder.
     let packs_before = packs(&sb);
@@ -271,20 +261,12 @@ fn prune_beside_a_running_backup_waits_or_refuses_and_keeps_what_it_needs() {
         packs_before,
         "prune touched packs during the backup"
     );
-    for l in &lines[lines.len() / 2..] {
-        input.write_all(l).unwrap();
-    }
-    drop(input);
-    let seal = p.seal.wait_with_output().unwrap();
-    assert_ok(&seal, "bk-seal");
+    let (seal, snapshot) = backup.finish();
     assert!(
         stderr(&seal).contains("1 new objects added"),
         "only new.dat is new: {}",
         describe(&seal)
     );
-    let write = p.write.wait_with_output().unwrap();
-    assert_ok(&write, "bk-index write");
-    let snapshot = String::from_utf8(write.stdout).unwrap().trim().to_owned();
     let pruned = pruner.wait_with_output().unwrap();
     assert_ok(&pruned, "prune --wait");
     let r = prune_report(&pruned);

@@ -19,7 +19,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -609,16 +608,7 @@ fn repair_during_a_backup_waits_or_refuses() {
 
     write_file(&tree.join("new.bin"), &pseudo_random(77, 50_000), 0o644);
     let (_, hashed) = sb.scan_hash(&tree);
-    let lines: Vec<&[u8]> = hashed.split_inclusive(|&b| b == b'\n').collect();
-    let mut p = sb.spawn_pipeline(Stdio::piped(), &[]);
-    let mut input = p.seal.stdin.take().unwrap();
-    for l in &lines[..lines.len() / 2] {
-        input.write_all(l).unwrap();
-    }
-    input.flush().unwrap();
-    wait_until("both shared locks", Duration::from_secs(60), || {
-        lock_files(&sb.repo).len() == 2
-    });
+    let backup = sb.hold_backup_open(&hashed);
 
     let out = repair(&sb, &[&pid(&at.pack)]);
     assert_code(&out, 11, "repair during a backup");
@@ -637,13 +627,7 @@ fn repair_during_a_backup_waits_or_refuses() {
     let waiting = cmd.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     assert!(sb.read_repo_file(&at.pack).is_some());
-    for l in &lines[lines.len() / 2..] {
-        input.write_all(l).unwrap();
-    }
-    drop(input);
-    assert_ok(&p.seal.wait_with_output().unwrap(), "bk-seal");
-    let write = p.write.wait_with_output().unwrap();
-    assert_ok(&write, "bk-index write");
+    backup.finish();
     let out = waiting.wait_with_output().unwrap();
     assert_ok(&out, "repair --wait");
     assert!(sb.read_repo_file(&at.pack).is_none());

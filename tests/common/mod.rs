@@ -552,6 +552,52 @@ pub struct Pipeline {
     pub write: std::process::Child,
 }
 
+/// A backup (`bk-seal | bk-index write`) held open in the middle of its
+/// input, both of its shared locks taken: for tests that run something
+/// beside a backup. [`HeldBackup::finish`] lets it end.
+pub struct HeldBackup {
+    pipeline: Pipeline,
+    input: std::process::ChildStdin,
+    rest: Vec<u8>,
+}
+
+impl Sandbox {
+    /// Starts `bk-seal | bk-index write` on the hashed records `hashed`,
+    /// feeds the first half of its lines, and waits until both stages hold
+    /// their shared locks (a directory repository).
+    pub fn hold_backup_open(&self, hashed: &[u8]) -> HeldBackup {
+        let lines: Vec<&[u8]> = hashed.split_inclusive(|&b| b == b'\n').collect();
+        let half: usize = lines[..lines.len() / 2].iter().map(|l| l.len()).sum();
+        let mut pipeline = self.spawn_pipeline(Stdio::piped(), &[]);
+        let mut input = pipeline.seal.stdin.take().unwrap();
+        input.write_all(&hashed[..half]).unwrap();
+        input.flush().unwrap();
+        wait_until("both shared locks", Duration::from_secs(60), || {
+            lock_files(&self.repo).len() == 2
+        });
+        HeldBackup {
+            pipeline,
+            input,
+            rest: hashed[half..].to_vec(),
+        }
+    }
+}
+
+impl HeldBackup {
+    /// Feeds the rest of the input and waits for both stages, checked for
+    /// success: bk-seal's output and the snapshot's name.
+    pub fn finish(mut self) -> (Output, String) {
+        self.input.write_all(&self.rest).unwrap();
+        drop(self.input);
+        let seal = self.pipeline.seal.wait_with_output().unwrap();
+        assert_ok(&seal, "bk-seal");
+        let write = self.pipeline.write.wait_with_output().unwrap();
+        assert_ok(&write, "bk-index write");
+        let snapshot = String::from_utf8(write.stdout).unwrap().trim().to_owned();
+        (seal, snapshot)
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds; fails the test, naming
 /// `what`, once `limit` has passed.
 pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
